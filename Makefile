@@ -1,0 +1,59 @@
+# learnscore — the two commands a newcomer needs: `make demo` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
+# The test broker gets its own ports and state folder so it never meets a demo broker.
+TEST_ENV := LEARNSCORE__STATE_DIR=.state-test LEARNSCORE__BROKER__PORT=19092 \
+            LEARNSCORE__BROKER__CONTROLLER_PORT=19093 LEARNSCORE__KAFKA__BOOTSTRAP_SERVERS=127.0.0.1:19092 \
+            LEARNSCORE__MLFLOW__UI_PORT=15000
+PYTEST_ARGS ?=
+
+.PHONY: install jars demo test test-fast bench stack-up stack-down clean help
+
+help:
+	@echo "make demo    install, resolve jars, run the live demo (learnscore demo)"
+	@echo "make test    install, resolve jars, start a test broker, run every test, stop it"
+	@echo "make bench   run the benchmarks; figures go to bench/results/"
+	@echo "make clean   stop the local stack and remove all local state"
+
+$(STAMP): pyproject.toml
+	@command -v java >/dev/null || { echo "error: java not found; install Java 17+"; exit 1; }
+	@command -v mvn >/dev/null || { echo "error: mvn not found; install Maven 3.8+"; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	rm -f $(VENV)/.installed-* && touch $(STAMP)
+
+install: $(STAMP)
+
+jars: install
+	$(BIN)/learnscore jars
+
+demo: jars
+	$(BIN)/learnscore demo $(DEMO_ARGS)
+
+stack-up: jars
+	$(BIN)/learnscore stack up
+
+stack-down:
+	-$(BIN)/learnscore stack down
+
+test: jars
+	$(TEST_ENV) $(BIN)/learnscore stack up
+	set -o pipefail; trap '$(TEST_ENV) $(BIN)/learnscore stack down' EXIT; \
+	  $(TEST_ENV) $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: jars
+	$(TEST_ENV) $(BIN)/learnscore stack up
+	trap '$(TEST_ENV) $(BIN)/learnscore stack down' EXIT; \
+	  $(TEST_ENV) $(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+bench: jars
+	$(BIN)/learnscore bench all
+
+clean:
+	-test -x $(BIN)/learnscore && $(BIN)/learnscore stack down
+	-test -x $(BIN)/learnscore && $(TEST_ENV) $(BIN)/learnscore stack down
+	rm -rf .state .state-test test-artifacts spark-warehouse metastore_db derby.log

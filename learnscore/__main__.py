@@ -1,0 +1,3 @@
+from learnscore.cli import run
+
+run()

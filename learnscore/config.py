@@ -1,0 +1,326 @@
+"""Typed configuration, loaded once at the edge and passed down.
+
+``load_config`` lays ``conf/base.yaml``, then ``conf/<env>.yaml``, then environment variables
+``LEARNSCORE__SECTION__KEY=value`` over each other and validates the result. Secrets are not
+part of the files: :class:`Secrets` reads them from the environment only.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets as _secrets
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+ENV_PREFIX = "LEARNSCORE__"
+
+
+class ConfigError(ValueError):
+    """The configuration cannot be used; the message says which key and what to do."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SparkConfig(_Section):
+    master: str = "local[2]"
+    app_name: str = "learnscore"
+    driver_memory: str = "4g"
+    shuffle_partitions: int = Field(4, ge=1)
+    jars_dir: Path = Path(".cache/jars/spark")
+    extra_conf: dict[str, str] = Field(default_factory=dict)
+
+
+class KafkaConfig(_Section):
+    bootstrap_servers: str = "127.0.0.1:9092"
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    ssl_cafile: Path | None = None
+    topic_prefix: str = ""
+    partitions: int = Field(2, ge=1)
+    request_timeout_s: float = Field(15, gt=0)
+
+
+class BrokerConfig(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(9092, ge=1, le=65535)
+    controller_port: int = Field(9093, ge=1, le=65535)
+    sasl_ssl_port: int | None = Field(None, ge=1, le=65535)
+    heap: str = "512m"
+    jars_dir: Path = Path(".cache/jars/kafka")
+    start_timeout_s: float = Field(60, gt=0)
+
+
+class LakeConfig(_Section):
+    root: str = "{state_dir}/lake"
+    checkpoints: str = "{state_dir}/checkpoints"
+
+
+class MlflowConfig(_Section):
+    tracking_uri: str = "sqlite:///{state_dir}/mlflow/mlflow.db"
+    registry_uri: str | None = None
+    artifact_root: str = "{state_dir}/mlflow/artifacts"
+    experiment: str = "learnscore"
+    model_name: str = "learnscore-diagnostic"
+    ui_host: str = "127.0.0.1"
+    ui_port: int = Field(5000, ge=1, le=65535)
+
+
+class StreamingConfig(_Section):
+    trigger_seconds: float = Field(1.0, ge=0)
+    max_offsets_per_trigger: int = Field(50000, ge=1)
+    starting_offsets: Literal["earliest", "latest"] = "earliest"
+    alias_check_seconds: float = Field(2.0, ge=0)
+    score_batch_rows: int = Field(50000, ge=1)
+
+
+class PrivacyConfig(_Section):
+    min_cell_learners: int = Field(10, ge=1)
+
+
+class ServingConfig(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    max_body_bytes: int = Field(1_048_576, ge=1024)
+    max_batch: int = Field(100, ge=1)
+    canary_fraction: float = Field(0.0, ge=0, le=1)
+    alias_check_seconds: float = Field(2.0, gt=0)
+
+
+class DashboardConfig(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8050, ge=1, le=65535)
+    refresh_seconds: float = Field(5, gt=0)
+
+
+class BiConfig(_Section):
+    thrift_port: int = Field(10000, ge=1, le=65535)
+
+
+class Config(_Section):
+    """The whole configuration. Paths are absolute after :func:`load_config`."""
+
+    env: str = "local"
+    state_dir: Path = Path(".state")
+    spark: SparkConfig = SparkConfig()
+    kafka: KafkaConfig = KafkaConfig()
+    broker: BrokerConfig = BrokerConfig()
+    lake: LakeConfig = LakeConfig()
+    mlflow: MlflowConfig = MlflowConfig()
+    streaming: StreamingConfig = StreamingConfig()
+    privacy: PrivacyConfig = PrivacyConfig()
+    serving: ServingConfig = ServingConfig()
+    dashboard: DashboardConfig = DashboardConfig()
+    bi: BiConfig = BiConfig()
+
+    @field_validator("env")
+    @classmethod
+    def _env_is_a_name(cls, value: str) -> str:
+        if not value.replace("-", "").replace("_", "").isalnum():
+            raise ValueError(f"env must be a plain name such as 'local', got {value!r}")
+        return value
+
+    # -- derived locations -------------------------------------------------------------------
+    def table_path(self, qualified_name: str) -> str:
+        """Storage location of a Delta table named ``layer.table`` (e.g. ``gold.predictions``)."""
+        layer, _, table = qualified_name.partition(".")
+        if not layer or not table:
+            raise ConfigError(f"table name must look like 'layer.table', got {qualified_name!r}")
+        return f"{self.lake.root.rstrip('/')}/{layer}/{table}"
+
+    def checkpoint_path(self, query_name: str) -> str:
+        return f"{self.lake.checkpoints.rstrip('/')}/{query_name}"
+
+    @property
+    def registry_uri(self) -> str:
+        return self.mlflow.registry_uri or self.mlflow.tracking_uri
+
+    def topic(self, base_name: str) -> str:
+        """The deployed name of a topic from :mod:`schemas.topics`."""
+        return f"{self.kafka.topic_prefix}{base_name}"
+
+
+class Secrets:
+    """Secrets from the environment only; never logged, never in config files.
+
+    For the embedded local default a missing pseudonymisation key or API key is created once
+    under ``<state_dir>/secrets`` (mode 0600) so that a fresh machine works without set-up;
+    any other environment must set them.
+    """
+
+    PSEUDONYM_KEY = "LEARNSCORE_PSEUDONYM_KEY"
+    API_KEY = "LEARNSCORE_API_KEY"
+    KAFKA_PASSWORD = "LEARNSCORE_KAFKA_PASSWORD"
+
+    def __init__(self, config: Config, environ: dict[str, str] | None = None):
+        self._config = config
+        self._environ = os.environ if environ is None else environ
+
+    def _local_or_required(self, variable: str, purpose: str) -> SecretStr:
+        value = self._environ.get(variable)
+        if value:
+            return SecretStr(value)
+        if self._config.env != "local":
+            raise ConfigError(
+                f"{variable} is not set: it holds the {purpose}. Set it in the environment "
+                f"(it is never read from conf/)."
+            )
+        path = self._config.state_dir / "secrets" / variable.lower()
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.touch(mode=0o600)
+            path.write_text(_secrets.token_urlsafe(32))
+        return SecretStr(path.read_text().strip())
+
+    @property
+    def pseudonym_key(self) -> SecretStr:
+        key = self._local_or_required(self.PSEUDONYM_KEY, "key that pseudonymises learner ids")
+        if len(key.get_secret_value()) < 32:
+            raise ConfigError(f"{self.PSEUDONYM_KEY} must be at least 32 characters long")
+        return key
+
+    @property
+    def api_key(self) -> SecretStr:
+        return self._local_or_required(self.API_KEY, "API key clients send to the REST endpoint")
+
+    @property
+    def kafka_password(self) -> SecretStr | None:
+        value = self._environ.get(self.KAFKA_PASSWORD)
+        if value:
+            return SecretStr(value)
+        if self._config.kafka.sasl_mechanism:
+            raise ConfigError(
+                f"kafka.sasl_mechanism is {self._config.kafka.sasl_mechanism} but "
+                f"{self.KAFKA_PASSWORD} is not set; export the SASL password for "
+                f"user {self._config.kafka.sasl_username!r}"
+            )
+        return None
+
+
+# -- loading ---------------------------------------------------------------------------------
+
+
+def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a mapping of settings at the top level")
+    return data
+
+
+def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
+    """``LEARNSCORE__KAFKA__BOOTSTRAP_SERVERS=x`` → ``{"kafka": {"bootstrap_servers": "x"}}``.
+
+    Values are parsed as YAML scalars so that numbers and booleans keep their types.
+    """
+    overrides: dict[str, Any] = {}
+    for name, raw in environ.items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        keys = [part.lower() for part in name[len(ENV_PREFIX) :].split("__") if part]
+        if not keys:
+            continue
+        try:
+            value = yaml.safe_load(raw) if raw != "" else None
+        except yaml.YAMLError:
+            value = raw
+        node = overrides
+        for key in keys[:-1]:
+            node = node.setdefault(key, {})
+        node[keys[-1]] = value
+    return overrides
+
+
+def _expand(value: Any, state_dir: str) -> Any:
+    if isinstance(value, str):
+        return value.replace("{state_dir}", state_dir)
+    if isinstance(value, dict):
+        return {key: _expand(item, state_dir) for key, item in value.items()}
+    return value
+
+
+def _absolute(location: str, base: Path) -> str:
+    """Relative local paths become absolute; URIs (s3a://, sqlite:///, https://) stay as they are."""
+    if "://" in location:
+        if location.startswith("sqlite:///") and not location.startswith("sqlite:////"):
+            return "sqlite:///" + str((base / location[len("sqlite:///") :]).resolve())
+        return location
+    return str((base / location).resolve())
+
+
+def load_config(
+    env: str | None = None,
+    conf_dir: Path | None = None,
+    environ: dict[str, str] | None = None,
+    base_dir: Path | None = None,
+) -> Config:
+    """Load and validate the configuration for ``env`` (default ``$LEARNSCORE_ENV`` or ``local``).
+
+    Raises :class:`ConfigError` with the offending key and the fix when a value is invalid.
+    """
+    environ = dict(os.environ if environ is None else environ)
+    env = env or environ.get("LEARNSCORE_ENV") or "local"
+    conf_dir = conf_dir or Path(environ.get("LEARNSCORE_CONF_DIR", CONF_DIR))
+    base_dir = (base_dir or Path.cwd()).resolve()
+
+    base_file = conf_dir / "base.yaml"
+    env_file = conf_dir / f"{env}.yaml"
+    if not env_file.exists():
+        known = sorted(p.stem for p in conf_dir.glob("*.yaml") if p.stem != "base")
+        raise ConfigError(
+            f"no configuration for environment {env!r}: {env_file} does not exist "
+            f"(known: {', '.join(known) or 'none'}); create it or pick one of those"
+        )
+    data = _deep_merge(_read_yaml(base_file) if base_file.exists() else {}, _read_yaml(env_file))
+    data = _deep_merge(data, _env_overrides(environ))
+    data["env"] = env
+
+    state_dir = Path(str(data.get("state_dir", ".state")))
+    state_dir = state_dir if state_dir.is_absolute() else (base_dir / state_dir).resolve()
+    data["state_dir"] = str(state_dir)
+    data = {key: _expand(value, str(state_dir)) for key, value in data.items()}
+
+    for section, key in (("lake", "root"), ("lake", "checkpoints"), ("mlflow", "artifact_root"),
+                         ("mlflow", "tracking_uri"), ("mlflow", "registry_uri")):
+        value = data.get(section, {}).get(key)
+        if value:
+            data[section][key] = _absolute(value, base_dir)
+    for section in ("spark", "broker"):
+        jars = data.get(section, {}).get("jars_dir")
+        if jars and not Path(jars).is_absolute():
+            data[section]["jars_dir"] = str((_project_root() / jars).resolve())
+
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']} (got {err.get('input')!r})"
+            for err in exc.errors()
+        )
+        raise ConfigError(
+            f"invalid configuration for env {env!r} ({env_file}): {problems}. "
+            f"Fix the file or the LEARNSCORE__... environment variable that sets it."
+        ) from None
+
+
+def _project_root() -> Path:
+    """The checkout holding ``jvm/`` (jars are resolved relative to it, not to the cwd)."""
+    return Path(__file__).resolve().parent.parent

@@ -1,0 +1,55 @@
+"""JVM jars from Maven Central, resolved by ``mvn`` from the manifests in ``jvm/``.
+
+Two separate classpaths: Spark's extras (Delta, the Kafka connector) and the local Kafka broker.
+Nothing is downloaded by Spark's own ``spark.jars.packages`` at run time.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import subprocess
+from pathlib import Path
+
+from learnscore.config import Config, ConfigError
+
+log = logging.getLogger(__name__)
+
+JVM_DIR = Path(__file__).resolve().parent.parent / "jvm"
+MANIFESTS = {"spark": JVM_DIR / "spark-jars.xml", "kafka": JVM_DIR / "kafka-broker.xml"}
+
+
+class JarsMissing(ConfigError):
+    pass
+
+
+def resolve_jars(config: Config, force: bool = False) -> dict[str, list[Path]]:
+    """Resolve both jar sets with ``mvn dependency:copy-dependencies`` (skipped when present)."""
+    targets = {"spark": config.spark.jars_dir, "kafka": config.broker.jars_dir}
+    if shutil.which("mvn") is None:
+        raise JarsMissing("mvn (Apache Maven) is not on PATH; install Maven 3.8+ and run again")
+    resolved = {}
+    for name, target in targets.items():
+        if force or not list(Path(target).glob("*.jar")):
+            Path(target).mkdir(parents=True, exist_ok=True)
+            log.info("resolving %s jars from %s into %s", name, MANIFESTS[name].name, target)
+            command = ["mvn", "-B", "-q", "-f", str(MANIFESTS[name]),
+                       "dependency:copy-dependencies", f"-DoutputDirectory={target}"]
+            result = subprocess.run(command, capture_output=True, text=True)
+            if result.returncode != 0:
+                raise JarsMissing(
+                    f"mvn could not resolve the {name} jars ({MANIFESTS[name]}):\n"
+                    f"{(result.stdout + result.stderr)[-2000:]}\n"
+                    "Check that Maven Central is reachable (or a mirror in ~/.m2/settings.xml)."
+                )
+        resolved[name] = jar_files(Path(target), name)
+    return resolved
+
+
+def jar_files(jars_dir: Path, name: str) -> list[Path]:
+    jars = sorted(Path(jars_dir).glob("*.jar"))
+    if not jars:
+        raise JarsMissing(
+            f"no {name} jars in {jars_dir}; resolve them with `learnscore jars` (or `make jars`)"
+        )
+    return jars

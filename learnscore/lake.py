@@ -1,0 +1,85 @@
+"""Delta table I/O at the edges: create tables from their definitions, small Spark-free writes.
+
+Spark jobs create and write their tables through :func:`ensure_spark_tables`; processes that
+do not run Spark (registry CLI, retrain worker, dashboard) use ``deltalake`` here.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Iterable
+
+from learnscore.config import Config
+from schemas.tables import TABLES, Table, arrow_schema
+
+log = logging.getLogger(__name__)
+
+
+def ensure_spark_tables(spark, config: Config, names: Iterable[str]) -> None:
+    """Create the named Delta tables (empty, with their declared schema) when missing."""
+    from delta.tables import DeltaTable
+    from pyspark.sql.types import StructType
+
+    for name in names:
+        table = TABLES[name]
+        builder = (DeltaTable.createIfNotExists(spark)
+                   .location(config.table_path(name))
+                   .addColumns(StructType.fromDDL(table.ddl))
+                   .comment(table.doc))
+        if table.partition_by:
+            builder = builder.partitionedBy(*table.partition_by)
+        builder.execute()
+
+
+def ensure_deltalake_table(config: Config, name: str) -> str:
+    """Create a ``deltalake``-written table when missing; return its location."""
+    from deltalake import DeltaTable, write_deltalake
+    from deltalake.exceptions import TableNotFoundError
+
+    table = TABLES[name]
+    path = config.table_path(name)
+    try:
+        DeltaTable(path)
+    except TableNotFoundError:
+        import pyarrow as pa
+
+        write_deltalake(path, pa.Table.from_pylist([], schema=arrow_schema(table)), mode="append",
+                        description=table.doc)
+    return path
+
+
+def append_rows(config: Config, name: str, rows: list[dict[str, Any]]) -> None:
+    """Append rows to a ``deltalake``-written table (one Delta commit)."""
+    import pyarrow as pa
+    from deltalake import write_deltalake
+
+    table: Table = TABLES[name]
+    if table.writer != "deltalake":
+        raise ValueError(f"{name} is written by Spark jobs; appending from here would race them")
+    path = ensure_deltalake_table(config, name)
+    data = pa.Table.from_pylist([{c: row.get(c) for c in table.column_names} for row in rows],
+                                schema=arrow_schema(table))
+    write_deltalake(path, data, mode="append")
+
+
+def read_table(config: Config, name: str, columns: list[str] | None = None, version: int | None = None):
+    """Read a Delta table into pandas without Spark; an empty frame when it does not exist yet."""
+    import pandas as pd
+    from deltalake import DeltaTable
+    from deltalake.exceptions import TableNotFoundError
+
+    try:
+        delta = DeltaTable(config.table_path(name), version=version)
+    except TableNotFoundError:
+        return pd.DataFrame(columns=columns or TABLES[name].column_names)
+    return delta.to_pandas(columns=columns)
+
+
+def table_version(config: Config, name: str) -> int | None:
+    from deltalake import DeltaTable
+    from deltalake.exceptions import TableNotFoundError
+
+    try:
+        return DeltaTable(config.table_path(name)).version()
+    except TableNotFoundError:
+        return None

@@ -1,0 +1,62 @@
+"""The one SparkSession factory. Entry points call it; library code receives the session."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from learnscore.config import Config
+from learnscore.jars import jar_files
+
+log = logging.getLogger(__name__)
+
+
+def spark_conf(config: Config) -> dict[str, str]:
+    """Every Spark setting learnscore uses, from config (also used for spark-submit style launches)."""
+    jars = ",".join(str(path) for path in jar_files(config.spark.jars_dir, "spark"))
+    conf = {
+        "spark.master": config.spark.master,
+        "spark.app.name": config.spark.app_name,
+        "spark.driver.memory": config.spark.driver_memory,
+        # Jars resolved by Maven (jvm/spark-jars.xml); spark.jars ships them to executors too.
+        "spark.jars": jars,
+        "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
+        "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
+        "spark.sql.shuffle.partitions": str(config.spark.shuffle_partitions),
+        "spark.default.parallelism": str(config.spark.shuffle_partitions),
+        "spark.sql.execution.arrow.pyspark.enabled": "true",
+        "spark.sql.execution.arrow.maxRecordsPerBatch": "10000",
+        "spark.sql.session.timeZone": "UTC",
+        "spark.sql.warehouse.dir": str(config.state_dir / "spark-warehouse"),
+        "spark.driver.extraJavaOptions": f"-Dderby.system.home={config.state_dir / 'derby'}",
+        "spark.ui.showConsoleProgress": "false",
+        "spark.ui.enabled": "false",
+        "spark.sql.streaming.stopGracefullyOnShutdown": "true",
+        # Delta: small local tables, no need for the optimiser's background work.
+        "spark.databricks.delta.snapshotPartitions": "2",
+        "spark.databricks.delta.autoCompact.enabled": "false",
+        "spark.databricks.delta.retentionDurationCheck.enabled": "true",
+        "spark.python.worker.reuse": "true",
+    }
+    conf.update(config.spark.extra_conf)
+    return conf
+
+
+def create_spark_session(config: Config, app_name: str | None = None):
+    """Build (or return the running) SparkSession for ``config``.
+
+    Imported lazily so that modules which never touch Spark do not pay for the JVM.
+    """
+    from pyspark.sql import SparkSession
+
+    # Every Python process we start refuses pickle-based model formats (skops only).
+    os.environ.setdefault("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "false")
+    builder = SparkSession.builder
+    for key, value in spark_conf(config).items():
+        builder = builder.config(key, value)
+    if app_name:
+        builder = builder.appName(app_name)
+    session = builder.getOrCreate()
+    session.sparkContext.setLogLevel("WARN")
+    log.info("spark session on %s (Spark %s)", config.spark.master, session.version)
+    return session

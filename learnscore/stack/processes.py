@@ -1,0 +1,126 @@
+"""Background processes the project starts itself: pid files, liveness, clean stops."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import psutil
+
+
+class StackError(RuntimeError):
+    """A local service cannot start or stop; the message says why and what to do."""
+
+
+@dataclass
+class ProcessRecord:
+    """What ``up`` started, written next to the service's log so ``down`` stops exactly that."""
+
+    name: str
+    pid: int
+    create_time: float
+    command: list[str]
+    log_file: str
+    endpoint: str
+
+    def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(asdict(self), indent=2))
+
+    @classmethod
+    def load(cls, path: Path) -> ProcessRecord | None:
+        try:
+            return cls(**json.loads(path.read_text()))
+        except (FileNotFoundError, json.JSONDecodeError, TypeError):
+            return None
+
+    def is_running(self) -> bool:
+        # The create time guards against a recycled pid that now belongs to someone else.
+        try:
+            process = psutil.Process(self.pid)
+            return (abs(process.create_time() - self.create_time) < 1.0
+                    and process.status() != psutil.STATUS_ZOMBIE)
+        except psutil.NoSuchProcess:
+            return False
+
+
+def port_is_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def port_owner(port: int) -> str:
+    """Best-effort description of who listens on ``port`` (for error messages)."""
+    try:
+        for conn in psutil.net_connections(kind="tcp"):
+            if conn.laddr and conn.laddr.port == port and conn.status == psutil.CONN_LISTEN:
+                if conn.pid:
+                    proc = psutil.Process(conn.pid)
+                    return f"pid {conn.pid} ({' '.join(proc.cmdline()[:3])[:120]})"
+    except (psutil.Error, OSError):
+        pass
+    return "another process"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_background(name: str, command: list[str], log_file: Path, endpoint: str,
+                     env: dict[str, str] | None = None, cwd: Path | None = None) -> ProcessRecord:
+    """Start ``command`` detached in its own session, output appended to ``log_file``."""
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_file, "ab") as log:
+        process = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env={**os.environ, **(env or {})}, cwd=cwd, start_new_session=True,
+        )
+    return ProcessRecord(
+        name=name, pid=process.pid, create_time=psutil.Process(process.pid).create_time(),
+        command=command, log_file=str(log_file), endpoint=endpoint,
+    )
+
+
+def stop_process(record: ProcessRecord, timeout_s: float = 30.0) -> bool:
+    """SIGTERM the process group ``record`` started, then SIGKILL after ``timeout_s``."""
+    if not record.is_running():
+        return False
+    try:
+        os.killpg(record.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return False
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not record.is_running():
+            break
+        time.sleep(0.2)
+    else:
+        try:
+            os.killpg(record.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    try:  # reap it when it is our own child (tests start the stack in-process)
+        os.waitpid(record.pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+    return True
+
+
+def tail(path: Path | str, lines: int = 20) -> str:
+    try:
+        return "\n".join(Path(path).read_text(errors="replace").splitlines()[-lines:])
+    except FileNotFoundError:
+        return "(no log yet)"

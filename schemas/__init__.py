@@ -1,0 +1,1 @@
+"""The contracts: event schemas, topic and table names, the feature contract."""

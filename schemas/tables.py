@@ -1,0 +1,164 @@
+"""Delta table definitions (DESIGN §5), in one place.
+
+Each table is written by exactly one kind of writer: the Spark stream/batch jobs, or a
+Spark-free process (registry CLI, retrain worker) through ``deltalake``. Column types are
+Spark DDL names; :func:`arrow_schema` gives the same schema to ``deltalake``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+RESPONSES_DDL = ("array<struct<item_id:string,skill:string,correct:boolean,"
+                 "response_time_ms:bigint,attempts:bigint,hint_used:boolean>>")
+_KAFKA = (("kafka_topic", "string"), ("kafka_partition", "int"), ("kafka_offset", "bigint"),
+          ("kafka_timestamp", "timestamp"))
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str  # layer.table
+    columns: tuple[tuple[str, str], ...]
+    doc: str
+    writer: str = "spark"  # "spark" or "deltalake"
+    bi_facing: bool = False  # learner ids must be pseudonymised
+    partition_by: tuple[str, ...] = ()
+
+    @property
+    def layer(self) -> str:
+        return self.name.split(".")[0]
+
+    @property
+    def ddl(self) -> str:
+        return ", ".join(f"`{name}` {kind}" for name, kind in self.columns)
+
+    @property
+    def column_names(self) -> list[str]:
+        return [name for name, _ in self.columns]
+
+
+def _raw(name: str, topic: str) -> Table:
+    return Table(name, (("raw_key", "binary"), ("raw_value", "binary"), *_KAFKA,
+                        ("ingested_at", "timestamp"), ("batch_id", "bigint")),
+                 f"Every message of {topic} as it arrived, bytes untouched.")
+
+
+SUBMISSIONS_RAW = _raw("bronze.submissions_raw", "diagnostic.submissions")
+OUTCOMES_RAW = _raw("bronze.outcomes_raw", "diagnostic.outcomes")
+
+SUBMISSIONS = Table("silver.submissions", (
+    ("event_id", "string"), ("schema_version", "bigint"), ("event_time", "timestamp"),
+    ("learner_id", "string"), ("assessment_id", "string"), ("subject", "string"),
+    ("grade_level", "bigint"), ("responses", RESPONSES_DDL), *_KAFKA,
+    ("ingested_at", "timestamp"),
+), "Valid submissions, one row per event_id (the first delivery wins).")
+
+QUARANTINE = Table("silver.quarantine", (
+    ("source_topic", "string"), ("kafka_partition", "int"), ("kafka_offset", "bigint"),
+    ("kafka_timestamp", "timestamp"), ("raw_key", "binary"), ("raw_value", "binary"),
+    ("event_id", "string"), ("reason_code", "string"), ("reason", "string"),
+    ("quarantined_at", "timestamp"), ("batch_id", "bigint"),
+), "Events refused by the contract or as duplicates, with the raw bytes and the reason.")
+
+OUTCOMES = Table("silver.outcomes", (
+    ("event_id", "string"), ("schema_version", "bigint"), ("event_time", "timestamp"),
+    ("submission_event_id", "string"), ("learner_id", "string"),
+    ("observed_progress_score", "double"), ("observed_comprehension_level", "string"),
+    *_KAFKA, ("ingested_at", "timestamp"),
+), "Valid observed outcomes, one row per submission_event_id.")
+
+PREDICTIONS = Table("gold.predictions", (
+    ("event_id", "string"), ("learner_key", "string"), ("assessment_id", "string"),
+    ("subject", "string"), ("grade_level", "bigint"), ("event_time", "timestamp"),
+    ("progress_score", "double"), ("comprehension_level", "string"),
+    ("p_beginner", "double"), ("p_developing", "double"), ("p_proficient", "double"),
+    ("p_advanced", "double"), ("model_name", "string"), ("model_version", "string"),
+    ("scored_at", "timestamp"), ("latency_s", "double"), ("batch_id", "bigint"),
+), "One row per scored submission with the model version that scored it.", bi_facing=True)
+
+PREDICTION_OUTCOMES = Table("gold.prediction_outcomes", (
+    ("event_id", "string"), ("learner_key", "string"), ("subject", "string"),
+    ("grade_level", "bigint"), ("event_time", "timestamp"), ("model_version", "string"),
+    ("progress_score", "double"), ("comprehension_level", "string"),
+    ("observed_progress_score", "double"), ("observed_comprehension_level", "string"),
+    ("abs_error", "double"), ("level_correct", "boolean"), ("outcome_time", "timestamp"),
+    ("joined_at", "timestamp"),
+), "A prediction next to its observed outcome: live model quality.", bi_facing=True)
+
+DAILY_SUMMARY = Table("gold.daily_summary", (
+    ("day", "date"), ("subject", "string"), ("grade_level", "bigint"),
+    ("submissions", "bigint"), ("learners", "bigint"), ("mean_predicted_score", "double"),
+    ("share_beginner", "double"), ("share_developing", "double"),
+    ("share_proficient", "double"), ("share_advanced", "double"),
+    ("outcomes", "bigint"), ("mean_abs_error", "double"), ("updated_at", "timestamp"),
+), "BI aggregate by day, subject and grade; cells with too few learners are left out.",
+    bi_facing=True)
+
+STREAM_PROGRESS = Table("ops.stream_progress", (
+    ("batch_id", "bigint"), ("started_at", "timestamp"), ("duration_s", "double"),
+    ("rows_read", "bigint"), ("submissions_valid", "bigint"), ("quarantined", "bigint"),
+    ("duplicates", "bigint"), ("scored", "bigint"), ("failed", "bigint"),
+    ("pending_unscored", "bigint"), ("outcomes", "bigint"), ("endpoint_requests", "bigint"),
+    ("latency_p50_s", "double"), ("latency_p95_s", "double"), ("latency_p99_s", "double"),
+    ("model_version", "string"), ("model_status", "string"), ("message", "string"),
+), "One row per micro-batch of the streaming scorer.")
+
+DRIFT_EVENTS = Table("ops.drift_events", (
+    ("drift_event_id", "string"), ("detected_at", "timestamp"), ("batch_id", "bigint"),
+    ("kind", "string"), ("detector", "string"), ("signal", "string"), ("segment", "string"),
+    ("statistic", "double"), ("mean_before", "double"), ("mean_after", "double"),
+    ("n_before", "bigint"), ("n_after", "bigint"), ("model_version", "string"),
+    ("request_id", "string"),
+), "Each detection by a River detector with its evidence; request_id when it asked to retrain.")
+
+DRIFT_METRICS = Table("ops.drift_metrics", (
+    ("computed_at", "timestamp"), ("window_start", "timestamp"), ("window_end", "timestamp"),
+    ("segment", "string"), ("feature", "string"), ("reference", "string"),
+    ("psi", "double"), ("ks", "double"), ("js", "double"),
+    ("n_reference", "bigint"), ("n_window", "bigint"),
+), "Windowed drift metrics per feature and segment (learnscore monitor drift).")
+
+RETRAIN_RUNS = Table("ops.retrain_runs", (
+    ("run_id", "string"), ("trigger", "string"), ("request_ids", "string"),
+    ("status", "string"), ("started_at", "timestamp"), ("finished_at", "timestamp"),
+    ("mlflow_run_id", "string"), ("model_version", "string"), ("promoted", "boolean"),
+    ("gate_report", "string"), ("window_start", "timestamp"), ("window_end", "timestamp"),
+    ("data_versions", "string"), ("message", "string"),
+), "Every retrain run: what asked for it, what it trained on, what it registered.",
+    writer="deltalake")
+
+MODEL_EVENTS = Table("ops.model_events", (
+    ("event_id", "string"), ("occurred_at", "timestamp"), ("event_type", "string"),
+    ("model_name", "string"), ("version", "string"), ("alias", "string"),
+    ("previous_version", "string"), ("actor", "string"), ("reason", "string"),
+    ("metrics_json", "string"),
+), "Every registration and alias move (who, when, why, metrics).", writer="deltalake")
+
+ENDPOINT_REQUESTS = Table("ops.endpoint_requests", (
+    ("request_id", "string"), ("received_at", "timestamp"), ("status_code", "int"),
+    ("latency_ms", "double"), ("model_name", "string"), ("model_version", "string"),
+    ("route", "string"), ("items", "int"), ("error_code", "string"), ("error", "string"),
+    *_KAFKA,
+), "The REST endpoint's inference log, landed from Kafka by the stream.")
+
+TABLES: dict[str, Table] = {
+    table.name: table
+    for table in (SUBMISSIONS_RAW, OUTCOMES_RAW, SUBMISSIONS, QUARANTINE, OUTCOMES, PREDICTIONS,
+                  PREDICTION_OUTCOMES, DAILY_SUMMARY, STREAM_PROGRESS, DRIFT_EVENTS,
+                  DRIFT_METRICS, RETRAIN_RUNS, MODEL_EVENTS, ENDPOINT_REQUESTS)
+}
+
+
+def arrow_schema(table: Table):
+    """The same columns as a pyarrow schema, for ``deltalake`` writers and readers."""
+    import pyarrow as pa
+
+    simple = {"string": pa.string(), "bigint": pa.int64(), "int": pa.int32(),
+              "double": pa.float64(), "boolean": pa.bool_(), "binary": pa.binary(),
+              "timestamp": pa.timestamp("us", tz="UTC"), "date": pa.date32()}
+    fields = []
+    for name, kind in table.columns:
+        if kind not in simple:
+            raise ValueError(f"{table.name}.{name}: type {kind} has no arrow mapping here")
+        fields.append(pa.field(name, simple[kind]))
+    return pa.schema(fields)

@@ -1,0 +1,98 @@
+"""Session fixtures for the real parts: the Kafka broker, Spark, and the MLflow store.
+
+Each test gets its own topic prefix, table paths, checkpoints and model name (``config``),
+so tests never see each other's data while sharing one broker, one JVM and one store.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+
+from learnscore.config import Config, load_config
+from learnscore.kafka_io import broker_answers
+from learnscore.stack.processes import free_port
+
+os.environ["MLFLOW_ALLOW_PICKLE_DESERIALIZATION"] = "false"
+logging.getLogger("kafka").setLevel(logging.WARNING)
+logging.getLogger("py4j").setLevel(logging.WARNING)
+
+
+@pytest.fixture(scope="session")
+def session_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("learnscore")
+
+
+@pytest.fixture(scope="session")
+def base_config(session_dir) -> Config:
+    """Config from conf/ and the environment (make test points it at the test broker)."""
+    environ = {**os.environ, "LEARNSCORE__STATE_DIR": str(session_dir / "state")}
+    return load_config(environ=environ)
+
+
+@pytest.fixture(scope="session")
+def kafka_broker(base_config, session_dir):
+    """The test broker: the one `make test` started, or one started here for a bare `pytest`."""
+    if broker_answers(base_config.kafka.bootstrap_servers, timeout_s=3):
+        yield base_config.kafka.bootstrap_servers
+        return
+    from learnscore.jars import resolve_jars
+    from learnscore.stack.kafka_broker import KafkaBroker
+
+    port, controller = free_port(), free_port()
+    config = base_config.model_copy(update={
+        "broker": base_config.broker.model_copy(update={"port": port, "controller_port": controller}),
+    })
+    resolve_jars(config)
+    broker = KafkaBroker(config)
+    broker.up()
+    try:
+        yield broker.bootstrap_servers
+    finally:
+        broker.down()
+
+
+@pytest.fixture(scope="session")
+def stack_config(base_config, kafka_broker) -> Config:
+    return base_config.model_copy(update={
+        "kafka": base_config.kafka.model_copy(update={"bootstrap_servers": kafka_broker}),
+        "spark": base_config.spark.model_copy(update={"driver_memory": "3g"}),
+    })
+
+
+@pytest.fixture
+def config(stack_config, tmp_path) -> Config:
+    """A per-test view of the stack: own topics, tables, checkpoints and model name."""
+    tag = uuid.uuid4().hex[:8]
+    return stack_config.model_copy(update={
+        "kafka": stack_config.kafka.model_copy(update={"topic_prefix": f"t{tag}."}),
+        "lake": stack_config.lake.model_copy(update={
+            "root": str(tmp_path / "lake"), "checkpoints": str(tmp_path / "checkpoints")}),
+        "mlflow": stack_config.mlflow.model_copy(update={"model_name": f"learnscore-test-{tag}"}),
+    })
+
+
+@pytest.fixture(scope="session")
+def spark(stack_config):
+    from learnscore.spark import create_spark_session
+
+    session = create_spark_session(stack_config, app_name="learnscore-tests")
+    yield session
+    session.stop()
+
+
+@pytest.fixture(scope="session")
+def mlflow_store(stack_config):
+    """The embedded MLflow store (SQLite + local artifacts) of this test session."""
+    import mlflow
+
+    from learnscore.stack.mlflow_server import prepare_store
+
+    prepare_store(stack_config)
+    mlflow.set_tracking_uri(stack_config.mlflow.tracking_uri)
+    mlflow.set_registry_uri(stack_config.registry_uri)
+    return stack_config.mlflow.tracking_uri

@@ -1,0 +1,61 @@
+import pytest
+
+from learnscore.config import ConfigError, Secrets, load_config
+
+
+def test_local_config_loads_with_absolute_paths(tmp_path):
+    config = load_config("local", environ={}, base_dir=tmp_path)
+    assert config.env == "local"
+    assert config.state_dir == tmp_path / ".state"
+    assert config.table_path("gold.predictions") == f"{tmp_path}/.state/lake/gold/predictions"
+    assert config.mlflow.tracking_uri == f"sqlite:///{tmp_path}/.state/mlflow/mlflow.db"
+    assert config.spark.jars_dir.is_absolute()
+
+
+def test_environment_overrides_keep_types(tmp_path):
+    config = load_config("local", base_dir=tmp_path, environ={
+        "LEARNSCORE__KAFKA__BOOTSTRAP_SERVERS": "broker:9094",
+        "LEARNSCORE__KAFKA__PARTITIONS": "6",
+        "LEARNSCORE__SERVING__CANARY_FRACTION": "0.25",
+    })
+    assert config.kafka.bootstrap_servers == "broker:9094"
+    assert config.kafka.partitions == 6
+    assert config.serving.canary_fraction == 0.25
+
+
+def test_cluster_example_is_valid(tmp_path):
+    config = load_config("cluster", environ={}, base_dir=tmp_path)
+    assert config.spark.master.startswith("spark://")
+    assert config.kafka.security_protocol == "SASL_SSL"
+    assert config.table_path("gold.predictions").startswith("s3a://")
+
+
+def test_invalid_value_names_the_key_and_the_fix(tmp_path):
+    with pytest.raises(ConfigError) as info:
+        load_config("local", base_dir=tmp_path, environ={"LEARNSCORE__KAFKA__PARTITIONS": "zero"})
+    message = str(info.value)
+    assert "kafka.partitions" in message and "'zero'" in message and "LEARNSCORE__" in message
+
+
+def test_unknown_key_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="kafka.bootstrap_server"):
+        load_config("local", base_dir=tmp_path, environ={"LEARNSCORE__KAFKA__BOOTSTRAP_SERVER": "x"})
+
+
+def test_unknown_environment_lists_the_known_ones(tmp_path):
+    with pytest.raises(ConfigError, match="known: cluster, local"):
+        load_config("staging", environ={}, base_dir=tmp_path)
+
+
+def test_secrets_come_from_the_environment_only(tmp_path):
+    local = load_config("local", environ={}, base_dir=tmp_path)
+    key = Secrets(local, environ={}).pseudonym_key.get_secret_value()
+    assert len(key) >= 32
+    assert Secrets(local, environ={}).pseudonym_key.get_secret_value() == key  # stable
+    assert (local.state_dir / "secrets" / "learnscore_pseudonym_key").stat().st_mode & 0o077 == 0
+    cluster = load_config("cluster", environ={}, base_dir=tmp_path)
+    with pytest.raises(ConfigError, match="LEARNSCORE_PSEUDONYM_KEY is not set"):
+        Secrets(cluster, environ={}).pseudonym_key
+    with pytest.raises(ConfigError, match="LEARNSCORE_KAFKA_PASSWORD is not set"):
+        Secrets(cluster, environ={}).kafka_password
+    assert "hunter2" not in repr(Secrets(cluster, environ={"LEARNSCORE_KAFKA_PASSWORD": "hunter2"}).kafka_password)
