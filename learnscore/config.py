@@ -103,6 +103,40 @@ class BiConfig(_Section):
     thrift_port: int = Field(10000, ge=1, le=65535)
 
 
+class BoostingParams(_Section):
+    """Hyperparameters of one scikit-learn HistGradientBoosting model (names as in sklearn)."""
+
+    max_iter: int = Field(300, ge=1)
+    learning_rate: float = Field(0.06, gt=0, le=1)
+    max_leaf_nodes: int = Field(31, ge=2)
+    max_depth: int | None = Field(None, ge=1)
+    min_samples_leaf: int = Field(40, ge=1)
+    l2_regularization: float = Field(1.0, ge=0)
+    early_stopping: bool = False
+
+
+class ModelConfig(_Section):
+    """Training: the two boosted models, the IRT item bank, the holdout."""
+
+    score: BoostingParams = BoostingParams()
+    level: BoostingParams = BoostingParams()
+    holdout_fraction: float = Field(0.2, gt=0, lt=1)
+    random_state: int = 7
+    irt_iterations: int = Field(15, ge=1)
+    irt_min_responses: int = Field(20, ge=1)
+
+
+class GatesConfig(_Section):
+    """What a version must show before it may become ``production``."""
+
+    smoke_rows: int = Field(200, ge=1)
+    window_rows: int = Field(5000, ge=10)
+    max_mae_increase: float = Field(0.5, ge=0)
+    max_macro_f1_drop: float = Field(0.02, ge=0)
+    max_mae: float = Field(12.0, gt=0)
+    min_macro_f1: float = Field(0.45, ge=0, le=1)
+
+
 class Config(_Section):
     """The whole configuration. Paths are absolute after :func:`load_config`."""
 
@@ -118,6 +152,8 @@ class Config(_Section):
     serving: ServingConfig = ServingConfig()
     dashboard: DashboardConfig = DashboardConfig()
     bi: BiConfig = BiConfig()
+    model: ModelConfig = ModelConfig()
+    gates: GatesConfig = GatesConfig()
 
     @field_validator("env")
     @classmethod
