@@ -125,6 +125,154 @@ def stack_status() -> None:
     typer.echo(f"{'state':<10} {config.state_dir}")
 
 
+# -- model lifecycle --------------------------------------------------------------------------
+def _parse_time(value: str | None, option: str):
+    from schemas.contract import parse_timestamp
+
+    if value is None:
+        return None
+    moment = parse_timestamp(value) or parse_timestamp(f"{value}T00:00:00Z")
+    if moment is None:
+        fail(f"{option} {value!r} is not a date (2026-01-31) or an RFC 3339 time (2026-01-31T09:30:00Z)")
+    return moment
+
+
+def _actor() -> str:
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+@app.command()
+def train(
+    initial: Annotated[bool, typer.Option("--initial", help="First training: simulate the history if there is none, load it into silver, then train.")] = False,
+    since: Annotated[Optional[str], typer.Option(help="Only submissions at or after this time (RFC 3339 or date).")] = None,
+    until: Annotated[Optional[str], typer.Option(help="Only submissions before this time.")] = None,
+    submissions_version: Annotated[Optional[int], typer.Option(help="Delta version of silver.submissions (default latest).")] = None,
+    outcomes_version: Annotated[Optional[int], typer.Option(help="Delta version of silver.outcomes (default latest).")] = None,
+    history_dir: Annotated[Optional[str], typer.Option(help="Simulated history folder (default <state_dir>/simulator/history).")] = None,
+    trigger: Annotated[str, typer.Option(help="Why: manual, drift or schedule (tagged on the version).")] = "manual",
+    request_id: Annotated[Optional[str], typer.Option(help="The RetrainRequested event id, if any.")] = None,
+) -> None:
+    """Train a model on silver data at pinned Delta versions; register it as `staging`."""
+    from batch.history import HistoryNotFound, default_history_dir, ensure_simulated_history, load_history
+    from batch.train import TrainingDataError, train_model
+    from learnscore.spark import create_spark_session
+
+    config = get_config()
+    folder = history_dir or str(default_history_dir(config))
+    spark = create_spark_session(config, app_name="learnscore-train")
+    try:
+        if initial:
+            manifest = ensure_simulated_history(config, folder)
+            typer.echo(f"history  {folder}: {manifest['submissions']} submissions, {manifest['outcomes']} outcomes")
+            loaded = load_history(spark, config, folder)
+            for kind in ("submissions", "outcomes"):
+                typer.echo(f"loaded   {kind}: {loaded[kind]}")
+        result = train_model(spark, config, submissions_version=submissions_version,
+                             outcomes_version=outcomes_version, since=_parse_time(since, "--since"),
+                             until=_parse_time(until, "--until"), trigger=trigger, request_id=request_id,
+                             actor=_actor(), history_dir=folder)
+    except (TrainingDataError, HistoryNotFound) as exc:
+        fail(str(exc))
+    finally:
+        spark.stop()
+    m = result.metrics
+    typer.echo(f"version  {config.mlflow.model_name} v{result.version} → staging (run {result.run_id})")
+    typer.echo(f"data     " + ", ".join(f"{k}@v{v}" for k, v in result.data_versions.items())
+               + f"; {result.rows_train} train / {result.rows_holdout} holdout rows")
+    typer.echo(f"holdout  MAE {m['holdout_mae']:.2f}  RMSE {m['holdout_rmse']:.2f}  R² {m['holdout_r2']:.3f}  "
+               f"accuracy {m['holdout_accuracy']:.3f}  macro-F1 {m['holdout_macro_f1']:.3f}  "
+               f"QWK {m['holdout_qwk']:.3f}  Brier {m['holdout_brier']:.3f}  ECE {m['holdout_ece']:.3f}")
+    typer.echo(f"baseline MAE {m['baseline_mae']:.2f}  R² {m['baseline_r2']:.3f}  macro-F1 {m['baseline_macro_f1']:.3f}")
+    if "oracle_r2" in m:
+        typer.echo(f"oracle   MAE {m['oracle_mae']:.2f}  R² {m['oracle_r2']:.3f}  macro-F1 {m['oracle_macro_f1']:.3f}"
+                   f"  → model reaches {100 * m['r2_share_of_oracle']:.1f}% of the oracle's R²")
+    typer.echo(f"time     {result.duration_s:.1f} s (fit {m['fit_seconds']:.1f} s)")
+
+
+@app.command()
+def promote(
+    version: Annotated[Optional[int], typer.Option(help="The version to promote (default: the staging version).")] = None,
+    reason: Annotated[str, typer.Option(help="Why (recorded).")] = "promoted from the command line",
+) -> None:
+    """Run the gates for a version and, if all pass, make it `production`."""
+    from learnscore.tracking import use_mlflow
+    from registry.gates import GateRefused
+    from registry.promote import PromotionError, promote as promote_version
+
+    config = get_config()
+    use_mlflow(config)
+    try:
+        move = promote_version(config, version, actor=_actor(), reason=reason)
+    except GateRefused as refused:
+        typer.echo(refused.report.summary())
+        fail(str(refused), code=3)
+    except PromotionError as exc:
+        fail(str(exc))
+    typer.echo(move.report.summary())
+    typer.echo(f"production → version {move.version} (was {move.previous_version or 'none'})")
+
+
+@app.command()
+def rollback(
+    reason: Annotated[str, typer.Option(help="Why (recorded).")] = "rolled back from the command line",
+) -> None:
+    """Move `production` back to the version it had before the current one."""
+    from learnscore.tracking import use_mlflow
+    from registry.history import LifecycleHistoryError
+    from registry.promote import rollback as rollback_production
+
+    config = get_config()
+    use_mlflow(config)
+    try:
+        move = rollback_production(config, actor=_actor(), reason=reason)
+    except LifecycleHistoryError as exc:
+        fail(str(exc))
+    typer.echo(f"production → version {move.version} (was {move.previous_version})")
+
+
+@app.command()
+def models() -> None:
+    """List versions, aliases, key metrics and the alias history."""
+    from datetime import datetime, timezone
+
+    from learnscore.tracking import use_mlflow
+    from registry.overview import model_overview
+
+    config = get_config()
+    use_mlflow(config)
+    overview = model_overview(config)
+    if not overview["versions"]:
+        typer.echo(f"{overview['model_name']}: no versions yet (learnscore train --initial)")
+        return
+    typer.echo(f"{overview['model_name']}")
+    typer.echo(f"  {'version':<8} {'aliases':<20} {'created (UTC)':<17} {'trigger':<9} "
+               f"{'MAE':>6} {'R²':>6} {'F1':>6} {'QWK':>6} {'oracle%':>8}")
+    for v in overview["versions"]:
+        created = datetime.fromtimestamp(v["created"] / 1000, timezone.utc).strftime("%Y-%m-%d %H:%M")
+        m = v["metrics"]
+
+        def cell(key, width, scale=1.0, digits=3):
+            return f"{m[key] * scale:>{width}.{digits}f}" if key in m else " " * (width - 1) + "-"
+
+        typer.echo(f"  {v['version']:<8} {','.join(v['aliases']) or '-':<20} {created:<17} "
+                   f"{v['trigger'] or '-':<9} {cell('holdout_mae', 6, digits=2)} {cell('holdout_r2', 6)} "
+                   f"{cell('holdout_macro_f1', 6)} {cell('holdout_qwk', 6)} "
+                   f"{cell('r2_share_of_oracle', 8, 100.0, 1)}")
+    typer.echo("history")
+    for event in overview["history"] or [{"event": "(none recorded)"}]:
+        if "at" not in event:
+            typer.echo(f"  {event['event']}")
+            continue
+        typer.echo(f"  {event['at']:%Y-%m-%d %H:%M:%S} {event['event']:<16} v{event['version']:<4} "
+                   f"{event['alias'] or '':<11} from v{event['previous_version'] or '-':<4} "
+                   f"by {event['actor']}: {event['reason']}")
+
+
 def run() -> None:
     """Console entry point: clear one-line errors for the failures a user can meet."""
     from learnscore.kafka_io import BrokerUnreachable
