@@ -49,6 +49,14 @@ _CHUNK = 8192
 
 @dataclass(frozen=True)
 class HistoryOptions:
+    """What ``simulate history`` writes.
+
+    >>> HistoryOptions(days=5, outcome_delay_s=7 * 86400)
+    Traceback (most recent call last):
+    ...
+    ValueError: the outcome delay (7 days) must be shorter than the history (5 days)
+    """
+
     learners: int = 20_000
     days: float = 60.0
     outcome_delay_s: float = 7 * 86400.0

@@ -42,8 +42,8 @@ class BankDesign:
 
 
 BASE_BANK = BankDesign("v1")
-# A rewritten bank: new items that are harder, discriminate less and are easier to guess.
-CHANGED_BANK = BankDesign("v2", difficulty_mean=0.8, log_discrimination_mean=-0.45, guessing_mean=0.25)
+# A rewritten bank: new items that are harder (+1 logit) and discriminate less (a ≈ 0.7).
+CHANGED_BANK = BankDesign("v2", difficulty_mean=1.0, log_discrimination_mean=-0.35)
 
 
 @dataclass(frozen=True)

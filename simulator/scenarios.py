@@ -51,6 +51,19 @@ def parse_duration(text: str | float | int) -> float:
     return float(match.group(1)) * _UNITS[match.group(2) or "s"]
 
 
+def format_duration(seconds: float) -> str:
+    """The shortest way :func:`parse_duration` reads back.
+
+    >>> format_duration(15), format_duration(1_728_000), format_duration(5400), format_duration(0.25)
+    ('15s', '20d', '90m', '250ms')
+    """
+    for unit in ("d", "h", "m", "s", "ms"):
+        count = seconds / _UNITS[unit]
+        if count == int(count) and (count or unit == "s"):
+            return f"{int(count)}{unit}"
+    return f"{seconds:g}s"
+
+
 @dataclass(frozen=True)
 class ScenarioSpec:
     """One scenario and its start: a time offset in seconds or a valid-submission index."""
@@ -68,7 +81,7 @@ class ScenarioSpec:
     def __str__(self) -> str:
         if self.at_event is not None:
             return f"{self.name}@{self.at_event}"
-        return f"{self.name}@{self.at_seconds or 0:g}s"
+        return f"{self.name}@{format_duration(self.at_seconds or 0.0)}"
 
 
 def parse_scenario(text: str) -> ScenarioSpec:
