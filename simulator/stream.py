@@ -27,7 +27,7 @@ import pyarrow as pa
 
 from learnscore.config import Config
 from schemas.topics import OUTCOMES, SUBMISSIONS
-from simulator.generator import SimulatedBatch, Simulator, SimulatorSettings, truth_table
+from simulator.generator import TRUTH_COLUMNS, Simulator, SimulatorSettings, truth_table
 from simulator.invalid import INVALID_KINDS, InvalidMixer
 from simulator.scenarios import ScenarioSpec
 
@@ -90,14 +90,15 @@ class MessagePlan:
     (100, 100)
     """
 
-    def __init__(self, options: StreamOptions, start: datetime):
+    def __init__(self, options: StreamOptions, start: datetime, keep_truth: bool = True):
         self.options = options
         self.start = start
         self.simulator = Simulator(seed=options.seed, start=start, interval_s=1.0 / options.rate,
                                    scenarios=options.scenarios, outcome_delay_s=options.outcome_delay_s,
                                    run="stream", settings=options.settings)
         self.mixer = InvalidMixer(options.seed, options.invalid_ratio)
-        self.batches: list[SimulatedBatch] = []  # everything drawn so far, for the truth
+        self.keep_truth = keep_truth
+        self._truth: list[dict[str, np.ndarray]] = []  # truth columns of every block drawn (not the events)
 
     def __iter__(self) -> Iterator[Outgoing]:
         options, mixer = self.options, self.mixer
@@ -106,7 +107,8 @@ class MessagePlan:
         remaining = options.submissions
         while remaining > 0:
             batch = self.simulator.take(min(_CHUNK, remaining))
-            self.batches.append(batch)
+            if self.keep_truth:
+                self._truth.append(batch.truth)
             remaining -= len(batch)
             for due, event, outcome in zip(batch.offsets_s.tolist(), batch.submissions, batch.outcomes):
                 while pending and pending[0][0] <= due:
@@ -132,8 +134,11 @@ class MessagePlan:
 
     def truth(self, submissions: int) -> pa.Table:
         """The truth of the first ``submissions`` valid submissions of the plan."""
-        batch = SimulatedBatch.concat(self.batches)
-        return truth_table({name: values[:submissions] for name, values in batch.truth.items()})
+        if not self.keep_truth:
+            raise ValueError("this plan was made with keep_truth=False")
+        columns = {name: np.concatenate([part[name] for part in self._truth])[:submissions]
+                   for name in TRUTH_COLUMNS}
+        return truth_table(columns)
 
 
 @dataclass
@@ -244,6 +249,8 @@ def stream_to_kafka(config: Config, options: StreamOptions, stop_event: threadin
     sent; the report says how many). Raises :class:`learnscore.kafka_io.BrokerUnreachable`
     when no broker answers.
     """
+    from kafka.errors import KafkaTimeoutError
+
     from learnscore.kafka_io import create_topics, producer
 
     stop_event = stop_event or threading.Event()
@@ -251,12 +258,13 @@ def stream_to_kafka(config: Config, options: StreamOptions, stop_event: threadin
     topics = {SUBMISSIONS: config.topic(SUBMISSIONS), OUTCOMES: config.topic(OUTCOMES)}
     kafka = producer(config, linger_ms=20, batch_size=64 * 1024, compression_type=producer_compression())
     start = start or datetime.now(timezone.utc)
-    plan = MessagePlan(options, start)
+    plan = MessagePlan(options, start, keep_truth=keep_truth)
     report = StreamReport(started_at=start, options=options)
+    delivered = [0]  # acknowledged by the broker (callbacks run on the producer's I/O thread)
     errors: list[BaseException] = []
 
-    def failed(exc: BaseException) -> None:
-        errors.append(exc)
+    def acknowledged(_metadata) -> None:
+        delivered[0] += 1
 
     began = time.monotonic()
     next_progress = began + options.progress_interval_s
@@ -267,7 +275,8 @@ def stream_to_kafka(config: Config, options: StreamOptions, stop_event: threadin
                 break
             if stop_event.is_set():
                 break
-            kafka.send(topics[message.topic], key=message.key, value=message.value).add_errback(failed)
+            future = kafka.send(topics[message.topic], key=message.key, value=message.value)
+            future.add_callback(acknowledged).add_errback(errors.append)
             report.sent[message.kind] += 1
             if message.kind == SUBMISSION:
                 report.valid_event_ids.add(message.event_id)
@@ -281,13 +290,17 @@ def stream_to_kafka(config: Config, options: StreamOptions, stop_event: threadin
                 next_progress = now + options.progress_interval_s
                 _log_progress(report, plan, now - began)
         report.stopped_early = stop_event.is_set()
-        kafka.flush(timeout=config.kafka.request_timeout_s * 4)
+        try:
+            kafka.flush(timeout=config.kafka.request_timeout_s * 4)
+        except KafkaTimeoutError:
+            log.error("Kafka did not acknowledge every message within %.0fs", config.kafka.request_timeout_s * 4)
     finally:
         kafka.close(timeout=config.kafka.request_timeout_s)
     report.elapsed_s = time.monotonic() - began
-    report.failed = len(errors)
-    if errors:
-        log.error("%d messages failed to reach Kafka; first error: %s", len(errors), errors[0])
+    report.failed = sum(report.sent.values()) - delivered[0]
+    if report.failed:
+        log.error("%d of %d messages were not acknowledged by Kafka at %s; first error: %s", report.failed,
+                  sum(report.sent.values()), config.kafka.bootstrap_servers, errors[0] if errors else "timeout")
     if keep_truth:
         report.truth = plan.truth(report.submissions)
     return report
