@@ -21,13 +21,11 @@ from learnscore.config import Config
 from learnscore.lake import ensure_spark_tables
 from schemas.events import DIAGNOSTIC_SUBMITTED, OUTCOME_OBSERVED
 from schemas.tables import OUTCOMES, QUARANTINE, SUBMISSIONS, Table
+from simulator.history import MANIFEST_FILE, OUTCOMES_FILE, SUBMISSIONS_FILE, TRUTH_FILE
 
 log = logging.getLogger(__name__)
 
-MANIFEST_FILE = "manifest.json"
-TRUTH_FILE = "truth.parquet"
-_DEFAULT_FILES = {"submissions": "submissions.jsonl", "outcomes": "outcomes.jsonl",
-                  "truth": TRUTH_FILE}
+_DEFAULT_FILES = {"submissions": SUBMISSIONS_FILE, "outcomes": OUTCOMES_FILE, "truth": TRUTH_FILE}
 
 
 class HistoryNotFound(FileNotFoundError):
@@ -36,7 +34,9 @@ class HistoryNotFound(FileNotFoundError):
 
 def default_history_dir(config: Config) -> Path:
     """Where ``learnscore simulate history`` writes: ``<state_dir>/simulator/history``."""
-    return Path(config.state_dir) / "simulator" / "history"
+    from simulator.history import history_dir
+
+    return Path(history_dir(config))
 
 
 def read_history_manifest(history_dir: str | Path) -> dict[str, Any]:
@@ -176,19 +176,18 @@ def read_truth(history_dir: str | Path):
 
 
 def ensure_simulated_history(config: Config, history_dir: str | Path) -> dict[str, Any]:
-    """The manifest of the history in ``history_dir``; simulate one there first if none exists
-    (``learnscore train --initial`` on a fresh machine)."""
+    """The manifest of the history in ``history_dir``; simulate one there first (with the
+    ``simulator:`` settings) if none exists — ``learnscore train --initial`` on a fresh machine."""
     try:
         return read_history_manifest(history_dir)
     except HistoryNotFound:
         pass
-    try:
-        from simulator.history import HistoryOptions, write_history
-    except ImportError:
-        raise HistoryNotFound(f"no simulated history in {history_dir} and no simulator installed; "
-                              f'create one with "learnscore simulate history"') from None
-    section = getattr(config, "simulator", None)
-    options = HistoryOptions(**({"learners": section.history_learners, "days": section.history_days}
-                                if section is not None and hasattr(section, "history_learners") else {}))
+    from simulator import settings_from_config
+    from simulator.history import HistoryOptions, write_history
+
+    section = config.simulator
+    options = HistoryOptions(learners=section.history_learners, days=section.history_days,
+                             outcome_delay_s=section.history_outcome_delay_s, seed=section.seed,
+                             settings=settings_from_config(config))
     log.info("no history in %s yet: simulating %d learners", history_dir, options.learners)
     return write_history(Path(history_dir), options)
