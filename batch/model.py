@@ -37,12 +37,13 @@ class DiagnosticModel:
 
     def __init__(self, score_params: dict[str, Any] | None = None,
                  level_params: dict[str, Any] | None = None, random_state: int = 0,
-                 irt_iterations: int = 15, irt_min_responses: int = 20):
+                 irt_iterations: int = 15, irt_min_responses: int = 20, fit_threads: int = 1):
         self.score_params = dict(score_params or {})
         self.level_params = dict(level_params or {})
         self.random_state = random_state
         self.irt_iterations = irt_iterations
         self.irt_min_responses = irt_min_responses
+        self.fit_threads = fit_threads
 
     # -- fitting ----------------------------------------------------------------------------
     def fit(self, model_input: pd.DataFrame, progress_score, comprehension_level) -> "DiagnosticModel":
@@ -67,12 +68,13 @@ class DiagnosticModel:
             min_responses=self.irt_min_responses)
         features = features_from_flat(flat, self.item_bank_, index=model_input.index)
         self.feature_names_ = list(features.columns)
-        log.info("fitting the score model on %d rows × %d features", *features.shape)
-        self.score_pipeline_ = Pipeline([("regressor", HistGradientBoostingRegressor(
-            random_state=self.random_state, **self.score_params))]).fit(features, score)
-        log.info("fitting the level model")
-        self.level_pipeline_ = Pipeline([("classifier", HistGradientBoostingClassifier(
-            random_state=self.random_state, **self.level_params))]).fit(features, level)
+        with _openmp_controller().limit(limits=self.fit_threads, user_api="openmp"):
+            log.info("fitting the score model on %d rows × %d features", *features.shape)
+            self.score_pipeline_ = Pipeline([("regressor", HistGradientBoostingRegressor(
+                random_state=self.random_state, **self.score_params))]).fit(features, score)
+            log.info("fitting the level model")
+            self.level_pipeline_ = Pipeline([("classifier", HistGradientBoostingClassifier(
+                random_state=self.random_state, **self.level_params))]).fit(features, level)
         return self
 
     # -- predicting -------------------------------------------------------------------------
@@ -145,5 +147,6 @@ def model_from_config(model_config) -> DiagnosticModel:
         random_state=model_config.random_state,
         irt_iterations=model_config.irt_iterations,
         irt_min_responses=model_config.irt_min_responses,
+        fit_threads=model_config.fit_threads,
     )
 

@@ -119,11 +119,11 @@ class SimulatorConfig(_Section):
 class BoostingParams(_Section):
     """Hyperparameters of one scikit-learn HistGradientBoosting model (names as in sklearn)."""
 
-    max_iter: int = Field(300, ge=1)
-    learning_rate: float = Field(0.06, gt=0, le=1)
-    max_leaf_nodes: int = Field(31, ge=2)
+    max_iter: int = Field(100, ge=1)
+    learning_rate: float = Field(0.1, gt=0, le=1)
+    max_leaf_nodes: int = Field(15, ge=2)
     max_depth: int | None = Field(None, ge=1)
-    min_samples_leaf: int = Field(40, ge=1)
+    min_samples_leaf: int = Field(50, ge=1)
     l2_regularization: float = Field(1.0, ge=0)
     early_stopping: bool = False
 
@@ -137,6 +137,7 @@ class ModelConfig(_Section):
     random_state: int = 7
     irt_iterations: int = Field(15, ge=1)
     irt_min_responses: int = Field(20, ge=1)
+    fit_threads: int = Field(1, ge=1)
 
 
 class GatesConfig(_Section):

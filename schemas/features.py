@@ -263,7 +263,7 @@ def features_from_flat(flat: FlatResponses, item_bank: ItemBank, index=None) -> 
 
     correct = flat.correct.astype(np.float64)
     log_time = flat.log_time
-    a, b, expected_log_time, known = item_bank.lookup(flat.item_id, flat.skill, flat.response_subject)
+    a, b, expected_log_time, known = item_bank.lookup(flat.item_id, flat.skill, flat.subject, row)
     ability, ability_se = estimate_ability(flat.correct, a, b, row, n)
     mean_log_time = per_row_mean(log_time)
     variance = per_row_mean(log_time * log_time) - mean_log_time ** 2

@@ -61,25 +61,27 @@ class ItemBank:
         return (f"ItemBank({len(self.item_ids)} items, {len(self.skills)} skills, "
                 f"{len(self.subjects)} subjects)")
 
-    def lookup(self, item_id: pa.Array, skill: pa.Array, subject: pa.Array):
+    def lookup(self, item_id: pa.Array, skill: pa.Array, row_subject: pa.Array, row: np.ndarray):
         """Parameters for each response: ``(a, b, log_time, known)``.
 
-        ``item_id`` and ``skill`` are flat string arrays (one entry per response), ``subject``
-        the subject of each response's submission. ``known`` is False where the item was not in
-        the bank and a fallback was used.
+        ``item_id`` and ``skill`` are flat string arrays (one entry per response), ``row_subject``
+        the subject of each submission and ``row`` the submission of each response. ``known`` is
+        False where the item was not in the bank and a fallback was used.
         """
         n = len(item_id)
         a = np.full(n, self.global_discrimination)
         b = np.full(n, self.global_difficulty)
         t = np.full(n, self.global_log_time)
-        for values, names, pa_a, pa_b, pa_t in (
-            (subject, self.subjects, self.subject_discrimination, self.subject_difficulty,
-             self.subject_log_time),
-            (skill, self.skills, self.skill_discrimination, self.skill_difficulty,
-             self.skill_log_time),
-        ):
-            index, found = index_of(values, names)
-            a[found], b[found], t[found] = pa_a[index[found]], pa_b[index[found]], pa_t[index[found]]
+        subject_index, _ = index_of(row_subject, self.subjects)
+        index = subject_index[row]
+        found = index >= 0
+        a[found], b[found], t[found] = (self.subject_discrimination[index[found]],
+                                        self.subject_difficulty[index[found]],
+                                        self.subject_log_time[index[found]])
+        index, found = index_of(skill, self.skills)
+        a[found], b[found], t[found] = (self.skill_discrimination[index[found]],
+                                        self.skill_difficulty[index[found]],
+                                        self.skill_log_time[index[found]])
         index, known = index_of(item_id, self.item_ids)
         a[known], b[known], t[known] = (self.discrimination[index[known]],
                                         self.difficulty[index[known]], self.log_time[index[known]])
@@ -99,11 +101,11 @@ def index_of(values: pa.Array, names: list[str]) -> tuple[np.ndarray, np.ndarray
 
 
 def estimate_ability(correct: np.ndarray, a: np.ndarray, b: np.ndarray, row: np.ndarray,
-                     n_rows: int, steps: int = 8) -> tuple[np.ndarray, np.ndarray]:
+                     n_rows: int, steps: int = 6) -> tuple[np.ndarray, np.ndarray]:
     """MAP ability per submission under the 2PL with a standard-normal prior, and its SE.
 
-    Newton steps on the log posterior, all submissions at once. The prior keeps all-correct and
-    all-wrong answer patterns finite.
+    Newton steps on the log posterior, all submissions at once (six reach 1e-15 from 0 on
+    20–40 items). The prior keeps all-correct and all-wrong answer patterns finite.
 
     >>> correct = np.array([1, 1, 0, 0, 0, 1], dtype=bool)
     >>> ones = np.ones(6)
