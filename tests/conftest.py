@@ -137,3 +137,18 @@ def fitted_model(small_history_events):
                            level_params={"max_iter": 20, "max_leaf_nodes": 15}, random_state=0).fit(
         model_input, [o["observed_progress_score"] for o in outcomes[:2000]],
         [o["observed_comprehension_level"] for o in outcomes[:2000]])
+
+
+@pytest.fixture(scope="session")
+def silver_history(spark, stack_config, small_history, tmp_path_factory):
+    """``small_history`` loaded into silver tables of a shared lake, once per session.
+
+    Returns ``(lake_config, versions)``; tests that only read silver (and write rows keyed by
+    their own model name) share it instead of paying for the Delta set-up again.
+    """
+    from batch.history import load_history
+
+    lake = tmp_path_factory.mktemp("silver-history")
+    lake_config = stack_config.model_copy(update={"lake": stack_config.lake.model_copy(update={
+        "root": str(lake / "lake"), "checkpoints": str(lake / "checkpoints")})})
+    return lake_config, load_history(spark, lake_config, small_history)["versions"]
