@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+import warnings
 from importlib.metadata import version as package_version
 from pathlib import Path
 
@@ -86,8 +87,7 @@ def input_example(model_input: pd.DataFrame, rows: int = 3) -> list[dict]:
             for _, row in example.iterrows()]
 
 
-def log_diagnostic_model(model: DiagnosticModel, signature_example_df: pd.DataFrame, *,
-                         name: str = ARTIFACT_NAME) -> str:
+def log_diagnostic_model(model: DiagnosticModel, signature_example_df: pd.DataFrame) -> str:
     """Log ``model`` into the active MLflow run (or a new one); return its model URI.
 
     ``signature_example_df`` is model input; its first rows become the input example.
@@ -98,16 +98,23 @@ def log_diagnostic_model(model: DiagnosticModel, signature_example_df: pd.DataFr
     with tempfile.TemporaryDirectory(prefix="learnscore-model-") as scratch:
         data_dir = Path(scratch) / "diagnostic_model"
         save_model_file(model, data_dir)
-        info = mlflow.pyfunc.log_model(
-            name=name,
-            loader_module="batch.model_loader",
-            data_path=str(data_dir),
-            signature=model_signature(),
-            input_example=example,
-            pip_requirements=[f"{p}=={package_version(p)}" for p in _RUNTIME_PACKAGES],
-        )
+        with warnings.catch_warnings():
+            # MLflow hints that int columns cannot hold NaN; ours never do (the contract forbids it).
+            warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
+            info = _log_pyfunc(mlflow, data_dir, example)
     log.info("logged the model as %s", info.model_uri)
     return info.model_uri
+
+
+def _log_pyfunc(mlflow, data_dir: Path, example: list[dict]):
+    return mlflow.pyfunc.log_model(
+        name=ARTIFACT_NAME,
+        loader_module="batch.model_loader",
+        data_path=str(data_dir),
+        signature=model_signature(),
+        input_example=example,
+        pip_requirements=[f"{p}=={package_version(p)}" for p in _RUNTIME_PACKAGES],
+    )
 
 
 def _plain(value):
