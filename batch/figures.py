@@ -31,15 +31,18 @@ def permutation_importance_table(model, features: pd.DataFrame, score, level, *,
     drop), on at most ``rows`` rows. HistGradientBoosting has no impurity importances."""
     from sklearn.inspection import permutation_importance
 
+    from batch.model import single_thread
+
     rng = np.random.default_rng(seed)
     pick = np.sort(rng.choice(len(features), size=min(rows, len(features)), replace=False))
     sample = features.iloc[pick]
-    score_result = permutation_importance(
-        model.score_pipeline_, sample, np.asarray(score)[pick], scoring="neg_mean_absolute_error",
-        n_repeats=repeats, random_state=seed)
-    level_result = permutation_importance(
-        model.level_pipeline_, sample, np.asarray(level, dtype=object)[pick], scoring="accuracy",
-        n_repeats=repeats, random_state=seed)
+    with single_thread():
+        score_result = permutation_importance(
+            model.score_pipeline_, sample, np.asarray(score)[pick], scoring="neg_mean_absolute_error",
+            n_repeats=repeats, random_state=seed)
+        level_result = permutation_importance(
+            model.level_pipeline_, sample, np.asarray(level, dtype=object)[pick], scoring="accuracy",
+            n_repeats=repeats, random_state=seed)
     table = pd.DataFrame({"feature": list(features.columns),
                           "score_mae_increase": score_result.importances_mean,
                           "level_accuracy_drop": level_result.importances_mean})

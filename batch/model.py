@@ -83,10 +83,11 @@ class DiagnosticModel:
         self._check_fitted()
         return compute_features(model_input, self.item_bank_)
 
-    def predict(self, model_input) -> pd.DataFrame:
+    def predict(self, model_input, params: dict | None = None) -> pd.DataFrame:
         """One row per submission: :data:`PREDICTION_COLUMNS`, in the input's row order.
 
-        ``model_input`` is a DataFrame (or a list of row dicts / a dict of columns). The score is clipped to 0–100; the probabilities are in :data:`schemas.events.LEVELS`
+        ``model_input`` is a DataFrame (or a list of row dicts / a dict of columns); ``params``
+        (the pyfunc protocol's inference parameters) are not used. The score is clipped to 0–100; the probabilities are in :data:`schemas.events.LEVELS`
         order and sum to 1; the level is the most probable one.
         """
         return self.predict_features(self.features(as_model_input(model_input)))
@@ -96,7 +97,7 @@ class DiagnosticModel:
         self._check_fitted()
         # One OpenMP thread: the stream runs a Python worker per core, and tree threads spinning
         # against each other (or other processes) made scoring 5x slower under load (measured).
-        with _openmp_controller().limit(limits=1, user_api="openmp"):
+        with single_thread():
             score = np.clip(self.score_pipeline_.predict(features), *SCORE_RANGE)
             probabilities = self.level_probabilities(features)
         out = pd.DataFrame({"progress_score": score.astype(np.float64),
@@ -130,6 +131,11 @@ class DiagnosticModel:
         state = f"{len(self.feature_names_)} features, {self.item_bank_!r}" \
             if hasattr(self, "feature_names_") else "unfitted"
         return f"DiagnosticModel({state})"
+
+
+def single_thread():
+    """A context in which scikit-learn's OpenMP code runs on one thread (cheap to enter)."""
+    return _openmp_controller().limit(limits=1, user_api="openmp")
 
 
 @functools.cache

@@ -10,7 +10,10 @@ artifact, which anyone with write access to the registry could change.
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import threading
+from collections import OrderedDict
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -72,8 +75,28 @@ def _refuse_untrusted(path: Path) -> None:
             f"those types and add them to the list in code.")
 
 
+_CACHE: OrderedDict[str, object] = OrderedDict()
+_CACHE_SIZE = 4
+_CACHE_LOCK = threading.Lock()
+
+
 def _load_pyfunc(path: str):
-    """MLflow pyfunc entry point: ``path`` is the model's data folder holding model.skops."""
+    """MLflow pyfunc entry point: ``path`` is the model's data folder holding model.skops.
+
+    ``mlflow.pyfunc.spark_udf`` loads the model again in every task; a Python worker keeps the
+    last few models it loaded, keyed by the file's SHA-256 (so a changed file is never served
+    from memory, and the trust check ran when it was first loaded).
+    """
+    file = Path(path) / MODEL_FILE if Path(path).is_dir() else Path(path)
+    digest = hashlib.sha256(file.read_bytes()).hexdigest() if file.exists() else ""
+    with _CACHE_LOCK:
+        if digest in _CACHE:
+            _CACHE.move_to_end(digest)
+            return _CACHE[digest]
     model = load_model_file(path)
     log.info("loaded %r from %s", model, path)
+    with _CACHE_LOCK:
+        _CACHE[digest] = model
+        while len(_CACHE) > _CACHE_SIZE:
+            _CACHE.popitem(last=False)
     return model

@@ -411,9 +411,34 @@ def models() -> None:
         if "at" not in event:
             typer.echo(f"  {event['event']}")
             continue
+        before = f"v{event['previous_version']}" if event["previous_version"] else "-"
         typer.echo(f"  {event['at']:%Y-%m-%d %H:%M:%S} {event['event']:<16} v{event['version']:<4} "
-                   f"{event['alias'] or '':<11} from v{event['previous_version'] or '-':<4} "
-                   f"by {event['actor']}: {event['reason']}")
+                   f"{event['alias'] or '':<11} from {before:<5} by {event['actor']}: {event['reason']}")
+
+
+bench_app = typer.Typer(help="Benchmarks; figures go to bench/results/*.json.", no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
+
+
+@bench_app.command("model")
+def bench_model(
+    rows: Annotated[int, typer.Option(help="Simulated submissions to fit on and to score.")] = 20000,
+    spark: Annotated[bool, typer.Option("--spark", help="Also time mlflow.pyfunc.spark_udf end to end.")] = False,
+) -> None:
+    """Featurize + predict throughput of the diagnostic model (direct, pyfunc, Spark UDF)."""
+    from bench.model_scoring import RESULTS, run_model_benchmark
+
+    results = run_model_benchmark(get_config(), train_rows=rows, score_rows=rows, spark=spark)
+    for path in ("direct", "features_only", "pyfunc"):
+        for size, rate in results[path].items():
+            typer.echo(f"{path:<14} batch {size:>6}: {rate['rows_per_s_wall']:>9,.0f} rows/s wall, "
+                       f"{rate['rows_per_s_cpu']:>9,.0f} rows/s per CPU-second")
+    typer.echo(f"single row     {results['single_row_ms']} ms")
+    if "spark_udf" in results:
+        udf = results["spark_udf"]
+        typer.echo(f"spark_udf      {udf['rows_per_s_wall']:,.0f} rows/s on {udf['master']} "
+                   f"({udf['rows']} rows, {udf['partitions']} partitions)")
+    typer.echo(f"load average {results['machine']['load_average']}; written to {RESULTS}")
 
 
 def run() -> None:

@@ -147,8 +147,8 @@ class GatesConfig(_Section):
     window_rows: int = Field(5000, ge=10)
     max_mae_increase: float = Field(0.5, ge=0)
     max_macro_f1_drop: float = Field(0.02, ge=0)
-    max_mae: float = Field(12.0, gt=0)
-    min_macro_f1: float = Field(0.45, ge=0, le=1)
+    max_mae: float = Field(10.0, gt=0)
+    min_macro_f1: float = Field(0.40, ge=0, le=1)
 
 
 class Config(_Section):

@@ -41,7 +41,8 @@ def promote(config: Config, version: str | int | None = None, *, actor: str, rea
     if previous == version:
         raise PromotionError(f"version {version} is already {PRODUCTION}")
     report = run_gates(config, version)
-    log.info("%s", report.summary())
+    log.info("gates for version %s: %s", version, "all passed" if report.passed else
+             "failed " + ", ".join(result.name for result in report.failures))
     if not report.passed:
         raise GateRefused(report)
     with LifecycleRecorder(config) as recorder:
