@@ -65,6 +65,7 @@ def train_model(spark, config: Config, *, submissions_version: int | None = None
     from learnscore.tracking import use_mlflow
 
     started = time.monotonic()
+    _require_broker(config)  # registering ends with a lifecycle event: know now, not after the fit
     use_mlflow(config)
     versions = {
         SUBMISSIONS.name: submissions_version if submissions_version is not None
@@ -153,6 +154,13 @@ def split_by_time(frame: pd.DataFrame, holdout_fraction: float) -> tuple[pd.Data
     """
     cut = len(frame) - max(1, int(round(len(frame) * holdout_fraction)))
     return frame.iloc[:cut].copy(), frame.iloc[cut:].copy()
+
+
+def _require_broker(config: Config) -> None:
+    """Raise BrokerUnreachable (with what to do) unless Kafka answers."""
+    from learnscore.kafka_io import producer
+
+    producer(config).close(timeout=5)
 
 
 def _latest_version(spark, config: Config, name: str) -> int:

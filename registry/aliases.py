@@ -47,6 +47,8 @@ def current_version(config: Config, alias: str) -> str | None:
     try:
         return str(MlflowClient().get_model_version_by_alias(config.mlflow.model_name, alias).version)
     except MlflowException as exc:
-        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
+        missing_model = exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND")
+        missing_alias = exc.error_code == "INVALID_PARAMETER_VALUE" and "not found" in exc.message
+        if missing_model or missing_alias:
             return None
         raise

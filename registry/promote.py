@@ -32,20 +32,20 @@ class AliasMove:
 def promote(config: Config, version: str | int | None = None, *, actor: str, reason: str) -> AliasMove:
     """Run the gates for ``version`` (default: the ``staging`` version) and, if all pass, point
     ``production`` at it. Raises :class:`GateRefused` (with the report) when a gate fails."""
-    version = str(version) if version is not None else current_version(config, STAGING)
-    if version is None:
-        raise PromotionError(f"no version of {config.mlflow.model_name} has the alias {STAGING!r}; "
-                             f'train one with "learnscore train" or name it with --version')
-    _require_version(config, version)
-    previous = current_version(config, PRODUCTION)
-    if previous == version:
-        raise PromotionError(f"version {version} is already {PRODUCTION}")
-    report = run_gates(config, version)
-    log.info("gates for version %s: %s", version, "all passed" if report.passed else
-             "failed " + ", ".join(result.name for result in report.failures))
-    if not report.passed:
-        raise GateRefused(report)
-    with LifecycleRecorder(config) as recorder:
+    with LifecycleRecorder(config) as recorder:  # no broker, no move: fail before the gates run
+        version = str(version) if version is not None else current_version(config, STAGING)
+        if version is None:
+            raise PromotionError(f"no version of {config.mlflow.model_name} has the alias {STAGING!r}; "
+                                 f'train one with "learnscore train" or name it with --version')
+        _require_version(config, version)
+        previous = current_version(config, PRODUCTION)
+        if previous == version:
+            raise PromotionError(f"version {version} is already {PRODUCTION}")
+        report = run_gates(config, version)
+        log.info("gates for version %s: %s", version, "all passed" if report.passed else
+                 "failed " + ", ".join(result.name for result in report.failures))
+        if not report.passed:
+            raise GateRefused(report)
         _set_alias(config, PRODUCTION, version)
         recorder.record(PROMOTED, version=version, alias=PRODUCTION, previous_version=previous,
                         actor=actor, reason=reason,

@@ -167,3 +167,14 @@ def test_promote_and_rollback_refuse_clearly_without_versions(lifecycle_config, 
 def test_training_without_data_says_what_to_do(spark, config, mlflow_store):
     with pytest.raises(TrainingDataError, match="learnscore train --initial"):
         train_model(spark, config)
+
+
+def test_without_kafka_nothing_moves_and_the_error_says_what_to_do(spark, lifecycle_config, mlflow_store):
+    from learnscore.kafka_io import BrokerUnreachable
+
+    offline = lifecycle_config.model_copy(update={"kafka": lifecycle_config.kafka.model_copy(
+        update={"bootstrap_servers": "127.0.0.1:1", "request_timeout_s": 2})})
+    with pytest.raises(BrokerUnreachable, match="learnscore stack up"):
+        train_model(spark, offline)  # refused before reading or fitting anything
+    with pytest.raises(BrokerUnreachable, match="learnscore stack up"):
+        promote(offline, actor="test", reason="broker down")
