@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -97,8 +98,8 @@ def _beeline(port: int, sql: str, first_column: str) -> list[dict[str, str]]:
                              "--outputformat=csv2", "-e", sql], capture_output=True, text=True, timeout=180,
                             env={**os.environ, "SPARK_HOME": str(beeline.parent.parent)})
     assert answer.returncode == 0, answer.stderr[-3000:]
-    lines = [line for line in answer.stdout.splitlines() if line.strip()]
-    # Beeline may print notices before the CSV: start at the header row.
+    # Beeline echoes its prompt ("0: jdbc:hive2://...> ") in front of the header row.
+    lines = [re.sub(r"^\d+: jdbc:hive2://\S*> ", "", line) for line in answer.stdout.splitlines() if line.strip()]
     starts = [n for n, line in enumerate(lines) if line.split(",")[0] == first_column]
     assert starts, f"no {first_column} header in beeline's output:\n{answer.stdout[-2000:]}"
     return list(csv.DictReader(io.StringIO("\n".join(lines[starts[0]:]))))

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-import random
 import threading
 import time
-import uuid
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -15,26 +13,14 @@ import pytest
 
 from learnscore.config import Config, Secrets
 from learnscore.stack.processes import free_port
+from serving.bench import sample_submission
 
 DEV_MODEL = Path(__file__).with_name("_dev_model.py")
 
 
 def make_submission(seed: int, responses: int = 20) -> dict[str, Any]:
     """A valid DiagnosticSubmitted, the same for the same seed."""
-    rnd = random.Random(seed)
-    return {
-        "event_id": str(uuid.UUID(int=rnd.getrandbits(128), version=4)),
-        "schema_version": 1,
-        "event_time": "2026-01-05T10:00:00Z",
-        "learner_id": f"learner-{seed}",
-        "assessment_id": "diag-math-5",
-        "subject": rnd.choice(["math", "reading", "science"]),
-        "grade_level": rnd.randint(3, 8),
-        "responses": [{"item_id": f"item-{k:03d}", "skill": f"skill-{k % 4}",
-                       "correct": rnd.random() < 0.6, "response_time_ms": rnd.randint(2000, 40000),
-                       "attempts": 1 + (rnd.random() < 0.1), "hint_used": rnd.random() < 0.1}
-                      for k in range(responses)],
-    }
+    return sample_submission(seed, responses)
 
 
 def register_version(config: Config) -> str:
