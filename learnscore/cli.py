@@ -131,6 +131,78 @@ def stack_status() -> None:
     typer.echo(f"{'state':<10} {config.state_dir}")
 
 
+# -- serving, dashboard, BI -----------------------------------------------------------------
+@app.command()
+def serve(
+    host: Annotated[Optional[str], typer.Option(help="Listen address (default serving.host).")] = None,
+    port: Annotated[Optional[int], typer.Option(help="Port (default serving.port).")] = None,
+) -> None:
+    """Run the REST scoring endpoint (POST /v1/score) for the `production` model."""
+    from serving.server import run_server
+
+    run_server(get_config(), host=host, port=port)
+
+
+@app.command()
+def dashboard(
+    host: Annotated[Optional[str], typer.Option(help="Listen address (default dashboard.host).")] = None,
+    port: Annotated[Optional[int], typer.Option(help="Port (default dashboard.port).")] = None,
+) -> None:
+    """Run the monitoring dashboard over the gold and ops Delta tables."""
+    from monitoring.server import run_dashboard
+
+    run_dashboard(get_config(), host=host, port=port)
+
+
+bi_app = typer.Typer(help="BI access: the Spark Thrift (JDBC) server and the BI aggregates.",
+                     invoke_without_command=True)
+app.add_typer(bi_app, name="bi")
+
+
+@bi_app.callback()
+def bi(ctx: typer.Context,
+       port: Annotated[Optional[int], typer.Option(help="Thrift port (default bi.thrift_port).")] = None) -> None:
+    """Without a sub-command: start the Thrift (JDBC) server over gold.*, silver.*, ops.* tables."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from bi.thrift_server import run_thrift_server
+
+    run_thrift_server(get_config(), port=port)
+
+
+@bi_app.command("refresh")
+def bi_refresh() -> None:
+    """Rebuild gold.daily_summary from gold.predictions and gold.prediction_outcomes (idempotent)."""
+    from bi.daily_summary import refresh_daily_summary
+    from learnscore.spark import create_spark_session
+
+    config = get_config()
+    spark = create_spark_session(config, app_name="learnscore-bi-refresh")
+    try:
+        written = refresh_daily_summary(spark, config)
+    finally:
+        spark.stop()
+    typer.echo(f"gold.daily_summary: {written} cells (cells under "
+               f"{config.privacy.min_cell_learners} learners suppressed)")
+
+
+bench_app = typer.Typer(help="Benchmarks; figures go to bench/results/*.json.", no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
+
+
+@bench_app.command("serve")
+def bench_serve(
+    rate: Annotated[float, typer.Option(help="Steady request rate for the latency figures.")] = 100.0,
+    seconds: Annotated[float, typer.Option(help="Length of each phase.")] = 20.0,
+    connections: Annotated[int, typer.Option(help="Concurrent connections for max_rps.")] = 32,
+) -> None:
+    """Latency at a steady rate and max throughput of the endpoint on loopback."""
+    from serving.bench import run_serve_benchmark
+
+    result = run_serve_benchmark(get_config(), rate=rate, seconds=seconds, connections=connections)
+    for key in ("p50_ms", "p99_ms", "max_rps"):
+        typer.echo(f"{key:<8} {result[key]}")
+    typer.echo(f"written  {result['written_to']}")
 # -- simulate ---------------------------------------------------------------------------------
 def _parse_scenarios(texts: list[str] | None):
     from simulator.scenarios import ScenarioError, parse_scenario

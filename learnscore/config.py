@@ -91,16 +91,23 @@ class ServingConfig(_Section):
     max_batch: int = Field(100, ge=1)
     canary_fraction: float = Field(0.0, ge=0, le=1)
     alias_check_seconds: float = Field(2.0, gt=0)
+    registry_timeout_s: float = Field(5.0, gt=0)
+    score_batch_items: int = Field(256, ge=1)
+    request_log_capacity: int = Field(100_000, ge=1)
 
 
 class DashboardConfig(_Section):
     host: str = "127.0.0.1"
     port: int = Field(8050, ge=1, le=65535)
     refresh_seconds: float = Field(5, gt=0)
+    window_minutes: int = Field(120, ge=1)
+    bucket_seconds: int = Field(60, ge=1)
 
 
 class BiConfig(_Section):
     thrift_port: int = Field(10000, ge=1, le=65535)
+    thrift_host: str = "127.0.0.1"
+    driver_memory: str = "1g"
 
 
 class SimulatorConfig(_Section):
