@@ -488,10 +488,6 @@ def models() -> None:
                    f"{event['alias'] or '':<11} from {before:<5} by {event['actor']}: {event['reason']}")
 
 
-bench_app = typer.Typer(help="Benchmarks; figures go to bench/results/*.json.", no_args_is_help=True)
-app.add_typer(bench_app, name="bench")
-
-
 @bench_app.command("model")
 def bench_model(
     rows: Annotated[int, typer.Option(help="Simulated submissions to fit on and to score.")] = 20000,
