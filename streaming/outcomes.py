@@ -1,0 +1,60 @@
+"""Observed outcomes: which may land in ``silver.outcomes``, and predictions joined with them.
+
+An outcome lands once per submission. It is refused (quarantined) when its event id was
+already delivered elsewhere, when its submission is unknown, or when its submission already
+has an outcome. ``gold.prediction_outcomes`` gets a row from whichever of the two — the
+prediction or the outcome — arrives second.
+"""
+
+from __future__ import annotations
+
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql.window import Window
+
+from streaming.ingest import COORDINATES, DUPLICATE
+from streaming.quarantine import DUPLICATE_EVENT_ID, DUPLICATE_OUTCOME, UNKNOWN_SUBMISSION
+
+PREDICTION_COLUMNS = ("event_id", "learner_key", "subject", "grade_level", "event_time",
+                      "model_version", "progress_score", "comprehension_level")
+
+
+def classify_outcomes(outcomes: DataFrame, submissions: DataFrame, landed: DataFrame) -> DataFrame:
+    """Add ``problem`` (null when the outcome may land) to delivered outcome rows.
+
+    ``outcomes``: flattened valid outcomes with ``delivery`` (see ``classify_deliveries``);
+    ``submissions``: ``silver.submissions`` (after this batch's submissions landed);
+    ``landed``: ``silver.outcomes`` before this batch's outcomes land.
+    """
+    known = submissions.select(F.col("event_id").alias("_known_submission"))
+    earlier = landed.select(F.col("submission_event_id").alias("_earlier_submission"),
+                            F.col("event_id").alias("_earlier_event_id"))
+    joined = (outcomes
+              .join(known, outcomes["submission_event_id"] == known["_known_submission"], "left")
+              .join(earlier, outcomes["submission_event_id"] == earlier["_earlier_submission"], "left"))
+    eligible = (F.col("delivery") != DUPLICATE) & F.col("_known_submission").isNotNull()
+    first = Window.partitionBy("submission_event_id", "_eligible").orderBy(*COORDINATES)
+    ranked = joined.withColumn("_eligible", eligible).withColumn("_rank", F.row_number().over(first))
+    has_earlier = (F.col("_earlier_event_id").isNotNull()
+                   & (F.col("_earlier_event_id") != F.col("event_id")))
+    problem = (F.when(F.col("delivery") == DUPLICATE, F.lit(DUPLICATE_EVENT_ID))
+               .when(F.col("_known_submission").isNull(), F.lit(UNKNOWN_SUBMISSION))
+               .when(has_earlier | (F.col("_rank") > 1), F.lit(DUPLICATE_OUTCOME)))
+    return (ranked.withColumn("problem", problem)
+            .drop("_known_submission", "_earlier_submission", "_earlier_event_id", "_eligible", "_rank"))
+
+
+def prediction_outcome_rows(predictions: DataFrame, outcomes: DataFrame) -> DataFrame:
+    """``gold.prediction_outcomes`` rows: each prediction next to its observed outcome.
+
+    ``predictions`` is ``gold.predictions``-shaped, ``outcomes`` ``silver.outcomes``-shaped;
+    rows are produced only where both exist.
+    """
+    p = predictions.select(*PREDICTION_COLUMNS)
+    o = outcomes.select(F.col("submission_event_id").alias("_submission"),
+                        "observed_progress_score", "observed_comprehension_level",
+                        F.col("event_time").alias("outcome_time"))
+    return (p.join(o, p["event_id"] == o["_submission"], "inner").drop("_submission")
+            .withColumn("abs_error", F.abs(F.col("progress_score") - F.col("observed_progress_score")))
+            .withColumn("level_correct", F.col("comprehension_level") == F.col("observed_comprehension_level"))
+            .withColumn("joined_at", F.current_timestamp()))
