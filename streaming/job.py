@@ -27,6 +27,7 @@ import logging
 import signal
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Callable, Sequence
@@ -227,14 +228,29 @@ class _BatchRun:
         return sinks.read_table(self.spark, self.config, name)
 
     def append(self, rows: DataFrame, table: str) -> None:
-        sinks.append_once(rows, self.config, table, self.ids.app_id(table), self.batch_id)
+        with self.timed(table):
+            sinks.append_once(rows, self.config, table, self.ids.app_id(table), self.batch_id)
+
+    def merge(self, rows: DataFrame, table: str, key: str) -> None:
+        with self.timed(table):
+            sinks.merge_new(self.spark, rows, self.config, table, key)
+
+    @contextmanager
+    def timed(self, stage: str):
+        """Wall time per stage, for the log and the benchmark's "where does the time go"."""
+        started = time.monotonic()
+        try:
+            yield
+        finally:
+            self.report.timings[stage] = self.report.timings.get(stage, 0.0) + time.monotonic() - started
 
     # -- the stages ----------------------------------------------------------------------------
     def process(self) -> None:
         try:
             checked = self.keep(parse_request_log(
                 validate_events(kafka_rows(self.batch_df), self.contracts), self.names.requests))
-            totals, valid = self._tally(checked)
+            with self.timed("validate"):
+                totals, valid = self._tally(checked)
             self.report.rows_read = sum(n for t, n in totals.items() if t != self.names.wakeups)
             if self.report.rows_read:
                 self.state.last_rows_at = time.monotonic()
@@ -257,7 +273,10 @@ class _BatchRun:
                 for part in self.quarantine[1:]:
                     rows = rows.unionByName(part)
                 self.append(rows, "silver.quarantine")
-            self._write_progress()
+            with self.timed("progress"):
+                self._write_progress()
+            log.debug("batch %s stages: %s", self.batch_id, ", ".join(
+                f"{name} {seconds:.2f}s" for name, seconds in self.report.timings.items()))
         finally:
             for frame in self.cached:
                 frame.unpersist()
@@ -276,7 +295,8 @@ class _BatchRun:
             return
         events = event_columns(rows.where(F.col("reason_code").isNull()), self.contracts[0])
         classified = self.keep(classify_deliveries(events, self.table("silver.submissions")))
-        counts = {r.delivery: r["count"] for r in classified.groupBy("delivery").count().collect()}
+        with self.timed("dedupe"):
+            counts = {r.delivery: r["count"] for r in classified.groupBy("delivery").count().collect()}
         new, replay, duplicate = counts.get(NEW, 0), counts.get(REPLAY, 0), counts.get(DUPLICATE, 0)
         if duplicate:
             self.quarantine.append(quarantine_rows(
@@ -294,11 +314,13 @@ class _BatchRun:
             # A replayed batch: some of its submissions may have been scored before the crash.
             fresh = self.keep(fresh.join(self.table("gold.predictions").select("event_id"),
                                          "event_id", "left_anti"))
-            self.fresh_count = fresh.count()
+            with self.timed("replay.check"):
+                self.fresh_count = fresh.count()
         self.fresh = fresh if self.fresh_count else None
 
     def _score(self) -> None:
-        model_state = self.models.refresh()
+        with self.timed("model.refresh"):
+            model_state = self.models.refresh()
         model = model_state.model
         self.report.model_status, self.report.model_version = model_state.status, (
             model.version if model else None)
@@ -321,13 +343,14 @@ class _BatchRun:
             return
         try:
             scored = self.keep(score_submissions(to_score, model.udf, model.name, model.version, self.key))
-            stats = scored.agg(
+            with self.timed("score"):
+                stats = scored.agg(
                 F.sum(F.col("output_ok").cast("long")).alias("ok"),
-                F.sum((~F.col("output_ok")).cast("long")).alias("bad"),
-                F.sum((F.col("output_ok") & F.col("_catch_up")).cast("long")).alias("caught_up"),
-                F.percentile_approx(F.when(F.col("output_ok"), F.col("latency_s")),
-                                    [0.5, 0.95, 0.99], 10000).alias("latency"),
-            ).collect()[0]
+                    F.sum((~F.col("output_ok")).cast("long")).alias("bad"),
+                    F.sum((F.col("output_ok") & F.col("_catch_up")).cast("long")).alias("caught_up"),
+                    F.percentile_approx(F.when(F.col("output_ok"), F.col("latency_s")),
+                                        [0.5, 0.95, 0.99], 10000).alias("latency"),
+                ).collect()[0]
         except Exception as exc:  # noqa: BLE001 - a model that raises must not stop the stream
             attempted = to_score.count()
             log.error("batch %s: version %s of %s raised while scoring %d rows; they stay pending: %s",
@@ -360,9 +383,10 @@ class _BatchRun:
         good = scored.where(F.col("output_ok"))
         # Publish before the gold commit: if the process dies in between, the replay publishes
         # again (at-least-once; ScoreIssued ids are deterministic, consumers dedupe on them).
-        sinks.publish(good, self.config, self.names.scores, F.col("learner_id"), score_issued_value())
+        with self.timed("kafka.scores"):
+            sinks.publish(good, self.config, self.names.scores, F.col("learner_id"), score_issued_value())
         self.predictions = prediction_rows(good, self.batch_id)
-        sinks.merge_new(self.spark, self.predictions, self.config, "gold.predictions", "event_id")
+        self.merge(self.predictions, "gold.predictions", "event_id")
 
     def _pending_rows(self) -> DataFrame:
         """Landed submissions without a prediction, oldest first, at most ``score_batch_rows``."""
@@ -383,8 +407,9 @@ class _BatchRun:
         landed = self.table("silver.outcomes")
         classified = self.keep(classify_outcomes(classify_deliveries(events, landed),
                                                  self.table("silver.submissions"), landed))
-        counts = {(r.problem, r.delivery): r["count"]
-                  for r in classified.groupBy("problem", "delivery").count().collect()}
+        with self.timed("outcomes.classify"):
+            counts = {(r.problem, r.delivery): r["count"]
+                      for r in classified.groupBy("problem", "delivery").count().collect()}
         refused = sum(n for (problem, _), n in counts.items() if problem is not None)
         if refused:
             reason = F.lit(None).cast("string")
@@ -418,9 +443,10 @@ class _BatchRun:
             for part in self.pairs[1:]:
                 pairs = pairs.unionByName(part)
             pairs = self.keep(pairs.dropDuplicates(["event_id"]))
-            sinks.merge_new(self.spark, pairs, self.config, "gold.prediction_outcomes", "event_id")
+            self.merge(pairs, "gold.prediction_outcomes", "event_id")
         for hook in self.hooks:
-            hook(self.batch_id, self.predictions, pairs)
+            with self.timed(f"hook.{getattr(hook, '__name__', 'hook')}"):
+                hook(self.batch_id, self.predictions, pairs)
 
     def _land_requests(self, checked: DataFrame, valid_count: int) -> None:
         if not valid_count:
@@ -429,7 +455,8 @@ class _BatchRun:
                                           & F.col("reason_code").isNull()))
         classified = self.keep(classify_deliveries(rows, self.table("ops.endpoint_requests"),
                                                    key="request_id"))
-        counts = {r.delivery: r["count"] for r in classified.groupBy("delivery").count().collect()}
+        with self.timed("requests.classify"):
+            counts = {r.delivery: r["count"] for r in classified.groupBy("delivery").count().collect()}
         if counts.get(DUPLICATE):
             self.quarantine.append(quarantine_rows(
                 classified.where(F.col("delivery") == DUPLICATE), self.batch_id,

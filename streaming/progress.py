@@ -27,6 +27,7 @@ class BatchReport:
     model_version: str | None = None
     model_status: str | None = None
     notes: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)  # stage → seconds (not in the row)
 
     def note(self, message: str) -> None:
         self.notes.append(message)
@@ -42,6 +43,7 @@ class BatchReport:
         """
         values = asdict(self)
         notes = values.pop("notes")
+        values.pop("timings")
         return {**values, "duration_s": duration_s, "message": "; ".join(notes) or None}
 
     def summary(self) -> str:
