@@ -36,8 +36,10 @@ def setup_logging(level: int = logging.INFO) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
     # The engines are chatty at INFO; our own modules say what matters.
-    for noisy in ("kafka", "py4j", "mlflow", "urllib3", "httpx", "alembic", "git"):
+    for noisy in ("py4j", "mlflow", "urllib3", "httpx", "alembic", "git"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # kafka-python logs every refused connection while it retries; our errors say it once, clearly.
+    logging.getLogger("kafka").setLevel(logging.CRITICAL)
 
 
 def get_config() -> Config:

@@ -189,6 +189,13 @@ class Secrets:
     def api_key(self) -> SecretStr:
         return self._local_or_required(self.API_KEY, "API key clients send to the REST endpoint")
 
+    def kafka_password_required(self) -> str:
+        value = self._environ.get(self.KAFKA_PASSWORD)
+        if not value:
+            raise ConfigError(f"{self.KAFKA_PASSWORD} is not set: it holds the SASL password of "
+                              f"Kafka user {self._config.kafka.sasl_username!r}; export it")
+        return value
+
     @property
     def kafka_password(self) -> SecretStr | None:
         value = self._environ.get(self.KAFKA_PASSWORD)
