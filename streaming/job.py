@@ -216,6 +216,7 @@ class _BatchRun:
         self.fresh_count = 0
         self.predictions: DataFrame | None = None  # gold rows written by this batch
         self.pairs: list[DataFrame] = []
+        self.may_be_replay = state.batches == 0
 
     # -- helpers -------------------------------------------------------------------------------
     def keep(self, frame: DataFrame) -> DataFrame:
@@ -231,9 +232,22 @@ class _BatchRun:
         with self.timed(table):
             sinks.append_once(rows, self.config, table, self.ids.app_id(table), self.batch_id)
 
-    def merge(self, rows: DataFrame, table: str, key: str) -> None:
+    def land_scored(self, rows: DataFrame, table: str, key: str) -> None:
+        """Write rows whose content a replay may change (scoring): MERGE when this batch may be
+        a replay, else a plain idempotent append.
+
+        Spark re-runs at most one batch, the first one a (re)started query executes: a later
+        batch of the same run is a first attempt, so its rows cannot be in the table yet and
+        the cheaper append is exact. The MERGE covers the first batch, whose replayed rows may
+        differ from the crashed attempt's (another model version, other pending rows), and any
+        batch holding events landed from the same coordinates before (a new checkpoint
+        reading old offsets again).
+        """
         with self.timed(table):
-            sinks.merge_new(self.spark, rows, self.config, table, key)
+            if self.may_be_replay:
+                sinks.merge_new(self.spark, rows, self.config, table, key)
+            else:
+                sinks.append_once(rows, self.config, table, self.ids.app_id(table), self.batch_id)
 
     @contextmanager
     def timed(self, stage: str):
@@ -263,6 +277,11 @@ class _BatchRun:
             if totals.get(self.names.submissions):
                 self._land_submissions(checked, valid.get(self.names.submissions, 0))
             self._score()
+            # Bronze after gold: the raw copy is needed by no later step, and writing it after
+            # the predictions shortens the time from an event to its committed prediction.
+            if totals.get(self.names.submissions):
+                self.append(bronze_rows(checked.where(F.col("kafka_topic") == self.names.submissions),
+                                        self.batch_id), "bronze.submissions_raw")
             if totals.get(self.names.outcomes):
                 self._land_outcomes(checked, valid.get(self.names.outcomes, 0))
             self._join_outcomes()
@@ -289,10 +308,9 @@ class _BatchRun:
         return ({r.kafka_topic: r.rows for r in rows}, {r.kafka_topic: r.valid for r in rows})
 
     def _land_submissions(self, checked: DataFrame, valid_count: int) -> None:
-        rows = checked.where(F.col("kafka_topic") == self.names.submissions)
-        self.append(bronze_rows(rows, self.batch_id), "bronze.submissions_raw")
         if not valid_count:
             return
+        rows = checked.where(F.col("kafka_topic") == self.names.submissions)
         events = event_columns(rows.where(F.col("reason_code").isNull()), self.contracts[0])
         classified = self.keep(classify_deliveries(events, self.table("silver.submissions")))
         with self.timed("dedupe"):
@@ -308,6 +326,7 @@ class _BatchRun:
         if new:
             self.append(silver.where(F.col("delivery") == NEW), "silver.submissions")
         self.report.submissions_valid = new + replay
+        self.may_be_replay = self.may_be_replay or replay > 0
         fresh = silver.where(F.col("delivery").isin(NEW, REPLAY)).select(*SUBMISSIONS.column_names)
         self.fresh_count = new + replay
         if replay:
@@ -386,7 +405,7 @@ class _BatchRun:
         with self.timed("kafka.scores"):
             sinks.publish(good, self.config, self.names.scores, F.col("learner_id"), score_issued_value())
         self.predictions = prediction_rows(good, self.batch_id)
-        self.merge(self.predictions, "gold.predictions", "event_id")
+        self.land_scored(self.predictions, "gold.predictions", "event_id")
 
     def _pending_rows(self) -> DataFrame:
         """Landed submissions without a prediction, oldest first, at most ``score_batch_rows``."""
@@ -428,6 +447,7 @@ class _BatchRun:
         if counts.get((None, NEW)):
             self.append(accepted.where(F.col("delivery") == NEW), "silver.outcomes")
         self.report.outcomes = counts.get((None, NEW), 0) + counts.get((None, REPLAY), 0)
+        self.may_be_replay = self.may_be_replay or counts.get((None, REPLAY), 0) > 0
         if self.report.outcomes:
             # Outcomes arriving after their prediction: join them with gold now.
             self.pairs.append(prediction_outcome_rows(self.table("gold.predictions"),
@@ -443,7 +463,12 @@ class _BatchRun:
             for part in self.pairs[1:]:
                 pairs = pairs.unionByName(part)
             pairs = self.keep(pairs.dropDuplicates(["event_id"]))
-            self.merge(pairs, "gold.prediction_outcomes", "event_id")
+            with self.timed("pairs.join"):
+                joined = pairs.count()
+            if joined:
+                self.land_scored(pairs, "gold.prediction_outcomes", "event_id")
+            else:
+                pairs = None
         for hook in self.hooks:
             with self.timed(f"hook.{getattr(hook, '__name__', 'hook')}"):
                 hook(self.batch_id, self.predictions, pairs)

@@ -66,7 +66,8 @@ def score_submissions(submissions: DataFrame, model_udf, model_name: str, model_
     """
     from schemas.features import spark_model_input_columns
 
-    prediction = model_udf(F.struct(*spark_model_input_columns()))
+    # Positional columns in the signature's order: that is how spark_udf names its arguments.
+    prediction = model_udf(*spark_model_input_columns())
     scored = (submissions
               .withColumn("_prediction", prediction)
               .select("*", *[F.col(f"_prediction.{name}").alias(name)

@@ -14,7 +14,9 @@ from learnscore import kafka_io
 from schemas import topics
 from schemas.events import LEVELS, SUBJECTS
 
-BASE_TIME = datetime(2026, 11, 1, 9, 0, tzinfo=timezone.utc)
+# Submissions 60 days ago, outcomes 30 days later: all in the past, stable within a session.
+BASE_TIME = (datetime.now(timezone.utc) - timedelta(days=60)).replace(hour=9, minute=0, second=0,
+                                                                      microsecond=0)
 
 
 def _stamp(moment: datetime) -> str:
