@@ -103,6 +103,19 @@ class BiConfig(_Section):
     thrift_port: int = Field(10000, ge=1, le=65535)
 
 
+class SimulatorConfig(_Section):
+    seed: int = 7
+    rate: float = Field(1000.0, gt=0)  # valid submissions per second for `simulate stream`
+    outcome_delay_s: float = Field(10.0, ge=0)
+    progress_interval_s: float = Field(5.0, gt=0)
+    items_per_skill: int = Field(40, ge=1)
+    min_items: int = Field(20, ge=1)
+    max_items: int = Field(40, ge=1, le=200)
+    history_learners: int = Field(20000, ge=1)
+    history_days: float = Field(60.0, gt=0)
+    history_outcome_delay_s: float = Field(604800.0, ge=0)  # outcomes arrive a week later
+
+
 class Config(_Section):
     """The whole configuration. Paths are absolute after :func:`load_config`."""
 
@@ -118,6 +131,7 @@ class Config(_Section):
     serving: ServingConfig = ServingConfig()
     dashboard: DashboardConfig = DashboardConfig()
     bi: BiConfig = BiConfig()
+    simulator: SimulatorConfig = SimulatorConfig()
 
     @field_validator("env")
     @classmethod
