@@ -27,6 +27,7 @@ import logging
 import signal
 import threading
 import time
+from collections import deque
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -130,7 +131,9 @@ class ScorerState:
     pending_unscored: int = 0
     stalled_version: str | None = None  # a catch-up with this version scored nothing
     batches: int = 0
+    rows_read_total: int = 0
     last_report: BatchReport | None = None
+    reports: deque = field(default_factory=lambda: deque(maxlen=10_000), repr=False)
     started_at: float = field(default_factory=time.monotonic)
     last_rows_at: float = field(default_factory=time.monotonic)
     last_batch_started_at: float = 0.0
@@ -214,6 +217,9 @@ class _BatchRun:
         self.quarantine: list[DataFrame] = []
         self.fresh: DataFrame | None = None  # submissions landed by this batch, not scored yet
         self.fresh_count = 0
+        # Newly landed submissions add to the pending count; replayed ones were counted at
+        # start-up already (they are in silver without a prediction).
+        self.landed_new = 0
         self.predictions: DataFrame | None = None  # gold rows written by this batch
         self.pairs: list[DataFrame] = []
         self.may_be_replay = state.batches == 0
@@ -328,7 +334,7 @@ class _BatchRun:
         self.report.submissions_valid = new + replay
         self.may_be_replay = self.may_be_replay or replay > 0
         fresh = silver.where(F.col("delivery").isin(NEW, REPLAY)).select(*SUBMISSIONS.column_names)
-        self.fresh_count = new + replay
+        self.fresh_count, self.landed_new = new + replay, new
         if replay:
             # A replayed batch: some of its submissions may have been scored before the crash.
             fresh = self.keep(fresh.join(self.table("gold.predictions").select("event_id"),
@@ -355,7 +361,7 @@ class _BatchRun:
             return
         to_score = parts[0] if len(parts) == 1 else parts[0].unionByName(parts[1])
         if model is None:
-            self.state.pending_unscored = pending_before + self.fresh_count
+            self.state.pending_unscored = pending_before + self.landed_new
             self.report.pending_unscored = self.state.pending_unscored
             if self.fresh_count:
                 self.report.note(f"{self.fresh_count} submissions wait for a model")
@@ -377,7 +383,7 @@ class _BatchRun:
             self.report.model_status = SCORE_FAILED
             self.report.note(f"scoring raised: {_first_line(exc)[:300]}")
             self.report.failed = attempted
-            self.state.pending_unscored = pending_before + self.fresh_count
+            self.state.pending_unscored = pending_before + self.landed_new
             self.report.pending_unscored = self.state.pending_unscored
             if catch_up is not None:
                 self.state.stalled_version = model.version
@@ -393,9 +399,9 @@ class _BatchRun:
                         "stay pending", self.batch_id, model.version, bad)
         if caught_up:
             self.report.note(f"caught up {caught_up} pending submissions")
-        self.state.pending_unscored = max(0, pending_before + self.fresh_count - ok)
+        self.state.pending_unscored = max(0, pending_before + self.landed_new - ok)
         self.report.pending_unscored = self.state.pending_unscored
-        if catch_up is not None and self.state.pending_unscored >= pending_before:
+        if catch_up is not None and not caught_up:
             self.state.stalled_version = model.version  # no progress: wait for another version
         if not ok:
             return
@@ -495,12 +501,14 @@ class _BatchRun:
     def _write_progress(self) -> None:
         report = self.report
         report.pending_unscored = self.state.pending_unscored
-        duration = time.monotonic() - self.clock
-        row = report.row(duration_s=duration)
+        report.duration_s = duration = time.monotonic() - self.clock
+        row = report.row()
         frame = self.spark.createDataFrame([row], schema=STREAM_PROGRESS.ddl)
         self.append(frame, "ops.stream_progress")
         self.state.batches += 1
+        self.state.rows_read_total += report.rows_read
         self.state.last_report = report
+        self.state.reports.append(report)
         log.info("%s (%.2fs)", report.summary(), duration)
 
 

@@ -26,25 +26,26 @@ class BatchReport:
     latency_p99_s: float | None = None
     model_version: str | None = None
     model_status: str | None = None
+    duration_s: float = 0.0
     notes: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)  # stage → seconds (not in the row)
 
     def note(self, message: str) -> None:
         self.notes.append(message)
 
-    def row(self, duration_s: float) -> dict:
+    def row(self) -> dict:
         """The ``ops.stream_progress`` row.
 
         >>> report = BatchReport(7, datetime(2026, 1, 1), rows_read=3, model_status="no_model")
         >>> report.note("no production model: 3 submissions wait")
-        >>> row = report.row(duration_s=0.5)
+        >>> row = report.row()
         >>> row["batch_id"], row["rows_read"], row["message"]
         (7, 3, 'no production model: 3 submissions wait')
         """
         values = asdict(self)
         notes = values.pop("notes")
         values.pop("timings")
-        return {**values, "duration_s": duration_s, "message": "; ".join(notes) or None}
+        return {**values, "message": "; ".join(notes) or None}
 
     def summary(self) -> str:
         """One status line for the log."""
