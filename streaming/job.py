@@ -7,14 +7,18 @@ concurrent-MERGE conflicts), and an outcome that arrives in the same batch as it
 is handled after it (submissions first).
 
 Exactly-once (DESIGN §5): Kafka offsets live in the checkpoint; after a crash Spark runs the
-last uncommitted batch again, with the same offsets. Each write in the handler is idempotent:
+last uncommitted batch again, with the same offsets — and only that one, as the first batch
+of the restarted query. Each write in the handler is idempotent:
 
 - where a replayed batch produces the very same rows (bronze, silver, quarantine, the request
-  log, the progress row), the write is an append with Delta ``txnAppId``/``txnVersion``
-  (``txnVersion`` = batch id; one app id per logical write, derived from the query id that
-  the checkpoint keeps, so a new checkpoint gets new ids);
+  log, the progress row), the write is an append that records ``(app id, batch id)`` in its
+  commit (one app id per logical write, derived from the query id that the checkpoint keeps,
+  so a new checkpoint gets new ids); the first batch of a run skips a write whose marker is
+  already committed (``streaming.sinks.append_once`` says why this is not Delta's
+  ``txnAppId`` option);
 - where a replay may produce other rows (scoring: the production version or the pending rows
-  picked for catch-up may have changed), the write is a MERGE that inserts missing keys only.
+  picked for catch-up may have changed), the first batch of a run MERGEs (inserting missing
+  keys only); later batches of the run append, since their rows cannot be in the table yet.
 
 Deduplication: an ``event_id`` already landed from *other* Kafka coordinates (or repeated in
 the batch) is a true duplicate and is quarantined; one landed from the *same* coordinates is
@@ -214,6 +218,7 @@ class _BatchRun:
         self.report = BatchReport(self.batch_id, datetime.now(timezone.utc))
         self.clock = time.monotonic()
         self.cached: list[DataFrame] = []
+        self.frozen: list[DataFrame] = []
         self.quarantine: list[DataFrame] = []
         self.fresh: DataFrame | None = None  # submissions landed by this batch, not scored yet
         self.fresh_count = 0
@@ -222,11 +227,28 @@ class _BatchRun:
         self.landed_new = 0
         self.predictions: DataFrame | None = None  # gold rows written by this batch
         self.pairs: list[DataFrame] = []
-        self.may_be_replay = state.batches == 0
+        # Spark re-runs at most one batch: the first one a (re)started query executes.
+        self.first_of_run = state.batches == 0
+        self.may_be_replay = self.first_of_run
 
     # -- helpers -------------------------------------------------------------------------------
-    def keep(self, frame: DataFrame) -> DataFrame:
-        """Cache a frame used by several writes, so its input is read (and validated) once."""
+    def keep(self, frame: DataFrame, stage: str) -> DataFrame:
+        """Materialize a frame that several steps use, so its input is read (and validated,
+        scored) once.
+
+        A local checkpoint, not ``persist()``: after every write Spark re-caches cached plans
+        that read the written table, so a persisted frame joined with silver would be
+        recomputed after the silver write — at a cost, and with other results (new rows
+        would then look like replays). A checkpoint freezes the batch's view and its lineage.
+        """
+        with self.timed(stage):
+            frozen = frame.localCheckpoint(eager=True)
+        self.frozen.append(frozen)
+        return frozen
+
+    def cache_batch(self, frame: DataFrame) -> DataFrame:
+        """Cache the Kafka batch: it reads no table, so writes cannot invalidate it, and the
+        first count fills the cache (one job, where a checkpoint would take two)."""
         frame = frame.persist()
         self.cached.append(frame)
         return frame
@@ -236,7 +258,8 @@ class _BatchRun:
 
     def append(self, rows: DataFrame, table: str) -> None:
         with self.timed(table):
-            sinks.append_once(rows, self.config, table, self.ids.app_id(table), self.batch_id)
+            sinks.append_once(rows, self.config, table, self.ids.app_id(table), self.batch_id,
+                              may_be_replay=self.first_of_run)
 
     def land_scored(self, rows: DataFrame, table: str, key: str) -> None:
         """Write rows whose content a replay may change (scoring): MERGE when this batch may be
@@ -253,7 +276,8 @@ class _BatchRun:
             if self.may_be_replay:
                 sinks.merge_new(self.spark, rows, self.config, table, key)
             else:
-                sinks.append_once(rows, self.config, table, self.ids.app_id(table), self.batch_id)
+                sinks.append_once(rows, self.config, table, self.ids.app_id(table), self.batch_id,
+                                  may_be_replay=False)
 
     @contextmanager
     def timed(self, stage: str):
@@ -267,7 +291,7 @@ class _BatchRun:
     # -- the stages ----------------------------------------------------------------------------
     def process(self) -> None:
         try:
-            checked = self.keep(parse_request_log(
+            checked = self.cache_batch(parse_request_log(
                 validate_events(kafka_rows(self.batch_df), self.contracts), self.names.requests))
             with self.timed("validate"):
                 totals, valid = self._tally(checked)
@@ -305,6 +329,8 @@ class _BatchRun:
         finally:
             for frame in self.cached:
                 frame.unpersist()
+            for frame in self.frozen:
+                _release(frame)
 
     def _tally(self, checked: DataFrame) -> tuple[dict[str, int], dict[str, int]]:
         rows = (checked.groupBy("kafka_topic")
@@ -318,7 +344,7 @@ class _BatchRun:
             return
         rows = checked.where(F.col("kafka_topic") == self.names.submissions)
         events = event_columns(rows.where(F.col("reason_code").isNull()), self.contracts[0])
-        classified = self.keep(classify_deliveries(events, self.table("silver.submissions")))
+        classified = self.keep(classify_deliveries(events, self.table("silver.submissions")), "dedupe")
         with self.timed("dedupe"):
             counts = {r.delivery: r["count"] for r in classified.groupBy("delivery").count().collect()}
         new, replay, duplicate = counts.get(NEW, 0), counts.get(REPLAY, 0), counts.get(DUPLICATE, 0)
@@ -338,7 +364,7 @@ class _BatchRun:
         if replay:
             # A replayed batch: some of its submissions may have been scored before the crash.
             fresh = self.keep(fresh.join(self.table("gold.predictions").select("event_id"),
-                                         "event_id", "left_anti"))
+                                         "event_id", "left_anti"), "replay.check")
             with self.timed("replay.check"):
                 self.fresh_count = fresh.count()
         self.fresh = fresh if self.fresh_count else None
@@ -367,7 +393,8 @@ class _BatchRun:
                 self.report.note(f"{self.fresh_count} submissions wait for a model")
             return
         try:
-            scored = self.keep(score_submissions(to_score, model.udf, model.name, model.version, self.key))
+            scored = self.keep(score_submissions(to_score, model.udf, model.name, model.version,
+                                                 self.key), "score")
             with self.timed("score"):
                 stats = scored.agg(
                 F.sum(F.col("output_ok").cast("long")).alias("ok"),
@@ -431,7 +458,8 @@ class _BatchRun:
         events = event_columns(rows.where(F.col("reason_code").isNull()), self.contracts[1])
         landed = self.table("silver.outcomes")
         classified = self.keep(classify_outcomes(classify_deliveries(events, landed),
-                                                 self.table("silver.submissions"), landed))
+                                                 self.table("silver.submissions"), landed),
+                               "outcomes.classify")
         with self.timed("outcomes.classify"):
             counts = {(r.problem, r.delivery): r["count"]
                       for r in classified.groupBy("problem", "delivery").count().collect()}
@@ -468,7 +496,7 @@ class _BatchRun:
             pairs = self.pairs[0]
             for part in self.pairs[1:]:
                 pairs = pairs.unionByName(part)
-            pairs = self.keep(pairs.dropDuplicates(["event_id"]))
+            pairs = self.keep(pairs.dropDuplicates(["event_id"]), "pairs.join")
             with self.timed("pairs.join"):
                 joined = pairs.count()
             if joined:
@@ -485,7 +513,7 @@ class _BatchRun:
         rows = request_rows(checked.where((F.col("kafka_topic") == self.names.requests)
                                           & F.col("reason_code").isNull()))
         classified = self.keep(classify_deliveries(rows, self.table("ops.endpoint_requests"),
-                                                   key="request_id"))
+                                                   key="request_id"), "requests.classify")
         with self.timed("requests.classify"):
             counts = {r.delivery: r["count"] for r in classified.groupBy("delivery").count().collect()}
         if counts.get(DUPLICATE):
@@ -510,6 +538,14 @@ class _BatchRun:
         self.state.last_report = report
         self.state.reports.append(report)
         log.info("%s (%.2fs)", report.summary(), duration)
+
+
+def _release(frame: DataFrame) -> None:
+    """Free the blocks of a local checkpoint now rather than whenever the JVM collects it."""
+    try:
+        frame._jdf.queryExecution().analyzed().rdd().unpersist(False)
+    except Exception as exc:  # noqa: BLE001 - only memory is at stake; Spark frees it later
+        log.debug("could not release a checkpointed frame early: %s", exc)
 
 
 def _first_line(exc: BaseException) -> str:
