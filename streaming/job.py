@@ -576,6 +576,7 @@ class Scorer:
         self._producer = None
         self._wakeup_sent_at = 0.0
         self._registry_checked_at = 0.0
+        self._last_catch_up_answer = False
 
     def failure(self) -> str | None:
         """Why the query ended, if it ended on an error (a requested stop is not an error)."""
@@ -602,8 +603,6 @@ class Scorer:
         self._last_catch_up_answer = (version is not None and version != self.state.stalled_version
                                       and version != failed)
         return self._last_catch_up_answer
-
-    _last_catch_up_answer = False
 
     def wake_up_if_needed(self) -> bool:
         """Start a micro-batch when pending rows could be caught up but no data arrives.

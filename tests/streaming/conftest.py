@@ -151,3 +151,65 @@ def kit(spark, stream_config) -> StreamKit:
     kafka_io.create_topics(stream_config, [topics.SUBMISSIONS, topics.OUTCOMES, topics.ENDPOINT_REQUESTS,
                                            topics.SCORES, topics.SCORER_WAKEUPS])
     return StreamKit(spark, stream_config)
+
+
+# -- models (the project's real model, small and seeded) ----------------------------------------
+
+
+@pytest.fixture(scope="session")
+def small_model():
+    """A small fitted DiagnosticModel and its training input (seeded, shared by the session)."""
+    from batch.model import DiagnosticModel
+    from schemas.features import model_input_from_events
+    from simulator.generator import Simulator
+
+    history = Simulator(seed=5, start=datetime(2026, 1, 5, tzinfo=timezone.utc), interval_s=1.0,
+                        run="scorer-tests").take(1500)
+    model_input = model_input_from_events(history.submissions)
+    model = DiagnosticModel(score_params={"max_iter": 30, "max_leaf_nodes": 15},
+                            level_params={"max_iter": 15, "max_leaf_nodes": 15}, random_state=0)
+    model.fit(model_input, [o["observed_progress_score"] for o in history.outcomes],
+              [o["observed_comprehension_level"] for o in history.outcomes])
+    return model, model_input
+
+
+def register_model(config, model, model_input, alias: str | None = "production") -> str:
+    """Log ``model`` the way training does, register it under the config's name, set ``alias``."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from batch.packaging import log_diagnostic_model
+    from learnscore.tracking import use_mlflow
+
+    use_mlflow(config)
+    with mlflow.start_run(run_name="scorer-test-model"):
+        model_uri = log_diagnostic_model(model, model_input)
+    version = str(mlflow.register_model(model_uri, config.mlflow.model_name).version)
+    if alias:
+        MlflowClient().set_registered_model_alias(config.mlflow.model_name, alias, version)
+    return version
+
+
+def move_production(config, version: str) -> None:
+    from mlflow.tracking import MlflowClient
+
+    MlflowClient().set_registered_model_alias(config.mlflow.model_name, "production", version)
+
+
+@pytest.fixture
+def models(kit, small_model, mlflow_store):
+    """Register versions for this test: ``models.register(alias=...)``, ``models.promote(v)``."""
+
+    class Models:
+        def register(self, model=None, alias: str | None = "production") -> str:
+            return register_model(kit.config, model or small_model[0], small_model[1], alias)
+
+        def promote(self, version: str) -> None:
+            move_production(kit.config, version)
+
+    return Models()
+
+
+@pytest.fixture
+def production_model(models) -> str:
+    return models.register()
