@@ -52,7 +52,8 @@ def create_spark_session(config: Config, app_name: str | None = None):
 
     # Every Python process we start refuses pickle-based model formats (skops only).
     os.environ.setdefault("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "false")
-    # Python UDF workers run this interpreter (the venv), not whatever python3 is on PATH.
+    # Python UDF workers must run this interpreter (the venv), not whatever python3 is on PATH;
+    # PySpark reads it from the driver's environment when it ships a UDF.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     builder = SparkSession.builder
     for key, value in spark_conf(config).items():
