@@ -540,6 +540,17 @@ class _BatchRun:
         log.info("%s (%.2fs)", report.summary(), duration)
 
 
+def _quiet_checkpoint_release_warnings(spark: SparkSession) -> None:
+    """Spark warns on every release of a local checkpoint that its lineage is gone — which is
+    the point of releasing it after the batch; keep the log for real warnings."""
+    try:
+        jvm = spark._jvm
+        jvm.org.apache.logging.log4j.core.config.Configurator.setLevel(
+            "org.apache.spark.rdd.MapPartitionsRDD", jvm.org.apache.logging.log4j.Level.ERROR)
+    except Exception as exc:  # noqa: BLE001 - a noisier log is all that is lost
+        log.debug("could not quiet checkpoint release warnings: %s", exc)
+
+
 def _release(frame: DataFrame) -> None:
     """Free the blocks of a local checkpoint now rather than whenever the JVM collects it."""
     try:
@@ -656,6 +667,7 @@ def start_scorer(spark: SparkSession, config: Config, hooks: Sequence[AfterScori
     create_topics(config, [topics.SUBMISSIONS, topics.OUTCOMES, topics.ENDPOINT_REQUESTS,
                            topics.SCORES, topics.SCORER_WAKEUPS])
     ensure_spark_tables(spark, config, STREAM_TABLES)
+    _quiet_checkpoint_release_warnings(spark)
     state = ScorerState(pending_unscored=count_pending(spark, config))
     if state.pending_unscored:
         log.info("%d landed submissions have no prediction yet; they are scored as soon as a "

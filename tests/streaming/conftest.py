@@ -157,20 +157,11 @@ def kit(spark, stream_config) -> StreamKit:
 
 
 @pytest.fixture(scope="session")
-def small_model():
-    """A small fitted DiagnosticModel and its training input (seeded, shared by the session)."""
-    from batch.model import DiagnosticModel
+def small_model(fitted_model, small_history_events):
+    """The session's small fitted DiagnosticModel and a little model input for its signature."""
     from schemas.features import model_input_from_events
-    from simulator.generator import Simulator
 
-    history = Simulator(seed=5, start=datetime(2026, 1, 5, tzinfo=timezone.utc), interval_s=1.0,
-                        run="scorer-tests").take(1500)
-    model_input = model_input_from_events(history.submissions)
-    model = DiagnosticModel(score_params={"max_iter": 30, "max_leaf_nodes": 15},
-                            level_params={"max_iter": 15, "max_leaf_nodes": 15}, random_state=0)
-    model.fit(model_input, [o["observed_progress_score"] for o in history.outcomes],
-              [o["observed_comprehension_level"] for o in history.outcomes])
-    return model, model_input
+    return fitted_model, model_input_from_events(small_history_events[0][:20])
 
 
 def register_model(config, model, model_input, alias: str | None = "production") -> str:

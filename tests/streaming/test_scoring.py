@@ -116,28 +116,35 @@ def test_no_model_then_a_model_appears_and_the_backlog_is_scored(kit, models):
     assert any("caught up" in (r.message or "") for r in progress)
 
 
-def test_hot_swap_mid_stream(kit, models, small_model):
+def test_hot_swap_mid_stream(kit, models):
     first = models.register()
     second = models.register(alias=None)
-    events = [kit.events.submission(i) for i in range(240)]
+    before = [kit.events.submission(i) for i in range(120)]
+    after = [kit.events.submission(1000 + i) for i in range(120)]
+    swapped = threading.Event()
 
-    def produce() -> None:
-        for start in range(0, len(events), 20):
-            kit.produce(topics.SUBMISSIONS, kit.as_messages(events[start:start + 20]))
-            time.sleep(1.0)
+    def produce() -> None:  # events keep flowing; the second half only once production moved
+        for part in (before, after):
+            if part is after:
+                swapped.wait(timeout=300)
+            for start in range(0, len(part), 20):
+                kit.produce(topics.SUBMISSIONS, kit.as_messages(part[start:start + 20]))
+                time.sleep(0.7)
 
     scorer = start_scorer(kit.spark, kit.config)
     producer = threading.Thread(target=produce, daemon=True)
     try:
         producer.start()
-        kit.wait_for(lambda: kit.table("gold.predictions").count() >= 60, what="the first predictions")
+        kit.wait_for(lambda: kit.table("gold.predictions").count() >= 40, what="the first predictions")
         models.promote(second)
-        producer.join(timeout=120)
-        kit.wait_for(lambda: kit.table("gold.predictions").count() >= len(events), what="every prediction")
+        swapped.set()
+        producer.join(timeout=300)
+        kit.wait_for(lambda: kit.table("gold.predictions").count() >= len(before) + len(after),
+                     what="every prediction")
     finally:
         scorer.stop()
     gold = kit.table("gold.predictions").collect()
-    assert len(gold) == len(events)
+    assert len(gold) == len(before) + len(after)
     versions_by_batch = {}
     for row in gold:
         versions_by_batch.setdefault(row.batch_id, set()).add(row.model_version)
@@ -145,5 +152,7 @@ def test_hot_swap_mid_stream(kit, models, small_model):
     old = [b for b, v in versions_by_batch.items() if v == {first}]
     new = [b for b, v in versions_by_batch.items() if v == {second}]
     assert old and new and max(old) < min(new)  # before the swap the old version, after it the new
+    version_of = {row.event_id: row.model_version for row in gold}
+    assert {version_of[e["event_id"]] for e in after} == {second}  # sent after the swap
     progress = kit.table("ops.stream_progress").collect()
     assert sum(r.failed for r in progress) == 0 and {r.model_status for r in progress} == {"ok"}
