@@ -147,19 +147,23 @@ def classify_deliveries(events: DataFrame, landed: DataFrame, key: str = "event_
     - ``replay``: the key is landed *from these very coordinates* — our own batch run again
       after a crash; it is not a duplicate and must not be quarantined;
     - ``duplicate``: the key is landed from other coordinates, or appears earlier in the batch.
+
+    Only keys and coordinates are shuffled; the batch's keys are broadcast against the landed
+    table, and the verdicts broadcast back to the full rows, so neither the events (kilobytes
+    each) nor the table move across partitions.
     """
     first = Window.partitionBy(key).orderBy(*COORDINATES)
-    ranked = events.withColumn("_rank", F.row_number().over(first))
+    ranked = events.select(key, *COORDINATES).withColumn("_rank", F.row_number().over(first))
     known = landed.select(F.col(key).alias("_landed_key"), F.col("kafka_topic").alias("_landed_topic"),
                           F.col("kafka_partition").alias("_landed_partition"),
                           F.col("kafka_offset").alias("_landed_offset"))
-    joined = ranked.join(known, ranked[key] == known["_landed_key"], "left")
+    joined = known.join(F.broadcast(ranked), known["_landed_key"] == ranked[key], "right")
     delivery = (F.when(F.col("_landed_key").isNull(),
                        F.when(F.col("_rank") == 1, F.lit(NEW)).otherwise(F.lit(DUPLICATE)))
                 .when(_same_coordinates("_landed_"), F.lit(REPLAY))
                 .otherwise(F.lit(DUPLICATE)))
-    return (joined.withColumn("delivery", delivery)
-            .drop("_rank", "_landed_key", "_landed_topic", "_landed_partition", "_landed_offset"))
+    verdicts = joined.select(*COORDINATES, delivery.alias("delivery"))
+    return events.join(F.broadcast(verdicts), list(COORDINATES), "inner")
 
 
 def event_columns(rows: DataFrame, contract: Contract) -> DataFrame:

@@ -24,14 +24,17 @@ def classify_outcomes(outcomes: DataFrame, submissions: DataFrame, landed: DataF
 
     ``outcomes``: flattened valid outcomes with ``delivery`` (see ``classify_deliveries``);
     ``submissions``: ``silver.submissions`` (after this batch's submissions landed);
-    ``landed``: ``silver.outcomes`` before this batch's outcomes land.
+    ``landed``: ``silver.outcomes`` before this batch's outcomes land. The batch's keys are
+    broadcast against both tables (one row per key in each).
     """
+    keys = outcomes.select("event_id", "submission_event_id", "delivery", *COORDINATES)
     known = submissions.select(F.col("event_id").alias("_known_submission"))
     earlier = landed.select(F.col("submission_event_id").alias("_earlier_submission"),
                             F.col("event_id").alias("_earlier_event_id"))
-    joined = (outcomes
-              .join(known, outcomes["submission_event_id"] == known["_known_submission"], "left")
-              .join(earlier, outcomes["submission_event_id"] == earlier["_earlier_submission"], "left"))
+    joined = known.join(F.broadcast(keys), known["_known_submission"] == keys["submission_event_id"],
+                        "right")
+    joined = earlier.join(F.broadcast(joined),
+                          earlier["_earlier_submission"] == joined["submission_event_id"], "right")
     eligible = (F.col("delivery") != DUPLICATE) & F.col("_known_submission").isNotNull()
     first = Window.partitionBy("submission_event_id", "_eligible").orderBy(*COORDINATES)
     ranked = joined.withColumn("_eligible", eligible).withColumn("_rank", F.row_number().over(first))
@@ -40,8 +43,8 @@ def classify_outcomes(outcomes: DataFrame, submissions: DataFrame, landed: DataF
     problem = (F.when(F.col("delivery") == DUPLICATE, F.lit(DUPLICATE_EVENT_ID))
                .when(F.col("_known_submission").isNull(), F.lit(UNKNOWN_SUBMISSION))
                .when(has_earlier | (F.col("_rank") > 1), F.lit(DUPLICATE_OUTCOME)))
-    return (ranked.withColumn("problem", problem)
-            .drop("_known_submission", "_earlier_submission", "_earlier_event_id", "_eligible", "_rank"))
+    verdicts = ranked.select(*COORDINATES, problem.alias("problem"))
+    return outcomes.join(F.broadcast(verdicts), list(COORDINATES), "inner")
 
 
 def prediction_outcome_rows(predictions: DataFrame, outcomes: DataFrame) -> DataFrame:
