@@ -148,16 +148,18 @@ def classify_deliveries(events: DataFrame, landed: DataFrame, key: str = "event_
       after a crash; it is not a duplicate and must not be quarantined;
     - ``duplicate``: the key is landed from other coordinates, or appears earlier in the batch.
 
-    Only keys and coordinates are shuffled; the batch's keys are broadcast against the landed
-    table, and the verdicts broadcast back to the full rows, so neither the events (kilobytes
-    each) nor the table move across partitions.
+    Only keys and coordinates are shuffled: the table is filtered by the batch's keys
+    (broadcast), and the verdicts are broadcast back to the full rows, so neither the events
+    (kilobytes each) nor the table move across partitions.
     """
     first = Window.partitionBy(key).orderBy(*COORDINATES)
     ranked = events.select(key, *COORDINATES).withColumn("_rank", F.row_number().over(first))
-    known = landed.select(F.col(key).alias("_landed_key"), F.col("kafka_topic").alias("_landed_topic"),
-                          F.col("kafka_partition").alias("_landed_partition"),
-                          F.col("kafka_offset").alias("_landed_offset"))
-    joined = known.join(F.broadcast(ranked), known["_landed_key"] == ranked[key], "right")
+    batch_keys = ranked.select(F.col(key).alias("_batch_key"))
+    known = (landed.select(F.col(key).alias("_landed_key"), F.col("kafka_topic").alias("_landed_topic"),
+                           F.col("kafka_partition").alias("_landed_partition"),
+                           F.col("kafka_offset").alias("_landed_offset"))
+             .join(F.broadcast(batch_keys), F.col("_landed_key") == F.col("_batch_key"), "left_semi"))
+    joined = ranked.join(F.broadcast(known), ranked[key] == known["_landed_key"], "left")
     delivery = (F.when(F.col("_landed_key").isNull(),
                        F.when(F.col("_rank") == 1, F.lit(NEW)).otherwise(F.lit(DUPLICATE)))
                 .when(_same_coordinates("_landed_"), F.lit(REPLAY))

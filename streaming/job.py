@@ -28,6 +28,7 @@ our own batch replayed, and is neither landed again nor quarantined.
 from __future__ import annotations
 
 import logging
+import re
 import signal
 import threading
 import time
@@ -695,6 +696,25 @@ def start_scorer(spark: SparkSession, config: Config, hooks: Sequence[AfterScori
     return Scorer(spark, config, query, state, models)
 
 
+def with_task_retries(config: Config, attempts: int = 4) -> Config:
+    """``local[N]`` → ``local[N,attempts]``: let a local task be retried.
+
+    Ctrl-C sends SIGINT to the terminal's whole process group. The JVM ignores it, but
+    PySpark's UDF workers turn it into KeyboardInterrupt, which fails the task in flight;
+    local mode tries a task once, so the micro-batch would fail. Retried, the task runs again
+    in a fresh worker, the batch completes, and the scorer stops cleanly after it.
+
+    >>> from learnscore.config import Config
+    >>> with_task_retries(Config()).spark.master
+    'local[2,4]'
+    """
+    match = re.fullmatch(r"local\[(\d+|\*)\]", config.spark.master.replace(" ", ""))
+    if not match:
+        return config
+    master = f"local[{match.group(1)},{attempts}]"
+    return config.model_copy(update={"spark": config.spark.model_copy(update={"master": master})})
+
+
 @dataclass
 class RunSummary:
     batches: int
@@ -713,7 +733,7 @@ def run_scorer(config: Config, *, until_idle_s: float | None = None, max_batches
     # A registry that stalls must not stall the stream for minutes (MLflow retries 7 times).
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
-    spark = create_spark_session(config, app_name="learnscore-scorer")
+    spark = create_spark_session(with_task_retries(config), app_name="learnscore-scorer")
     stop_signal = threading.Event()
     previous = {}
     if handle_signals:

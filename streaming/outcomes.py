@@ -24,17 +24,20 @@ def classify_outcomes(outcomes: DataFrame, submissions: DataFrame, landed: DataF
 
     ``outcomes``: flattened valid outcomes with ``delivery`` (see ``classify_deliveries``);
     ``submissions``: ``silver.submissions`` (after this batch's submissions landed);
-    ``landed``: ``silver.outcomes`` before this batch's outcomes land. The batch's keys are
-    broadcast against both tables (one row per key in each).
+    ``landed``: ``silver.outcomes`` before this batch's outcomes land. Both tables are
+    filtered by the batch's keys (broadcast); only the small matches meet the batch.
     """
     keys = outcomes.select("event_id", "submission_event_id", "delivery", *COORDINATES)
-    known = submissions.select(F.col("event_id").alias("_known_submission"))
-    earlier = landed.select(F.col("submission_event_id").alias("_earlier_submission"),
-                            F.col("event_id").alias("_earlier_event_id"))
-    joined = known.join(F.broadcast(keys), known["_known_submission"] == keys["submission_event_id"],
-                        "right")
-    joined = earlier.join(F.broadcast(joined),
-                          earlier["_earlier_submission"] == joined["submission_event_id"], "right")
+    asked = F.broadcast(keys.select(F.col("submission_event_id").alias("_asked")))
+    known = (submissions.select(F.col("event_id").alias("_known_submission"))
+             .join(asked, F.col("_known_submission") == F.col("_asked"), "left_semi"))
+    earlier = (landed.select(F.col("submission_event_id").alias("_earlier_submission"),
+                             F.col("event_id").alias("_earlier_event_id"))
+               .join(asked, F.col("_earlier_submission") == F.col("_asked"), "left_semi"))
+    joined = (keys
+              .join(F.broadcast(known), keys["submission_event_id"] == known["_known_submission"], "left")
+              .join(F.broadcast(earlier), F.col("submission_event_id") == F.col("_earlier_submission"),
+                    "left"))
     eligible = (F.col("delivery") != DUPLICATE) & F.col("_known_submission").isNotNull()
     first = Window.partitionBy("submission_event_id", "_eligible").orderBy(*COORDINATES)
     ranked = joined.withColumn("_eligible", eligible).withColumn("_rank", F.row_number().over(first))

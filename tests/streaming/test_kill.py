@@ -61,15 +61,16 @@ class ScorerProcess:
                                             env=self.env, cwd=PROJECT, stdout=log, stderr=subprocess.STDOUT,
                                             stdin=subprocess.DEVNULL, start_new_session=True)
 
-    def batches_logged(self) -> int:
+    def logged(self, pattern: str) -> int:
         text = self.log_path.read_text(errors="replace")[self.offset:]
-        return len(re.findall(r"streaming\.job: batch \d+:", text))
+        return len(re.findall(pattern, text))
 
-    def wait_for_batches(self, count: int, timeout_s: float = 240) -> None:
+    def wait_until_running(self, timeout_s: float = 300) -> None:
+        """Until the query has started (the JVM is up, the checkpoint is read)."""
         deadline = time.monotonic() + timeout_s
-        while self.batches_logged() < count:
+        while not self.logged(r"streaming\.job: scorer query \S+ started"):
             assert self.process.poll() is None, f"the scorer exited:\n{self.tail()}"
-            assert time.monotonic() < deadline, f"no {count} batches within {timeout_s}s:\n{self.tail()}"
+            assert time.monotonic() < deadline, f"the scorer did not start in {timeout_s}s:\n{self.tail()}"
             time.sleep(0.2)
 
     def kill(self, signum=signal.SIGKILL, timeout_s: float = 180) -> int:
@@ -87,19 +88,20 @@ def test_sigkill_at_random_moments_leaves_every_event_exactly_once(kit, producti
     outcomes = [kit.events.outcome(s, i) for i, s in enumerate(submissions[:240])]
     broken = kit.broken_submissions()
     chunks = 24
+    step = len(submissions) // chunks
 
     def produce_over_time() -> None:
-        # Submissions in chunks; the outcomes of a chunk follow two chunks later.
-        step = len(submissions) // chunks
+        # Submissions in chunks over a few minutes; the outcomes of a chunk follow two chunks later.
         for chunk in range(chunks + 2):
             if chunk < chunks:
-                part = submissions[chunk * step:(chunk + 1) * step]
                 extra = [(None, broken[chunk][0])] if chunk < len(broken) else []
-                kit.produce(topics.SUBMISSIONS, kit.as_messages(part) + extra)
+                kit.produce(topics.SUBMISSIONS,
+                            kit.as_messages(submissions[chunk * step:(chunk + 1) * step]) + extra)
             earlier = chunk - 2
             if 0 <= earlier < chunks:
-                kit.produce(topics.OUTCOMES, kit.as_messages(outcomes[earlier * step // 2:(earlier + 1) * step // 2]))
-            time.sleep(2.5)
+                half = step // 2
+                kit.produce(topics.OUTCOMES, kit.as_messages(outcomes[earlier * half:(earlier + 1) * half]))
+            time.sleep(5.0)
 
     producer = threading.Thread(target=produce_over_time, daemon=True)
     scorer = ScorerProcess(config, tmp_path / "scorer.log")
@@ -107,18 +109,20 @@ def test_sigkill_at_random_moments_leaves_every_event_exactly_once(kit, producti
     try:
         for _ in range(3):
             scorer.start()
-            scorer.wait_for_batches(1 + rng.randrange(3))
-            time.sleep(rng.uniform(0.0, 2.5))  # somewhere inside a micro-batch, or between two
+            scorer.wait_until_running()
+            time.sleep(rng.uniform(1.0, 20.0))  # in a micro-batch, between two, or in a model load
             scorer.kill(signal.SIGKILL)
-        producer.join(timeout=300)
+        producer.join(timeout=600)
         scorer.start()
         kit.wait_for(lambda: (kit.table("gold.prediction_outcomes").count() >= len(outcomes)
                               and kit.table("gold.predictions").count() >= len(submissions)),
-                     timeout_s=300, what="every submission and outcome to be scored and joined")
-        assert scorer.kill(signal.SIGTERM) == 0, scorer.tail()  # a clean stop on SIGTERM
+                     timeout_s=600, what="every submission and outcome to be scored and joined")
+        # Ctrl-C in a terminal: SIGINT to the whole process group; the scorer stops cleanly.
+        assert scorer.kill(signal.SIGINT) == 0, scorer.tail()
     finally:
         if scorer.process and scorer.process.poll() is None:
             scorer.kill(signal.SIGKILL)
+    assert scorer.logged(r"stopping after the micro-batch in flight"), scorer.tail()
 
     def ids(table, column="event_id"):
         return Counter(row[0] for row in kit.table(table).select(column).collect())
