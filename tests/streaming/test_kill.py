@@ -65,12 +65,11 @@ class ScorerProcess:
         text = self.log_path.read_text(errors="replace")[self.offset:]
         return len(re.findall(pattern, text))
 
-    def wait_until_running(self, timeout_s: float = 300) -> None:
-        """Until the query has started (the JVM is up, the checkpoint is read)."""
+    def wait_for_log(self, pattern: str, what: str, timeout_s: float = 300) -> None:
         deadline = time.monotonic() + timeout_s
-        while not self.logged(r"streaming\.job: scorer query \S+ started"):
+        while not self.logged(pattern):
             assert self.process.poll() is None, f"the scorer exited:\n{self.tail()}"
-            assert time.monotonic() < deadline, f"the scorer did not start in {timeout_s}s:\n{self.tail()}"
+            assert time.monotonic() < deadline, f"no {what} within {timeout_s}s:\n{self.tail()}"
             time.sleep(0.2)
 
     def kill(self, signum=signal.SIGKILL, timeout_s: float = 180) -> int:
@@ -107,10 +106,14 @@ def test_sigkill_at_random_moments_leaves_every_event_exactly_once(kit, producti
     scorer = ScorerProcess(config, tmp_path / "scorer.log")
     producer.start()
     try:
-        for _ in range(3):
+        for kill in range(3):
             scorer.start()
-            scorer.wait_until_running()
-            time.sleep(rng.uniform(1.0, 20.0))  # in a micro-batch, between two, or in a model load
+            if kill == 1:  # once after a committed micro-batch: in the next one, or between two
+                scorer.wait_for_log(r"streaming\.job: batch \d+:", "micro-batch")
+                time.sleep(rng.uniform(0.0, 8.0))
+            else:  # in start-up, the model load or the first micro-batch (a replay)
+                scorer.wait_for_log(r"streaming\.job: scorer query \S+ started", "start")
+                time.sleep(rng.uniform(1.0, 20.0))
             scorer.kill(signal.SIGKILL)
         producer.join(timeout=600)
         scorer.start()
