@@ -227,10 +227,10 @@ def committed_latencies(spark, config: Config, event_ids: set[str]) -> list[floa
     from pyspark.sql import functions as F
 
     ids = spark.createDataFrame([(event_id,) for event_id in event_ids], "event_id string")
-    gold = spark.read.format("delta").load(config.table_path("gold.predictions"))
+    gold = (spark.read.format("delta").load(config.table_path("gold.predictions"))
+            .select("event_id", "event_time", F.col("_metadata.file_modification_time").alias("written")))
     rows = (gold.join(F.broadcast(ids), "event_id")
-            .select((F.unix_micros(F.col("_metadata.file_modification_time"))
-                     - F.unix_micros("event_time")).alias("micros"))
+            .select((F.unix_micros("written") - F.unix_micros("event_time")).alias("micros"))
             .collect())
     return [row.micros / 1e6 for row in rows]
 
@@ -277,6 +277,7 @@ def run_stream_benchmark(config: Config, *, events: int = 200_000, rate: float =
               and not scorer.state.in_batch, timeout_s=3600, what="the backlog to drain", scorer=scorer)
         drained = drain_figures(list(scorer.state.reports))
         result.update(drained)
+        write_result(result, output)  # the drain figures, even if a later step fails
         log.info("bench: drained %d submissions in %.1fs: %.0f/s", drained["submissions_landed"],
                  drained["drain_seconds"], drained["throughput_eps"])
 

@@ -19,7 +19,7 @@ from schemas.events import EVENTS, validate_bytes
 
 COORDINATES = ("kafka_topic", "kafka_partition", "kafka_offset")
 
-# Delivery classes of a valid event (see classify_deliveries).
+# Delivery classes of a valid event (see delivery_verdicts).
 NEW, REPLAY, DUPLICATE = "new", "replay", "duplicate"
 
 # A valid event whose required values Spark's JSON reader could not read (the contract and
@@ -136,8 +136,9 @@ def _same_coordinates(prefix: str) -> Column:
             & (F.col("kafka_offset") == F.col(f"{prefix}offset")))
 
 
-def classify_deliveries(events: DataFrame, landed: DataFrame, key: str = "event_id") -> DataFrame:
-    """Add ``delivery``: ``new``, ``replay`` or ``duplicate`` for each valid event.
+def delivery_verdicts(events: DataFrame, landed: DataFrame, key: str = "event_id") -> DataFrame:
+    """One row per delivery: the Kafka coordinates and ``delivery`` — ``new``, ``replay`` or
+    ``duplicate``.
 
     ``events`` holds ``key`` and the Kafka coordinates; ``landed`` is the table the events
     land in (one row per key, with the coordinates it came from).
@@ -148,9 +149,8 @@ def classify_deliveries(events: DataFrame, landed: DataFrame, key: str = "event_
       after a crash; it is not a duplicate and must not be quarantined;
     - ``duplicate``: the key is landed from other coordinates, or appears earlier in the batch.
 
-    Only keys and coordinates are shuffled: the table is filtered by the batch's keys
-    (broadcast), and the verdicts are broadcast back to the full rows, so neither the events
-    (kilobytes each) nor the table move across partitions.
+    Only keys and coordinates move: the table is filtered by the batch's keys (broadcast), so
+    neither the events (kilobytes each) nor the table are shuffled.
     """
     first = Window.partitionBy(key).orderBy(*COORDINATES)
     ranked = events.select(key, *COORDINATES).withColumn("_rank", F.row_number().over(first))
@@ -164,7 +164,11 @@ def classify_deliveries(events: DataFrame, landed: DataFrame, key: str = "event_
                        F.when(F.col("_rank") == 1, F.lit(NEW)).otherwise(F.lit(DUPLICATE)))
                 .when(_same_coordinates("_landed_"), F.lit(REPLAY))
                 .otherwise(F.lit(DUPLICATE)))
-    verdicts = joined.select(*COORDINATES, delivery.alias("delivery"))
+    return joined.select(*COORDINATES, delivery.alias("delivery"))
+
+
+def with_verdicts(events: DataFrame, verdicts: DataFrame) -> DataFrame:
+    """``events`` with the columns of their verdicts (matched on the Kafka coordinates)."""
     return events.join(F.broadcast(verdicts), list(COORDINATES), "inner")
 
 

@@ -52,10 +52,11 @@ from streaming.ingest import (
     REPLAY,
     Contract,
     bronze_rows,
-    classify_deliveries,
+    delivery_verdicts,
     event_columns,
     kafka_rows,
     validate_events,
+    with_verdicts,
 )
 from streaming.model_cache import (
     LOAD_FAILED,
@@ -66,7 +67,7 @@ from streaming.model_cache import (
     RegistryUnreachable,
     production_version,
 )
-from streaming.outcomes import classify_outcomes, prediction_outcome_rows
+from streaming.outcomes import outcome_verdicts, prediction_outcome_rows
 from streaming.progress import BatchReport
 from streaming.quarantine import (
     DUPLICATE_EVENT_ID,
@@ -345,9 +346,12 @@ class _BatchRun:
             return
         rows = checked.where(F.col("kafka_topic") == self.names.submissions)
         events = event_columns(rows.where(F.col("reason_code").isNull()), self.contracts[0])
-        classified = self.keep(classify_deliveries(events, self.table("silver.submissions")), "dedupe")
+        # Only the verdicts (coordinates + delivery) are materialized; the events stay in the
+        # cached batch and meet their verdicts again where they are written or scored.
+        verdicts = self.keep(delivery_verdicts(events, self.table("silver.submissions")), "dedupe")
         with self.timed("dedupe"):
-            counts = {r.delivery: r["count"] for r in classified.groupBy("delivery").count().collect()}
+            counts = {r.delivery: r["count"] for r in verdicts.groupBy("delivery").count().collect()}
+        classified = with_verdicts(events, verdicts)
         new, replay, duplicate = counts.get(NEW, 0), counts.get(REPLAY, 0), counts.get(DUPLICATE, 0)
         if duplicate:
             self.quarantine.append(quarantine_rows(
@@ -457,13 +461,12 @@ class _BatchRun:
         if not valid_count:
             return
         events = event_columns(rows.where(F.col("reason_code").isNull()), self.contracts[1])
-        landed = self.table("silver.outcomes")
-        classified = self.keep(classify_outcomes(classify_deliveries(events, landed),
-                                                 self.table("silver.submissions"), landed),
-                               "outcomes.classify")
+        verdicts = self.keep(outcome_verdicts(events, self.table("silver.submissions"),
+                                              self.table("silver.outcomes")), "outcomes.classify")
         with self.timed("outcomes.classify"):
             counts = {(r.problem, r.delivery): r["count"]
-                      for r in classified.groupBy("problem", "delivery").count().collect()}
+                      for r in verdicts.groupBy("problem", "delivery").count().collect()}
+        classified = with_verdicts(events, verdicts)
         refused = sum(n for (problem, _), n in counts.items() if problem is not None)
         if refused:
             reason = F.lit(None).cast("string")
@@ -486,12 +489,14 @@ class _BatchRun:
         if self.report.outcomes:
             # Outcomes arriving after their prediction: join them with gold now.
             self.pairs.append(prediction_outcome_rows(self.table("gold.predictions"),
-                                                      accepted.select(*OUTCOMES.column_names)))
+                                                      accepted.select(*OUTCOMES.column_names),
+                                                      batch_side="outcomes"))
 
     def _join_outcomes(self) -> None:
         if self.predictions is not None:
             # Predictions arriving after their outcome (catch-up, or late scoring).
-            self.pairs.append(prediction_outcome_rows(self.predictions, self.table("silver.outcomes")))
+            self.pairs.append(prediction_outcome_rows(self.predictions, self.table("silver.outcomes"),
+                                                      batch_side="predictions"))
         pairs = None
         if self.pairs:
             pairs = self.pairs[0]
@@ -513,10 +518,11 @@ class _BatchRun:
             return
         rows = request_rows(checked.where((F.col("kafka_topic") == self.names.requests)
                                           & F.col("reason_code").isNull()))
-        classified = self.keep(classify_deliveries(rows, self.table("ops.endpoint_requests"),
-                                                   key="request_id"), "requests.classify")
+        verdicts = self.keep(delivery_verdicts(rows, self.table("ops.endpoint_requests"),
+                                               key="request_id"), "requests.classify")
         with self.timed("requests.classify"):
-            counts = {r.delivery: r["count"] for r in classified.groupBy("delivery").count().collect()}
+            counts = {r.delivery: r["count"] for r in verdicts.groupBy("delivery").count().collect()}
+        classified = with_verdicts(rows, verdicts)
         if counts.get(DUPLICATE):
             self.quarantine.append(quarantine_rows(
                 classified.where(F.col("delivery") == DUPLICATE), self.batch_id,
