@@ -12,7 +12,6 @@ import uuid
 import pandas as pd
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
-from pyspark.sql import types as T
 
 from learnscore.privacy import pseudonymise
 from schemas.events import LEVELS, SCORE_ISSUED
@@ -52,9 +51,18 @@ def pseudonym_column(learner_id: Column, key: str) -> Column:
     return pseudonyms(learner_id)
 
 
-@F.pandas_udf(T.StringType())  # a DataType, not "string": no session needed at import
-def _score_event_ids(submission_ids: pd.Series, versions: pd.Series) -> pd.Series:
-    return pd.Series([score_event_id(s, v) for s, v in zip(submission_ids, versions)], dtype=object)
+def score_event_id_column(submission_event_id: Column, model_version: Column) -> Column:
+    """:func:`score_event_id` computed in Spark (RFC 4122 uuid5: SHA-1 of namespace + name).
+
+    The same function as the Python one, spelled in SQL so 100,000 scores do not make a trip
+    through a Python worker; ``tests/streaming/test_units.py`` holds the two together.
+    """
+    digest = F.sha1(F.concat(F.unhex(F.lit(SCORE_EVENT_NAMESPACE.hex)),
+                             F.encode(F.concat(submission_event_id, F.lit("/"), model_version), "UTF-8")))
+    part = lambda start, length: F.substring(digest, start, length)  # noqa: E731 - 1-based
+    variant = F.lower(F.hex(F.conv(part(17, 1), 16, 10).cast("int").bitwiseAND(3).bitwiseOR(8)))
+    return F.concat(part(1, 8), F.lit("-"), part(9, 4), F.lit("-5"), part(14, 3), F.lit("-"),
+                    variant, part(18, 3), F.lit("-"), part(21, 12))
 
 
 def score_submissions(submissions: DataFrame, model_udf, model_name: str, model_version: str,
@@ -110,7 +118,7 @@ def score_issued_value() -> Column:
     probabilities = F.create_map(*[item for level in LEVELS
                                    for item in (F.lit(level), F.col(f"p_{level}"))])
     event = F.struct(
-        _score_event_ids(F.col("event_id"), F.col("model_version")).alias("event_id"),
+        score_event_id_column(F.col("event_id"), F.col("model_version")).alias("event_id"),
         F.lit(SCORE_ISSUED.version).alias("schema_version"),
         F.col("scored_at").alias("event_time"),
         F.col("event_id").alias("submission_event_id"),
