@@ -14,7 +14,7 @@ from learnscore.config import Secrets
 from learnscore.privacy import pseudonymise
 from schemas import topics
 from schemas.events import SCORE_ISSUED, validate_bytes
-from streaming.job import start_scorer
+from streaming.job import run_scorer, start_scorer
 
 pytestmark = pytest.mark.integration
 
@@ -43,13 +43,15 @@ def test_counts_match_end_to_end(kit, production_model):
                 + [(b"x", b"not json")])
     first = len(valid) + len(broken) + 2 + len(early_outcomes) + len(requests) + 1
 
-    scorer = start_scorer(kit.spark, kit.config)
-    try:
-        kit.wait_rows_read(first, scorer)
-        kit.produce(topics.OUTCOMES, kit.as_messages(late_outcomes))  # after their predictions
-        kit.wait_rows_read(first + len(late_outcomes), scorer)
-    finally:
-        scorer.stop()
+    # What `learnscore stream start --max-batches 1`, then `--until-idle 2` do: the second run
+    # resumes from the checkpoint.
+    summary = run_scorer(kit.config, max_batches=1, handle_signals=False)
+    assert (summary.batches, summary.stopped_because) == (1, "1 batches")
+    assert kit.rows_read() == first
+    kit.produce(topics.OUTCOMES, kit.as_messages(late_outcomes))  # after their predictions
+    summary = run_scorer(kit.config, until_idle_s=2, handle_signals=False)
+    assert summary.stopped_because == "idle for 2s" and summary.pending_unscored == 0
+    assert kit.rows_read() == first + len(late_outcomes)
 
     ids = sorted(e["event_id"] for e in valid)
     assert sorted(r.event_id for r in kit.table("silver.submissions").collect()) == ids
@@ -156,3 +158,4 @@ def test_hot_swap_mid_stream(kit, models):
     assert {version_of[e["event_id"]] for e in after} == {second}  # sent after the swap
     progress = kit.table("ops.stream_progress").collect()
     assert sum(r.failed for r in progress) == 0 and {r.model_status for r in progress} == {"ok"}
+
