@@ -85,7 +85,8 @@ class _Clock:
     def advance(self, times: np.ndarray) -> None:
         if len(times) == 0:
             return
-        self.marks.append([float(self.count), float(times[0])])
+        if times[0] == times[0]:  # no mark without a known event time
+            self.marks.append([float(self.count), float(times[0])])
         self.count += len(times)
         if len(self.marks) > _CLOCK_ENTRIES:  # thin the older half, keep recent detail
             half = len(self.marks) // 2
