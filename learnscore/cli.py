@@ -125,6 +125,35 @@ def stack_status() -> None:
     typer.echo(f"{'state':<10} {config.state_dir}")
 
 
+# -- drift → retrain ------------------------------------------------------------------------
+@app.command("retrain-worker")
+def retrain_worker(
+    every: Annotated[Optional[str], typer.Option(help="Also retrain on a schedule when no model was trained for this long, e.g. 24h.")] = None,
+    policy: Annotated[Optional[str], typer.Option(help="auto: gates then production; manual: leave it as staging (default: retrain.policy).")] = None,
+    trainer: Annotated[str, typer.Option(help="Training function, module:function.")] = "batch.train:train_model",
+    promoter: Annotated[str, typer.Option(help="Promotion function, module:function.")] = "registry.promote:promote",
+    max_runs: Annotated[Optional[int], typer.Option(help="Stop after this many runs.")] = None,
+    idle_exit: Annotated[Optional[float], typer.Option(help="Stop after this many seconds without requests.")] = None,
+) -> None:
+    """Consume model.retrain-requests: one recorded training run per burst of requests."""
+    from batch.retrain_worker import run_retrain_worker
+
+    if policy not in (None, "auto", "manual"):
+        fail(f"--policy must be auto or manual, got {policy!r}")
+    try:
+        made = run_retrain_worker(get_config(), every=every, policy=policy, trainer=trainer,
+                                  promoter=promoter, max_runs=max_runs,
+                                  idle_exit_seconds=idle_exit)
+    except ValueError as exc:
+        fail(str(exc))
+    except KeyboardInterrupt:
+        typer.echo("retrain worker stopped (an unfinished run is redone on the next start)")
+        return
+    for run in made:
+        typer.echo(f"run {run.run_id}: {run.status} (trigger {run.trigger}, version "
+                   f"{run.model_version or '-'}, promoted {bool(run.promoted)})")
+
+
 def run() -> None:
     """Console entry point: clear one-line errors for the failures a user can meet."""
     from learnscore.kafka_io import BrokerUnreachable
