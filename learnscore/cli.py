@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
@@ -22,6 +23,11 @@ app = typer.Typer(
 )
 stack_app = typer.Typer(help="The local stack: Kafka broker and MLflow.", no_args_is_help=True)
 app.add_typer(stack_app, name="stack")
+simulate_app = typer.Typer(help="Simulated learners: a live stream into Kafka or a history.",
+                           no_args_is_help=True)
+app.add_typer(simulate_app, name="simulate")
+schemas_app = typer.Typer(help="The event contracts.", no_args_is_help=True)
+app.add_typer(schemas_app, name="schemas")
 
 
 class _State:
@@ -152,6 +158,143 @@ def retrain_worker(
     for run in made:
         typer.echo(f"run {run.run_id}: {run.status} (trigger {run.trigger}, version "
                    f"{run.model_version or '-'}, promoted {bool(run.promoted)})")
+
+
+# -- simulate ---------------------------------------------------------------------------------
+def _parse_scenarios(texts: list[str] | None):
+    from simulator.scenarios import ScenarioError, parse_scenario
+
+    try:
+        return tuple(parse_scenario(text) for text in texts or ())
+    except ScenarioError as exc:
+        fail(str(exc))
+
+
+def _seconds(text: str, option: str) -> float:
+    from simulator.scenarios import ScenarioError, parse_duration
+
+    try:
+        return parse_duration(text)
+    except ScenarioError as exc:
+        fail(f"{option}: {exc}")
+
+
+@simulate_app.command("stream")
+def simulate_stream(
+    rate: Annotated[Optional[float], typer.Option(help="Valid submissions per second (default simulator.rate).")] = None,
+    duration: Annotated[str, typer.Option(help="How long to send submissions: 30, 30s, 2m, 1h.")] = "30s",
+    scenario: Annotated[Optional[list[str]], typer.Option(
+        help="Drift scenario name@start, e.g. weaker-cohort@15s or concept-shift@5000; repeatable. "
+             "Known: weaker-cohort, item-bank-change, concept-shift, response-time-unit-change.")] = None,
+    invalid_ratio: Annotated[float, typer.Option(help="Share of broken events (and duplicates) per topic, 0-0.5.")] = 0.0,
+    outcome_delay: Annotated[Optional[str], typer.Option(help="Delay between a submission and its outcome, e.g. 10s.")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Random seed (default simulator.seed).")] = None,
+    no_drain: Annotated[bool, typer.Option("--no-drain", help="Do not wait for outcomes still due after the last submission.")] = False,
+    report: Annotated[Optional[Path], typer.Option(help="Also write the summary as JSON to this file.")] = None,
+    truth_out: Annotated[Optional[Path], typer.Option(help="Write the truth of every valid submission sent (Parquet).")] = None,
+) -> None:
+    """Stream simulated submissions (and their late outcomes) into Kafka at a target rate."""
+    import json
+    import signal
+    import threading
+
+    import pyarrow.parquet as pq
+
+    from simulator import settings_from_config
+    from simulator.stream import StreamOptions, stream_to_kafka
+
+    config = get_config()
+    section = config.simulator
+    try:
+        options = StreamOptions(
+            rate=rate or section.rate, duration_s=_seconds(duration, "--duration"),
+            scenarios=_parse_scenarios(scenario), invalid_ratio=invalid_ratio,
+            outcome_delay_s=_seconds(outcome_delay, "--outcome-delay") if outcome_delay else section.outcome_delay_s,
+            seed=section.seed if seed is None else seed, drain_outcomes=not no_drain,
+            progress_interval_s=section.progress_interval_s, settings=settings_from_config(config))
+    except ValueError as exc:
+        fail(str(exc))
+    stop = threading.Event()
+    previous = signal.signal(signal.SIGINT, lambda *_: stop.set())  # Ctrl-C: stop cleanly, still report
+    try:
+        result = stream_to_kafka(config, options, stop_event=stop, keep_truth=truth_out is not None)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    for line in result.lines():
+        typer.echo(line)
+    if report:
+        report.parent.mkdir(parents=True, exist_ok=True)
+        report.write_text(json.dumps(result.summary(), indent=2) + "\n")
+        typer.echo(f"summary written to {report}")
+    if truth_out:
+        truth_out.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(result.truth, truth_out)
+        typer.echo(f"truth written to {truth_out}")
+    if result.failed:
+        raise typer.Exit(1)
+
+
+@simulate_app.command("history")
+def simulate_history(
+    learners: Annotated[Optional[int], typer.Option(help="Learners, one diagnostic each (default simulator.history_learners).")] = None,
+    days: Annotated[Optional[float], typer.Option(help="Days of history, ending now (default simulator.history_days).")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Random seed (default simulator.seed).")] = None,
+    scenario: Annotated[Optional[list[str]], typer.Option(help="Drift scenario name@start, e.g. concept-shift@40d; repeatable.")] = None,
+    outcome_delay: Annotated[Optional[str], typer.Option(help="Delay between a test and its outcome, e.g. 7d.")] = None,
+    end: Annotated[Optional[str], typer.Option(help="End of the history, RFC 3339 (default now).")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Folder to write (default <state_dir>/simulator/history).")] = None,
+) -> None:
+    """Write a historical batch (submissions, outcomes, truth) for the first training."""
+    from datetime import timezone
+
+    from schemas.contract import parse_timestamp
+    from simulator import settings_from_config
+    from simulator.history import HistoryOptions, history_dir, write_history
+
+    config = get_config()
+    section = config.simulator
+    end_time = None
+    if end:
+        end_time = parse_timestamp(end)
+        if end_time is None:
+            fail(f"--end {end!r} is not an RFC 3339 time such as 2026-01-31T00:00:00Z")
+        end_time = end_time.astimezone(timezone.utc)
+    try:
+        options = HistoryOptions(
+            learners=learners or section.history_learners, days=days or section.history_days,
+            outcome_delay_s=(_seconds(outcome_delay, "--outcome-delay") if outcome_delay
+                             else section.history_outcome_delay_s),
+            seed=section.seed if seed is None else seed, scenarios=_parse_scenarios(scenario),
+            end=end_time, settings=settings_from_config(config))
+    except ValueError as exc:
+        fail(str(exc))
+    folder = out or history_dir(config)
+    manifest = write_history(folder, options)
+    typer.echo(f"wrote {manifest['submissions']} submissions and {manifest['outcomes']} outcomes "
+               f"({manifest['responses']} responses) to {folder} in {manifest['generated_in_s']:.1f}s")
+    typer.echo(f"submissions from {manifest['submission_time_min']} to {manifest['submission_time_max']}, "
+               f"seed {manifest['seed']}, by scenario {manifest['rows_by_scenario']}")
+
+
+# -- schemas ----------------------------------------------------------------------------------
+@schemas_app.command("export")
+def schemas_export(
+    out: Annotated[Optional[Path], typer.Option(help="Folder to write (default schemas/json in the checkout).")] = None,
+    check: Annotated[bool, typer.Option("--check", help="Only check that the files are up to date.")] = False,
+) -> None:
+    """Write the JSON Schema of every event to schemas/json/<EventName>.v<version>.json."""
+    from schemas.export import JSON_SCHEMA_DIR, render_json_schemas, write_json_schemas
+
+    folder = out or JSON_SCHEMA_DIR
+    if check:
+        stale = [name for name, text in render_json_schemas().items()
+                 if not (folder / name).exists() or (folder / name).read_text(encoding="utf-8") != text]
+        if stale:
+            fail(f"out of date in {folder}: {', '.join(stale)}; run \"learnscore schemas export\"")
+        typer.echo(f"{folder}: up to date")
+        return
+    for path in write_json_schemas(folder):
+        typer.echo(str(path))
 
 
 def run() -> None:

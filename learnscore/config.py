@@ -138,6 +138,19 @@ class RetrainConfig(_Section):
     retry_backoff_seconds: float = Field(2, ge=0)
 
 
+class SimulatorConfig(_Section):
+    seed: int = 7
+    rate: float = Field(1000.0, gt=0)  # valid submissions per second for `simulate stream`
+    outcome_delay_s: float = Field(10.0, ge=0)
+    progress_interval_s: float = Field(5.0, gt=0)
+    items_per_skill: int = Field(40, ge=1)
+    min_items: int = Field(20, ge=1)
+    max_items: int = Field(40, ge=1, le=200)
+    history_learners: int = Field(20000, ge=1)
+    history_days: float = Field(60.0, gt=0)
+    history_outcome_delay_s: float = Field(604800.0, ge=0)  # outcomes arrive a week later
+
+
 class Config(_Section):
     """The whole configuration. Paths are absolute after :func:`load_config`."""
 
@@ -155,6 +168,7 @@ class Config(_Section):
     bi: BiConfig = BiConfig()
     drift: DriftConfig = DriftConfig()
     retrain: RetrainConfig = RetrainConfig()
+    simulator: SimulatorConfig = SimulatorConfig()
 
     @field_validator("env")
     @classmethod
@@ -225,6 +239,13 @@ class Secrets:
     @property
     def api_key(self) -> SecretStr:
         return self._local_or_required(self.API_KEY, "API key clients send to the REST endpoint")
+
+    def kafka_password_required(self) -> str:
+        value = self._environ.get(self.KAFKA_PASSWORD)
+        if not value:
+            raise ConfigError(f"{self.KAFKA_PASSWORD} is not set: it holds the SASL password of "
+                              f"Kafka user {self._config.kafka.sasl_username!r}; export it")
+        return value
 
     @property
     def kafka_password(self) -> SecretStr | None:

@@ -94,20 +94,46 @@ class BrokerAuthenticationFailed(BrokerUnreachable):
     pass
 
 
+class _AuthFailureTrap(logging.Handler):
+    """kafka-python retries a refused SASL login until its bootstrap timeout and then reports
+    only "Unable to bootstrap"; the refusal itself is logged, so we listen for it there."""
+
+    def __init__(self):
+        super().__init__(logging.ERROR)
+        self.refused = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "SaslAuthenticationFailed" in record.getMessage():
+            self.refused = True
+
+
 def _connect(client_class, config: Config, *args: Any, **options: Any):
     """Build a kafka-python client, turning bootstrap failures into one clear error."""
     from kafka.errors import KafkaConnectionError, KafkaTimeoutError, SaslAuthenticationFailedError
 
+    refused = BrokerAuthenticationFailed(
+        f"Kafka at {config.kafka.bootstrap_servers} refused the SASL login of user "
+        f"{config.kafka.sasl_username!r} ({config.kafka.sasl_mechanism}); check "
+        f"kafka.sasl_username and the password in ${Secrets.KAFKA_PASSWORD}"
+    )
+    trap, kafka_log = _AuthFailureTrap(), logging.getLogger("kafka")
+    saved_level, saved_propagate = kafka_log.level, kafka_log.propagate
+    kafka_log.addHandler(trap)
+    if kafka_log.getEffectiveLevel() > logging.ERROR:  # quiet CLI: listen without printing
+        kafka_log.setLevel(logging.ERROR)
+        kafka_log.propagate = False
     try:
         return client_class(*args, **options)
     except SaslAuthenticationFailedError:
-        raise BrokerAuthenticationFailed(
-            f"Kafka at {config.kafka.bootstrap_servers} refused the SASL login of user "
-            f"{config.kafka.sasl_username!r} ({config.kafka.sasl_mechanism}); check "
-            f"kafka.sasl_username and the password in ${Secrets.KAFKA_PASSWORD}"
-        ) from None
+        raise refused from None
     except (KafkaTimeoutError, KafkaConnectionError):
+        if trap.refused:
+            raise refused from None
         raise BrokerUnreachable(unreachable_message(config.kafka.bootstrap_servers)) from None
+    finally:
+        kafka_log.removeHandler(trap)
+        kafka_log.setLevel(saved_level)
+        kafka_log.propagate = saved_propagate
 
 
 def admin_client(config: Config, secrets: Secrets | None = None):

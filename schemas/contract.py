@@ -108,10 +108,20 @@ class Problem:
         return f"{self.code} at {self.path}: {self.message}"
 
 
-UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+# The patterns are exported into the JSON Schema too, so they stay portable: ASCII classes
+# (not \d, which is Unicode in Python), and "$(?![\s\S])" as the end anchor because a bare "$"
+# also matches before a final newline in Python and Java regexes (not in ECMA-262).
+_END = r"$(?![\s\S])"
+UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}" + _END)
+# RFC 3339 in the one spelling Spark's JSON reader turns into a timestamp: upper-case "T" and
+# "Z", up to nine fraction digits, offsets within +-18:00 (Spark reads anything else as null).
 RFC3339_RE = re.compile(
-    r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$"
+    r"^(?!0000)[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])"
+    r"T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,9})?"
+    r"(Z|[+-](0[0-9]|1[0-7]):[0-5][0-9]|[+-]18:00)" + _END
 )
+# Spark reads integers as 64-bit longs: a larger value would silently become null.
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 
 def parse_timestamp(value: str) -> datetime | None:
@@ -121,10 +131,12 @@ def parse_timestamp(value: str) -> datetime | None:
     '2026-11-26T10:00:00.500000+00:00'
     >>> parse_timestamp("26/11/2026") is None
     True
+    >>> parse_timestamp("2026-02-30T10:00:00Z") is None  # no such day
+    True
     """
     if not isinstance(value, str) or not RFC3339_RE.match(value):
         return None
-    text = value.replace("z", "Z").replace("Z", "+00:00").replace("t", "T").replace(" ", "T")
+    text = value.replace("Z", "+00:00")
     if "." in text:  # Python keeps microseconds: cut nanosecond fractions to six digits
         head, _, rest = text.partition(".")
         digits = re.match(r"\d+", rest).group(0)
@@ -149,6 +161,15 @@ def _type_name(value: Any) -> str:
     if isinstance(value, dict):
         return "object"
     return type(value).__name__
+
+
+def _bounds(kind: Integer | Number) -> tuple[Any, Any]:
+    """The range a number must lie in: the declared one, and for integers also 64 bits."""
+    if isinstance(kind, Number):
+        return kind.minimum, kind.maximum
+    minimum = INT64_MIN if kind.minimum is None else max(kind.minimum, INT64_MIN)
+    maximum = INT64_MAX if kind.maximum is None else min(kind.maximum, INT64_MAX)
+    return minimum, maximum
 
 
 def _check(kind: Any, value: Any, path: str, now: datetime, out: list[Problem]) -> None:
@@ -185,6 +206,7 @@ def _check(kind: Any, value: Any, path: str, now: datetime, out: list[Problem]) 
         return
     if isinstance(kind, (Integer, Number)):
         integral = isinstance(kind, Integer)
+        minimum, maximum = _bounds(kind)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             expected = "an integer" if integral else "a number"
             out.append(Problem("wrong_type", path, f"expected {expected}, got {_type_name(value)}"))
@@ -196,10 +218,10 @@ def _check(kind: Any, value: Any, path: str, now: datetime, out: list[Problem]) 
             # 5.0 is not accepted for an integer field: Spark would read it as null.
             out.append(Problem("wrong_type", path, f"expected an integer, got {value}"))
             return
-        if kind.minimum is not None and value < kind.minimum:
-            out.append(Problem("out_of_range", path, f"{value} is below the minimum {kind.minimum}"))
-        elif kind.maximum is not None and value > kind.maximum:
-            out.append(Problem("out_of_range", path, f"{value} is above the maximum {kind.maximum}"))
+        if minimum is not None and value < minimum:
+            out.append(Problem("out_of_range", path, f"{value} is below the minimum {minimum}"))
+        elif maximum is not None and value > maximum:
+            out.append(Problem("out_of_range", path, f"{value} is above the maximum {maximum}"))
         return
     if isinstance(kind, NumberMap):
         if not isinstance(value, dict):
@@ -249,7 +271,8 @@ def find_problems(record: Record, event: Any, now: datetime | None = None) -> li
     problems: list[Problem] = []
     if record.version is not None and isinstance(event, dict):
         version = event.get("schema_version")
-        if version is not None and version != record.version and not isinstance(version, bool):
+        # Only another integer is another version; "1" or 1.0 are wrong types, said below.
+        if type(version) is int and version != record.version:
             return [Problem("unsupported_schema_version", "schema_version",
                             f"{record.name} schema_version {version!r} is not supported "
                             f"(this reader knows version {record.version})")]
@@ -264,7 +287,7 @@ def _json_type(kind: Any) -> dict[str, Any]:
     if isinstance(kind, Record):
         return {
             "type": "object",
-            "properties": {f.name: {**_json_type(f.type), **({"description": f.doc} if f.doc else {})}
+            "properties": {f.name: {**_json_field(f), **({"description": f.doc} if f.doc else {})}
                            for f in kind.fields},
             "required": [f.name for f in kind.fields if f.required],
             "additionalProperties": True,
@@ -276,6 +299,7 @@ def _json_type(kind: Any) -> dict[str, Any]:
         return {"type": "boolean"}
     if isinstance(kind, Integer):
         out: dict[str, Any] = {"type": "integer"}
+        kind = Integer(*_bounds(kind))
     elif isinstance(kind, Number):
         out = {"type": "number"}
     elif isinstance(kind, NumberMap):
@@ -295,6 +319,13 @@ def _json_type(kind: Any) -> dict[str, Any]:
     if kind.maximum is not None:
         out["maximum"] = kind.maximum
     return out
+
+
+def _json_field(spec: Field) -> dict[str, Any]:
+    # The validator treats an optional field that is null like an absent one; so does Spark.
+    if spec.required:
+        return _json_type(spec.type)
+    return {"anyOf": [_json_type(spec.type), {"type": "null"}]}
 
 
 def json_schema(record: Record) -> dict[str, Any]:
@@ -357,7 +388,15 @@ def is_uuid(value: str) -> bool:
 # in a fraction of that; only rejected events take the slow path that explains why.
 
 
-def _gen(kind: Any, var: str, lines: list[str], indent: str, depth: int) -> None:
+def _constant(value: Any, constants: dict[str, Any]) -> str:
+    """Name under which the compiled code finds ``value`` (built once, not on every call)."""
+    name = f"C{len(constants)}"
+    constants[name] = value
+    return name
+
+
+def _gen(kind: Any, var: str, lines: list[str], indent: str, depth: int,
+         constants: dict[str, Any]) -> None:
     put = lines.append
     if isinstance(kind, Record):
         put(f"{indent}if type({var}) is not dict: return False")
@@ -366,16 +405,16 @@ def _gen(kind: Any, var: str, lines: list[str], indent: str, depth: int) -> None
             put(f"{indent}{child} = {var}.get({spec.name!r})")
             if spec.required:
                 put(f"{indent}if {child} is None: return False")
-                _gen(spec.type, child, lines, indent, depth + 1)
+                _gen(spec.type, child, lines, indent, depth + 1, constants)
             else:
                 put(f"{indent}if {child} is not None:")
-                _gen(spec.type, child, lines, indent + "    ", depth + 1)
+                _gen(spec.type, child, lines, indent + "    ", depth + 1, constants)
         return
     if isinstance(kind, Array):
         put(f"{indent}if type({var}) is not list or not ({kind.min_items} <= len({var}) <= {kind.max_items}): return False")
         item = f"it{depth}"
         put(f"{indent}for {item} in {var}:")
-        _gen(kind.items, item, lines, indent + "    ", depth + 1)
+        _gen(kind.items, item, lines, indent + "    ", depth + 1, constants)
         return
     if isinstance(kind, Boolean):
         put(f"{indent}if type({var}) is not bool: return False")
@@ -385,10 +424,11 @@ def _gen(kind: Any, var: str, lines: list[str], indent: str, depth: int) -> None
             put(f"{indent}if type({var}) is not int: return False")
         else:
             put(f"{indent}if type({var}) is not int and (type({var}) is not float or not isfinite({var})): return False")
-        if kind.minimum is not None:
-            put(f"{indent}if {var} < {kind.minimum!r}: return False")
-        if kind.maximum is not None:
-            put(f"{indent}if {var} > {kind.maximum!r}: return False")
+        minimum, maximum = _bounds(kind)
+        if minimum is not None:
+            put(f"{indent}if {var} < {minimum!r}: return False")
+        if maximum is not None:
+            put(f"{indent}if {var} > {maximum!r}: return False")
         return
     if isinstance(kind, NumberMap):
         put(f"{indent}if type({var}) is not dict or len({var}) > {kind.max_entries}: return False")
@@ -406,7 +446,7 @@ def _gen(kind: Any, var: str, lines: list[str], indent: str, depth: int) -> None
     else:
         put(f"{indent}if not ({kind.min_length} <= len({var}) <= {kind.max_length}): return False")
         if kind.enum is not None:
-            put(f"{indent}if {var} not in {frozenset(kind.enum)!r}: return False")
+            put(f"{indent}if {var} not in {_constant(frozenset(kind.enum), constants)}: return False")
 
 
 def compile_acceptor(record: Record):
@@ -416,9 +456,10 @@ def compile_acceptor(record: Record):
     if record.version is not None:
         lines.append("    if type(data) is dict and data.get('schema_version') not in (None, %d) "
                      "and type(data.get('schema_version')) is not bool: return False" % record.version)
-    _gen(record, "data", lines, "    ", 0)
+    constants: dict[str, Any] = {}
+    _gen(record, "data", lines, "    ", 0, constants)
     lines.append("    return True")
     namespace = {"isfinite": math.isfinite, "UUID_MATCH": UUID_RE.match,
-                 "parse_timestamp": parse_timestamp, "SECOND": timedelta(seconds=1)}
+                 "parse_timestamp": parse_timestamp, "SECOND": timedelta(seconds=1), **constants}
     exec("\n".join(lines), namespace)  # noqa: S102 - source generated above from our own contract
     return namespace["accept"]

@@ -5,12 +5,12 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import orjson
-import logging
 
 from schemas.contract import (
     Array,
@@ -43,7 +43,9 @@ def _envelope(version: int) -> tuple[Field, ...]:
     return (
         Field("event_id", Uuid(), doc="UUID; the idempotency key of the event"),
         Field("schema_version", Integer(minimum=version, maximum=version), doc="contract version"),
-        Field("event_time", Timestamp(max_future=MAX_FUTURE), doc="when it happened, RFC 3339"),
+        Field("event_time", Timestamp(max_future=MAX_FUTURE),
+              doc="when it happened, RFC 3339 such as 2026-01-31T09:30:00.250Z or "
+                  "2026-01-31T10:30:00+01:00; at most 5 minutes ahead of the reader's clock"),
     )
 
 

@@ -1,1 +1,25 @@
-"""learnscore simulator."""
+"""The learner simulator: seeded IRT learners, late outcomes, drift scenarios, broken events.
+
+What other parts call:
+
+- :class:`simulator.generator.Simulator` — ``Simulator(seed, start, interval_s, scenarios,
+  outcome_delay_s).take(n)`` → a :class:`~simulator.generator.SimulatedBatch` of valid
+  submissions, their outcomes and the truth (true ability, cohort, scenario, oracle score).
+- :func:`simulator.stream.stream_to_kafka` — a paced run into Kafka, returning a
+  :class:`~simulator.stream.StreamReport` (counts per kind, expected quarantine reasons,
+  ids of the valid events sent, truth).
+- :func:`simulator.history.write_history` — the historical batch for the first training.
+- :func:`simulator.scenarios.parse_scenario` — ``"weaker-cohort@15s"`` → a scenario spec.
+- :data:`simulator.invalid.INVALID_KINDS` — every kind of broken event and its reason code.
+"""
+
+from __future__ import annotations
+
+
+def settings_from_config(config):
+    """The simulated platform's shape (:class:`SimulatorSettings`) from ``config.simulator``."""
+    from simulator.generator import SimulatorSettings
+
+    section = config.simulator
+    return SimulatorSettings(items_per_skill=section.items_per_skill, min_items=section.min_items,
+                             max_items=section.max_items)

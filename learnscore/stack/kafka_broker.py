@@ -194,6 +194,7 @@ class KafkaBroker:
             *extra,
         ]
         self.home.mkdir(parents=True, exist_ok=True)
+        self.properties_file.touch(mode=0o600)  # may hold the keystore password
         self.properties_file.write_text("\n".join(lines) + "\n")
 
     def _format_storage(self) -> None:
@@ -213,4 +214,4 @@ class KafkaBroker:
             return []
         from learnscore.stack.kafka_security import scram_format_args
 
-        return scram_format_args()
+        return scram_format_args(self.config)

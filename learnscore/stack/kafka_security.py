@@ -1,0 +1,84 @@
+"""A SASL_SSL listener for the local broker: a self-signed certificate and SCRAM credentials.
+
+The certificate is made with the JDK's ``keytool``; clients trust it through the PEM file
+``<state>/kafka/tls/ca.pem`` (set ``kafka.ssl_cafile`` to it). SCRAM credentials are created
+when the storage is formatted (KRaft keeps them in the metadata log), so a broker that should
+accept SASL logins must be formatted with the listener enabled: the user is
+``kafka.sasl_username`` and the password comes from ``$LEARNSCORE_KAFKA_PASSWORD`` only.
+"""
+
+from __future__ import annotations
+
+import secrets
+import shutil
+import subprocess
+from pathlib import Path
+
+from learnscore.config import Config, Secrets
+from learnscore.stack.processes import StackError
+
+MECHANISM = "SCRAM-SHA-512"
+
+
+def tls_dir(config: Config) -> Path:
+    return config.state_dir / "kafka" / "tls"
+
+
+def ca_file(config: Config) -> Path:
+    return tls_dir(config) / "ca.pem"
+
+
+def _ensure_certificate(config: Config) -> tuple[Path, str]:
+    """Create (once) a PKCS12 keystore with a self-signed certificate for the broker's host."""
+    folder = tls_dir(config)
+    keystore, password_file = folder / "broker.p12", folder / "keystore.password"
+    if keystore.exists() and password_file.exists() and ca_file(config).exists():
+        return keystore, password_file.read_text().strip()
+    if shutil.which("keytool") is None:
+        raise StackError("keytool (from the JDK) is not on PATH; it makes the broker's TLS certificate")
+    folder.mkdir(parents=True, exist_ok=True)
+    password = secrets.token_urlsafe(24)
+    password_file.touch(mode=0o600)
+    password_file.write_text(password)
+    keystore.unlink(missing_ok=True)
+    host = config.broker.host
+    san = f"IP:{host}" if host.replace(".", "").isdigit() else f"DNS:{host}"
+    steps = [
+        ["keytool", "-genkeypair", "-alias", "broker", "-keyalg", "RSA", "-keysize", "2048",
+         "-validity", "825", "-dname", f"CN={host}", "-ext", f"SAN={san},DNS:localhost",
+         "-keystore", str(keystore), "-storetype", "PKCS12",
+         "-storepass", password, "-keypass", password],
+        ["keytool", "-exportcert", "-rfc", "-alias", "broker", "-keystore", str(keystore),
+         "-storepass", password, "-file", str(ca_file(config))],
+    ]
+    for command in steps:
+        result = subprocess.run(command, capture_output=True, text=True)
+        if result.returncode != 0:
+            raise StackError(f"keytool failed making the broker certificate: {result.stderr[-500:]}")
+    return keystore, password
+
+
+def sasl_ssl_properties(config: Config, home: Path) -> list[str]:
+    """server.properties lines for the SASL_SSL listener (SCRAM-SHA-512 over TLS)."""
+    keystore, password = _ensure_certificate(config)
+    return [
+        f"sasl.enabled.mechanisms={MECHANISM}",
+        f"listener.name.sasl_ssl.{MECHANISM.lower()}.sasl.jaas.config="
+        "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+        "listener.name.sasl_ssl.ssl.keystore.type=PKCS12",
+        f"listener.name.sasl_ssl.ssl.keystore.location={keystore}",
+        f"listener.name.sasl_ssl.ssl.keystore.password={password}",
+        f"listener.name.sasl_ssl.ssl.key.password={password}",
+    ]
+
+
+def scram_format_args(config: Config) -> list[str]:
+    """``kafka-storage format`` arguments that create the SCRAM user of ``kafka.sasl_username``."""
+    user = config.kafka.sasl_username
+    if not user:
+        raise StackError("broker.sasl_ssl_port is set but kafka.sasl_username is empty; "
+                         "set LEARNSCORE__KAFKA__SASL_USERNAME")
+    password = Secrets(config).kafka_password_required()
+    if any(ch in password for ch in ",[]="):
+        raise StackError(f"{Secrets.KAFKA_PASSWORD} may not contain , [ ] or = (Kafka's --add-scram syntax)")
+    return ["--add-scram", f"{MECHANISM}=[name={user},password={password}]"]

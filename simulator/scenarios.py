@@ -1,0 +1,151 @@
+"""Named drift scenarios and when they start.
+
+A scenario is written ``name@start``: ``weaker-cohort@15s`` starts 15 seconds (of simulated
+time) after the first event, ``item-bank-change@5000`` at the 5000th valid submission (counted
+from 0), ``concept-shift@20d`` twenty days into a history, a bare ``name`` at once.
+Once started a scenario stays on; several may run at the same time.
+
+- ``weaker-cohort``: new learners' ability mean shifts down by 1.0 (cohort ``weaker``);
+- ``item-bank-change``: tests use bank ``v2``: new item ids, harder, less discriminating;
+- ``concept-shift``: the observed score follows ability far less (60 + 5θ instead of 50 + 15θ):
+  the inputs look the same, the outcomes do not, so the live model's error rises;
+- ``response-time-unit-change``: ``response_time_ms`` is sent in seconds (values ÷ 1000).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+from simulator.outcomes import BASE_RELATION, SHIFTED_RELATION
+
+SCENARIOS: dict[str, str] = {
+    "weaker-cohort": "new learners' ability mean shifts down by 1.0",
+    "item-bank-change": "tests switch to item bank v2 (new item ids, harder, less discriminating)",
+    "concept-shift": "observed score = 60 + 5·ability instead of 50 + 15·ability",
+    "response-time-unit-change": "response_time_ms carries seconds (values / 1000)",
+}
+WEAKER_COHORT_SHIFT = -1.0
+
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, "d": 86400.0}
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|min|m|h|d)?\s*$")
+
+
+class ScenarioError(ValueError):
+    """A scenario or duration the user wrote cannot be understood; the message says how to write it."""
+
+
+def parse_duration(text: str | float | int) -> float:
+    """Seconds in ``text``: ``"10s"``, ``"2m"``, ``"1.5h"``, ``"7d"``, ``"250ms"`` or a bare number.
+
+    >>> parse_duration("10s"), parse_duration("2m"), parse_duration("7d"), parse_duration(3)
+    (10.0, 120.0, 604800.0, 3.0)
+    """
+    if isinstance(text, (int, float)):
+        return float(text)
+    match = _DURATION_RE.match(text)
+    if not match:
+        raise ScenarioError(f"{text!r} is not a duration; write e.g. 500ms, 10s, 2m, 1h or 7d")
+    return float(match.group(1)) * _UNITS[match.group(2) or "s"]
+
+
+def format_duration(seconds: float) -> str:
+    """The shortest way :func:`parse_duration` reads back.
+
+    >>> format_duration(15), format_duration(1_728_000), format_duration(5400), format_duration(0.25)
+    ('15s', '20d', '90m', '250ms')
+    """
+    for unit in ("d", "h", "m", "s", "ms"):
+        count = seconds / _UNITS[unit]
+        if count == int(count) and (count or unit == "s"):
+            return f"{int(count)}{unit}"
+    return f"{seconds:g}s"
+
+
+@dataclass(frozen=True)
+class ScenarioSpec:
+    """One scenario and its start: a time offset in seconds or a valid-submission index."""
+
+    name: str
+    at_seconds: float | None = None
+    at_event: int | None = None
+
+    def active(self, index: np.ndarray, offset_s: np.ndarray) -> np.ndarray:
+        """Which events (by index and time offset from the start) it applies to."""
+        if self.at_event is not None:
+            return index >= self.at_event
+        return offset_s >= (self.at_seconds or 0.0)
+
+    def __str__(self) -> str:
+        if self.at_event is not None:
+            return f"{self.name}@{self.at_event}"
+        return f"{self.name}@{format_duration(self.at_seconds or 0.0)}"
+
+
+def parse_scenario(text: str) -> ScenarioSpec:
+    """``"weaker-cohort@15s"`` → start 15 s in; ``"concept-shift@5000"`` → at event 5000.
+
+    >>> parse_scenario("weaker-cohort@15s")
+    ScenarioSpec(name='weaker-cohort', at_seconds=15.0, at_event=None)
+    >>> parse_scenario("item-bank-change@5000")
+    ScenarioSpec(name='item-bank-change', at_seconds=None, at_event=5000)
+    >>> parse_scenario("colder-winter@3s")
+    Traceback (most recent call last):
+    ...
+    simulator.scenarios.ScenarioError: unknown scenario 'colder-winter'; known: weaker-cohort, item-bank-change, concept-shift, response-time-unit-change
+    """
+    name, _, start = text.strip().partition("@")
+    if name not in SCENARIOS:
+        raise ScenarioError(f"unknown scenario {name!r}; known: {', '.join(SCENARIOS)}")
+    if not start:
+        return ScenarioSpec(name, at_seconds=0.0)
+    if start.isdigit():
+        return ScenarioSpec(name, at_event=int(start))
+    try:
+        return ScenarioSpec(name, at_seconds=parse_duration(start))
+    except ScenarioError:
+        raise ScenarioError(f"scenario {text!r}: the start must be an event count (5000) or a time "
+                            f"offset (15s, 2m, 3d)") from None
+
+
+@dataclass(frozen=True)
+class Effects:
+    """What the active scenarios change, per event of a block (arrays of the block's length)."""
+
+    ability_shift: np.ndarray
+    bank_version: np.ndarray  # index into ItemBank.versions
+    score_intercept: np.ndarray
+    score_slope: np.ndarray
+    score_noise_sd: np.ndarray
+    time_in_seconds: np.ndarray  # response_time_ms carries seconds
+    label: np.ndarray  # object array: "+"-joined active scenario names, or "none"
+    cohort: np.ndarray  # object array: "baseline" or "weaker"
+
+
+def effects_of(scenarios: tuple[ScenarioSpec, ...], index: np.ndarray, offset_s: np.ndarray) -> Effects:
+    """Combine the scenarios active at each event (by index and time offset) into :class:`Effects`.
+
+    >>> e = effects_of((parse_scenario("weaker-cohort@2"),), np.arange(4), np.zeros(4))
+    >>> e.ability_shift.tolist(), e.label.tolist()
+    ([0.0, 0.0, -1.0, -1.0], ['none', 'none', 'weaker-cohort', 'weaker-cohort'])
+    """
+    n = len(index)
+    active = {name: np.zeros(n, dtype=bool) for name in SCENARIOS}
+    for spec in scenarios:
+        active[spec.name] |= spec.active(index, offset_s)
+    shifted = active["concept-shift"]
+    label = np.full(n, "", dtype=object)
+    for name in SCENARIOS:
+        label = np.where(active[name], np.where(label == "", name, label + "+" + name), label)
+    return Effects(
+        ability_shift=np.where(active["weaker-cohort"], WEAKER_COHORT_SHIFT, 0.0),
+        bank_version=active["item-bank-change"].astype(np.int64),
+        score_intercept=np.where(shifted, SHIFTED_RELATION.intercept, BASE_RELATION.intercept),
+        score_slope=np.where(shifted, SHIFTED_RELATION.slope, BASE_RELATION.slope),
+        score_noise_sd=np.where(shifted, SHIFTED_RELATION.noise_sd, BASE_RELATION.noise_sd),
+        time_in_seconds=active["response-time-unit-change"],
+        label=np.where(label == "", "none", label).astype(object),
+        cohort=np.where(active["weaker-cohort"], "weaker", "baseline").astype(object),
+    )
