@@ -23,6 +23,8 @@ app = typer.Typer(
 )
 stack_app = typer.Typer(help="The local stack: Kafka broker and MLflow.", no_args_is_help=True)
 app.add_typer(stack_app, name="stack")
+monitor_app = typer.Typer(help="Scheduled monitoring reports.", no_args_is_help=True)
+app.add_typer(monitor_app, name="monitor")
 simulate_app = typer.Typer(help="Simulated learners: a live stream into Kafka or a history.",
                            no_args_is_help=True)
 app.add_typer(simulate_app, name="simulate")
@@ -129,6 +131,36 @@ def stack_status() -> None:
         else:
             typer.echo(f"{status['service']:<10} stopped")
     typer.echo(f"{'state':<10} {config.state_dir}")
+
+
+@monitor_app.command("drift")
+def monitor_drift(
+    window: Annotated[str, typer.Option(help="Window length, e.g. 1h, 15m, 1d.")] = "1h",
+    windows: Annotated[int, typer.Option(min=1, help="How many complete windows to report, newest last.")] = 24,
+) -> None:
+    """Drift metrics (PSI, KS, Jensen-Shannon) per feature and segment into ops.drift_metrics."""
+    from batch.drift_report import DriftReportError, run_drift_report
+    from batch.retrain_policy import parse_duration
+    from learnscore.spark import create_spark_session
+    from learnscore.tracking import use_mlflow
+
+    config = get_config()
+    try:
+        length = parse_duration(window)
+    except ValueError as exc:
+        fail(f"--window: {exc}")
+    use_mlflow(config)
+    spark = create_spark_session(config, app_name="learnscore-drift-report")
+    try:
+        summary = run_drift_report(spark, config, window=length, windows=windows)
+    except DriftReportError as exc:
+        fail(str(exc))
+    finally:
+        spark.stop()
+    typer.echo(f"baseline: {summary.baseline.how}")
+    typer.echo(f"{summary.rows} rows into ops.drift_metrics for {len(summary.window_starts)} "
+               f"windows from {summary.window_starts[0].isoformat()} "
+               f"({summary.cells_suppressed} small cells left out)")
 
 
 # -- drift → retrain ------------------------------------------------------------------------
