@@ -1,0 +1,121 @@
+"""The covariate signals of scored rows, from the shared feature code.
+
+The detectors watch three features (accuracy, ability estimate, mean log response time). When
+the stream hands the drift hook its scored rows *with* those columns they are used as they are;
+when it hands the model input instead (the ``responses`` of ``silver.submissions``, or its
+flattened list columns), they are computed here with :func:`schemas.features.compute_features`
+and the item bank of the model version that scored each row — the same numbers the model saw.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable, Iterator
+
+import pandas as pd
+
+log = logging.getLogger(__name__)
+
+DRIFT_FEATURES = ("accuracy", "ability", "mean_log_time")
+KEY_COLUMNS = ("event_id", "event_time", "subject", "grade_level", "model_version",
+               "progress_score")
+
+
+class MissingModelInput(KeyError):
+    """Scored rows carry neither the drift features nor the model input to compute them."""
+
+
+def item_bank_loader(config) -> Callable[[str], Any]:
+    """``version → ItemBank`` of a registered version, each loaded once (safe skops loader)."""
+    cache: dict[str, Any] = {}
+
+    def item_bank(version: str):
+        if version not in cache:
+            import mlflow
+
+            uri = f"models:/{config.mlflow.model_name}/{version}"
+            cache[version] = mlflow.pyfunc.load_model(uri).get_raw_model().item_bank
+            log.info("drift: loaded the item bank of %s for the covariate signals", uri)
+        return cache[version]
+
+    return item_bank
+
+
+def with_drift_features(frame, item_bank: Callable[[str], Any]) -> pd.DataFrame:
+    """Scored rows as pandas with :data:`KEY_COLUMNS` and :data:`DRIFT_FEATURES`.
+
+    ``frame`` is pandas or Spark; Spark frames are reduced on the executors and only those
+    columns reach the driver.
+    """
+    columns = list(frame.columns)
+    missing_keys = [c for c in KEY_COLUMNS if c not in columns]
+    if missing_keys:
+        raise MissingModelInput(f"scored rows for drift detection lack {missing_keys}; they have "
+                                f"{sorted(columns)}")
+    if all(feature in columns for feature in DRIFT_FEATURES):
+        if isinstance(frame, pd.DataFrame):
+            return frame[[*KEY_COLUMNS, *DRIFT_FEATURES]]
+        return frame.select(*KEY_COLUMNS, *DRIFT_FEATURES).toPandas()
+    if isinstance(frame, pd.DataFrame):
+        return _features_pandas(_model_input_pandas(frame), item_bank)
+    return _features_spark(frame, item_bank)
+
+
+def _model_input_pandas(frame: pd.DataFrame) -> pd.DataFrame:
+    from schemas.features import MODEL_INPUT_COLUMNS, RESPONSE_COLUMNS
+
+    if all(column in frame.columns for column in MODEL_INPUT_COLUMNS):
+        return frame
+    if "responses" not in frame.columns:
+        raise MissingModelInput(
+            f"scored rows for drift detection need the features {list(DRIFT_FEATURES)} or the "
+            f"model input (a 'responses' column, or {list(MODEL_INPUT_COLUMNS)}); they have "
+            f"{sorted(frame.columns)}")
+    flat = {column: [[r[column] for r in responses] for responses in frame["responses"]]
+            for column in RESPONSE_COLUMNS}
+    return frame.assign(**flat)
+
+
+def _features_pandas(frame: pd.DataFrame, item_bank: Callable[[str], Any]) -> pd.DataFrame:
+    from schemas.features import MODEL_INPUT_COLUMNS, compute_features
+
+    parts = []
+    for version, rows in frame.groupby(frame["model_version"].astype(str), sort=False):
+        features = compute_features(rows[list(MODEL_INPUT_COLUMNS)], item_bank(version))
+        parts.append(rows[list(KEY_COLUMNS)].assign(
+            **{feature: features[feature].to_numpy() for feature in DRIFT_FEATURES}))
+    if not parts:
+        return pd.DataFrame(columns=[*KEY_COLUMNS, *DRIFT_FEATURES])
+    return pd.concat(parts).loc[frame.index]
+
+
+def _features_spark(frame, item_bank: Callable[[str], Any]) -> pd.DataFrame:
+    from pyspark.sql import functions as F
+
+    from schemas.features import MODEL_INPUT_COLUMNS, spark_model_input_columns
+
+    columns = list(frame.columns)
+    if "responses" in columns:
+        selected = frame.select(*(c for c in KEY_COLUMNS if c not in ("subject", "grade_level")),
+                                *spark_model_input_columns())
+    elif all(column in columns for column in MODEL_INPUT_COLUMNS):
+        selected = frame.select(*KEY_COLUMNS, *(c for c in MODEL_INPUT_COLUMNS
+                                                if c not in ("subject", "grade_level")))
+    else:
+        raise MissingModelInput(
+            f"scored rows for drift detection need the features {list(DRIFT_FEATURES)} or the "
+            f"model input (a 'responses' column, or {list(MODEL_INPUT_COLUMNS)}); they have "
+            f"{sorted(columns)}")
+    versions = [row[0] for row in selected.select("model_version").distinct().collect()]
+    banks = {str(version): item_bank(str(version)) for version in versions if version is not None}
+    schema = (f"event_id string, event_time timestamp, subject string, grade_level bigint, "
+              f"model_version string, progress_score double, "
+              + ", ".join(f"{feature} double" for feature in DRIFT_FEATURES))
+
+    def featurize(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        for batch in batches:
+            if not batch.empty:
+                yield _features_pandas(batch, banks.__getitem__)
+
+    return (selected.withColumn("model_version", F.col("model_version").cast("string"))
+            .mapInPandas(featurize, schema).toPandas())
