@@ -182,8 +182,10 @@ class RetrainWorker:
             report = self._retry(f"promoting version {version}",
                                  lambda: self._call_promoter(version, reason))
         except PromotionRefused as exc:
-            log.warning("retrain run %s: the gates refused version %s: %s", run.run_id, version, exc)
-            return run.finished("refused", promoted=False, gate_report=str(exc),
+            report_text = _report_text(getattr(exc.__cause__, "report", None) or exc)
+            log.warning("retrain run %s: the gates refused version %s: %s", run.run_id, version,
+                        report_text)
+            return run.finished("refused", promoted=False, gate_report=report_text,
                                 message=f"{run.message}; gates refused version {version}")
         except Exception as exc:
             log.error("retrain run %s failed while promoting: %s", run.run_id, exc)
@@ -212,6 +214,9 @@ class RetrainWorker:
         return version, _field(result, "run_id", default=None), dict(data_versions)
 
     def _call_promoter(self, version: str, reason: str) -> str | None:
+        if _production_version(self.config) == version:
+            # An interrupted attempt promoted it and died before recording: nothing left to do.
+            return f"version {version} was already production (promoted by an earlier attempt)"
         promoter = (load_callable(self._promoter) if isinstance(self._promoter, str)
                     else self._promoter)
         try:
@@ -224,8 +229,8 @@ class RetrainWorker:
                 raise PromotionRefused(str(exc)) from exc
             raise
         if result is not None and _field(result, "promoted", default=True) is False:
-            raise PromotionRefused(str(_field(result, "report", default=result)))
-        return None if result is None else str(_field(result, "report", default=result))
+            raise PromotionRefused(_report_text(_field(result, "report", default=result)))
+        return None if result is None else _report_text(_field(result, "report", default=result))
 
     def _retry(self, what: str, call: Callable[[], Any]) -> Any:
         settings = self.config.retrain
@@ -385,8 +390,26 @@ def _field(result: Any, name: str, default: Any = ...) -> Any:
 
 
 def _is_refusal(exc: Exception) -> bool:
+    """``registry.gates.GateRefused`` (or a trainer's own refusal type) — by name, so the
+    worker does not import the registry before it needs it."""
     name = type(exc).__name__.lower()
     return any(word in name for word in ("gate", "refus", "reject"))
+
+
+def _report_text(report: Any) -> str:
+    """A gate report as text: its ``summary()`` when it has one."""
+    summary = getattr(report, "summary", None)
+    return str(summary() if callable(summary) else report)
+
+
+def _production_version(config: Config) -> str | None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        version = _client(config).get_model_version_by_alias(config.mlflow.model_name, "production")
+    except MlflowException:
+        return None
+    return str(version.version)
 
 
 def _client(config: Config):

@@ -54,8 +54,10 @@ class DriftHook:
 
     def __init__(self, settings: DriftSettings, state_path: str,
                  write_events: Callable[[list[dict[str, Any]], str, int], None],
-                 send_requests: Callable[[list[dict[str, Any]]], None]):
+                 send_requests: Callable[[list[dict[str, Any]]], None],
+                 item_bank: Callable[[str], Any] | None = None):
         self.settings = settings
+        self.item_bank = item_bank
         self.store = DriftStateStore(state_path)
         self.write_events = write_events
         self.send_requests = send_requests
@@ -84,7 +86,7 @@ class DriftHook:
             monitor = self.monitor
             if batch_id <= self._last_batch_id:
                 return self._replay(batch_id)
-            findings = monitor.observe(batch_id, _pandas(predictions, PREDICTION_COLUMNS),
+            findings = monitor.observe(batch_id, self._predictions(predictions),
                                        _pandas(outcomes, OUTCOME_COLUMNS),
                                        now or datetime.now(timezone.utc))
             outbox = _outbox(batch_id, monitor.stream_id, findings)
@@ -98,6 +100,19 @@ class DriftHook:
             _log_finding(finding)
         self._emit(outbox)
         return _rows(outbox)
+
+    def _predictions(self, frame) -> pd.DataFrame | None:
+        """Scored rows with the covariate features (computed from the model input if need be)."""
+        if frame is None:
+            return None
+        if all(column in frame.columns for column in PREDICTION_COLUMNS):
+            return _pandas(frame, PREDICTION_COLUMNS)
+        from streaming.drift.features import with_drift_features
+
+        if self.item_bank is None:
+            raise ValueError("scored rows lack the drift features and no item bank loader was "
+                             "given to compute them; build the hook with make_drift_hook")
+        return with_drift_features(frame, self.item_bank)
 
     def _replay(self, batch_id: int) -> list[dict[str, Any]]:
         if batch_id < self._last_batch_id:
@@ -139,7 +154,10 @@ def make_drift_hook(config: Config, checkpoint_dir: str, *, spark=None, producer
             producers.append(make_producer(config))
         send_retrain_requests(producers[0], config, events)
 
-    return DriftHook(settings, drift_state_path(checkpoint_dir), write_events, send_requests)
+    from streaming.drift.features import item_bank_loader
+
+    return DriftHook(settings, drift_state_path(checkpoint_dir), write_events, send_requests,
+                     item_bank_loader(config))
 
 
 def write_drift_events(spark, config: Config, rows: list[dict[str, Any]], app_id: str,
