@@ -163,6 +163,43 @@ def monitor_drift(
                f"({summary.cells_suppressed} small cells left out)")
 
 
+# -- bench ------------------------------------------------------------------------------------
+bench_app = typer.Typer(help="Benchmarks; figures go to bench/results/.", no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
+
+
+@bench_app.command("drift")
+def bench_drift(
+    stationary: Annotated[int, typer.Option(help="Submissions of the stationary stream (false alarms).")] = 1_000_000,
+    onset: Annotated[int, typer.Option(help="Submission at which each scenario starts.")] = 30_000,
+    scenario: Annotated[Optional[list[str]], typer.Option(help="Scenarios to time (default: all four); repeatable.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the simulated history and streams.")] = 11,
+    output: Annotated[str, typer.Option(help="Where the JSON goes.")] = "bench/results/drift.json",
+) -> None:
+    """False retrain requests on a stationary stream and detection delay per drift scenario."""
+    import json
+
+    from streaming.drift.bench import SCENARIOS, run_drift_bench
+
+    unknown = sorted(set(scenario or ()) - set(SCENARIOS))
+    if unknown:
+        fail(f"unknown scenario(s) {', '.join(unknown)}; known: {', '.join(SCENARIOS)}")
+    result = run_drift_bench(get_config(), stationary_submissions=stationary, onset=onset,
+                             seed=seed, scenarios=tuple(scenario or SCENARIOS))
+    path = Path(output)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2, default=str) + "\n")
+    if "stationary" in result:
+        s = result["stationary"]
+        typer.echo(f"stationary: {s['retrain_requests']} retrain requests in {s['submissions']:,} "
+                   f"submissions ({s['drift_events']} drift events)")
+    for name, entry in result["scenarios"].items():
+        delay = entry.get(entry["measured_by"], "not detected")
+        typer.echo(f"{name}: {delay} {entry['measured_by'].removeprefix('delay_').replace('_', ' ')}"
+                   f" from onset to the first request")
+    typer.echo(f"written to {path}")
+
+
 # -- drift → retrain ------------------------------------------------------------------------
 @app.command("retrain-worker")
 def retrain_worker(
