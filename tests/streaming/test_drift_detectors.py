@@ -191,3 +191,15 @@ def test_monitor_state_survives_a_round_trip_through_json():
     resumed = DriftMonitor.from_state(json.loads(json.dumps(resumed.to_state())))
     assert _run(resumed, frames[10:], start_batch=10) == expected
     assert [f.signal for f in expected] == ["accuracy"]
+
+
+@pytest.mark.parametrize("module_name", [
+    "streaming.drift.detectors", "streaming.drift.monitor", "streaming.drift.signals",
+    "streaming.drift.records", "batch.retrain_policy", "batch.distribution_metrics",
+    "batch.drift_report"])
+def test_doctests(module_name):
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(module_name))
+    assert result.failed == 0 and result.attempted > 0
