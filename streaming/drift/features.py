@@ -41,11 +41,15 @@ def item_bank_loader(config) -> Callable[[str], Any]:
     return item_bank
 
 
-def with_drift_features(frame, item_bank: Callable[[str], Any]) -> pd.DataFrame:
+def with_drift_features(frame, item_bank: Callable[[str], Any],
+                        submissions: Callable[[], Any] | None = None) -> pd.DataFrame:
     """Scored rows as pandas with :data:`KEY_COLUMNS` and :data:`DRIFT_FEATURES`.
 
     ``frame`` is pandas or Spark; Spark frames are reduced on the executors and only those
-    columns reach the driver.
+    columns reach the driver. A Spark frame with neither the features nor the model input
+    (``gold.predictions`` rows) is joined on ``event_id`` with ``submissions()`` (a
+    ``silver.submissions`` DataFrame) for its responses — a fallback that reads that table
+    once per batch; passing the model input along avoids it.
     """
     columns = list(frame.columns)
     missing_keys = [c for c in KEY_COLUMNS if c not in columns]
@@ -58,7 +62,24 @@ def with_drift_features(frame, item_bank: Callable[[str], Any]) -> pd.DataFrame:
         return frame.select(*KEY_COLUMNS, *DRIFT_FEATURES).toPandas()
     if isinstance(frame, pd.DataFrame):
         return _features_pandas(_model_input_pandas(frame), item_bank)
+    from schemas.features import MODEL_INPUT_COLUMNS
+
+    has_input = "responses" in columns or all(c in columns for c in MODEL_INPUT_COLUMNS)
+    if not has_input and submissions is not None:
+        _warn_join_once()
+        frame = frame.join(submissions().select("event_id", "responses"), "event_id")
     return _features_spark(frame, item_bank)
+
+
+_warned: list[bool] = []
+
+
+def _warn_join_once() -> None:
+    if not _warned:
+        _warned.append(True)
+        log.warning("drift: scored rows come without features or model input; joining "
+                    "silver.submissions for their responses on every batch (pass the responses "
+                    "to the after-scoring hooks to avoid this read)")
 
 
 def _model_input_pandas(frame: pd.DataFrame) -> pd.DataFrame:

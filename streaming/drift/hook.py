@@ -55,9 +55,11 @@ class DriftHook:
     def __init__(self, settings: DriftSettings, state_path: str,
                  write_events: Callable[[list[dict[str, Any]], str, int], None],
                  send_requests: Callable[[list[dict[str, Any]]], None],
-                 item_bank: Callable[[str], Any] | None = None):
+                 item_bank: Callable[[str], Any] | None = None,
+                 submissions: Callable[[], Any] | None = None):
         self.settings = settings
         self.item_bank = item_bank
+        self.submissions = submissions
         self.store = DriftStateStore(state_path)
         self.write_events = write_events
         self.send_requests = send_requests
@@ -112,7 +114,7 @@ class DriftHook:
         if self.item_bank is None:
             raise ValueError("scored rows lack the drift features and no item bank loader was "
                              "given to compute them; build the hook with make_drift_hook")
-        return with_drift_features(frame, self.item_bank)
+        return with_drift_features(frame, self.item_bank, self.submissions)
 
     def _replay(self, batch_id: int) -> list[dict[str, Any]]:
         if batch_id < self._last_batch_id:
@@ -156,8 +158,12 @@ def make_drift_hook(config: Config, checkpoint_dir: str, *, spark=None, producer
 
     from streaming.drift.features import item_bank_loader
 
+    def submissions():
+        return ((spark or _active_spark()).read.format("delta")
+                .load(config.table_path("silver.submissions")))
+
     return DriftHook(settings, drift_state_path(checkpoint_dir), write_events, send_requests,
-                     item_bank_loader(config))
+                     item_bank_loader(config), submissions)
 
 
 def write_drift_events(spark, config: Config, rows: list[dict[str, Any]], app_id: str,
