@@ -52,6 +52,8 @@ class DriftHook:
     :func:`make_drift_hook` wires them to Delta and Kafka.
     """
 
+    __name__ = "drift"  # how the stream's per-hook timings name it
+
     def __init__(self, settings: DriftSettings, state_path: str,
                  write_events: Callable[[list[dict[str, Any]], str, int], None],
                  send_requests: Callable[[list[dict[str, Any]]], None],
