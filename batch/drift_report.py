@@ -190,8 +190,10 @@ def production_item_bank(config: Config):
     """The item bank of the production model (abilities must be estimated with it)."""
     import mlflow
 
+    from streaming.drift.features import raw_model
+
     model = mlflow.pyfunc.load_model(f"models:/{config.mlflow.model_name}@production")
-    return model.get_raw_model().item_bank
+    return raw_model(model).item_bank
 
 
 def _feature_frames(item_bank, bands, starts: list[datetime] | None, size_s: float):

@@ -34,11 +34,24 @@ def item_bank_loader(config) -> Callable[[str], Any]:
             import mlflow
 
             uri = f"models:/{config.mlflow.model_name}/{version}"
-            cache[version] = mlflow.pyfunc.load_model(uri).get_raw_model().item_bank
+            cache[version] = raw_model(mlflow.pyfunc.load_model(uri)).item_bank
             log.info("drift: loaded the item bank of %s for the covariate signals", uri)
         return cache[version]
 
     return item_bank
+
+
+def raw_model(pyfunc_model):
+    """The object a pyfunc model wraps (our ``DiagnosticModel``, built by its safe loader).
+
+    ``get_raw_model()`` is MLflow's public way, but models logged with a ``loader_module``
+    (ours: ``batch.model_loader``) do not implement it in MLflow 3; the wrapped object is then
+    the pyfunc's ``_model_impl`` (MLflow is pinned).
+    """
+    try:
+        return pyfunc_model.get_raw_model()
+    except NotImplementedError:
+        return pyfunc_model._model_impl
 
 
 def with_drift_features(frame, item_bank: Callable[[str], Any],
