@@ -10,7 +10,7 @@ and the item bank of the model version that scored each row — the same numbers
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import pandas as pd
 
@@ -124,32 +124,22 @@ def _features_pandas(frame: pd.DataFrame, item_bank: Callable[[str], Any]) -> pd
 
 
 def _features_spark(frame, item_bank: Callable[[str], Any]) -> pd.DataFrame:
+    """One Spark job: the keys and the model input reach the driver, features are computed
+    there with the vectorised shared code (cheaper than a second job for per-version banks)."""
     from pyspark.sql import functions as F
 
     from schemas.features import MODEL_INPUT_COLUMNS, spark_model_input_columns
 
     columns = list(frame.columns)
+    keys = [F.col(c) for c in KEY_COLUMNS if c not in ("subject", "grade_level", "model_version")]
+    version = F.col("model_version").cast("string").alias("model_version")
     if "responses" in columns:
-        selected = frame.select(*(c for c in KEY_COLUMNS if c not in ("subject", "grade_level")),
-                                *spark_model_input_columns())
+        selected = frame.select(*keys, version, *spark_model_input_columns())
     elif all(column in columns for column in MODEL_INPUT_COLUMNS):
-        selected = frame.select(*KEY_COLUMNS, *(c for c in MODEL_INPUT_COLUMNS
-                                                if c not in ("subject", "grade_level")))
+        selected = frame.select(*keys, version, *MODEL_INPUT_COLUMNS)
     else:
         raise MissingModelInput(
             f"scored rows for drift detection need the features {list(DRIFT_FEATURES)} or the "
             f"model input (a 'responses' column, or {list(MODEL_INPUT_COLUMNS)}); they have "
             f"{sorted(columns)}")
-    versions = [row[0] for row in selected.select("model_version").distinct().collect()]
-    banks = {str(version): item_bank(str(version)) for version in versions if version is not None}
-    schema = (f"event_id string, event_time timestamp, subject string, grade_level bigint, "
-              f"model_version string, progress_score double, "
-              + ", ".join(f"{feature} double" for feature in DRIFT_FEATURES))
-
-    def featurize(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        for batch in batches:
-            if not batch.empty:
-                yield _features_pandas(batch, banks.__getitem__)
-
-    return (selected.withColumn("model_version", F.col("model_version").cast("string"))
-            .mapInPandas(featurize, schema).toPandas())
+    return _features_pandas(selected.toPandas(), item_bank)
