@@ -30,6 +30,8 @@ simulate_app = typer.Typer(help="Simulated learners: a live stream into Kafka or
 app.add_typer(simulate_app, name="simulate")
 schemas_app = typer.Typer(help="The event contracts.", no_args_is_help=True)
 app.add_typer(schemas_app, name="schemas")
+bench_app = typer.Typer(help="Benchmarks; figures go to bench/results/*.json.", no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
 
 
 class _State:
@@ -164,10 +166,6 @@ def monitor_drift(
 
 
 # -- bench ------------------------------------------------------------------------------------
-bench_app = typer.Typer(help="Benchmarks; figures go to bench/results/.", no_args_is_help=True)
-app.add_typer(bench_app, name="bench")
-
-
 @bench_app.command("drift")
 def bench_drift(
     stationary: Annotated[int, typer.Option(help="Submissions of the stationary stream (false alarms).")] = 1_000_000,
@@ -227,6 +225,78 @@ def retrain_worker(
     for run in made:
         typer.echo(f"run {run.run_id}: {run.status} (trigger {run.trigger}, version "
                    f"{run.model_version or '-'}, promoted {bool(run.promoted)})")
+
+
+# -- serving, dashboard, BI -----------------------------------------------------------------
+@app.command()
+def serve(
+    host: Annotated[Optional[str], typer.Option(help="Listen address (default serving.host).")] = None,
+    port: Annotated[Optional[int], typer.Option(help="Port (default serving.port).")] = None,
+) -> None:
+    """Run the REST scoring endpoint (POST /v1/score) for the `production` model."""
+    from serving.server import run_server
+
+    run_server(get_config(), host=host, port=port)
+
+
+@app.command()
+def dashboard(
+    host: Annotated[Optional[str], typer.Option(help="Listen address (default dashboard.host).")] = None,
+    port: Annotated[Optional[int], typer.Option(help="Port (default dashboard.port).")] = None,
+) -> None:
+    """Run the monitoring dashboard over the gold and ops Delta tables."""
+    from monitoring.server import run_dashboard
+
+    run_dashboard(get_config(), host=host, port=port)
+
+
+bi_app = typer.Typer(help="BI access: the Spark Thrift (JDBC) server and the BI aggregates.",
+                     invoke_without_command=True)
+app.add_typer(bi_app, name="bi")
+
+
+@bi_app.callback()
+def bi(ctx: typer.Context,
+       port: Annotated[Optional[int], typer.Option(help="Thrift port (default bi.thrift_port).")] = None) -> None:
+    """Without a sub-command: start the Thrift (JDBC) server over gold.*, silver.*, ops.* tables."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from bi.thrift_server import run_thrift_server
+
+    run_thrift_server(get_config(), port=port)
+
+
+@bi_app.command("refresh")
+def bi_refresh() -> None:
+    """Rebuild gold.daily_summary from gold.predictions and gold.prediction_outcomes (idempotent)."""
+    from bi.daily_summary import refresh_daily_summary
+    from learnscore.spark import create_spark_session
+
+    config = get_config()
+    spark = create_spark_session(config, app_name="learnscore-bi-refresh")
+    try:
+        written = refresh_daily_summary(spark, config)
+    finally:
+        spark.stop()
+    typer.echo(f"gold.daily_summary: {written} cells (cells under "
+               f"{config.privacy.min_cell_learners} learners suppressed)")
+
+
+
+
+@bench_app.command("serve")
+def bench_serve(
+    rate: Annotated[float, typer.Option(help="Steady request rate for the latency figures.")] = 100.0,
+    seconds: Annotated[float, typer.Option(help="Length of each phase.")] = 20.0,
+    connections: Annotated[int, typer.Option(help="Concurrent connections for max_rps.")] = 32,
+) -> None:
+    """Latency at a steady rate and max throughput of the endpoint on loopback."""
+    from serving.bench import run_serve_benchmark
+
+    result = run_serve_benchmark(get_config(), rate=rate, seconds=seconds, connections=connections)
+    for key in ("p50_ms", "p99_ms", "max_rps"):
+        typer.echo(f"{key:<8} {result[key]}")
+    typer.echo(f"written  {result['written_to']}")
 
 
 # -- simulate ---------------------------------------------------------------------------------
@@ -364,6 +434,175 @@ def schemas_export(
         return
     for path in write_json_schemas(folder):
         typer.echo(str(path))
+
+
+# -- model lifecycle --------------------------------------------------------------------------
+def _parse_time(value: str | None, option: str):
+    from schemas.contract import parse_timestamp
+
+    if value is None:
+        return None
+    moment = parse_timestamp(value) or parse_timestamp(f"{value}T00:00:00Z")
+    if moment is None:
+        fail(f"{option} {value!r} is not a date (2026-01-31) or an RFC 3339 time (2026-01-31T09:30:00Z)")
+    return moment
+
+
+def _actor() -> str:
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+@app.command()
+def train(
+    initial: Annotated[bool, typer.Option("--initial", help="First training: simulate the history if there is none, load it into silver, then train.")] = False,
+    since: Annotated[Optional[str], typer.Option(help="Only submissions at or after this time (RFC 3339 or date).")] = None,
+    until: Annotated[Optional[str], typer.Option(help="Only submissions before this time.")] = None,
+    submissions_version: Annotated[Optional[int], typer.Option(help="Delta version of silver.submissions (default latest).")] = None,
+    outcomes_version: Annotated[Optional[int], typer.Option(help="Delta version of silver.outcomes (default latest).")] = None,
+    history_dir: Annotated[Optional[str], typer.Option(help="Simulated history folder (default <state_dir>/simulator/history).")] = None,
+    trigger: Annotated[str, typer.Option(help="Why: manual, drift or schedule (tagged on the version).")] = "manual",
+    request_id: Annotated[Optional[str], typer.Option(help="The RetrainRequested event id, if any.")] = None,
+) -> None:
+    """Train a model on silver data at pinned Delta versions; register it as `staging`."""
+    from batch.history import HistoryNotFound, default_history_dir, ensure_simulated_history, load_history
+    from batch.train import TrainingDataError, train_model
+    from learnscore.spark import create_spark_session
+
+    config = get_config()
+    folder = history_dir or str(default_history_dir(config))
+    spark = create_spark_session(config, app_name="learnscore-train")
+    try:
+        if initial:
+            manifest = ensure_simulated_history(config, folder)
+            typer.echo(f"history  {folder}: {manifest['submissions']} submissions, {manifest['outcomes']} outcomes")
+            loaded = load_history(spark, config, folder)
+            for kind in ("submissions", "outcomes"):
+                typer.echo(f"loaded   {kind}: {loaded[kind]}")
+        result = train_model(spark, config, submissions_version=submissions_version,
+                             outcomes_version=outcomes_version, since=_parse_time(since, "--since"),
+                             until=_parse_time(until, "--until"), trigger=trigger, request_id=request_id,
+                             actor=_actor(), history_dir=folder)
+    except (TrainingDataError, HistoryNotFound) as exc:
+        fail(str(exc))
+    finally:
+        spark.stop()
+    m = result.metrics
+    typer.echo(f"version  {config.mlflow.model_name} v{result.version} → staging (run {result.run_id})")
+    typer.echo(f"data     " + ", ".join(f"{k}@v{v}" for k, v in result.data_versions.items())
+               + f"; {result.rows_train} train / {result.rows_holdout} holdout rows")
+    typer.echo(f"holdout  MAE {m['holdout_mae']:.2f}  RMSE {m['holdout_rmse']:.2f}  R² {m['holdout_r2']:.3f}  "
+               f"accuracy {m['holdout_accuracy']:.3f}  macro-F1 {m['holdout_macro_f1']:.3f}  "
+               f"QWK {m['holdout_qwk']:.3f}  Brier {m['holdout_brier']:.3f}  ECE {m['holdout_ece']:.3f}")
+    typer.echo(f"baseline MAE {m['baseline_mae']:.2f}  R² {m['baseline_r2']:.3f}  macro-F1 {m['baseline_macro_f1']:.3f}")
+    if "oracle_r2" in m:
+        typer.echo(f"oracle   MAE {m['oracle_mae']:.2f}  R² {m['oracle_r2']:.3f}  macro-F1 {m['oracle_macro_f1']:.3f}"
+                   f"  → model reaches {100 * m['r2_share_of_oracle']:.1f}% of the oracle's R²")
+    typer.echo(f"time     {result.duration_s:.1f} s (fit {m['fit_seconds']:.1f} s)")
+
+
+@app.command()
+def promote(
+    version: Annotated[Optional[int], typer.Option(help="The version to promote (default: the staging version).")] = None,
+    reason: Annotated[str, typer.Option(help="Why (recorded).")] = "promoted from the command line",
+) -> None:
+    """Run the gates for a version and, if all pass, make it `production`."""
+    from learnscore.tracking import use_mlflow
+    from registry.gates import GateRefused
+    from registry.promote import PromotionError, promote as promote_version
+
+    config = get_config()
+    use_mlflow(config)
+    try:
+        move = promote_version(config, version, actor=_actor(), reason=reason)
+    except GateRefused as refused:
+        typer.echo(refused.report.summary())
+        fail(str(refused), code=3)
+    except PromotionError as exc:
+        fail(str(exc))
+    typer.echo(move.report.summary())
+    typer.echo(f"production → version {move.version} (was {move.previous_version or 'none'})")
+
+
+@app.command()
+def rollback(
+    reason: Annotated[str, typer.Option(help="Why (recorded).")] = "rolled back from the command line",
+) -> None:
+    """Move `production` back to the version it had before the current one."""
+    from learnscore.tracking import use_mlflow
+    from registry.history import LifecycleHistoryError
+    from registry.promote import rollback as rollback_production
+
+    config = get_config()
+    use_mlflow(config)
+    try:
+        move = rollback_production(config, actor=_actor(), reason=reason)
+    except LifecycleHistoryError as exc:
+        fail(str(exc))
+    typer.echo(f"production → version {move.version} (was {move.previous_version})")
+
+
+@app.command()
+def models() -> None:
+    """List versions, aliases, key metrics and the alias history."""
+    from datetime import datetime, timezone
+
+    from learnscore.tracking import use_mlflow
+    from registry.overview import model_overview
+
+    config = get_config()
+    use_mlflow(config)
+    overview = model_overview(config)
+    if not overview["versions"]:
+        typer.echo(f"{overview['model_name']}: no versions yet (learnscore train --initial)")
+        return
+    typer.echo(f"{overview['model_name']}")
+    typer.echo(f"  {'version':<8} {'aliases':<20} {'created (UTC)':<17} {'trigger':<9} "
+               f"{'MAE':>6} {'R²':>6} {'F1':>6} {'QWK':>6} {'oracle%':>8}")
+    for v in overview["versions"]:
+        created = datetime.fromtimestamp(v["created"] / 1000, timezone.utc).strftime("%Y-%m-%d %H:%M")
+        m = v["metrics"]
+
+        def cell(key, width, scale=1.0, digits=3):
+            return f"{m[key] * scale:>{width}.{digits}f}" if key in m else " " * (width - 1) + "-"
+
+        typer.echo(f"  {v['version']:<8} {','.join(v['aliases']) or '-':<20} {created:<17} "
+                   f"{v['trigger'] or '-':<9} {cell('holdout_mae', 6, digits=2)} {cell('holdout_r2', 6)} "
+                   f"{cell('holdout_macro_f1', 6)} {cell('holdout_qwk', 6)} "
+                   f"{cell('r2_share_of_oracle', 8, 100.0, 1)}")
+    typer.echo("history")
+    for event in overview["history"] or [{"event": "(none recorded)"}]:
+        if "at" not in event:
+            typer.echo(f"  {event['event']}")
+            continue
+        before = f"v{event['previous_version']}" if event["previous_version"] else "-"
+        typer.echo(f"  {event['at']:%Y-%m-%d %H:%M:%S} {event['event']:<16} v{event['version']:<4} "
+                   f"{event['alias'] or '':<11} from {before:<5} by {event['actor']}: {event['reason']}")
+
+
+@bench_app.command("model")
+def bench_model(
+    rows: Annotated[int, typer.Option(help="Simulated submissions to fit on and to score.")] = 20000,
+    spark: Annotated[bool, typer.Option("--spark", help="Also time mlflow.pyfunc.spark_udf end to end.")] = False,
+) -> None:
+    """Featurize + predict throughput of the diagnostic model (direct, pyfunc, Spark UDF)."""
+    from bench.model_scoring import RESULTS, run_model_benchmark
+
+    results = run_model_benchmark(get_config(), train_rows=rows, score_rows=rows, spark=spark)
+    for path in ("direct", "features_only", "pyfunc"):
+        for size, rate in results[path].items():
+            typer.echo(f"{path:<14} batch {size:>6}: {rate['rows_per_s_wall']:>9,.0f} rows/s wall, "
+                       f"{rate['rows_per_s_cpu']:>9,.0f} rows/s per CPU-second")
+    typer.echo(f"single row     {results['single_row_ms']} ms")
+    if "spark_udf" in results:
+        udf = results["spark_udf"]
+        typer.echo(f"spark_udf      {udf['rows_per_s_wall']:,.0f} rows/s on {udf['master']} "
+                   f"({udf['rows']} rows, {udf['partitions']} partitions)")
+    typer.echo(f"load average {results['machine']['load_average']}; written to {RESULTS}")
 
 
 def run() -> None:

@@ -91,16 +91,23 @@ class ServingConfig(_Section):
     max_batch: int = Field(100, ge=1)
     canary_fraction: float = Field(0.0, ge=0, le=1)
     alias_check_seconds: float = Field(2.0, gt=0)
+    registry_timeout_s: float = Field(5.0, gt=0)
+    score_batch_items: int = Field(256, ge=1)
+    request_log_capacity: int = Field(100_000, ge=1)
 
 
 class DashboardConfig(_Section):
     host: str = "127.0.0.1"
     port: int = Field(8050, ge=1, le=65535)
     refresh_seconds: float = Field(5, gt=0)
+    window_minutes: int = Field(120, ge=1)
+    bucket_seconds: int = Field(60, ge=1)
 
 
 class BiConfig(_Section):
     thrift_port: int = Field(10000, ge=1, le=65535)
+    thrift_host: str = "127.0.0.1"
+    driver_memory: str = "1g"
 
 
 class DriftConfig(_Section):
@@ -151,6 +158,41 @@ class SimulatorConfig(_Section):
     history_outcome_delay_s: float = Field(604800.0, ge=0)  # outcomes arrive a week later
 
 
+class BoostingParams(_Section):
+    """Hyperparameters of one scikit-learn HistGradientBoosting model (names as in sklearn)."""
+
+    max_iter: int = Field(100, ge=1)
+    learning_rate: float = Field(0.1, gt=0, le=1)
+    max_leaf_nodes: int = Field(15, ge=2)
+    max_depth: int | None = Field(None, ge=1)
+    min_samples_leaf: int = Field(50, ge=1)
+    l2_regularization: float = Field(1.0, ge=0)
+    early_stopping: bool = False
+
+
+class ModelConfig(_Section):
+    """Training: the two boosted models, the IRT item bank, the holdout."""
+
+    score: BoostingParams = BoostingParams()
+    level: BoostingParams = BoostingParams()
+    holdout_fraction: float = Field(0.2, gt=0, lt=1)
+    random_state: int = 7
+    irt_iterations: int = Field(15, ge=1)
+    irt_min_responses: int = Field(20, ge=1)
+    fit_threads: int = Field(1, ge=1)
+
+
+class GatesConfig(_Section):
+    """What a version must show before it may become ``production``."""
+
+    smoke_rows: int = Field(200, ge=1)
+    window_rows: int = Field(5000, ge=10)
+    max_mae_increase: float = Field(0.5, ge=0)
+    max_macro_f1_drop: float = Field(0.02, ge=0)
+    max_mae: float = Field(10.0, gt=0)
+    min_macro_f1: float = Field(0.40, ge=0, le=1)
+
+
 class Config(_Section):
     """The whole configuration. Paths are absolute after :func:`load_config`."""
 
@@ -169,6 +211,8 @@ class Config(_Section):
     drift: DriftConfig = DriftConfig()
     retrain: RetrainConfig = RetrainConfig()
     simulator: SimulatorConfig = SimulatorConfig()
+    model: ModelConfig = ModelConfig()
+    gates: GatesConfig = GatesConfig()
 
     @field_validator("env")
     @classmethod

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 
 from learnscore.config import Config
 from learnscore.jars import jar_files
@@ -51,6 +52,9 @@ def create_spark_session(config: Config, app_name: str | None = None):
 
     # Every Python process we start refuses pickle-based model formats (skops only).
     os.environ.setdefault("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "false")
+    # Python UDF workers must run this interpreter (the venv), not whatever python3 is on PATH;
+    # PySpark reads it from the driver's environment when it ships a UDF.
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     builder = SparkSession.builder
     for key, value in spark_conf(config).items():
         builder = builder.config(key, value)

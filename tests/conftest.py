@@ -96,3 +96,59 @@ def mlflow_store(stack_config):
     mlflow.set_tracking_uri(stack_config.mlflow.tracking_uri)
     mlflow.set_registry_uri(stack_config.registry_uri)
     return stack_config.mlflow.tracking_uri
+
+
+# -- model fixtures (batch/, registry/, schemas/features) ---------------------------------------
+
+
+@pytest.fixture(scope="session")
+def small_history(session_dir) -> Path:
+    """A seeded simulated history of 3,000 learners (one diagnostic each), written once."""
+    from datetime import datetime, timezone
+
+    from simulator.history import HistoryOptions, write_history
+
+    folder = session_dir / "history-3k"
+    write_history(folder, HistoryOptions(learners=3000, days=30, seed=11,
+                                         end=datetime(2026, 11, 1, tzinfo=timezone.utc)))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def small_history_events(small_history) -> tuple[list[dict], list[dict]]:
+    """(submissions, outcomes) of ``small_history`` as decoded events."""
+    import orjson
+
+    def read(name: str) -> list[dict]:
+        return [orjson.loads(line) for line in (small_history / name).read_bytes().splitlines()]
+
+    return read("submissions.jsonl"), read("outcomes.jsonl")
+
+
+@pytest.fixture(scope="session")
+def fitted_model(small_history_events):
+    """A small DiagnosticModel fitted on the first 2,000 submissions of ``small_history``."""
+    from batch.model import DiagnosticModel
+    from schemas.features import model_input_from_events
+
+    submissions, outcomes = small_history_events
+    model_input = model_input_from_events(submissions[:2000])
+    return DiagnosticModel(score_params={"max_iter": 40, "max_leaf_nodes": 15},
+                           level_params={"max_iter": 20, "max_leaf_nodes": 15}, random_state=0).fit(
+        model_input, [o["observed_progress_score"] for o in outcomes[:2000]],
+        [o["observed_comprehension_level"] for o in outcomes[:2000]])
+
+
+@pytest.fixture(scope="session")
+def silver_history(spark, stack_config, small_history, tmp_path_factory):
+    """``small_history`` loaded into silver tables of a shared lake, once per session.
+
+    Returns ``(lake_config, versions)``; tests that only read silver (and write rows keyed by
+    their own model name) share it instead of paying for the Delta set-up again.
+    """
+    from batch.history import load_history
+
+    lake = tmp_path_factory.mktemp("silver-history")
+    lake_config = stack_config.model_copy(update={"lake": stack_config.lake.model_copy(update={
+        "root": str(lake / "lake"), "checkpoints": str(lake / "checkpoints")})})
+    return lake_config, load_history(spark, lake_config, small_history)["versions"]

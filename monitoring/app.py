@@ -1,0 +1,94 @@
+"""The monitoring dashboard: one self-refreshing HTML page and the JSON it draws from."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timezone
+from importlib import resources
+from typing import Any
+
+import httpx
+import orjson
+from fastapi import FastAPI
+from fastapi.responses import HTMLResponse, Response
+
+from learnscore.config import Config
+from monitoring import panels
+from monitoring.tables import TableReader
+
+log = logging.getLogger(__name__)
+
+PANEL_IDS = ("requests", "endpoint", "versions", "stream", "drift_events", "drift_metrics",
+             "lifecycle", "live_error", "scores")
+
+
+def probe_endpoint(config: Config, timeout_s: float = 1.0) -> dict[str, Any]:
+    """Ask the scoring endpoint's /readyz: up (ready or degraded), not ready, or down."""
+    url = f"http://{config.serving.host}:{config.serving.port}/readyz"
+    try:
+        answer = httpx.get(url, timeout=timeout_s)
+        body = answer.json()
+    except (httpx.HTTPError, ValueError):
+        return {"up": False, "status": "down", "url": url}
+    model = body.get("model") or {}
+    registry = body.get("registry") or {}
+    return {"up": answer.status_code == 200, "status": body.get("status", "unknown"), "url": url,
+            "version": model.get("version"),
+            "registry": "reachable" if registry.get("reachable") else "unreachable"}
+
+
+def build_panels(config: Config, reader: TableReader, probe: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every panel, in page order, from the current table versions."""
+    minutes, bucket = config.dashboard.window_minutes, config.dashboard.bucket_seconds
+    requests = reader.read("ops.endpoint_requests")
+    return [
+        panels.requests_panel(requests, minutes, bucket),
+        panels.endpoint_panel(requests, probe, minutes, bucket),
+        panels.versions_panel(requests, minutes),
+        panels.stream_panel(reader.read("ops.stream_progress"), reader.read("silver.quarantine"), minutes),
+        panels.drift_events_panel(reader.read("ops.drift_events")),
+        panels.drift_metrics_panel(reader.read("ops.drift_metrics")),
+        panels.lifecycle_panel(reader.read("ops.model_events")),
+        panels.live_error_panel(reader.read("gold.prediction_outcomes"), minutes, bucket),
+        panels.scores_panel(reader.read("gold.predictions")),
+    ]
+
+
+def _asset(name: str) -> str:
+    return resources.files("monitoring").joinpath("static", name).read_text(encoding="utf-8")
+
+
+def create_dashboard_app(config: Config) -> FastAPI:
+    reader = TableReader(config)
+    app = FastAPI(title="learnscore dashboard", docs_url=None, redoc_url=None, openapi_url=None)
+    page = (_asset("dashboard.html")
+            .replace("{{refresh_ms}}", str(int(config.dashboard.refresh_seconds * 1000)))
+            .replace("{{panel_ids}}", orjson.dumps(PANEL_IDS).decode()))
+    charts_js = _asset("charts.js")
+
+    @app.get("/", response_class=HTMLResponse)
+    def index() -> HTMLResponse:
+        return HTMLResponse(page)
+
+    @app.get("/static/charts.js")
+    def charts() -> Response:
+        return Response(charts_js, media_type="text/javascript")
+
+    @app.get("/api/panels")
+    def all_panels() -> Response:
+        try:
+            built = build_panels(config, reader, probe_endpoint(config))
+        except Exception:
+            log.exception("building the dashboard panels failed")
+            return Response(orjson.dumps({"error": "could not build the panels; see the dashboard log"}),
+                            status_code=500, media_type="application/json")
+        return Response(orjson.dumps({"generated_at": datetime.now(timezone.utc).isoformat(),
+                                      "refresh_seconds": config.dashboard.refresh_seconds,
+                                      "panels": built}, option=orjson.OPT_SERIALIZE_NUMPY),
+                        media_type="application/json")
+
+    @app.get("/healthz")
+    def healthz() -> Response:
+        return Response(b'{"status":"alive"}', media_type="application/json")
+
+    return app

@@ -1,0 +1,285 @@
+"""The dashboard's panels as plain data: pure functions from table frames to chart specs.
+
+Each panel is ``{"id", "title", "state": "ok" | "empty", "note", "tiles", "charts"}``; the page
+draws the charts (line, bar, events) without knowing where the numbers came from.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from schemas.events import LEVELS
+
+Panel = dict[str, Any]
+
+
+def _iso(values) -> list[str]:
+    return [pd.Timestamp(value).strftime("%Y-%m-%dT%H:%M:%SZ") for value in values]
+
+
+def _numbers(values) -> list[float | None]:
+    return [None if value is None or (isinstance(value, float) and not math.isfinite(value))
+            else round(float(value), 4) for value in values]
+
+
+def _empty(panel_id: str, title: str, note: str, tiles: list[dict] | None = None) -> Panel:
+    return {"id": panel_id, "title": title, "state": "empty", "note": note, "tiles": tiles or [], "charts": []}
+
+
+def _ok(panel_id: str, title: str, charts: list[dict], tiles: list[dict] | None = None, note: str = "") -> Panel:
+    return {"id": panel_id, "title": title, "state": "ok", "note": note, "tiles": tiles or [], "charts": charts}
+
+
+def window(frame: pd.DataFrame, column: str, minutes: int) -> pd.DataFrame:
+    """Rows in the last ``minutes`` before the newest row (so a paused demo still shows its data).
+
+    >>> f = pd.DataFrame({"t": pd.to_datetime(["2026-01-01 10:00", "2026-01-01 12:00"], utc=True)})
+    >>> len(window(f, "t", 60))
+    1
+    """
+    frame = frame[frame[column].notna()]
+    if frame.empty:
+        return frame
+    times = pd.to_datetime(frame[column], utc=True)
+    return frame[times >= times.max() - pd.Timedelta(minutes=minutes)]
+
+
+def bucket_seconds(times: pd.Series, largest: int, points: int = 40) -> int:
+    """A bucket size that gives about ``points`` points over the span, at most ``largest`` seconds.
+
+    >>> t = pd.Series(pd.to_datetime(["2026-01-01 10:00:00", "2026-01-01 10:02:00"], utc=True))
+    >>> bucket_seconds(t, 60)
+    3
+    """
+    if times.empty:
+        return largest
+    span = (times.max() - times.min()).total_seconds()
+    return int(max(1, min(largest, math.ceil(span / points))))
+
+
+def _bucket(frame: pd.DataFrame, column: str, seconds: int) -> pd.Series:
+    return pd.to_datetime(frame[column], utc=True).dt.floor(f"{seconds}s")
+
+
+def requests_panel(requests: pd.DataFrame, minutes: int, largest_bucket: int) -> Panel:
+    """Attempts, successes and error rate over time (ops.endpoint_requests)."""
+    title = "Endpoint requests: attempts, successes, error rate"
+    frame = window(requests, "received_at", minutes)
+    if frame.empty:
+        return _empty("requests", title, "no endpoint requests logged yet")
+    seconds = bucket_seconds(pd.to_datetime(frame["received_at"], utc=True), largest_bucket)
+    status = frame["status_code"].astype(int)
+    grouped = pd.DataFrame({"bucket": _bucket(frame, "received_at", seconds),
+                            "ok": status.between(200, 299), "client": status.between(400, 499),
+                            "server": status >= 500}).groupby("bucket")
+    counts = grouped.agg(attempts=("ok", "size"), successes=("ok", "sum"),
+                         client_errors=("client", "sum"), server_errors=("server", "sum"))
+    rate = 1 - counts["successes"] / counts["attempts"]
+    total = len(frame)
+    successes = int(status.between(200, 299).sum())
+    x = _iso(counts.index)
+    return _ok("requests", title, [
+        {"type": "line", "title": f"requests per {seconds}s", "x": x, "series": [
+            {"name": "attempts", "values": _numbers(counts["attempts"])},
+            {"name": "successes", "values": _numbers(counts["successes"])},
+            {"name": "4xx", "values": _numbers(counts["client_errors"])},
+            {"name": "5xx", "values": _numbers(counts["server_errors"])}]},
+        {"type": "line", "title": "error rate (share not 2xx)", "x": x, "percent": True,
+         "series": [{"name": "error rate", "values": _numbers(rate)}]},
+    ], tiles=[{"label": "attempts", "value": total}, {"label": "successes", "value": successes},
+              {"label": "error rate", "value": f"{(1 - successes / total):.1%}"}])
+
+
+def endpoint_panel(requests: pd.DataFrame, probe: dict[str, Any], minutes: int, largest_bucket: int) -> Panel:
+    """Endpoint up/down (a live /readyz probe) and latency p50/p95/p99 over time."""
+    title = "Endpoint status and latency"
+    up = probe.get("up", False)
+    tiles = [{"label": "endpoint", "value": probe.get("status", "down"), "tone": "good" if up else "bad"},
+             {"label": "serving version", "value": probe.get("version") or "–"},
+             {"label": "registry", "value": probe.get("registry", "–")}]
+    frame = window(requests, "received_at", minutes)
+    frame = frame[frame["latency_ms"].notna()]
+    if frame.empty:
+        return _empty("endpoint", title, "no request latencies logged yet", tiles)
+    seconds = bucket_seconds(pd.to_datetime(frame["received_at"], utc=True), largest_bucket)
+    grouped = frame.assign(bucket=_bucket(frame, "received_at", seconds)).groupby("bucket")["latency_ms"]
+    quantiles = grouped.quantile([0.5, 0.95, 0.99]).unstack()
+    overall = frame["latency_ms"].quantile([0.5, 0.95, 0.99]).tolist()
+    tiles += [{"label": f"p{q}", "value": f"{value:.1f} ms"} for q, value in zip((50, 95, 99), overall)]
+    return _ok("endpoint", title, [
+        {"type": "line", "title": "latency (ms)", "x": _iso(quantiles.index), "series": [
+            {"name": "p50", "values": _numbers(quantiles[0.5])},
+            {"name": "p95", "values": _numbers(quantiles[0.95])},
+            {"name": "p99", "values": _numbers(quantiles[0.99])}]},
+    ], tiles=tiles)
+
+
+def versions_panel(requests: pd.DataFrame, minutes: int) -> Panel:
+    """Successes and error rate per model version."""
+    title = "Per-version successes and error rate"
+    frame = window(requests, "received_at", minutes)
+    frame = frame[frame["model_version"].notna()]
+    if frame.empty:
+        return _empty("versions", title, "no request was routed to a model yet")
+    status = frame["status_code"].astype(int)
+    per = (pd.DataFrame({"version": frame["model_version"].astype(str), "ok": status.between(200, 299)})
+           .groupby("version")["ok"].agg(["size", "sum"]))
+    per = per.loc[sorted(per.index, key=_version_key)]
+    rate = 1 - per["sum"] / per["size"]
+    categories = [f"v{version}" for version in per.index]
+    return _ok("versions", title, [
+        {"type": "bar", "title": "successes", "categories": categories,
+         "series": [{"name": "successes", "values": _numbers(per["sum"])},
+                    {"name": "failures", "values": _numbers(per["size"] - per["sum"])}]},
+        {"type": "bar", "title": "error rate", "categories": categories, "percent": True,
+         "series": [{"name": "error rate", "values": _numbers(rate)}]},
+    ])
+
+
+def stream_panel(progress: pd.DataFrame, quarantine: pd.DataFrame, minutes: int) -> Panel:
+    """Stream throughput, lag and quarantine rate per micro-batch (ops.stream_progress)."""
+    title = "Stream: throughput, lag, quarantine rate"
+    frame = window(progress, "started_at", minutes).sort_values("started_at")
+    if frame.empty:
+        return _empty("stream", title, "the streaming scorer has not finished a micro-batch yet")
+    duration = frame["duration_s"].astype(float).clip(lower=1e-3)
+    rows = frame["rows_read"].fillna(0).astype(float)
+    throughput = rows / duration
+    quarantine_rate = (frame["quarantined"].fillna(0).astype(float) / rows.where(rows > 0)).fillna(0)
+    x = _iso(frame["started_at"])
+    charts = [
+        {"type": "line", "title": "throughput (rows/s per micro-batch)", "x": x,
+         "series": [{"name": "rows/s", "values": _numbers(throughput)}]},
+        {"type": "line", "title": "lag: event → scored latency (s) and waiting rows", "x": x, "series": [
+            {"name": "p95 latency s", "values": _numbers(frame["latency_p95_s"])},
+            {"name": "unscored rows", "values": _numbers(frame["pending_unscored"])}]},
+        {"type": "line", "title": "quarantine rate", "x": x, "percent": True,
+         "series": [{"name": "quarantined / read", "values": _numbers(quarantine_rate)}]},
+    ]
+    if not quarantine.empty:
+        reasons = quarantine["reason_code"].fillna("unknown").value_counts().head(8)
+        charts.append({"type": "bar", "title": "quarantined events by reason (all time)",
+                       "categories": list(reasons.index), "series": [{"name": "events", "values": _numbers(reasons)}]})
+    total_rows = rows.sum()
+    return _ok("stream", title, charts, tiles=[
+        {"label": "micro-batches", "value": len(frame)},
+        {"label": "rows read", "value": int(total_rows)},
+        {"label": "quarantined", "value": int(frame["quarantined"].fillna(0).sum())},
+        {"label": "last batch", "value": x[-1]},
+    ])
+
+
+def drift_events_panel(events: pd.DataFrame) -> Panel:
+    title = "Drift events"
+    frame = events[events["detected_at"].notna()].sort_values("detected_at")
+    if frame.empty:
+        return _empty("drift_events", title, "no drift detected")
+    points = [{"t": t, "group": f"{kind}: {signal}", "label": f"{detector} on {signal} ({segment})",
+               "detail": f"mean {_fmt(before)} → {_fmt(after)}" + (" · retrain requested" if request else "")}
+              for t, kind, signal, detector, segment, before, after, request in zip(
+                  _iso(frame["detected_at"]), frame["kind"].fillna("?"), frame["signal"].fillna("?"),
+                  frame["detector"].fillna("?"), frame["segment"].fillna("all"), frame["mean_before"],
+                  frame["mean_after"], frame["request_id"])]
+    per_signal = frame["signal"].fillna("?").value_counts()
+    return _ok("drift_events", title, [
+        {"type": "events", "title": "detections over time", "points": points[-200:]},
+        {"type": "bar", "title": "detections by signal", "categories": list(per_signal.index),
+         "series": [{"name": "detections", "values": _numbers(per_signal)}]},
+    ], tiles=[{"label": "detections", "value": len(frame)},
+              {"label": "retrain requests", "value": int(frame["request_id"].notna().sum())}])
+
+
+def drift_metrics_panel(metrics: pd.DataFrame, top: int = 6) -> Panel:
+    title = "Drift metrics (PSI per feature)"
+    frame = metrics[metrics["psi"].notna()] if not metrics.empty else metrics
+    if frame.empty:
+        return _empty("drift_metrics", title, "no drift metrics computed yet (learnscore monitor drift)")
+    frame = frame.assign(t=pd.to_datetime(frame["window_end"].fillna(frame["computed_at"]), utc=True))
+    latest = frame[frame["t"] == frame["t"].max()].groupby("feature")["psi"].max().sort_values(ascending=False)
+    features = list(latest.index[:top])
+    pivot = frame[frame["feature"].isin(features)].pivot_table(index="t", columns="feature", values="psi",
+                                                                aggfunc="max").sort_index()
+    return _ok("drift_metrics", title, [
+        {"type": "line", "title": "PSI over time (highest features)", "x": _iso(pivot.index),
+         "series": [{"name": feature, "values": _numbers(pivot[feature])} for feature in features]},
+        {"type": "bar", "title": "latest PSI by feature", "categories": list(latest.index[:12]),
+         "series": [{"name": "PSI", "values": _numbers(latest.iloc[:12])}]},
+    ], note="PSI above 0.2 usually means a real shift")
+
+
+def lifecycle_panel(events: pd.DataFrame) -> Panel:
+    title = "Model lifecycle"
+    frame = events[events["occurred_at"].notna()].sort_values("occurred_at")
+    if frame.empty:
+        return _empty("lifecycle", title, "no model registered yet")
+    points = []
+    for t, kind, version, alias, previous, actor, reason in zip(
+            _iso(frame["occurred_at"]), frame["event_type"].fillna("?"), frame["version"],
+            frame["alias"], frame["previous_version"], frame["actor"], frame["reason"]):
+        moved = f" → {alias}" if isinstance(alias, str) and alias else ""
+        was = f" (was v{previous})" if isinstance(previous, str) and previous else ""
+        points.append({"t": t, "group": kind, "label": f"v{version}{moved}{was}",
+                       "detail": f"{actor or '?'}: {(reason or '')[:160]}"})
+    return _ok("lifecycle", title, [{"type": "events", "title": "registered, promoted, rolled back",
+                                     "points": points[-200:]}],
+               tiles=[{"label": kind, "value": count} for kind, count in frame["event_type"].value_counts().items()])
+
+
+def live_error_panel(outcomes: pd.DataFrame, minutes: int, largest_bucket: int) -> Panel:
+    """Live error against observed outcomes, by model version (gold.prediction_outcomes)."""
+    title = "Live error against outcomes, by version"
+    frame = outcomes[outcomes["abs_error"].notna()] if not outcomes.empty else outcomes
+    if frame.empty:
+        return _empty("live_error", title, "no outcomes joined to predictions yet")
+    frame = frame.assign(t=pd.to_datetime(frame["joined_at"].fillna(frame["outcome_time"]), utc=True))
+    frame = window(frame, "t", minutes)
+    seconds = bucket_seconds(frame["t"], largest_bucket)
+    frame = frame.assign(bucket=frame["t"].dt.floor(f"{seconds}s"), version=frame["model_version"].astype(str),
+                         correct=frame["level_correct"].astype(float))
+    mae = frame.pivot_table(index="bucket", columns="version", values="abs_error", aggfunc="mean").sort_index()
+    versions = sorted(mae.columns, key=_version_key)
+    per = frame.groupby("version").agg(mae=("abs_error", "mean"), accuracy=("correct", "mean"),
+                                       n=("abs_error", "size"))
+    per = per.loc[sorted(per.index, key=_version_key)]
+    return _ok("live_error", title, [
+        {"type": "line", "title": f"mean absolute error per {seconds}s", "x": _iso(mae.index),
+         "series": [{"name": f"v{version}", "values": _numbers(mae[version])} for version in versions]},
+        {"type": "bar", "title": "by version: MAE and level accuracy",
+         "categories": [f"v{version}" for version in per.index],
+         "series": [{"name": "MAE", "values": _numbers(per["mae"])},
+                    {"name": "level accuracy %", "values": _numbers(per["accuracy"] * 100)}]},
+    ], tiles=[{"label": f"v{version} n", "value": int(n)} for version, n in per["n"].items()])
+
+
+def scores_panel(predictions: pd.DataFrame, bins: int = 20) -> Panel:
+    """Distribution of predicted progress scores and comprehension levels (gold.predictions)."""
+    title = "Predicted scores and levels"
+    frame = predictions[predictions["progress_score"].notna()] if not predictions.empty else predictions
+    if frame.empty:
+        return _empty("scores", title, "no predictions yet")
+    counts, edges = np.histogram(frame["progress_score"].astype(float).clip(0, 100), bins=bins, range=(0, 100))
+    levels = frame["comprehension_level"].value_counts()
+    return _ok("scores", title, [
+        {"type": "bar", "title": "progress score", "categories": [f"{int(edges[i])}" for i in range(bins)],
+         "series": [{"name": "predictions", "values": _numbers(counts)}]},
+        {"type": "bar", "title": "comprehension level", "categories": list(LEVELS),
+         "series": [{"name": "predictions", "values": _numbers(levels.reindex(list(LEVELS), fill_value=0))}]},
+    ], tiles=[{"label": "predictions", "value": len(frame)},
+              {"label": "mean score", "value": f"{frame['progress_score'].mean():.1f}"}])
+
+
+def _fmt(value) -> str:
+    return "?" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.3g}"
+
+
+def _version_key(version: str):
+    """Numeric versions in numeric order ('2' before '10').
+
+    >>> sorted(["10", "2", "x"], key=_version_key)
+    ['2', '10', 'x']
+    """
+    return (0, int(version), "") if str(version).isdigit() else (1, 0, str(version))

@@ -1,0 +1,120 @@
+"""Move ``production``: promote a version after its gates pass, or roll back to the previous one.
+
+Both record the move (``registry.history``) with who, why and the window metrics of the
+version before and after, so ``learnscore models`` and ``rollback`` can replay it.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from learnscore.config import Config
+from registry.aliases import PRODUCTION, STAGING, current_version, version_uri
+from registry.gates import GateRefused, GateReport, run_gates, window_metrics
+from registry.history import PROMOTED, ROLLED_BACK, LifecycleHistoryError, LifecycleRecorder, production_lineage
+
+log = logging.getLogger(__name__)
+
+
+class PromotionError(RuntimeError):
+    """The request cannot be carried out (no such version, nothing staged, ...)."""
+
+
+@dataclass(frozen=True)
+class AliasMove:
+    alias: str
+    version: str
+    previous_version: str | None
+    report: GateReport | None = None
+
+
+def promote(config: Config, version: str | int | None = None, *, actor: str, reason: str) -> AliasMove:
+    """Run the gates for ``version`` (default: the ``staging`` version) and, if all pass, point
+    ``production`` at it. Raises :class:`GateRefused` (with the report) when a gate fails."""
+    with LifecycleRecorder(config) as recorder:  # no broker, no move: fail before the gates run
+        version = str(version) if version is not None else current_version(config, STAGING)
+        if version is None:
+            raise PromotionError(f"no version of {config.mlflow.model_name} has the alias {STAGING!r}; "
+                                 f'train one with "learnscore train" or name it with --version')
+        _require_version(config, version)
+        previous = current_version(config, PRODUCTION)
+        if previous == version:
+            raise PromotionError(f"version {version} is already {PRODUCTION}")
+        report = run_gates(config, version)
+        log.info("gates for version %s: %s", version, "all passed" if report.passed else
+                 "failed " + ", ".join(result.name for result in report.failures))
+        if not report.passed:
+            raise GateRefused(report)
+        _set_alias(config, PRODUCTION, version)
+        recorder.record(PROMOTED, version=version, alias=PRODUCTION, previous_version=previous,
+                        actor=actor, reason=reason,
+                        metrics=_before_after(report.production_metrics, report.candidate_metrics))
+    return AliasMove(PRODUCTION, version, previous, report)
+
+
+def rollback(config: Config, *, actor: str, reason: str) -> AliasMove:
+    """Point ``production`` back at the version it had before the current one (from the
+    recorded history). No gates: a rollback must work when things are on fire."""
+    current = current_version(config, PRODUCTION)
+    if current is None:
+        raise LifecycleHistoryError(f"{config.mlflow.model_name} has no {PRODUCTION} version to roll back")
+    lineage = production_lineage(config)
+    if not lineage or lineage[-1] != current:
+        raise LifecycleHistoryError(
+            f"{PRODUCTION} points to version {current} but the recorded history ends at "
+            f"{lineage[-1] if lineage else 'nothing'}: the alias was moved outside learnscore. "
+            f'Set it deliberately with "learnscore promote --version N"')
+    if len(lineage) < 2:
+        raise LifecycleHistoryError(f"version {current} is the first {PRODUCTION} version on record: "
+                                    f"there is no earlier one to roll back to")
+    target = lineage[-2]
+    metrics = _rollback_metrics(config, current, target)
+    with LifecycleRecorder(config) as recorder:
+        _set_alias(config, PRODUCTION, target)
+        recorder.record(ROLLED_BACK, version=target, alias=PRODUCTION, previous_version=current,
+                        actor=actor, reason=reason, metrics=metrics)
+    return AliasMove(PRODUCTION, target, current)
+
+
+def _set_alias(config: Config, alias: str, version: str) -> None:
+    from mlflow.tracking import MlflowClient
+
+    MlflowClient().set_registered_model_alias(config.mlflow.model_name, alias, version)
+    log.info("%s %s → version %s", config.mlflow.model_name, alias, version)
+
+
+def _require_version(config: Config, version: str) -> None:
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    try:
+        MlflowClient().get_model_version(config.mlflow.model_name, version)
+    except MlflowException:
+        raise PromotionError(f"{config.mlflow.model_name} has no version {version}; "
+                             f'"learnscore models" lists the versions') from None
+
+
+def _before_after(before: dict[str, float] | None, after: dict[str, float]) -> dict[str, float]:
+    return {**{f"before_{k}": v for k, v in (before or {}).items()},
+            **{f"after_{k}": v for k, v in after.items()}}
+
+
+def _rollback_metrics(config: Config, current: str, target: str) -> dict[str, float]:
+    """Window metrics of the version leaving production and the one returning (best effort:
+    a broken current version must not block its own rollback)."""
+    import mlflow
+
+    from registry.window import recent_labelled_window
+
+    model_input, labels = recent_labelled_window(config, config.gates.window_rows)
+    if labels.empty:
+        return {}
+    metrics: dict[str, float] = {}
+    for prefix, version in (("before", current), ("after", target)):
+        try:
+            predictions = mlflow.pyfunc.load_model(version_uri(config, version)).predict(model_input)
+            metrics.update({f"{prefix}_{k}": v for k, v in window_metrics(predictions, labels).items()})
+        except Exception as exc:  # noqa: BLE001 - recorded, not fatal
+            log.warning("could not score version %s for the rollback record: %s", version, exc)
+    return metrics

@@ -1,0 +1,34 @@
+"""Register a logged model as a new version: tags, alias ``staging``, and the lifecycle record."""
+
+from __future__ import annotations
+
+import logging
+
+from learnscore.config import Config
+from registry.aliases import STAGING, current_version
+from registry.history import REGISTERED, LifecycleRecorder
+
+log = logging.getLogger(__name__)
+
+
+def register_version(config: Config, model_uri: str, *, tags: dict[str, str],
+                     metrics: dict[str, float], actor: str, reason: str) -> str:
+    """Register ``model_uri`` under ``mlflow.model_name``; point ``staging`` at it; return the version.
+
+    ``tags`` land on the version (trigger, request id, data versions, code version, run id);
+    ``metrics`` (holdout figures) travel with the ModelRegistered event as ``after_*``.
+    """
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    with LifecycleRecorder(config) as recorder:
+        previous = current_version(config, STAGING)
+        registered = mlflow.register_model(model_uri, config.mlflow.model_name,
+                                           tags={k: str(v) for k, v in tags.items()})
+        version = str(registered.version)
+        MlflowClient().set_registered_model_alias(config.mlflow.model_name, STAGING, version)
+        recorder.record(REGISTERED, version=version, alias=STAGING, previous_version=previous,
+                        actor=actor, reason=reason,
+                        metrics={f"after_{name}": value for name, value in metrics.items()})
+    log.info("registered %s version %s as %s", config.mlflow.model_name, version, STAGING)
+    return version

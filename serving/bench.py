@@ -1,0 +1,218 @@
+"""``learnscore bench serve``: latency at a steady request rate, then the most requests per second.
+
+The endpoint runs as its own process (``learnscore serve``) on loopback, scoring the registry's
+``production`` model. Latency is measured open-loop: each request has a scheduled send time
+and its latency counts from then, so a slow answer cannot hide the requests queued behind it.
+Throughput uses ``wrk`` when installed (light on CPU), otherwise httpx with a fixed number of
+connections; both are bounded in time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import random
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import orjson
+
+from learnscore.config import Config, Secrets
+from learnscore.stack.processes import free_port
+
+log = logging.getLogger(__name__)
+
+RESULTS = Path(__file__).resolve().parent.parent / "bench" / "results" / "serve.json"
+
+
+def sample_submission(seed: int, responses: int = 20) -> dict[str, Any]:
+    """A valid DiagnosticSubmitted, the same for the same seed (load and tests)."""
+    rnd = random.Random(seed)
+    return {
+        "event_id": str(uuid.UUID(int=rnd.getrandbits(128), version=4)),
+        "schema_version": 1,
+        "event_time": "2026-01-05T10:00:00Z",
+        "learner_id": f"learner-{seed}",
+        "assessment_id": "diag-math-5",
+        "subject": rnd.choice(["math", "reading", "science"]),
+        "grade_level": rnd.randint(3, 8),
+        "responses": [{"item_id": f"item-{k:03d}", "skill": f"skill-{k % 4}",
+                       "correct": rnd.random() < 0.6, "response_time_ms": rnd.randint(2000, 40000),
+                       "attempts": 1 + (rnd.random() < 0.1), "hint_used": rnd.random() < 0.1}
+                      for k in range(responses)],
+    }
+
+
+def percentiles_ms(latencies_s: list[float]) -> dict[str, float]:
+    """p50/p95/p99 in milliseconds, rounded to 0.01.
+
+    >>> percentiles_ms([0.001] * 99 + [0.1])["p50_ms"]
+    1.0
+    """
+    values = np.asarray(latencies_s) * 1000
+    return {f"p{q}_ms": round(float(np.percentile(values, q)), 2) for q in (50, 95, 99)}
+
+
+async def steady_rate(url: str, api_key: str, bodies: list[bytes], rate: float, seconds: float) -> dict[str, Any]:
+    """Send single-submission requests at ``rate`` per second for ``seconds``; open-loop latencies."""
+    total = int(rate * seconds)
+    latencies: list[float] = []
+    failures: dict[str, int] = {}
+    limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+    async with httpx.AsyncClient(limits=limits, timeout=10,
+                                 headers={"X-API-Key": api_key, "Content-Type": "application/json"}) as client:
+        start = time.perf_counter() + 0.05
+
+        async def one(index: int) -> None:
+            scheduled = start + index / rate
+            await asyncio.sleep(max(0.0, scheduled - time.perf_counter()))
+            try:
+                answer = await client.post(url, content=bodies[index % len(bodies)])
+                outcome = str(answer.status_code)
+            except httpx.HTTPError as exc:
+                outcome = type(exc).__name__
+            if outcome == "200":
+                latencies.append(time.perf_counter() - scheduled)
+            else:
+                failures[outcome] = failures.get(outcome, 0) + 1
+
+        await asyncio.gather(*(one(index) for index in range(total)))
+        elapsed = time.perf_counter() - start
+    return {"requests": total, "ok": len(latencies), "failures": failures,
+            "achieved_rps": round(len(latencies) / elapsed, 1), **percentiles_ms(latencies or [0.0])}
+
+
+def _wrk_max_rps(url: str, api_key: str, body: bytes, connections: int, seconds: float) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as folder:
+        script = Path(folder) / "post.lua"
+        script.write_text(
+            'wrk.method = "POST"\n'
+            f"wrk.body = {json.dumps(body.decode())}\n"
+            'wrk.headers["Content-Type"] = "application/json"\n'
+            f'wrk.headers["X-API-Key"] = "{api_key}"\n')
+        answer = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{int(seconds)}s", "--latency",
+                                 "-s", str(script), url], capture_output=True, text=True,
+                                timeout=seconds + 60)
+    if answer.returncode != 0:
+        raise RuntimeError(f"wrk failed: {answer.stderr.strip()[:500]}")
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", answer.stdout).group(1))
+    errors = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", answer.stdout)
+    socket_errors = re.search(r"Socket errors: (.*)", answer.stdout)
+    return {"max_rps": round(rps, 1), "max_rps_non_2xx": int(errors.group(1)) if errors else 0,
+            "max_rps_socket_errors": socket_errors.group(1) if socket_errors else None,
+            "load_generator": "wrk -t1"}
+
+
+async def _httpx_max_rps(url: str, api_key: str, bodies: list[bytes], connections: int,
+                         seconds: float) -> dict[str, Any]:
+    done = 0
+    failed = 0
+    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+    async with httpx.AsyncClient(limits=limits, timeout=10,
+                                 headers={"X-API-Key": api_key, "Content-Type": "application/json"}) as client:
+        deadline = time.perf_counter() + seconds
+
+        async def worker(offset: int) -> None:
+            nonlocal done, failed
+            index = offset
+            while time.perf_counter() < deadline:
+                answer = await client.post(url, content=bodies[index % len(bodies)])
+                index += connections
+                if answer.status_code == 200:
+                    done += 1
+                else:
+                    failed += 1
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker(n) for n in range(connections)))
+        elapsed = time.perf_counter() - started
+    return {"max_rps": round(done / elapsed, 1), "max_rps_non_2xx": failed,
+            "load_generator": f"httpx ({connections} connections)"}
+
+
+def _start_endpoint(config: Config, port: int, log_file: Path) -> subprocess.Popen:
+    env = {**os.environ, "LEARNSCORE__SERVING__PORT": str(port),
+           "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "false"}
+    with open(log_file, "ab") as out:
+        return subprocess.Popen([sys.executable, "-m", "learnscore", "--env", config.env, "serve",
+                                 "--port", str(port)], stdout=out, stderr=subprocess.STDOUT,
+                                env=env, start_new_session=True,
+                                cwd=Path(__file__).resolve().parent.parent)
+
+
+def _wait_ready(base: str, process: subprocess.Popen, log_file: Path, timeout_s: float = 180) -> str:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the endpoint exited during start-up; see {log_file}")
+        try:
+            answer = httpx.get(f"{base}/readyz", timeout=2)
+            if answer.status_code == 200:
+                return answer.json()["model"]["version"]
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"the endpoint was not ready within {timeout_s:.0f}s (is there a 'production' "
+                       f"model of {log_file.name}? see {log_file})")
+
+
+def run_serve_benchmark(config: Config, rate: float = 100.0, seconds: float = 20.0,
+                        connections: int = 32, results: Path = RESULTS) -> dict[str, Any]:
+    """Measure the endpoint and write ``bench/results/serve.json``; return the figures."""
+    from serving.server import fastest_loop_and_parser
+
+    api_key = Secrets(config).api_key.get_secret_value()
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    results.parent.mkdir(parents=True, exist_ok=True)
+    log_file = config.state_dir / "bench-serve.log"
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    bodies = [orjson.dumps(sample_submission(seed)) for seed in range(2000)]
+    process = _start_endpoint(config, port, log_file)
+    try:
+        version = _wait_ready(base, process, log_file)
+        log.info("endpoint ready with version %s; warming up", version)
+        asyncio.run(steady_rate(f"{base}/v1/score", api_key, bodies, rate=50, seconds=3))
+        log.info("steady %g requests/s for %gs", rate, seconds)
+        steady = asyncio.run(steady_rate(f"{base}/v1/score", api_key, bodies, rate, seconds))
+        log.info("steady: %s", steady)
+        log.info("max throughput with %d connections for %gs", connections, seconds)
+        if shutil.which("wrk"):
+            peak = _wrk_max_rps(f"{base}/v1/score", api_key, bodies[0], connections, seconds)
+        else:
+            peak = asyncio.run(_httpx_max_rps(f"{base}/v1/score", api_key, bodies, connections, seconds))
+        log.info("peak: %s", peak)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    loop, http = fastest_loop_and_parser()
+    figures = {
+        "p50_ms": steady["p50_ms"], "p95_ms": steady["p95_ms"], "p99_ms": steady["p99_ms"],
+        "rate_rps": rate, "achieved_rps": steady["achieved_rps"], "requests": steady["requests"],
+        "failures": steady["failures"], **peak, "connections": connections, "seconds": seconds,
+        "model_name": config.mlflow.model_name, "model_version": version,
+        "server": f"uvicorn 1 worker, loop {loop}, http {http}", "cpu_count": os.cpu_count(),
+        "load_average_1m": round(os.getloadavg()[0], 2),
+        "targets": {"p99_ms_at_100_rps": 25, "max_rps": 500},
+        "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    results.write_text(json.dumps(figures, indent=2) + "\n")
+    figures["written_to"] = str(results)
+    return figures

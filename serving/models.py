@@ -1,0 +1,225 @@
+"""Which model versions the endpoint serves, and moving to new ones without a failed request.
+
+The endpoint holds one immutable :class:`ServedModels` snapshot. A background
+:class:`ModelWatcher` asks the registry which version each alias points to, loads a new
+version off the request path, and then replaces the snapshot in a single assignment; a
+request that already took the old snapshot finishes on the old model.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+from learnscore.config import Config
+
+log = logging.getLogger(__name__)
+
+PRODUCTION = "production"
+STAGING = "staging"
+
+
+class RegistryUnreachable(RuntimeError):
+    """The registry did not answer (in time); the message says where it was asked."""
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """One registered version, loaded and ready to score."""
+
+    name: str
+    version: str
+    alias: str
+    model: Any = field(repr=False)  # an mlflow.pyfunc.PyFuncModel
+    loaded_at: datetime
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "version": self.version, "alias": self.alias,
+                "loaded_at": self.loaded_at.isoformat()}
+
+
+@dataclass(frozen=True)
+class ServedModels:
+    """The snapshot requests read: production (may be absent at start) and the canary."""
+
+    production: LoadedModel | None = None
+    staging: LoadedModel | None = None
+
+
+@dataclass(frozen=True)
+class RegistryStatus:
+    reachable: bool
+    checked_at: datetime | None
+    error: str | None = None
+
+
+class Registry:
+    """The registry questions the endpoint asks, each bounded by ``serving.registry_timeout_s``."""
+
+    def __init__(self, config: Config):
+        from mlflow.tracking import MlflowClient
+
+        self.model_name = config.mlflow.model_name
+        self.where = redact_uri(config.registry_uri)
+        self.timeout_s = config.serving.registry_timeout_s
+        self._client = MlflowClient(tracking_uri=config.mlflow.tracking_uri,
+                                    registry_uri=config.registry_uri)
+        # One thread: a call that hangs (retries against a dead server) does not pile up more.
+        self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="registry")
+
+    def alias_version(self, alias: str) -> str | None:
+        """The version ``alias`` points to, ``None`` when the model or alias does not exist yet."""
+        future = self._pool.submit(self._alias_version, alias)
+        try:
+            return future.result(timeout=self.timeout_s)
+        except concurrent.futures.TimeoutError:
+            raise RegistryUnreachable(
+                f"the model registry at {self.where} did not answer within {self.timeout_s:.0f}s"
+            ) from None
+
+    def _alias_version(self, alias: str) -> str | None:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return str(self._client.get_model_version_by_alias(self.model_name, alias).version)
+        except MlflowException as exc:
+            if _means_not_found(exc):
+                return None
+            raise RegistryUnreachable(f"the model registry at {self.where} failed: "
+                                      f"{exc.error_code}: {str(exc)[:200]}") from None
+        except Exception as exc:  # driver-level failures (sqlite, network) all mean: cannot ask
+            raise RegistryUnreachable(f"the model registry at {self.where} failed: "
+                                      f"{type(exc).__name__}: {str(exc)[:200]}") from None
+
+    def load(self, version: str, alias: str) -> LoadedModel:
+        """Load ``version`` of the model (skops-backed pyfunc; pickle formats stay refused)."""
+        import mlflow.pyfunc
+
+        model = mlflow.pyfunc.load_model(f"models:/{self.model_name}/{version}")
+        return LoadedModel(self.model_name, version, alias, model, datetime.now(timezone.utc))
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def redact_uri(uri: str) -> str:
+    """The URI without credentials, fit for logs and JSON answers.
+
+    >>> redact_uri("https://user:token@mlflow.example.org/x")
+    'https://***@mlflow.example.org/x'
+    >>> redact_uri("sqlite:////srv/mlflow.db")
+    'sqlite:////srv/mlflow.db'
+    """
+    scheme, sep, rest = uri.partition("://")
+    if not sep:
+        return uri
+    authority, slash, path = rest.partition("/")
+    if "@" in authority:
+        authority = "***@" + authority.rsplit("@", 1)[1]
+    return f"{scheme}{sep}{authority}{slash}{path}"
+
+
+def _means_not_found(exc: Exception) -> bool:
+    code = getattr(exc, "error_code", "")
+    return code == "RESOURCE_DOES_NOT_EXIST" or (
+        code == "INVALID_PARAMETER_VALUE" and "not found" in str(exc))
+
+
+class ModelWatcher:
+    """Keeps :attr:`served` in step with the registry's aliases, from a background thread.
+
+    ``on_change`` is called after each swap (metrics); a failed load leaves the old model
+    serving and is retried on the next check.
+    """
+
+    def __init__(self, registry: Registry, check_seconds: float, canary: bool,
+                 on_change: Callable[[ServedModels], None] | None = None,
+                 on_status: Callable[[RegistryStatus], None] | None = None):
+        self.registry = registry
+        self.check_seconds = check_seconds
+        self.canary = canary
+        self.served = ServedModels()
+        self.status = RegistryStatus(False, None, "not asked yet")
+        self.swaps = 0
+        self._on_change = on_change or (lambda served: None)
+        self._on_status = on_status or (lambda status: None)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._failed_versions: dict[str, float] = {}
+
+    # -- one check ---------------------------------------------------------------------------
+    def check_once(self) -> ServedModels:
+        """Ask the registry once and swap in whatever moved. Never raises."""
+        now = datetime.now(timezone.utc)
+        try:
+            wanted = {PRODUCTION: self.registry.alias_version(PRODUCTION)}
+            if self.canary:
+                wanted[STAGING] = self.registry.alias_version(STAGING)
+        except RegistryUnreachable as exc:
+            if self.status.reachable or self.status.checked_at is None:
+                log.warning("%s; still serving %s", exc, self._describe(self.served.production))
+            self._set_status(RegistryStatus(False, now, str(exc)))
+            return self.served
+        if not self.status.reachable:
+            log.info("model registry at %s answers", self.registry.where)
+        self._set_status(RegistryStatus(True, now))
+
+        current = self.served
+        production = self._resolve(current.production, wanted[PRODUCTION], PRODUCTION)
+        staging = self._resolve(current.staging, wanted.get(STAGING), STAGING) if self.canary else None
+        if production is not current.production or staging is not current.staging:
+            # The one assignment requests observe: old readers keep their snapshot.
+            self.served = ServedModels(production, staging)
+            self.swaps += 1
+            self._on_change(self.served)
+        return self.served
+
+    def _resolve(self, loaded: LoadedModel | None, version: str | None, alias: str) -> LoadedModel | None:
+        if version is None:
+            # The alias was removed: keep serving what we have rather than failing requests.
+            return loaded
+        if loaded is not None and loaded.version == version:
+            return loaded
+        retry_at = self._failed_versions.get(version)
+        if retry_at is not None and time.monotonic() < retry_at:
+            return loaded
+        started = time.perf_counter()
+        try:
+            fresh = self.registry.load(version, alias)
+        except Exception:
+            log.exception("could not load %s version %s for alias %s; keeping %s",
+                          self.registry.model_name, version, alias, self._describe(loaded))
+            self._failed_versions[version] = time.monotonic() + 30
+            return loaded
+        log.info("loaded %s version %s (%s) in %.1fs; was %s", fresh.name, version, alias,
+                 time.perf_counter() - started, self._describe(loaded))
+        return fresh
+
+    def _set_status(self, status: RegistryStatus) -> None:
+        self.status = status
+        self._on_status(status)
+
+    @staticmethod
+    def _describe(loaded: LoadedModel | None) -> str:
+        return f"version {loaded.version}" if loaded else "no model"
+
+    # -- the thread --------------------------------------------------------------------------
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="model-watcher", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.check_once()
+            self._stop.wait(self.check_seconds)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=self.registry.timeout_s + 5)
+        self.registry.close()

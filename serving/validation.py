@@ -1,0 +1,97 @@
+"""Turning a /v1/score body into validated DiagnosticSubmitted events, or the reasons it cannot be.
+
+The per-event checks are the contract's own (``schemas.events.validate_event``): the endpoint,
+the stream and the tests refuse exactly the same events for exactly the same reasons.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from schemas.events import DIAGNOSTIC_SUBMITTED, validate_event
+
+
+@dataclass(frozen=True)
+class ItemProblem:
+    """Why one item of the body was refused (index in the list; 0 for a single object)."""
+
+    index: int
+    event_id: str | None
+    reason_code: str
+    reason: str
+    problems: tuple[dict[str, str], ...]
+
+    def as_json(self) -> dict[str, Any]:
+        return {"index": self.index, "event_id": self.event_id, "reason_code": self.reason_code,
+                "reason": self.reason, "problems": list(self.problems)}
+
+
+@dataclass(frozen=True)
+class ParsedBody:
+    """Either every event is valid (``events``), or ``problems`` says what is wrong."""
+
+    events: list[dict[str, Any]]
+    problems: list[ItemProblem]
+    error_code: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def _body_problem(code: str, message: str) -> ParsedBody:
+    return ParsedBody([], [ItemProblem(0, None, code, f"{code}: {message}",
+                                       ({"code": code, "path": "", "message": message},))], code)
+
+
+def parse_submissions(raw: bytes, max_batch: int, now: datetime | None = None) -> ParsedBody:
+    """Decode a body holding one DiagnosticSubmitted object or a list of them, and validate each.
+
+    The whole request is refused when any item is invalid; every invalid item is listed.
+
+    >>> parse_submissions(b"[]", 10).error_code
+    'empty_batch'
+    >>> parse_submissions(b"{", 10).problems[0].reason_code
+    'not_json'
+    >>> [p.reason_code for p in parse_submissions(b'[{"subject": "art"}]', 10).problems]
+    ['missing_field']
+    """
+    try:
+        decoded = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        return _body_problem("not_json", f"the body is not a JSON document: {str(exc)[:120]}")
+    if isinstance(decoded, dict):
+        items = [decoded]
+    elif isinstance(decoded, list):
+        items = decoded
+        if not items:
+            return _body_problem("empty_batch", "the list holds no submissions")
+        if len(items) > max_batch:
+            return _body_problem("too_many_items", f"{len(items)} submissions in one request; "
+                                 f"at most {max_batch} are accepted (serving.max_batch)")
+    else:
+        return _body_problem("not_an_object", "send one DiagnosticSubmitted JSON object or a list of them")
+
+    events: list[dict[str, Any]] = []
+    problems: list[ItemProblem] = []
+    for index, item in enumerate(items):
+        verdict = validate_event(DIAGNOSTIC_SUBMITTED, item, now)
+        if verdict.ok:
+            events.append(item)
+            continue
+        event_id = item.get("event_id") if isinstance(item, dict) else None
+        problems.append(ItemProblem(
+            index=index,
+            event_id=event_id if isinstance(event_id, str) else None,
+            reason_code=verdict.reason_code or "invalid",
+            reason=verdict.reason or "invalid",
+            problems=tuple({"code": p.code, "path": p.path, "message": p.message}
+                           for p in verdict.problems[:20]),
+        ))
+    if problems:
+        return ParsedBody([], problems, "invalid_event")
+    return ParsedBody(events, [])

@@ -1,0 +1,140 @@
+"""BI access: the daily aggregate with small-cell suppression, and SQL through the Thrift server."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from bi.daily_summary import refresh_daily_summary
+from learnscore.lake import ensure_spark_tables, read_table
+from learnscore.stack.processes import free_port
+from schemas.tables import TABLES
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+DAY1 = datetime(2026, 11, 2, 9, 0, tzinfo=timezone.utc)
+
+
+def _write(spark, config, name, rows):
+    from pyspark.sql.types import StructType
+
+    ensure_spark_tables(spark, config, [name])
+    table = TABLES[name]
+    spark.createDataFrame([tuple(row.get(c) for c in table.column_names) for row in rows],
+                          StructType.fromDDL(table.ddl)) \
+        .write.format("delta").mode("append").save(config.table_path(name))
+
+
+def _seed(spark, config):
+    """Day 1 math grade 4: 12 learners (kept); day 1 reading grade 4: 3 learners (suppressed)."""
+    predictions, outcomes = [], []
+    for i in range(15):
+        math = i < 12
+        score = 40.0 + i
+        level = "developing" if score < 50 else "proficient"
+        event_id = f"00000000-0000-4000-8000-{i:012d}"
+        predictions.append({"event_id": event_id, "learner_key": f"k{i}", "assessment_id": "a",
+                            "subject": "math" if math else "reading", "grade_level": 4,
+                            "event_time": DAY1 + timedelta(minutes=i), "progress_score": score,
+                            "comprehension_level": level, "p_beginner": 0.1, "p_developing": 0.4,
+                            "p_proficient": 0.4, "p_advanced": 0.1, "model_name": "m", "model_version": "1",
+                            "scored_at": DAY1 + timedelta(minutes=i, seconds=1), "latency_s": 1.0, "batch_id": 0})
+        if math and i % 2 == 0:
+            outcomes.append({"event_id": event_id, "learner_key": f"k{i}", "subject": "math", "grade_level": 4,
+                             "event_time": DAY1 + timedelta(minutes=i), "model_version": "1",
+                             "progress_score": score, "comprehension_level": level,
+                             "observed_progress_score": score + 4, "observed_comprehension_level": level,
+                             "abs_error": 4.0, "level_correct": True, "outcome_time": DAY1 + timedelta(days=20),
+                             "joined_at": DAY1 + timedelta(days=20)})
+    _write(spark, config, "gold.predictions", predictions)
+    _write(spark, config, "gold.prediction_outcomes", outcomes)
+
+
+def test_daily_summary_suppresses_small_cells_and_is_idempotent(spark, config):
+    _seed(spark, config)
+    assert refresh_daily_summary(spark, config) == 1
+    first = read_table(config, "gold.daily_summary")
+    assert refresh_daily_summary(spark, config) == 1
+    again = read_table(config, "gold.daily_summary")
+
+    assert len(again) == 1
+    row = again.iloc[0]
+    assert (str(row["day"]), row["subject"], row["grade_level"], row["submissions"], row["learners"]) == (
+        "2026-11-02", "math", 4, 12, 12)
+    assert row["mean_predicted_score"] == pytest.approx(45.5)
+    assert (row["share_developing"], row["share_proficient"]) == (pytest.approx(10 / 12), pytest.approx(2 / 12))
+    assert (row["outcomes"], row["mean_abs_error"]) == (6, 4.0)
+    assert first.drop(columns="updated_at").equals(again.drop(columns="updated_at"))
+
+
+def _wait_for_port(port: int, process: subprocess.Popen, log_file: Path, timeout_s: float = 240) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"learnscore bi exited early:\n{log_file.read_text()[-4000:]}")
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(1)
+    raise AssertionError(f"the Thrift server did not listen within {timeout_s}s:\n{log_file.read_text()[-4000:]}")
+
+
+def _beeline(port: int, sql: str, first_column: str) -> list[dict[str, str]]:
+    import pyspark
+
+    beeline = Path(pyspark.__file__).parent / "bin" / "beeline"
+    answer = subprocess.run([str(beeline), "-u", f"jdbc:hive2://127.0.0.1:{port}/", "--silent=true",
+                             "--outputformat=csv2", "-e", sql], capture_output=True, text=True, timeout=180,
+                            env={**os.environ, "SPARK_HOME": str(beeline.parent.parent)})
+    assert answer.returncode == 0, answer.stderr[-3000:]
+    # Beeline echoes its prompt ("0: jdbc:hive2://...> ") in front of the header row.
+    lines = [re.sub(r"^\d+: jdbc:hive2://\S*> ", "", line) for line in answer.stdout.splitlines() if line.strip()]
+    starts = [n for n, line in enumerate(lines) if line.split(",")[0] == first_column]
+    assert starts, f"no {first_column} header in beeline's output:\n{answer.stdout[-2000:]}"
+    return list(csv.DictReader(io.StringIO("\n".join(lines[starts[0]:]))))
+
+
+@pytest.mark.slow
+def test_thrift_server_and_deltalake_agree_on_gold_predictions(spark, config, tmp_path):
+    _seed(spark, config)
+    refresh_daily_summary(spark, config)
+    port = free_port()
+    log_file = tmp_path / "bi.log"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "LEARNSCORE__STATE_DIR": str(tmp_path / "state"),
+           "LEARNSCORE__LAKE__ROOT": config.lake.root, "LEARNSCORE__BI__THRIFT_PORT": str(port),
+           "LEARNSCORE__SPARK__MASTER": "local[1]"}
+    with open(log_file, "wb") as log:
+        process = subprocess.Popen([sys.executable, "-m", "learnscore", "bi"], cwd=ROOT, env=env,
+                                   stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        _wait_for_port(port, process, log_file)
+        via_jdbc = _beeline(port, "SELECT event_id, subject, progress_score, model_version "
+                                  "FROM gold.predictions ORDER BY event_id", "event_id")
+        summary = _beeline(port, "SELECT subject, learners FROM gold.daily_summary", "subject")
+        tables = _beeline(port, "SHOW TABLES IN ops", "namespace")
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+    direct = read_table(config, "gold.predictions").sort_values("event_id")
+    assert [(row["event_id"], row["subject"], float(row["progress_score"]), row["model_version"])
+            for row in via_jdbc] == list(zip(direct["event_id"], direct["subject"],
+                                             direct["progress_score"], direct["model_version"]))
+    assert len(via_jdbc) == 15
+    assert summary == [{"subject": "math", "learners": "12"}]
+    assert {"endpoint_requests", "model_events", "stream_progress"} <= {row["tableName"] for row in tables}
