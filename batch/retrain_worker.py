@@ -197,10 +197,12 @@ class RetrainWorker:
     def _registered_version(self, run: RetrainRun, window: TrainingWindow):
         """Train and register, unless an interrupted attempt of this run already registered."""
         existing = self._retry("looking up earlier attempts", lambda: _version_of_run(
-            self.config, run.run_id))
+            self.config, run))
         if existing is not None:
             log.info("retrain run %s already registered version %s before it was interrupted: "
                      "not training again", run.run_id, existing["version"])
+            self._retry("tagging the version", lambda: _tag_version(
+                self.config, existing["version"], run))
             return existing["version"], existing["run_id"], {}
         trainer = (load_callable(self._trainer) if isinstance(self._trainer, str)
                    else self._trainer)
@@ -426,11 +428,16 @@ def _tag_version(config: Config, version: str, run: RetrainRun) -> None:
     client.set_model_version_tag(name, version, "retrain_trigger", run.trigger)
 
 
-def _version_of_run(config: Config, run_id: str) -> dict[str, str] | None:
-    """The version an earlier attempt of ``run_id`` registered and tagged, if any."""
+def _version_of_run(config: Config, run: RetrainRun) -> dict[str, str] | None:
+    """The version an earlier attempt of ``run`` registered, if any: tagged with the run id
+    by the worker, or — killed before it could tag — with the run's request ids by the trainer
+    (``batch.train.train_model`` tags ``request_id``)."""
     client = _client(config)
-    found = client.search_model_versions(
-        f"name = '{config.mlflow.model_name}' and tags.retrain_run_id = '{run_id}'")
+    name = config.mlflow.model_name
+    found = client.search_model_versions(f"name = '{name}' and tags.retrain_run_id = '{run.run_id}'")
+    if not found:
+        joined = ",".join(run.request_ids)
+        found = client.search_model_versions(f"name = '{name}' and tags.request_id = '{joined}'")
     if not found:
         return None
     latest = max(found, key=lambda v: int(v.version))
