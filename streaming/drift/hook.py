@@ -68,19 +68,23 @@ class DriftHook:
         self._monitor: DriftMonitor | None = None
         self._last_batch_id: int | None = None
 
-    @property
-    def monitor(self) -> DriftMonitor:
-        """The monitor as of the last applied batch (loaded from the state file once)."""
+    def _load(self) -> None:
         if self._monitor is None:
             state = self.store.load()
             self._monitor = (DriftMonitor.from_state(state.monitor, self.settings)
                              if state.monitor else DriftMonitor(self.settings))
             self._last_batch_id = state.last_batch_id
+
+    @property
+    def monitor(self) -> DriftMonitor:
+        """The monitor as of the last applied batch (loaded from the state file once)."""
+        self._load()
         return self._monitor
 
     @property
     def last_batch_id(self) -> int:
-        self.monitor  # noqa: B018 - loads the state
+        """The last micro-batch the detectors were fed (−1 before the first)."""
+        self._load()
         return self._last_batch_id
 
     def __call__(self, batch_id: int, predictions=None, outcomes=None, *,
