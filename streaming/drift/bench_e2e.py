@@ -15,6 +15,7 @@ and model name; the broker is the configured one (``learnscore stack up``).
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 import uuid
@@ -84,9 +85,15 @@ def measure_onset_to_production(config, *, warmup_s: float = 90.0, rate: float =
                            name="simulator", daemon=True)
     sim.start()
     onset = started + timedelta(seconds=warmup_s)
-    result: dict[str, Any] = {"rate_per_s": rate, "outcome_delay_s": outcome_delay_s,
-                              "warmup_s": warmup_s, "initial_version": initial.version,
-                              "onset": onset.isoformat()}
+    result: dict[str, Any] = {
+        "measured_at": started.isoformat(timespec="seconds"), "rate_per_s": rate,
+        "outcome_delay_s": outcome_delay_s, "warmup_s": warmup_s, "scenario": "concept-shift",
+        "initial_version": initial.version, "onset": onset.isoformat(),
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+        "settings": {"drift": config.drift.model_dump(mode="json"),
+                     "retrain": config.retrain.model_dump(mode="json"),
+                     "gates": config.gates.model_dump(mode="json"),
+                     "streaming.trigger_seconds": config.streaming.trigger_seconds}}
     new_version_rows = None
     try:
         deadline = time.monotonic() + warmup_s + timeout_s
