@@ -172,6 +172,12 @@ def make_drift_hook(config: Config, checkpoint_dir: str, *, spark=None, producer
                      item_bank_loader(config), submissions)
 
 
+def drift_hooks(config: Config, checkpoint_dir: str, *, spark=None) -> list[DriftHook]:
+    """The after-scoring hooks the scorer runs for drift: ``[hook]``, or ``[]`` when
+    ``drift.enabled`` is false. ``checkpoint_dir`` is the scorer query's checkpoint folder."""
+    return [make_drift_hook(config, checkpoint_dir, spark=spark)] if config.drift.enabled else []
+
+
 def write_drift_events(spark, config: Config, rows: list[dict[str, Any]], app_id: str,
                        batch_id: int) -> None:
     """Append rows to ``ops.drift_events`` once per (app id, batch id) — Delta skips a repeat."""
