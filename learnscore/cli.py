@@ -244,6 +244,33 @@ def retrain_worker(
                    f"{run.model_version or '-'}, promoted {bool(run.promoted)})")
 
 
+# -- stream -----------------------------------------------------------------------------------
+stream_app = typer.Typer(help="The streaming scorer (Kafka → Delta bronze/silver/gold).", no_args_is_help=True)
+app.add_typer(stream_app, name="stream")
+
+
+@stream_app.command("start")
+def stream_start(
+    until_idle: Annotated[Optional[float], typer.Option(
+        "--until-idle", min=0, help="Stop after this many seconds without new events (and nothing "
+                                    "left that could be scored).")] = None,
+    max_batches: Annotated[Optional[int], typer.Option(
+        "--max-batches", min=1, help="Stop after this many micro-batches.")] = None,
+) -> None:
+    """Run the streaming scorer until stopped (Ctrl-C / SIGTERM finish the micro-batch in flight)."""
+    from streaming.drift.hook import drift_hooks
+    from streaming.job import QUERY_NAME, ScorerFailed, run_scorer
+
+    config = get_config()
+    try:
+        summary = run_scorer(config, until_idle_s=until_idle, max_batches=max_batches,
+                             hooks=drift_hooks(config, config.checkpoint_path(QUERY_NAME)))
+    except ScorerFailed as exc:
+        fail(f"{exc}. Fix the cause and start it again: it resumes from its checkpoint.")
+    typer.echo(f"scorer stopped ({summary.stopped_because}) after {summary.batches} micro-batches; "
+               f"{summary.pending_unscored} submissions wait to be scored")
+
+
 # -- serving, dashboard, BI -----------------------------------------------------------------
 @app.command()
 def serve(
@@ -314,6 +341,24 @@ def bench_serve(
     for key in ("p50_ms", "p99_ms", "max_rps"):
         typer.echo(f"{key:<8} {result[key]}")
     typer.echo(f"written  {result['written_to']}")
+
+
+@bench_app.command("stream")
+def bench_stream(
+    events: Annotated[int, typer.Option(min=1000, help="Backlog of submissions to drain.")] = 200_000,
+    rate: Annotated[float, typer.Option(min=1, help="Submissions per second for the latency run.")] = 500.0,
+    latency_seconds: Annotated[float, typer.Option(min=5, help="Length of the latency run.")] = 60.0,
+    output: Annotated[str, typer.Option(help="Where the JSON goes.")] = "bench/results/stream.json",
+) -> None:
+    """Throughput draining a backlog, latency at a steady rate, and the raw model speed."""
+    from streaming.bench import run_stream_benchmark
+
+    result = run_stream_benchmark(get_config(), events=events, rate=rate,
+                                  latency_seconds=latency_seconds, output=output)
+    for key in ("throughput_eps", "latency_p50_s", "latency_p95_s", "latency_p99_s", "raw_model_eps",
+                "ratio_to_raw"):
+        typer.echo(f"{key:<16} {result.get(key)}")
+    typer.echo(f"written to {output}")
 
 
 # -- simulate ---------------------------------------------------------------------------------
@@ -620,6 +665,27 @@ def bench_model(
         typer.echo(f"spark_udf      {udf['rows_per_s_wall']:,.0f} rows/s on {udf['master']} "
                    f"({udf['rows']} rows, {udf['partitions']} partitions)")
     typer.echo(f"load average {results['machine']['load_average']}; written to {RESULTS}")
+
+
+@app.command()
+def demo(
+    duration: Annotated[float, typer.Option(help="Seconds of live streaming (Ctrl-C stops earlier).")] = 600.0,
+    fast: Annotated[bool, typer.Option("--fast", help="The same story compressed to under 3 minutes.")] = False,
+    scenario: Annotated[str, typer.Option(help="Drift scenario to inject: concept-shift, weaker-cohort, "
+                                               "item-bank-change, response-time-unit-change.")] = "concept-shift",
+    drift_after: Annotated[Optional[float], typer.Option(help="Seconds into the live stream when the drift starts.")] = None,
+    rate: Annotated[Optional[float], typer.Option(help="Live submissions per second.")] = None,
+) -> None:
+    """The live demo: stack, first model, scorer, retrain worker, endpoint, dashboard, drift → v2."""
+    from learnscore.demo import Demo, DemoOptions
+
+    overrides = {key: value for key, value in
+                 (("scenario", scenario), ("drift_after_s", drift_after), ("rate", rate)) if value is not None}
+    options = (DemoOptions.compressed(**overrides) if fast
+               else DemoOptions(duration_s=duration, **overrides))
+    report = Demo(get_config(), options, say=typer.echo).run()
+    versions = " → ".join(f"v{v}" for v in report.versions_seen)
+    typer.echo(f"demo finished: production versions seen {versions}; logs in {get_config().state_dir / 'logs'}")
 
 
 def run() -> None:
