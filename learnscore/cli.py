@@ -23,11 +23,15 @@ app = typer.Typer(
 )
 stack_app = typer.Typer(help="The local stack: Kafka broker and MLflow.", no_args_is_help=True)
 app.add_typer(stack_app, name="stack")
+monitor_app = typer.Typer(help="Scheduled monitoring reports.", no_args_is_help=True)
+app.add_typer(monitor_app, name="monitor")
 simulate_app = typer.Typer(help="Simulated learners: a live stream into Kafka or a history.",
                            no_args_is_help=True)
 app.add_typer(simulate_app, name="simulate")
 schemas_app = typer.Typer(help="The event contracts.", no_args_is_help=True)
 app.add_typer(schemas_app, name="schemas")
+bench_app = typer.Typer(help="Benchmarks; figures go to bench/results/*.json.", no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
 
 
 class _State:
@@ -131,6 +135,115 @@ def stack_status() -> None:
     typer.echo(f"{'state':<10} {config.state_dir}")
 
 
+@monitor_app.command("drift")
+def monitor_drift(
+    window: Annotated[str, typer.Option(help="Window length, e.g. 1h, 15m, 1d.")] = "1h",
+    windows: Annotated[int, typer.Option(min=1, help="How many complete windows to report, newest last.")] = 24,
+) -> None:
+    """Drift metrics (PSI, KS, Jensen-Shannon) per feature and segment into ops.drift_metrics."""
+    from batch.drift_report import DriftReportError, run_drift_report
+    from batch.retrain_policy import parse_duration
+    from learnscore.spark import create_spark_session
+    from learnscore.tracking import use_mlflow
+
+    config = get_config()
+    try:
+        length = parse_duration(window)
+    except ValueError as exc:
+        fail(f"--window: {exc}")
+    use_mlflow(config)
+    spark = create_spark_session(config, app_name="learnscore-drift-report")
+    try:
+        summary = run_drift_report(spark, config, window=length, windows=windows)
+    except DriftReportError as exc:
+        fail(str(exc))
+    finally:
+        spark.stop()
+    typer.echo(f"baseline: {summary.baseline.how}")
+    typer.echo(f"{summary.rows} rows into ops.drift_metrics for {len(summary.window_starts)} "
+               f"windows from {summary.window_starts[0].isoformat()} "
+               f"({summary.cells_suppressed} small cells left out)")
+
+
+# -- bench ------------------------------------------------------------------------------------
+@bench_app.command("drift")
+def bench_drift(
+    stationary: Annotated[int, typer.Option(help="Submissions of the stationary stream (false alarms).")] = 1_000_000,
+    onset: Annotated[int, typer.Option(help="Submission at which each scenario starts.")] = 30_000,
+    scenario: Annotated[Optional[list[str]], typer.Option(help="Scenarios to time (default: all four); repeatable.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the simulated history and streams.")] = 11,
+    e2e: Annotated[bool, typer.Option("--e2e", help="Instead: onset → new production version scoring, with the scorer, the worker and the broker running (needs `learnscore stack up`); added to the JSON.")] = False,
+    output: Annotated[str, typer.Option(help="Where the JSON goes.")] = "bench/results/drift.json",
+) -> None:
+    """False retrain requests on a stationary stream and detection delay per drift scenario."""
+    import json
+
+    from streaming.drift.bench import SCENARIOS, run_drift_bench
+
+    path = Path(output)
+    if e2e:
+        from streaming.drift.bench_e2e import measure_onset_to_production
+
+        figures = measure_onset_to_production(get_config())
+        result = json.loads(path.read_text()) if path.exists() else {"benchmark": "drift"}
+        result["end_to_end"] = figures
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(result, indent=2, default=str) + "\n")
+        typer.echo(f"onset → new production version scoring: "
+                   f"{figures['onset_to_new_production_scoring_s']} s (target 600 s); "
+                   f"written to {path}")
+        return
+    unknown = sorted(set(scenario or ()) - set(SCENARIOS))
+    if unknown:
+        fail(f"unknown scenario(s) {', '.join(unknown)}; known: {', '.join(SCENARIOS)}")
+    result = run_drift_bench(get_config(), stationary_submissions=stationary, onset=onset,
+                             seed=seed, scenarios=tuple(scenario or SCENARIOS))
+    if path.exists():  # keep an end-to-end figure measured earlier
+        previous = json.loads(path.read_text())
+        if "end_to_end" in previous:
+            result["end_to_end"] = previous["end_to_end"]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2, default=str) + "\n")
+    if "stationary" in result:
+        s = result["stationary"]
+        typer.echo(f"stationary: {s['retrain_requests']} retrain requests in {s['submissions']:,} "
+                   f"submissions ({s['drift_events']} drift events)")
+    for name, entry in result["scenarios"].items():
+        delay = entry.get(entry["measured_by"], "not detected")
+        typer.echo(f"{name}: {delay} {entry['measured_by'].removeprefix('delay_').replace('_', ' ')}"
+                   f" from onset to the first request")
+    typer.echo(f"written to {path}")
+
+
+# -- drift → retrain ------------------------------------------------------------------------
+@app.command("retrain-worker")
+def retrain_worker(
+    every: Annotated[Optional[str], typer.Option(help="Also retrain on a schedule when no model was trained for this long, e.g. 24h.")] = None,
+    policy: Annotated[Optional[str], typer.Option(help="auto: gates then production; manual: leave it as staging (default: retrain.policy).")] = None,
+    trainer: Annotated[str, typer.Option(help="Training function, module:function.")] = "batch.train:train_model",
+    promoter: Annotated[str, typer.Option(help="Promotion function, module:function.")] = "registry.promote:promote",
+    max_runs: Annotated[Optional[int], typer.Option(help="Stop after this many runs.")] = None,
+    idle_exit: Annotated[Optional[float], typer.Option(help="Stop after this many seconds without requests.")] = None,
+) -> None:
+    """Consume model.retrain-requests: one recorded training run per burst of requests."""
+    from batch.retrain_worker import run_retrain_worker
+
+    if policy not in (None, "auto", "manual"):
+        fail(f"--policy must be auto or manual, got {policy!r}")
+    try:
+        made = run_retrain_worker(get_config(), every=every, policy=policy, trainer=trainer,
+                                  promoter=promoter, max_runs=max_runs,
+                                  idle_exit_seconds=idle_exit)
+    except ValueError as exc:
+        fail(str(exc))
+    except KeyboardInterrupt:
+        typer.echo("retrain worker stopped (an unfinished run is redone on the next start)")
+        return
+    for run in made:
+        typer.echo(f"run {run.run_id}: {run.status} (trigger {run.trigger}, version "
+                   f"{run.model_version or '-'}, promoted {bool(run.promoted)})")
+
+
 # -- stream -----------------------------------------------------------------------------------
 stream_app = typer.Typer(help="The streaming scorer (Kafka → Delta bronze/silver/gold).", no_args_is_help=True)
 app.add_typer(stream_app, name="stream")
@@ -145,10 +258,13 @@ def stream_start(
         "--max-batches", min=1, help="Stop after this many micro-batches.")] = None,
 ) -> None:
     """Run the streaming scorer until stopped (Ctrl-C / SIGTERM finish the micro-batch in flight)."""
-    from streaming.job import ScorerFailed, run_scorer
+    from streaming.drift.hook import drift_hooks
+    from streaming.job import QUERY_NAME, ScorerFailed, run_scorer
 
+    config = get_config()
     try:
-        summary = run_scorer(get_config(), until_idle_s=until_idle, max_batches=max_batches)
+        summary = run_scorer(config, until_idle_s=until_idle, max_batches=max_batches,
+                             hooks=drift_hooks(config, config.checkpoint_path(QUERY_NAME)))
     except ScorerFailed as exc:
         fail(f"{exc}. Fix the cause and start it again: it resumes from its checkpoint.")
     typer.echo(f"scorer stopped ({summary.stopped_because}) after {summary.batches} micro-batches; "
@@ -210,8 +326,6 @@ def bi_refresh() -> None:
                f"{config.privacy.min_cell_learners} learners suppressed)")
 
 
-bench_app = typer.Typer(help="Benchmarks; figures go to bench/results/*.json.", no_args_is_help=True)
-app.add_typer(bench_app, name="bench")
 
 
 @bench_app.command("serve")

@@ -110,6 +110,41 @@ class BiConfig(_Section):
     driver_memory: str = "1g"
 
 
+class DriftConfig(_Section):
+    """River drift detectors in the stream (streaming/drift); why these values: detectors.py."""
+
+    enabled: bool = True
+    grade_bands: tuple[tuple[int, int], ...] = ((1, 4), (5, 8), (9, 12))
+    delta: float = Field(1e-5, gt=0, lt=1)
+    clock: int = Field(32, ge=1)
+    min_segment_size: int = Field(1000, ge=10)
+    min_window: int = Field(100, ge=5)
+    min_effect_sigma: float = Field(0.25, ge=0)
+    cooldown_seconds: float = Field(900, ge=0)
+
+    @field_validator("grade_bands")
+    @classmethod
+    def _bands_cover_grades(cls, bands: tuple[tuple[int, int], ...]) -> tuple[tuple[int, int], ...]:
+        grades = sorted(g for low, high in bands for g in range(low, high + 1))
+        if grades != list(range(1, 13)):
+            raise ValueError(f"grade_bands must cover grades 1-12 once each, got {bands}")
+        return bands
+
+
+class RetrainConfig(_Section):
+    """The retrain worker (batch/retrain_worker.py) and its window policy (batch/retrain_policy.py)."""
+
+    policy: Literal["auto", "manual"] = "auto"
+    consumer_group: str = "learnscore-retrain-worker"
+    debounce_seconds: float = Field(30, ge=0)
+    max_wait_seconds: float = Field(300, ge=0)
+    history_days: float = Field(30, gt=0)
+    concept_history_seconds: float = Field(0, ge=0)
+    min_training_rows: int = Field(2000, ge=1)
+    retry_attempts: int = Field(4, ge=1)
+    retry_backoff_seconds: float = Field(2, ge=0)
+
+
 class SimulatorConfig(_Section):
     seed: int = 7
     rate: float = Field(1000.0, gt=0)  # valid submissions per second for `simulate stream`
@@ -173,6 +208,8 @@ class Config(_Section):
     serving: ServingConfig = ServingConfig()
     dashboard: DashboardConfig = DashboardConfig()
     bi: BiConfig = BiConfig()
+    drift: DriftConfig = DriftConfig()
+    retrain: RetrainConfig = RetrainConfig()
     simulator: SimulatorConfig = SimulatorConfig()
     model: ModelConfig = ModelConfig()
     gates: GatesConfig = GatesConfig()

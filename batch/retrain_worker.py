@@ -1,0 +1,487 @@
+"""The retrain worker: ``RetrainRequested`` events in, one training run per burst out.
+
+``learnscore retrain-worker`` consumes ``model.retrain-requests`` in a consumer group with
+auto-commit off and, for each burst of requests:
+
+1. **debounces**: waits until no new request came for ``retrain.debounce_seconds`` (at most
+   ``retrain.max_wait_seconds`` after the first), so nine segments alarming together are one run;
+2. **skips what is done**: a request that already has a final row in ``ops.retrain_runs`` is
+   a redelivery and trains nothing; one with only a ``started`` row was interrupted and is redone;
+3. records ``started``, picks the training window (``batch/retrain_policy.py``), trains with
+   the training job in a Spark session this process owns (the new version gets alias
+   ``staging``, tagged with the run and request ids), then applies the promotion policy —
+   ``auto``: the gates, then ``production``; ``manual``: it waits for ``learnscore promote``;
+4. records the final row (``succeeded`` / ``refused`` / ``failed``), and only then commits
+   the Kafka offsets. A worker killed anywhere in 3–4 gets the requests again on restart and
+   finishes them exactly once.
+
+MLflow / registry errors are retried with exponential back-off; when they persist the run is
+recorded as ``failed`` with the error (and logged) instead of crashing the worker.
+``--every 24h`` also asks for a run when no model has been trained for that long, by sending a
+``schedule`` request (its id is derived from the period, so restarts do not duplicate it).
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import threading
+import time
+import uuid
+from dataclasses import replace
+from datetime import datetime, timedelta, timezone
+from typing import Any, Callable
+
+import orjson
+import pandas as pd
+
+from batch.retrain_policy import (TrainingWindow, choose_window, request_kind, schedule_request,
+                                  widen_to_rows)
+from batch.retrain_runs import (FINAL_STATUSES, RetrainRun, last_training_at, record_run,
+                                request_statuses)
+from learnscore.config import Config
+from schemas import topics
+from schemas.events import RETRAIN_REQUESTED, validate_bytes
+
+log = logging.getLogger(__name__)
+
+RUN_NAMESPACE = uuid.UUID("7c9e2b54-1f0d-4a8e-b3c6-5d2a9e8f1b07")
+ACTOR = "retrain-worker"
+DEFAULT_TRAINER = "batch.train:train_model"
+DEFAULT_PROMOTER = "registry.promote:promote"
+
+
+class RetrainError(RuntimeError):
+    """A step of a run failed for good (after retries); the message says which and why."""
+
+
+class PromotionRefused(RuntimeError):
+    """The gates refused the new version; the run is recorded as ``refused``."""
+
+
+def load_callable(path: str) -> Callable[..., Any]:
+    """``"package.module:function"`` → the function (the CLI's ``--trainer`` option)."""
+    module_name, _, attribute = path.partition(":")
+    if not module_name or not attribute:
+        raise ValueError(f"{path!r} is not 'module:function' (e.g. {DEFAULT_TRAINER})")
+    try:
+        return getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError) as exc:
+        raise ValueError(f"cannot load {path!r}: {exc}") from None
+
+
+def run_id_for(request_ids: list[str]) -> str:
+    """The run serving exactly these requests always has the same id (restarts included)."""
+    return str(uuid.uuid5(RUN_NAMESPACE, ",".join(sorted(request_ids))))
+
+
+def _retryable() -> tuple[type[BaseException], ...]:
+    kinds: list[type[BaseException]] = [ConnectionError, TimeoutError, OSError]
+    try:
+        from mlflow.exceptions import MlflowException
+
+        kinds.append(MlflowException)
+    except ImportError:  # pragma: no cover - mlflow is a dependency
+        pass
+    try:
+        from sqlalchemy.exc import OperationalError
+
+        kinds.append(OperationalError)
+    except ImportError:  # pragma: no cover
+        pass
+    return tuple(kinds)
+
+
+class RetrainWorker:
+    """Turns bursts of retrain requests into recorded training runs.
+
+    ``trainer(spark, config, *, since, until, trigger, request_id)`` must train, register a
+    version with alias ``staging`` and return an object with ``version`` and ``run_id``
+    (the contract of ``batch.train.train_model``). ``promoter(config, version=, actor=,
+    reason=)`` runs the gates and moves ``production`` (``registry.promote.promote``); it
+    raises, or returns an object whose ``promoted`` is False, when the gates refuse.
+    """
+
+    def __init__(self, config: Config, *, policy: str | None = None,
+                 every: timedelta | None = None,
+                 trainer: Callable[..., Any] | str = DEFAULT_TRAINER,
+                 promoter: Callable[..., Any] | str = DEFAULT_PROMOTER,
+                 spark_factory: Callable[[], Any] | None = None,
+                 sleep: Callable[[float], None] = time.sleep):
+        self.config = config
+        self.policy = policy or config.retrain.policy
+        if self.policy not in ("auto", "manual"):
+            raise ValueError(f"policy must be 'auto' or 'manual', got {self.policy!r}")
+        self.every = every
+        self._trainer = trainer
+        self._promoter = promoter
+        self._spark_factory = spark_factory
+        self._spark = None
+        self._sleep = sleep
+        self._scheduled: set[str] = set()
+        self._next_schedule_check = 0.0
+
+    # -- one burst -------------------------------------------------------------------------
+    def handle_burst(self, requests: list[dict[str, Any]],
+                     now: datetime | None = None) -> RetrainRun | None:
+        """Run one training for the not yet handled requests among ``requests`` and record it.
+
+        Returns the final ledger row, or None when every request was already handled.
+        """
+        statuses = request_statuses(self.config)
+        fresh = {r["event_id"]: r for r in requests
+                 if statuses.get(r["event_id"]) not in FINAL_STATUSES}
+        for request in requests:
+            if request["event_id"] not in fresh:
+                log.info("retrain request %s was already handled (%s): nothing to train",
+                         request["event_id"], statuses[request["event_id"]])
+        if not fresh:
+            return None
+        now = now or datetime.now(timezone.utc)
+        request_ids = sorted(fresh)
+        kinds = {request_kind(r) for r in fresh.values()}
+        trigger = ("drift" if any(r.get("trigger") == "drift" for r in fresh.values())
+                   else "schedule" if "schedule" in kinds else "manual")
+        window = self._window(list(fresh.values()), now)
+        run = RetrainRun(run_id=run_id_for(request_ids), trigger=trigger,
+                         request_ids=tuple(request_ids), status="started", started_at=now,
+                         window_start=window.since, window_end=window.until,
+                         message=f"{len(request_ids)} request(s) [{', '.join(sorted(kinds))}]; "
+                                 f"window: {window.reason}")
+        if any(statuses.get(i) == "started" for i in request_ids):
+            log.warning("retrain run %s was interrupted before it finished: running it again",
+                        run.run_id)
+        record_run(self.config, run)
+        final = self._train_and_promote(run, window)
+        record_run(self.config, final)
+        return final
+
+    def _window(self, requests: list[dict[str, Any]], now: datetime) -> TrainingWindow:
+        settings = self.config.retrain
+        window = choose_window(requests, now, history_days=settings.history_days,
+                               concept_history_seconds=settings.concept_history_seconds)
+        return widen_to_rows(window, _recent_labelled_times(self.config, window.until,
+                                                            settings.min_training_rows),
+                             settings.min_training_rows)
+
+    def _train_and_promote(self, run: RetrainRun, window: TrainingWindow) -> RetrainRun:
+        try:
+            version, mlflow_run_id, data_versions = self._registered_version(run, window)
+        except Exception as exc:  # recorded and logged; the worker lives on
+            log.error("retrain run %s failed while training: %s", run.run_id, exc)
+            return run.finished("failed", message=f"{run.message}; training failed: {exc}")
+        run = replace(run, mlflow_run_id=mlflow_run_id, model_version=version,
+                      data_versions=data_versions)
+        if self.policy == "manual":
+            return run.finished("succeeded", promoted=False,
+                                message=f"{run.message}; manual policy: version {version} stays "
+                                        f"'staging' until `learnscore promote --version {version}`")
+        reason = (f"retrain run {run.run_id} ({run.trigger}); requests "
+                  f"{', '.join(run.request_ids)}")
+        try:
+            report = self._retry(f"promoting version {version}",
+                                 lambda: self._call_promoter(version, reason))
+        except PromotionRefused as exc:
+            report_text = _report_text(getattr(exc.__cause__, "report", None) or exc)
+            log.warning("retrain run %s: the gates refused version %s: %s", run.run_id, version,
+                        report_text)
+            return run.finished("refused", promoted=False, gate_report=report_text,
+                                message=f"{run.message}; gates refused version {version}")
+        except Exception as exc:
+            log.error("retrain run %s failed while promoting: %s", run.run_id, exc)
+            return run.finished("failed", promoted=False,
+                                message=f"{run.message}; promotion failed: {exc}")
+        return run.finished("succeeded", promoted=True, gate_report=report,
+                            message=f"{run.message}; version {version} promoted to production")
+
+    def _registered_version(self, run: RetrainRun, window: TrainingWindow):
+        """Train and register, unless an interrupted attempt of this run already registered."""
+        existing = self._retry("looking up earlier attempts", lambda: _version_of_run(
+            self.config, run))
+        if existing is not None:
+            log.info("retrain run %s already registered version %s before it was interrupted: "
+                     "not training again", run.run_id, existing["version"])
+            self._retry("tagging the version", lambda: _tag_version(
+                self.config, existing["version"], run))
+            return existing["version"], existing["run_id"], {}
+        trainer = (load_callable(self._trainer) if isinstance(self._trainer, str)
+                   else self._trainer)
+        result = self._retry("training", lambda: trainer(
+            self.spark, self.config, since=window.since, until=window.until,
+            trigger=run.trigger, request_id=",".join(run.request_ids)))
+        version = str(_field(result, "version"))
+        self._retry("tagging the new version", lambda: _tag_version(
+            self.config, version, run))
+        data_versions = _field(result, "data_versions", default={}) or {}
+        return version, _field(result, "run_id", default=None), dict(data_versions)
+
+    def _call_promoter(self, version: str, reason: str) -> str | None:
+        if _production_version(self.config) == version:
+            # An interrupted attempt promoted it and died before recording: nothing left to do.
+            return f"version {version} was already production (promoted by an earlier attempt)"
+        promoter = (load_callable(self._promoter) if isinstance(self._promoter, str)
+                    else self._promoter)
+        try:
+            result = promoter(self.config, version=version, actor=ACTOR, reason=reason)
+        except _retryable():
+            raise
+        except Exception as exc:
+            # The registry signals a refusal by raising; other failures are not refusals.
+            if _is_refusal(exc):
+                raise PromotionRefused(str(exc)) from exc
+            raise
+        if result is not None and _field(result, "promoted", default=True) is False:
+            raise PromotionRefused(_report_text(_field(result, "report", default=result)))
+        return None if result is None else _report_text(_field(result, "report", default=result))
+
+    def _retry(self, what: str, call: Callable[[], Any]) -> Any:
+        settings = self.config.retrain
+        retryable = _retryable()
+        for attempt in range(1, settings.retry_attempts + 1):
+            try:
+                return call()
+            except PromotionRefused:
+                raise
+            except retryable as exc:
+                if attempt == settings.retry_attempts:
+                    raise RetrainError(f"{what} failed {attempt} times; last error: "
+                                       f"{type(exc).__name__}: {exc}") from exc
+                pause = settings.retry_backoff_seconds * 2 ** (attempt - 1)
+                log.warning("%s failed (attempt %d of %d: %s: %s); retrying in %.0f s", what,
+                            attempt, settings.retry_attempts, type(exc).__name__, exc, pause)
+                self._sleep(pause)
+        raise AssertionError("unreachable")
+
+    @property
+    def spark(self):
+        """The worker's own SparkSession, started on first use (the default trainer needs it)."""
+        if self._spark is None:
+            if self._spark_factory is not None:
+                self._spark = self._spark_factory()
+            else:
+                from learnscore.spark import create_spark_session
+
+                self._spark = create_spark_session(self.config, app_name="learnscore-retrain")
+        return self._spark
+
+    # -- the consumer loop -----------------------------------------------------------------
+    def serve(self, stop: threading.Event | None = None, *, max_runs: int | None = None,
+              idle_exit_seconds: float | None = None) -> list[RetrainRun]:
+        """Consume requests until ``stop`` is set, ``max_runs`` runs are done, or nothing came
+        for ``idle_exit_seconds``. Returns the final rows of the runs it made."""
+        from learnscore.kafka_io import consumer
+
+        stop = stop or threading.Event()
+        settings = self.config.retrain
+        reader = consumer(
+            self.config, self.config.topic(topics.RETRAIN_REQUESTS),
+            group_id=settings.consumer_group, enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            # Training can take longer than kafka-python's 5-minute default between polls;
+            # a crashed worker's requests go to a restarted one after 10 s, not 45 s.
+            max_poll_interval_ms=6 * 3600 * 1000, session_timeout_ms=10_000,
+            heartbeat_interval_ms=3_000)
+        done: list[RetrainRun] = []
+        pending: dict[str, dict[str, Any]] = {}
+        first_at = last_at = idle_since = time.monotonic()
+        log.info("retrain worker: listening on %s (group %s, policy %s%s)",
+                 self.config.topic(topics.RETRAIN_REQUESTS), settings.consumer_group,
+                 self.policy, f", every {self.every}" if self.every else "")
+        try:
+            while not stop.is_set():
+                self._maybe_schedule()
+                polled = reader.poll(timeout_ms=500)
+                moment = time.monotonic()
+                received = [m for batch in polled.values() for m in batch]
+                if received:
+                    idle_since = moment
+                    fresh = self._accept(received, pending)
+                    if fresh and not pending:
+                        first_at = moment
+                    if fresh:
+                        last_at = moment
+                        pending.update(fresh)
+                    if not pending:  # only duplicates / invalid ones: done with them
+                        reader.commit()
+                if pending and (moment - last_at >= settings.debounce_seconds
+                                or moment - first_at >= settings.max_wait_seconds):
+                    run = self.handle_burst(list(pending.values()))
+                    reader.commit()  # only after the run is recorded
+                    pending.clear()
+                    idle_since = time.monotonic()
+                    if run is not None:
+                        done.append(run)
+                    if max_runs is not None and len(done) >= max_runs:
+                        break
+                if (idle_exit_seconds is not None and not pending
+                        and time.monotonic() - idle_since >= idle_exit_seconds):
+                    log.info("retrain worker: idle for %.0f s, stopping", idle_exit_seconds)
+                    break
+        finally:
+            reader.close()
+        return done
+
+    def _accept(self, messages, pending: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        """Valid requests not handled yet; invalid ones are recorded, duplicates logged."""
+        statuses = request_statuses(self.config)
+        fresh: dict[str, dict[str, Any]] = {}
+        for message in messages:
+            verdict = validate_bytes(RETRAIN_REQUESTED, message.value)
+            if not verdict.ok:
+                self._record_invalid(message, verdict.reason)
+                continue
+            request = verdict.event
+            request_id = request["event_id"]
+            if statuses.get(request_id) in FINAL_STATUSES:
+                log.info("retrain request %s redelivered (%s already): nothing to train",
+                         request_id, statuses[request_id])
+            elif request_id in pending or request_id in fresh:
+                log.info("retrain request %s received twice in one burst", request_id)
+            else:
+                log.info("retrain request %s: %s %s %s", request_id, request.get("trigger"),
+                         request.get("statistic") or "", request.get("segment") or "")
+                fresh[request_id] = request
+        return fresh
+
+    def _record_invalid(self, message, reason: str | None) -> None:
+        coordinates = f"{message.topic}/{message.partition}/{message.offset}"
+        log.error("retrain request at %s breaks the RetrainRequested contract: %s; recorded "
+                  "as invalid, not trained", coordinates, reason)
+        now = datetime.now(timezone.utc)
+        record_run(self.config, RetrainRun(
+            run_id=str(uuid.uuid5(RUN_NAMESPACE, coordinates)), trigger="unknown",
+            request_ids=(f"kafka:{coordinates}",), status="invalid", started_at=now,
+            finished_at=now, message=f"invalid request at {coordinates}: {reason}"))
+
+    def _maybe_schedule(self) -> None:
+        """With ``every``: ask for a run when no model was trained for that long."""
+        if self.every is None or time.monotonic() < self._next_schedule_check:
+            return
+        self._next_schedule_check = time.monotonic() + min(60.0, self.every.total_seconds() / 4)
+        now = datetime.now(timezone.utc)
+        last = max([t for t in (last_training_at(self.config),
+                                _last_registration_at(self.config)) if t is not None],
+                   default=None)
+        if last is not None and now - last < self.every:
+            return
+        request = schedule_request(now, self.every)
+        if request["event_id"] in self._scheduled:
+            return
+        from learnscore.kafka_io import producer
+
+        writer = producer(self.config)
+        try:
+            writer.send(self.config.topic(topics.RETRAIN_REQUESTS), key=b"schedule",
+                        value=orjson.dumps(request)).get(timeout=self.config.kafka.request_timeout_s)
+        finally:
+            writer.close()
+        self._scheduled.add(request["event_id"])
+        log.info("schedule: no model trained since %s (every %s): asked for run %s",
+                 last.isoformat() if last else "ever", self.every, request["event_id"])
+
+
+# -- registry and lake helpers -------------------------------------------------------------------
+def _field(result: Any, name: str, default: Any = ...) -> Any:
+    if isinstance(result, dict):
+        value = result.get(name, default)
+    else:
+        value = getattr(result, name, default)
+    if value is ...:
+        raise RetrainError(f"the trainer returned {type(result).__name__} without {name!r}")
+    return value
+
+
+def _is_refusal(exc: Exception) -> bool:
+    """``registry.gates.GateRefused`` (or a trainer's own refusal type) — by name, so the
+    worker does not import the registry before it needs it."""
+    name = type(exc).__name__.lower()
+    return any(word in name for word in ("gate", "refus", "reject"))
+
+
+def _report_text(report: Any) -> str:
+    """A gate report as text: its ``summary()`` when it has one."""
+    summary = getattr(report, "summary", None)
+    return str(summary() if callable(summary) else report)
+
+
+def _production_version(config: Config) -> str | None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        version = _client(config).get_model_version_by_alias(config.mlflow.model_name, "production")
+    except MlflowException:
+        return None
+    return str(version.version)
+
+
+def _client(config: Config):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=config.mlflow.tracking_uri, registry_uri=config.registry_uri)
+
+
+def _tag_version(config: Config, version: str, run: RetrainRun) -> None:
+    client = _client(config)
+    name = config.mlflow.model_name
+    client.set_model_version_tag(name, version, "retrain_run_id", run.run_id)
+    client.set_model_version_tag(name, version, "retrain_request_ids", ",".join(run.request_ids))
+    client.set_model_version_tag(name, version, "retrain_trigger", run.trigger)
+
+
+def _version_of_run(config: Config, run: RetrainRun) -> dict[str, str] | None:
+    """The version an earlier attempt of ``run`` registered, if any: tagged with the run id
+    by the worker, or — killed before it could tag — with the run's request ids by the trainer
+    (``batch.train.train_model`` tags ``request_id``)."""
+    client = _client(config)
+    name = config.mlflow.model_name
+    found = client.search_model_versions(f"name = '{name}' and tags.retrain_run_id = '{run.run_id}'")
+    if not found:
+        joined = ",".join(run.request_ids)
+        found = client.search_model_versions(f"name = '{name}' and tags.request_id = '{joined}'")
+    if not found:
+        return None
+    latest = max(found, key=lambda v: int(v.version))
+    return {"version": str(latest.version), "run_id": latest.run_id}
+
+
+def _last_registration_at(config: Config) -> datetime | None:
+    try:
+        versions = _client(config).search_model_versions(f"name = '{config.mlflow.model_name}'")
+    except Exception as exc:  # the schedule then relies on the ledger alone
+        log.warning("could not read the registry for the schedule: %s", exc)
+        return None
+    if not versions:
+        return None
+    newest = max(v.creation_timestamp for v in versions)
+    return datetime.fromtimestamp(newest / 1000, tz=timezone.utc)
+
+
+def _recent_labelled_times(config: Config, until: datetime, limit: int) -> list[datetime]:
+    """Event times of the newest ``limit`` labelled predictions before ``until``, newest first."""
+    from learnscore.lake import read_table
+
+    frame = read_table(config, "gold.prediction_outcomes", columns=["event_time"])
+    if frame.empty:
+        return []
+    times = pd.to_datetime(frame["event_time"], utc=True)
+    return [t.to_pydatetime() for t in times[times < until].nlargest(limit)]
+
+
+def run_retrain_worker(config: Config, *, every: str | None = None, policy: str | None = None,
+                       trainer: str = DEFAULT_TRAINER, promoter: str = DEFAULT_PROMOTER,
+                       max_runs: int | None = None,
+                       idle_exit_seconds: float | None = None) -> list[RetrainRun]:
+    """The ``learnscore retrain-worker`` command: serve until Ctrl-C / SIGTERM."""
+    import signal
+
+    from batch.retrain_policy import parse_duration
+
+    worker = RetrainWorker(config, policy=policy,
+                           every=parse_duration(every) if every else None,
+                           trainer=trainer, promoter=promoter)
+    stop = threading.Event()
+    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        return worker.serve(stop, max_runs=max_runs, idle_exit_seconds=idle_exit_seconds)
+    finally:
+        signal.signal(signal.SIGTERM, previous)

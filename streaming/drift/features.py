@@ -1,0 +1,145 @@
+"""The covariate signals of scored rows, from the shared feature code.
+
+The detectors watch three features (accuracy, ability estimate, mean log response time). When
+the stream hands the drift hook its scored rows *with* those columns they are used as they are;
+when it hands the model input instead (the ``responses`` of ``silver.submissions``, or its
+flattened list columns), they are computed here with :func:`schemas.features.compute_features`
+and the item bank of the model version that scored each row — the same numbers the model saw.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable
+
+import pandas as pd
+
+log = logging.getLogger(__name__)
+
+DRIFT_FEATURES = ("accuracy", "ability", "mean_log_time")
+KEY_COLUMNS = ("event_id", "event_time", "subject", "grade_level", "model_version",
+               "progress_score")
+
+
+class MissingModelInput(KeyError):
+    """Scored rows carry neither the drift features nor the model input to compute them."""
+
+
+def item_bank_loader(config) -> Callable[[str], Any]:
+    """``version → ItemBank`` of a registered version, each loaded once (safe skops loader)."""
+    cache: dict[str, Any] = {}
+
+    def item_bank(version: str):
+        if version not in cache:
+            import mlflow
+
+            uri = f"models:/{config.mlflow.model_name}/{version}"
+            cache[version] = raw_model(mlflow.pyfunc.load_model(uri)).item_bank
+            log.info("drift: loaded the item bank of %s for the covariate signals", uri)
+        return cache[version]
+
+    return item_bank
+
+
+def raw_model(pyfunc_model):
+    """The object a pyfunc model wraps (our ``DiagnosticModel``, built by its safe loader).
+
+    ``get_raw_model()`` is MLflow's public way, but models logged with a ``loader_module``
+    (ours: ``batch.model_loader``) do not implement it in MLflow 3; the wrapped object is then
+    the pyfunc's ``_model_impl`` (MLflow is pinned).
+    """
+    try:
+        return pyfunc_model.get_raw_model()
+    except NotImplementedError:
+        return pyfunc_model._model_impl
+
+
+def with_drift_features(frame, item_bank: Callable[[str], Any],
+                        submissions: Callable[[], Any] | None = None) -> pd.DataFrame:
+    """Scored rows as pandas with :data:`KEY_COLUMNS` and :data:`DRIFT_FEATURES`.
+
+    ``frame`` is pandas or Spark; Spark frames are reduced on the executors and only those
+    columns reach the driver. A Spark frame with neither the features nor the model input
+    (``gold.predictions`` rows) is joined on ``event_id`` with ``submissions()`` (a
+    ``silver.submissions`` DataFrame) for its responses — a fallback that reads that table
+    once per batch; passing the model input along avoids it.
+    """
+    columns = list(frame.columns)
+    missing_keys = [c for c in KEY_COLUMNS if c not in columns]
+    if missing_keys:
+        raise MissingModelInput(f"scored rows for drift detection lack {missing_keys}; they have "
+                                f"{sorted(columns)}")
+    if all(feature in columns for feature in DRIFT_FEATURES):
+        if isinstance(frame, pd.DataFrame):
+            return frame[[*KEY_COLUMNS, *DRIFT_FEATURES]]
+        return frame.select(*KEY_COLUMNS, *DRIFT_FEATURES).toPandas()
+    if isinstance(frame, pd.DataFrame):
+        return _features_pandas(_model_input_pandas(frame), item_bank)
+    from schemas.features import MODEL_INPUT_COLUMNS
+
+    has_input = "responses" in columns or all(c in columns for c in MODEL_INPUT_COLUMNS)
+    if not has_input and submissions is not None:
+        _warn_join_once()
+        frame = frame.join(submissions().select("event_id", "responses"), "event_id")
+    return _features_spark(frame, item_bank)
+
+
+_warned: list[bool] = []
+
+
+def _warn_join_once() -> None:
+    if not _warned:
+        _warned.append(True)
+        log.warning("drift: scored rows come without features or model input; joining "
+                    "silver.submissions for their responses on every batch (pass the responses "
+                    "to the after-scoring hooks to avoid this read)")
+
+
+def _model_input_pandas(frame: pd.DataFrame) -> pd.DataFrame:
+    from schemas.features import MODEL_INPUT_COLUMNS, RESPONSE_COLUMNS
+
+    if all(column in frame.columns for column in MODEL_INPUT_COLUMNS):
+        return frame
+    if "responses" not in frame.columns:
+        raise MissingModelInput(
+            f"scored rows for drift detection need the features {list(DRIFT_FEATURES)} or the "
+            f"model input (a 'responses' column, or {list(MODEL_INPUT_COLUMNS)}); they have "
+            f"{sorted(frame.columns)}")
+    flat = {column: [[r[column] for r in responses] for responses in frame["responses"]]
+            for column in RESPONSE_COLUMNS}
+    return frame.assign(**flat)
+
+
+def _features_pandas(frame: pd.DataFrame, item_bank: Callable[[str], Any]) -> pd.DataFrame:
+    from schemas.features import MODEL_INPUT_COLUMNS, compute_features
+
+    parts = []
+    for version, rows in frame.groupby(frame["model_version"].astype(str), sort=False):
+        features = compute_features(rows[list(MODEL_INPUT_COLUMNS)], item_bank(version))
+        parts.append(rows[list(KEY_COLUMNS)].assign(
+            **{feature: features[feature].to_numpy() for feature in DRIFT_FEATURES}))
+    if not parts:
+        return pd.DataFrame(columns=[*KEY_COLUMNS, *DRIFT_FEATURES])
+    return pd.concat(parts).loc[frame.index]
+
+
+def _features_spark(frame, item_bank: Callable[[str], Any]) -> pd.DataFrame:
+    """One Spark job: the keys and the model input reach the driver, features are computed
+    there with the vectorised shared code (cheaper than a second job for per-version banks)."""
+    from pyspark.sql import functions as F
+
+    from schemas.features import MODEL_INPUT_COLUMNS, spark_model_input_columns
+
+    columns = list(frame.columns)
+    keys = [F.col(c) for c in KEY_COLUMNS if c not in ("subject", "grade_level", "model_version")]
+    version = F.col("model_version").cast("string").alias("model_version")
+    if "responses" in columns:
+        selected = frame.select(*keys, version, *spark_model_input_columns())
+    elif all(column in columns for column in MODEL_INPUT_COLUMNS):
+        selected = frame.select(*keys, version, *MODEL_INPUT_COLUMNS)
+    else:
+        raise MissingModelInput(
+            f"scored rows for drift detection need the features {list(DRIFT_FEATURES)} or the "
+            f"model input (a 'responses' column, or {list(MODEL_INPUT_COLUMNS)}); they have "
+            f"{sorted(columns)}")
+    return _features_pandas(selected.toPandas(), item_bank)

@@ -1,0 +1,252 @@
+"""The drift step of the stream's ``foreachBatch``: detect, persist, then write the findings.
+
+Order of one call for micro-batch ``b`` (exactly once, see ``state.py``):
+
+1. ``b <= last_batch_id``: a replay. The detectors are not fed again; if ``b`` is the last
+   applied batch its outbox is written again (both writes are idempotent) and returned.
+2. Otherwise the monitor observes the batch, and the new monitor state, ``b`` and the batch's
+   outputs are saved in one atomic replace of the state file.
+3. The outputs are written: ``ops.drift_events`` with Delta's ``txnAppId``/``txnVersion``
+   (one app id per stream, version = batch id: a second write of the batch is skipped), and each
+   ``RetrainRequested`` on ``model.retrain-requests`` (key = segment, event id = deterministic
+   request id, so the retrain worker recognises a re-sent request).
+
+A crash between 2 and 3 replays ``b``, which lands in case 1 and writes the outbox.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+import orjson
+import pandas as pd
+
+from learnscore.config import Config
+from schemas import topics
+from streaming.drift.monitor import DriftMonitor, DriftSettings, Finding
+from streaming.drift.records import drift_event_row, retrain_request_event
+from streaming.drift.state import DriftState, DriftStateStore
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "drift/state.json"
+PREDICTION_COLUMNS = ("event_id", "event_time", "subject", "grade_level", "model_version",
+                      "accuracy", "ability", "mean_log_time", "progress_score")
+OUTCOME_COLUMNS = ("event_id", "event_time", "subject", "grade_level", "model_version",
+                   "abs_error", "level_correct")
+
+
+def drift_state_path(checkpoint_dir: str) -> str:
+    """Where the drift state of the stream checkpointed at ``checkpoint_dir`` lives."""
+    return f"{checkpoint_dir.rstrip('/')}/{STATE_FILE}"
+
+
+class DriftHook:
+    """Callable ``hook(batch_id, predictions, outcomes, spark=None, now=None) -> findings``.
+
+    ``predictions`` / ``outcomes`` are pandas or Spark DataFrames (see
+    :meth:`DriftMonitor.observe` for their columns); None or empty is fine.
+    ``write_events(rows, app_id, batch_id)`` and ``send_requests(events)`` are the two outputs;
+    :func:`make_drift_hook` wires them to Delta and Kafka.
+    """
+
+    __name__ = "drift"  # how the stream's per-hook timings name it
+
+    def __init__(self, settings: DriftSettings, state_path: str,
+                 write_events: Callable[[list[dict[str, Any]], str, int], None],
+                 send_requests: Callable[[list[dict[str, Any]]], None],
+                 item_bank: Callable[[str], Any] | None = None,
+                 submissions: Callable[[], Any] | None = None):
+        self.settings = settings
+        self.item_bank = item_bank
+        self.submissions = submissions
+        self.store = DriftStateStore(state_path)
+        self.write_events = write_events
+        self.send_requests = send_requests
+        self._monitor: DriftMonitor | None = None
+        self._last_batch_id: int | None = None
+
+    def _load(self) -> None:
+        if self._monitor is None:
+            state = self.store.load()
+            self._monitor = (DriftMonitor.from_state(state.monitor, self.settings)
+                             if state.monitor else DriftMonitor(self.settings))
+            self._last_batch_id = state.last_batch_id
+
+    @property
+    def monitor(self) -> DriftMonitor:
+        """The monitor as of the last applied batch (loaded from the state file once)."""
+        self._load()
+        return self._monitor
+
+    @property
+    def last_batch_id(self) -> int:
+        """The last micro-batch the detectors were fed (−1 before the first)."""
+        self._load()
+        return self._last_batch_id
+
+    def __call__(self, batch_id: int, predictions=None, outcomes=None, *,
+                 now: datetime | None = None) -> list[dict[str, Any]]:
+        """Apply one micro-batch; return the ``ops.drift_events`` rows it produced."""
+        try:
+            monitor = self.monitor
+            if batch_id <= self._last_batch_id:
+                return self._replay(batch_id)
+            findings = monitor.observe(batch_id, self._predictions(predictions),
+                                       _pandas(outcomes, OUTCOME_COLUMNS),
+                                       now or datetime.now(timezone.utc))
+            outbox = _outbox(batch_id, monitor.stream_id, findings)
+            self.store.save(DriftState(monitor=monitor.to_state(), last_batch_id=batch_id,
+                                       outbox=outbox))
+            self._last_batch_id = batch_id
+        except BaseException:
+            self._monitor = None  # the file is the truth: reload it on the next call
+            raise
+        for finding in findings:
+            _log_finding(finding)
+        self._emit(outbox)
+        return _rows(outbox)
+
+    def _predictions(self, frame) -> pd.DataFrame | None:
+        """Scored rows with the covariate features (computed from the model input if need be)."""
+        if frame is None:
+            return None
+        if all(column in frame.columns for column in PREDICTION_COLUMNS):
+            return _pandas(frame, PREDICTION_COLUMNS)
+        from streaming.drift.features import with_drift_features
+
+        if self.item_bank is None:
+            raise ValueError("scored rows lack the drift features and no item bank loader was "
+                             "given to compute them; build the hook with make_drift_hook")
+        return with_drift_features(frame, self.item_bank, self.submissions)
+
+    def _replay(self, batch_id: int) -> list[dict[str, Any]]:
+        if batch_id < self._last_batch_id:
+            log.info("drift: batch %d replayed, already applied (last %d): skipped",
+                     batch_id, self._last_batch_id)
+            return []
+        outbox = self.store.load().outbox
+        log.info("drift: batch %d replayed: detectors not fed again; re-writing its %d drift "
+                 "events and %d retrain requests", batch_id, len(outbox.get("drift_events", [])),
+                 len(outbox.get("requests", [])))
+        self._emit(outbox)
+        return _rows(outbox)
+
+    def _emit(self, outbox: dict[str, Any]) -> None:
+        rows = _rows(outbox)
+        if rows:
+            self.write_events(rows, outbox["app_id"], outbox["batch_id"])
+        if outbox.get("requests"):
+            self.send_requests(outbox["requests"])
+
+
+def make_drift_hook(config: Config, checkpoint_dir: str, *, spark=None, producer=None) -> DriftHook:
+    """The drift hook of the stream checkpointed at ``checkpoint_dir``, writing to Delta/Kafka.
+
+    The state file lives inside the checkpoint folder, so a new checkpoint (new batch ids)
+    starts new detectors too. ``spark`` defaults to the active session when there is something
+    to write; the Kafka producer is created on the first request.
+    """
+    settings = DriftSettings.from_config(config.drift)
+    producers: list[Any] = [producer] if producer is not None else []
+
+    def write_events(rows: list[dict[str, Any]], app_id: str, batch_id: int) -> None:
+        write_drift_events(spark or _active_spark(), config, rows, app_id, batch_id)
+
+    def send_requests(events: list[dict[str, Any]]) -> None:
+        if not producers:
+            from learnscore.kafka_io import producer as make_producer
+
+            producers.append(make_producer(config))
+        send_retrain_requests(producers[0], config, events)
+
+    from streaming.drift.features import item_bank_loader
+
+    def submissions():
+        return ((spark or _active_spark()).read.format("delta")
+                .load(config.table_path("silver.submissions")))
+
+    return DriftHook(settings, drift_state_path(checkpoint_dir), write_events, send_requests,
+                     item_bank_loader(config), submissions)
+
+
+def drift_hooks(config: Config, checkpoint_dir: str, *, spark=None) -> list[DriftHook]:
+    """The after-scoring hooks the scorer runs for drift: ``[hook]``, or ``[]`` when
+    ``drift.enabled`` is false. ``checkpoint_dir`` is the scorer query's checkpoint folder."""
+    return [make_drift_hook(config, checkpoint_dir, spark=spark)] if config.drift.enabled else []
+
+
+def write_drift_events(spark, config: Config, rows: list[dict[str, Any]], app_id: str,
+                       batch_id: int) -> None:
+    """Append rows to ``ops.drift_events`` once per (app id, batch id) — Delta skips a repeat."""
+    from pyspark.sql.types import StructType
+
+    from learnscore.lake import ensure_spark_tables
+    from schemas.tables import DRIFT_EVENTS
+
+    ensure_spark_tables(spark, config, [DRIFT_EVENTS.name])
+    frame = spark.createDataFrame([tuple(row[c] for c in DRIFT_EVENTS.column_names) for row in rows],
+                                  StructType.fromDDL(DRIFT_EVENTS.ddl))
+    (frame.write.format("delta").mode("append")
+     .option("txnAppId", app_id).option("txnVersion", batch_id)
+     .save(config.table_path(DRIFT_EVENTS.name)))
+
+
+def send_retrain_requests(producer, config: Config, events: list[dict[str, Any]],
+                          timeout_s: float | None = None) -> None:
+    """Send each request (key = segment) and wait until the broker has them all."""
+    topic = config.topic(topics.RETRAIN_REQUESTS)
+    futures = [producer.send(topic, key=(event.get("segment") or "").encode("utf-8"),
+                             value=orjson.dumps(event)) for event in events]
+    producer.flush(timeout=timeout_s or config.kafka.request_timeout_s)
+    for future in futures:
+        future.get(timeout=timeout_s or config.kafka.request_timeout_s)
+
+
+def _outbox(batch_id: int, stream_id: str, findings: list[Finding]) -> dict[str, Any]:
+    rows = [drift_event_row(finding) for finding in findings]
+    for row in rows:
+        row["detected_at"] = row["detected_at"].isoformat()
+    return {
+        "batch_id": batch_id,
+        "app_id": f"learnscore-drift-events-{stream_id}",
+        "drift_events": rows,
+        "requests": [retrain_request_event(f) for f in findings if f.request_id],
+    }
+
+
+def _rows(outbox: dict[str, Any]) -> list[dict[str, Any]]:
+    return [{**row, "detected_at": datetime.fromisoformat(row["detected_at"])}
+            for row in outbox.get("drift_events", [])]
+
+
+def _log_finding(finding: Finding) -> None:
+    detection = finding.detection
+    log.warning(
+        "drift: %s/%s in %s, %+.2f sigma (mean %.4g -> %.4g, n %d/%d, model %s)%s",
+        finding.kind, finding.signal, finding.segment, detection.effect, detection.mean_before,
+        detection.mean_after, detection.n_before, detection.n_after, finding.model_version,
+        f" -> RetrainRequested {finding.request_id}" if finding.request_id
+        else " (segment in cooldown: no new request)")
+
+
+def _pandas(frame, columns: tuple[str, ...]) -> pd.DataFrame | None:
+    """A pandas frame with the columns the monitor reads (a Spark frame is collected)."""
+    if frame is None:
+        return None
+    if not isinstance(frame, pd.DataFrame):  # a Spark DataFrame: collect what we need
+        present = [c for c in columns if c in frame.columns]
+        frame = frame.select(*present).toPandas()
+    return frame
+
+
+def _active_spark():
+    from pyspark.sql import SparkSession
+
+    session = SparkSession.getActiveSession()
+    if session is None:
+        raise RuntimeError("the drift hook writes ops.drift_events with Spark but no session is "
+                           "active; pass spark= to make_drift_hook")
+    return session

@@ -1,0 +1,91 @@
+"""What the drift detectors watch, and how rows are grouped into segments.
+
+A *signal* is one number per row of a micro-batch: a feature of a scored submission
+(covariate drift), its predicted score (prediction drift), or, once its outcome is known,
+the error of the prediction (concept drift). A *segment* is subject × grade band; each
+(signal, segment) pair has its own detector.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+Kind = Literal["covariate", "prediction", "concept"]
+Source = Literal["predictions", "outcomes"]
+
+
+@dataclass(frozen=True)
+class Signal:
+    """One watched quantity.
+
+    ``column`` is read from the predictions frame (``source="predictions"``: one row per scored
+    submission) or the joined outcomes frame (``source="outcomes"``). ``model_dependent``
+    signals change when the model does (predictions, errors, and the ability estimate, which
+    uses the model's item bank): their detectors restart with each new model version, so a
+    promotion is never mistaken for drift. ``min_scale`` floors the reference σ (signal units).
+    """
+
+    name: str
+    kind: Kind
+    source: Source
+    column: str
+    model_dependent: bool
+    direction: Literal["both", "increase"] = "both"
+    min_scale: float = 1e-3
+    invert: bool = False  # value = 1 − column (a "correct" flag watched as an error)
+
+    def values(self, frame: pd.DataFrame) -> np.ndarray:
+        """This signal's value per row of ``frame`` as float64 (NaN where missing)."""
+        if self.column not in frame.columns:
+            raise KeyError(
+                f"drift signal {self.name!r} needs column {self.column!r} in the {self.source} "
+                f"frame; it has {sorted(frame.columns)}"
+            )
+        values = pd.to_numeric(frame[self.column], errors="coerce").to_numpy(dtype=np.float64,
+                                                                              na_value=np.nan)
+        return 1.0 - values if self.invert else values
+
+
+SIGNALS: tuple[Signal, ...] = (
+    Signal("accuracy", "covariate", "predictions", "accuracy", model_dependent=False,
+           min_scale=0.01),
+    Signal("ability", "covariate", "predictions", "ability", model_dependent=True,
+           min_scale=0.01),
+    Signal("mean_log_time", "covariate", "predictions", "mean_log_time", model_dependent=False,
+           min_scale=0.01),
+    Signal("predicted_score", "prediction", "predictions", "progress_score",
+           model_dependent=True, min_scale=0.1),
+    Signal("abs_error", "concept", "outcomes", "abs_error", model_dependent=True,
+           direction="increase", min_scale=0.1),
+    Signal("misclassified", "concept", "outcomes", "level_correct", model_dependent=True,
+           direction="increase", min_scale=0.01, invert=True),
+)
+
+
+def grade_band_labels(bands: tuple[tuple[int, int], ...]) -> dict[int, str]:
+    """Grade → band label.
+
+    >>> grade_band_labels(((1, 4), (5, 8), (9, 12)))[6]
+    '5-8'
+    """
+    return {grade: f"{low}-{high}" for low, high in bands for grade in range(low, high + 1)}
+
+
+def segment_labels(frame: pd.DataFrame, bands: tuple[tuple[int, int], ...]) -> pd.Series:
+    """``subject/band`` of every row, e.g. ``math/5-8``; rows with an unknown grade get None.
+
+    >>> frame = pd.DataFrame({"subject": ["math", "reading"], "grade_level": [3, 11]})
+    >>> segment_labels(frame, ((1, 4), (5, 8), (9, 12))).tolist()
+    ['math/1-4', 'reading/9-12']
+    """
+    for column in ("subject", "grade_level"):
+        if column not in frame.columns:
+            raise KeyError(f"drift segments need column {column!r}; the frame has "
+                           f"{sorted(frame.columns)}")
+    band = pd.to_numeric(frame["grade_level"], errors="coerce").map(grade_band_labels(bands))
+    labels = frame["subject"].astype("string") + "/" + band.astype("string")
+    return labels.astype(object).where(labels.notna(), None)

@@ -1,0 +1,322 @@
+"""The retrain worker with the real broker, Delta ledger and MLflow registry.
+
+The training job itself is exercised end to end in tests/test_drift_loop.py; here a tiny
+trainer (a real MLflow run and registered version, just a small model) keeps each run fast so
+that the worker's own promises are tested: one run per burst, redeliveries train nothing, the
+manual policy leaves production alone, a killed worker finishes its run exactly once, refused
+gates and registry errors are recorded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import orjson
+import pytest
+
+from batch.retrain_runs import request_statuses, runs
+from batch.retrain_worker import RetrainWorker, run_id_for
+from learnscore.kafka_io import create_topics, producer
+from schemas import topics
+
+pytestmark = pytest.mark.integration
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent.parent
+
+
+# -- a tiny trainer and promoter (also loaded by the worker subprocess: module test_retrain_worker)
+class GateRefused(Exception):
+    pass
+
+
+def tiny_train(spark, config, *, since, until, trigger, request_id):
+    import mlflow
+    import numpy as np
+    from mlflow.tracking import MlflowClient
+    from sklearn.linear_model import LinearRegression
+
+    from learnscore.tracking import use_mlflow
+
+    if os.environ.get("RETRAIN_TEST_SLOW") == "train":
+        _announce_and_wait()
+    use_mlflow(config)
+    model = LinearRegression().fit(np.arange(6.0).reshape(-1, 1), np.arange(6.0))
+    with mlflow.start_run() as run:
+        mlflow.log_params({"since": since.isoformat(), "until": until.isoformat(),
+                           "trigger": trigger})
+        info = mlflow.sklearn.log_model(model, name="model",
+                                        registered_model_name=config.mlflow.model_name,
+                                        # explicit: inferring them runs a slow subprocess
+                                        pip_requirements=["scikit-learn==1.9.1"])
+    version = str(info.registered_model_version)
+    MlflowClient().set_registered_model_alias(config.mlflow.model_name, "staging", version)
+    return {"version": version, "run_id": run.info.run_id}
+
+
+def tiny_promote(config, version, actor, reason):
+    from mlflow.tracking import MlflowClient
+
+    if os.environ.get("RETRAIN_TEST_SLOW") == "promote":
+        _announce_and_wait()
+    if os.environ.get("RETRAIN_TEST_REFUSE"):
+        raise GateRefused(f"version {version}: MAE 9.1 is worse than production's 7.0 by 30% "
+                          f"(tolerance 5%)")
+    MlflowClient(config.mlflow.tracking_uri, config.registry_uri).set_registered_model_alias(
+        config.mlflow.model_name, "production", version)
+    return {"promoted": True, "report": "all gates passed"}
+
+
+def _announce_and_wait():
+    Path(os.environ["RETRAIN_TEST_MARKER"]).write_text("busy")
+    time.sleep(300)
+
+
+# -- helpers ---------------------------------------------------------------------------------------
+@pytest.fixture
+def worker_config(config, mlflow_store):
+    config = config.model_copy(update={"retrain": config.retrain.model_copy(update={
+        "debounce_seconds": 1.0, "max_wait_seconds": 20.0, "retry_backoff_seconds": 0.0,
+        "consumer_group": f"retrain-{uuid.uuid4().hex[:6]}"})})
+    create_topics(config, [topics.RETRAIN_REQUESTS])
+    return config
+
+
+def _request(segment: str, statistic: str = "concept/abs_error", event_id: str | None = None):
+    now = datetime.now(timezone.utc)
+    stamp = now.isoformat().replace("+00:00", "Z")
+    return {"event_id": event_id or str(uuid.uuid4()), "schema_version": 1, "event_time": stamp,
+            "trigger": "drift", "detector": "ADWIN", "segment": segment, "statistic": statistic,
+            "evidence": {"effect_sigma": 1.3, "n_after": 250.0},
+            "evidence_window_start": (now - timedelta(minutes=5)).isoformat().replace("+00:00", "Z"),
+            "evidence_window_end": stamp, "detected_at": stamp}
+
+
+def _send(config, *events, raw: list[bytes] = ()):
+    writer = producer(config)
+    try:
+        for event in events:
+            writer.send(config.topic(topics.RETRAIN_REQUESTS), key=event["segment"].encode(),
+                        value=orjson.dumps(event))
+        for value in raw:
+            writer.send(config.topic(topics.RETRAIN_REQUESTS), key=b"x", value=value)
+        writer.flush()
+    finally:
+        writer.close()
+
+
+def _versions(config):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(config.mlflow.tracking_uri, config.registry_uri)
+    return sorted(int(v.version) for v in client.search_model_versions(
+        f"name = '{config.mlflow.model_name}'"))
+
+
+def _alias(config, alias):
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    try:
+        return MlflowClient(config.mlflow.tracking_uri, config.registry_uri).get_model_version_by_alias(
+            config.mlflow.model_name, alias).version.__str__()
+    except MlflowException:
+        return None
+
+
+def _worker(config, **options):
+    return RetrainWorker(config, trainer=tiny_train, promoter=tiny_promote,
+                         spark_factory=lambda: None, **options)
+
+
+def _ledger(config):
+    frame = runs(config)
+    return [(row.run_id, row.status) for row in frame.itertuples()]
+
+
+# -- tests -----------------------------------------------------------------------------------------
+def test_a_burst_is_one_run_and_a_redelivery_trains_nothing(worker_config):
+    config = worker_config
+    burst = [_request(f"math/{band}") for band in ("1-4", "5-8", "9-12")] + [
+        _request("reading/5-8", "covariate/accuracy")]
+    _send(config, *burst[:2])
+    _send(config, *burst[2:], burst[0])  # the first one twice: a duplicate in the burst
+    made = _worker(config).serve(max_runs=1, idle_exit_seconds=60)
+    assert len(made) == 1
+    run = made[0]
+    ids = sorted(r["event_id"] for r in burst)
+    assert (run.status, run.trigger, run.request_ids, run.promoted) == (
+        "succeeded", "drift", tuple(ids), True)
+    assert _ledger(config) == [(run_id_for(ids), "started"), (run_id_for(ids), "succeeded")]
+    assert _versions(config) == [1] and _alias(config, "production") == "1"
+    assert run.window_start == min(
+        datetime.fromisoformat(r["evidence_window_start"].replace("Z", "+00:00")) for r in burst[:3])
+
+    from mlflow.tracking import MlflowClient
+    tags = MlflowClient(config.mlflow.tracking_uri).get_model_version(
+        config.mlflow.model_name, "1").tags
+    assert tags["retrain_run_id"] == run.run_id and tags["retrain_request_ids"] == ",".join(ids)
+
+    # Redelivery: the same request again, and a new group that reads the topic from the start.
+    _send(config, burst[1])
+    again = config.model_copy(update={"retrain": config.retrain.model_copy(
+        update={"consumer_group": config.retrain.consumer_group + "-replay"})})
+    assert _worker(config).serve(idle_exit_seconds=6) == []
+    assert _worker(again).serve(idle_exit_seconds=6) == []
+    assert _versions(config) == [1] and len(_ledger(config)) == 2
+
+
+def test_manual_policy_registers_staging_and_leaves_production_alone(worker_config):
+    config = worker_config
+    _worker(config).handle_burst([_request("math/1-4")])
+    assert _alias(config, "production") == "1"
+    run = _worker(config, policy="manual").handle_burst([_request("math/5-8")])
+    assert (run.status, run.promoted, run.model_version) == ("succeeded", False, "2")
+    assert "learnscore promote --version 2" in run.message
+    assert _alias(config, "staging") == "2" and _alias(config, "production") == "1"
+
+
+def test_refused_gates_and_lasting_registry_errors_are_recorded_not_raised(worker_config,
+                                                                        monkeypatch):
+    from mlflow.exceptions import MlflowException
+
+    config = worker_config
+    monkeypatch.setenv("RETRAIN_TEST_REFUSE", "1")
+    refused = _worker(config).handle_burst([_request("math/1-4")])
+    assert (refused.status, refused.promoted) == ("refused", False)
+    assert "worse than production" in refused.gate_report
+    assert _alias(config, "production") is None
+    monkeypatch.delenv("RETRAIN_TEST_REFUSE")
+
+    calls = []
+
+    def flaky_train(spark, config, **window):
+        calls.append(window["trigger"])
+        if len(calls) < 3:
+            raise MlflowException("database is locked")
+        return tiny_train(spark, config, **window)
+
+    pauses = []
+    worker = RetrainWorker(config, trainer=flaky_train, promoter=tiny_promote,
+                           spark_factory=lambda: None, sleep=pauses.append)
+    ok = worker.handle_burst([_request("math/5-8")])
+    assert (ok.status, ok.model_version, len(calls)) == ("succeeded", "2", 3)
+
+    def down(spark, config, **window):
+        raise MlflowException("tracking server unreachable")
+
+    failed = RetrainWorker(config, trainer=down, promoter=tiny_promote, spark_factory=lambda: None,
+                           sleep=pauses.append).handle_burst([_request("math/9-12")])
+    assert failed.status == "failed"
+    assert "training failed 4 times; last error: MlflowException: tracking server unreachable" in failed.message
+    assert [s for _, s in _ledger(config)] == ["started", "refused", "started", "succeeded",
+                                               "started", "failed"]
+
+
+def test_an_invalid_request_is_recorded_and_skipped(worker_config):
+    config = worker_config
+    _send(config, raw=[b'{"trigger": "drift"}'])
+    assert _worker(config).serve(idle_exit_seconds=6) == []
+    frame = runs(config)
+    assert frame["status"].tolist() == ["invalid"]
+    assert "missing" in frame["message"][0] or "required" in frame["message"][0]
+
+
+def test_the_schedule_asks_once_for_its_period(worker_config):
+    config = worker_config
+    made = _worker(config, every=timedelta(hours=24)).serve(max_runs=1, idle_exit_seconds=60)
+    assert [(r.trigger, r.status) for r in made] == [("schedule", "succeeded")]
+    # A new version exists now: the schedule is not due again for 24 hours.
+    assert _worker(config, every=timedelta(hours=24)).serve(idle_exit_seconds=6) == []
+
+
+def _env(config, marker: Path, slow: str) -> dict[str, str]:
+    return {**os.environ,
+            "PYTHONPATH": os.pathsep.join([str(ROOT), str(HERE)]),
+            "LEARNSCORE__STATE_DIR": str(config.state_dir),
+            "LEARNSCORE__KAFKA__BOOTSTRAP_SERVERS": config.kafka.bootstrap_servers,
+            "LEARNSCORE__KAFKA__TOPIC_PREFIX": config.kafka.topic_prefix,
+            "LEARNSCORE__LAKE__ROOT": config.lake.root,
+            "LEARNSCORE__LAKE__CHECKPOINTS": config.lake.checkpoints,
+            "LEARNSCORE__MLFLOW__TRACKING_URI": config.mlflow.tracking_uri,
+            "LEARNSCORE__MLFLOW__ARTIFACT_ROOT": config.mlflow.artifact_root,
+            "LEARNSCORE__MLFLOW__MODEL_NAME": config.mlflow.model_name,
+            "LEARNSCORE__RETRAIN__CONSUMER_GROUP": config.retrain.consumer_group,
+            "LEARNSCORE__RETRAIN__DEBOUNCE_SECONDS": "1",
+            "RETRAIN_TEST_MARKER": str(marker), "RETRAIN_TEST_SLOW": slow}
+
+
+def _start_worker(config, marker: Path, slow: str, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "learnscore", "retrain-worker", "--trainer",
+         "test_retrain_worker:tiny_train", "--promoter", "test_retrain_worker:tiny_promote", *extra],
+        env=_env(config, marker, slow), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+@pytest.mark.parametrize("killed_while", [pytest.param("train", marks=pytest.mark.slow), "promote"])
+def test_a_worker_killed_mid_run_finishes_the_request_exactly_once(worker_config, tmp_path,
+                                                                  killed_while):
+    config = worker_config
+    marker = tmp_path / "busy"
+    request = _request("science/5-8")
+    _send(config, request)
+    first = _start_worker(config, marker, killed_while)
+    try:
+        deadline = time.monotonic() + 180
+        while not marker.exists():
+            assert first.poll() is None, first.stdout.read().decode()[-3000:]
+            assert time.monotonic() < deadline, "the worker never started the run"
+            time.sleep(0.5)
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+    run_id = run_id_for([request["event_id"]])
+    assert _ledger(config) == [(run_id, "started")]
+    assert request_statuses(config) == {request["event_id"]: "started"}
+
+    second = _start_worker(config, marker, "", "--max-runs", "1", "--idle-exit", "60")
+    output = second.communicate(timeout=240)[0].decode()
+    assert second.returncode == 0, output[-3000:]
+    assert _ledger(config) == [(run_id, "started"), (run_id, "started"), (run_id, "succeeded")]
+    # Killed while training, the restart trains once; killed after registering, it promotes the
+    # version the first attempt registered instead of training another.
+    assert _versions(config) == [1] and _alias(config, "production") == "1"
+
+    assert _committed_offsets(config) == _end_offsets(config)  # after the run was recorded
+
+
+def _committed_offsets(config) -> dict[int, int]:
+    from kafka import TopicPartition
+
+    from learnscore.kafka_io import consumer
+
+    reader = consumer(config, group_id=config.retrain.consumer_group, enable_auto_commit=False)
+    try:
+        topic = config.topic(topics.RETRAIN_REQUESTS)
+        committed = {p: reader.committed(TopicPartition(topic, p))
+                     for p in sorted(reader.partitions_for_topic(topic))}
+    finally:
+        reader.close(autocommit=False)
+    return {p: offset for p, offset in committed.items() if offset}
+
+
+def _end_offsets(config) -> dict[int, int]:
+    from kafka import TopicPartition
+
+    from learnscore.kafka_io import consumer
+
+    reader = consumer(config, group_id=None)
+    try:
+        topic = config.topic(topics.RETRAIN_REQUESTS)
+        partitions = [TopicPartition(topic, p) for p in sorted(reader.partitions_for_topic(topic))]
+        ends = reader.end_offsets(partitions)
+    finally:
+        reader.close()
+    return {tp.partition: offset for tp, offset in ends.items() if offset > 0}

@@ -1,0 +1,118 @@
+"""The drift hook with the real parts: state file, Delta ops.drift_events, Kafka requests."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import numpy as np
+import orjson
+import pandas as pd
+import pytest
+
+from learnscore.kafka_io import consumer, create_topics
+from schemas import topics
+from schemas.events import RETRAIN_REQUESTED, validate_bytes
+from schemas.tables import DRIFT_EVENTS
+from streaming.drift.hook import DriftHook, make_drift_hook
+from streaming.drift.state import DriftStateError, DriftStateStore
+
+pytestmark = pytest.mark.integration
+NOW = datetime(2025, 3, 1, tzinfo=timezone.utc)
+
+
+def _small(config):
+    return config.model_copy(update={"drift": config.drift.model_copy(
+        update={"min_segment_size": 300, "cooldown_seconds": 3600})})
+
+
+def _batch(b: int, shifted_from: int = 6):
+    rng = np.random.default_rng(b)
+    n = 200
+    start = NOW + timedelta(seconds=200 * b)
+    predictions = pd.DataFrame({
+        "event_id": [f"e{b}-{i}" for i in range(n)],
+        "event_time": pd.date_range(start, periods=n, freq="s", tz="UTC"),
+        "subject": "math", "grade_level": 6, "model_version": "1",
+        "accuracy": np.clip(rng.normal(0.7 if b < shifted_from else 0.45, 0.15, n), 0, 1),
+        "ability": rng.normal(0, 1, n), "mean_log_time": rng.normal(9, 0.3, n),
+        "progress_score": rng.normal(60, 12, n)})
+    return predictions
+
+
+def _requests(config) -> list[dict]:
+    reader = consumer(config, config.topic(topics.RETRAIN_REQUESTS), auto_offset_reset="earliest",
+                      consumer_timeout_ms=3000, group_id=None)
+    try:
+        messages = list(reader)
+    finally:
+        reader.close()
+    verdicts = [validate_bytes(RETRAIN_REQUESTED, m.value) for m in messages]
+    assert all(v.ok for v in verdicts), [v.reason for v in verdicts]
+    return [dict(v.event, _key=m.key.decode()) for v, m in zip(verdicts, messages)]
+
+
+def test_findings_land_once_in_delta_and_kafka_and_a_replay_is_not_fed_twice(config, spark,
+                                                                            tmp_path):
+    config = _small(config)
+    create_topics(config, [topics.RETRAIN_REQUESTS])
+    checkpoint = str(tmp_path / "checkpoints" / "scorer")
+    hook = make_drift_hook(config, checkpoint, spark=spark)
+    rows = []
+    for b in range(9):
+        rows += hook(b, _batch(b), None, now=NOW + timedelta(seconds=b))
+    assert [(r["batch_id"], r["signal"], r["segment"]) for r in rows] == [(6, "accuracy", "math/5-8")]
+    request_id = rows[0]["request_id"]
+    assert request_id and rows[0]["n_after"] >= 100 and rows[0]["statistic"] < -1
+
+    n_seen = hook.monitor.detector("accuracy", "math/5-8").n_seen
+    replayed = make_drift_hook(config, checkpoint, spark=spark)  # a restarted stream
+    assert replayed.last_batch_id == 8
+    assert replayed(8, _batch(8), None) == []  # the last batch again: no findings, not fed
+    assert replayed(6, _batch(6), None) == []  # an older batch: skipped
+    assert replayed.monitor.detector("accuracy", "math/5-8").n_seen == n_seen
+
+    table = spark.read.format("delta").load(config.table_path(DRIFT_EVENTS.name))
+    assert table.count() == 1
+    assert table.first()["request_id"] == request_id
+    requests = _requests(config)
+    assert [(r["event_id"], r["_key"], r["trigger"], r["statistic"]) for r in requests] == [
+        (request_id, "math/5-8", "drift", "covariate/accuracy")]
+    assert requests[0]["evidence"]["n_after"] == rows[0]["n_after"]
+
+
+def test_a_crash_after_the_state_is_saved_rewrites_the_outbox_on_replay(config, spark, tmp_path):
+    config = _small(config)
+    create_topics(config, [topics.RETRAIN_REQUESTS])
+    checkpoint = str(tmp_path / "checkpoints" / "scorer")
+    working = make_drift_hook(config, checkpoint, spark=spark)
+
+    def broken_write(rows, app_id, batch_id):
+        raise ConnectionError("Delta commit lost")
+
+    crashing = DriftHook(working.settings, working.store.path, broken_write, working.send_requests)
+    for b in range(6):
+        assert crashing(b, _batch(b), None, now=NOW) == []
+    with pytest.raises(ConnectionError):
+        crashing(6, _batch(6), None, now=NOW)
+
+    restarted = make_drift_hook(config, checkpoint, spark=spark)
+    n_seen = restarted.monitor.detector("accuracy", "math/5-8").n_seen
+    rows = restarted(6, _batch(6), None, now=NOW)  # the stream replays batch 6
+    assert [(r["batch_id"], r["signal"]) for r in rows] == [(6, "accuracy")]
+    assert restarted.monitor.detector("accuracy", "math/5-8").n_seen == n_seen == 1400
+    restarted(6, _batch(6), None, now=NOW)  # and once more: Delta skips the second commit
+    table = spark.read.format("delta").load(config.table_path(DRIFT_EVENTS.name))
+    assert table.count() == 1
+
+
+def test_a_damaged_state_file_is_refused_with_what_to_do(tmp_path):
+    path = tmp_path / "drift" / "state.json"
+    path.parent.mkdir()
+    path.write_text("{not json")
+    with pytest.raises(DriftStateError, match="not valid JSON.*delete it"):
+        DriftStateStore(path).load()
+    path.write_bytes(orjson.dumps({"format": "something-else"}))
+    with pytest.raises(DriftStateError, match="format 'something-else'"):
+        DriftStateStore(path).load()
+    with pytest.raises(DriftStateError, match="local \\(POSIX\\) filesystem"):
+        DriftStateStore("s3a://bucket/checkpoints/drift/state.json")

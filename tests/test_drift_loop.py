@@ -1,0 +1,190 @@
+"""End to end: a live stream drifts, the system notices, retrains, promotes and scores with it.
+
+Real broker, Spark Structured Streaming, Delta and MLflow. The scorer runs with the drift hook;
+the retrain worker runs beside it with the real training job and gates; the simulator sends
+submissions and outcomes at 200/s with a 10 s outcome delay.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+
+import pandas as pd
+import pytest
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(2400)]
+pytest.importorskip("streaming.job", reason="needs the streaming scorer (branch stream)")
+HISTORY = 4000
+
+
+def _loop_config(config):
+    return config.model_copy(update={
+        "streaming": config.streaming.model_copy(update={"trigger_seconds": 1.0,
+                                                         "alias_check_seconds": 1.0}),
+        # One band: three segments (one per subject), each warm after a few hundred rows.
+        "drift": config.drift.model_copy(update={"grade_bands": ((1, 12),),
+                                                 "min_segment_size": 300,
+                                                 "cooldown_seconds": 3600}),
+        "retrain": config.retrain.model_copy(update={"debounce_seconds": 10.0,
+                                                     "max_wait_seconds": 60.0,
+                                                     "min_training_rows": 500}),
+        # The gates compare both models on the newest outcomes: after the shift. After
+        # concept-shift the observed levels crowd into two of the four, so macro-F1 over four
+        # levels cannot reach the default floor (0.40) for any model: measured 0.36 for the
+        # retrained one vs 0.29 for production (MAE 4.1 vs 12.5). The floor is lowered here.
+        "gates": config.gates.model_copy(update={"window_rows": 1000, "min_macro_f1": 0.3}),
+    })
+
+
+class CrashOnce:
+    """An after-scoring hook that fails the first batch joining outcomes, after the drift hook
+    has applied it: the stream dies mid-batch and replays that batch on restart."""
+
+    __name__ = "crash_once"
+
+    def __init__(self):
+        self.crashed_batch = None
+
+    def __call__(self, batch_id, predictions, pairs):
+        if self.crashed_batch is None and pairs is not None:
+            self.crashed_batch = batch_id
+            raise RuntimeError(f"simulated crash in batch {batch_id}")
+
+
+def _count(spark, config, name, where=None):
+    frame = spark.read.format("delta").load(config.table_path(name))
+    return (frame.where(where) if where else frame).count()
+
+
+def _wait(predicate, timeout_s, what, scorer=None, interval_s=1.0):
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if scorer is not None and scorer.failure():
+            raise AssertionError(f"the scorer failed: {scorer.failure()}")
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}")
+        time.sleep(interval_s)
+
+
+def _accuracy_values_fed(hook) -> int:
+    monitor = hook.monitor
+    return sum(d.n_seen for key, d in monitor._detectors.items() if key.startswith("accuracy|"))
+
+
+def test_concept_shift_is_detected_retrained_promoted_and_scored(config, spark, mlflow_store,
+                                                                tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from batch.history import load_history
+    from batch.retrain_runs import runs
+    from batch.retrain_worker import RetrainWorker
+    from batch.train import train_model
+    from learnscore.kafka_io import create_topics
+    from registry.promote import promote
+    from schemas import topics
+    from simulator.history import HistoryOptions, write_history
+    from simulator.scenarios import parse_scenario
+    from simulator.stream import StreamOptions, stream_to_kafka
+    from streaming.drift.hook import make_drift_hook
+    from streaming.job import QUERY_NAME, start_scorer
+
+    config = _loop_config(config)
+    create_topics(config, [topics.RETRAIN_REQUESTS, topics.LIFECYCLE])
+    history = tmp_path / "history"
+    write_history(history, HistoryOptions(learners=HISTORY, days=2, outcome_delay_s=3600, seed=5))
+    load_history(spark, config, history)
+    first = train_model(spark, config, history_dir=history)
+    promote(config, version=first.version, actor="test", reason="initial model")
+    checkpoint = config.checkpoint_path(QUERY_NAME)
+
+    # -- phase A: a stationary stream, a crash mid-batch, a restart ------------------------------
+    crash = CrashOnce()
+    hook = make_drift_hook(config, checkpoint, spark=spark)
+    scorer = start_scorer(spark, config, hooks=[hook, crash])
+    stationary = stream_to_kafka(config, StreamOptions(rate=200, duration_s=12, seed=21,
+                                                       outcome_delay_s=10))
+    _wait(lambda: not scorer.query.isActive, 900, "the simulated crash")
+    assert crash.crashed_batch is not None
+    applied = hook.last_batch_id
+    assert applied == crash.crashed_batch  # the drift state holds the batch the stream lost
+    scorer.stop()
+
+    restarted = make_drift_hook(config, checkpoint, spark=spark)  # as a restarted process
+    assert restarted.last_batch_id == applied
+    assert _accuracy_values_fed(restarted) == _accuracy_values_fed(hook)  # nothing lost
+    scorer = start_scorer(spark, config, hooks=[restarted])
+    scored = stationary.submissions + HISTORY  # the history is scored too (catch-up)
+    _wait(lambda: _count(spark, config, "gold.predictions") >= scored
+          and _count(spark, config, "gold.prediction_outcomes") >= stationary.submissions, 900,
+          "the stationary run scored and joined", scorer)
+    time.sleep(3)  # the batch that landed the last rows has called the hook
+    # Exactly once across the crash: every live prediction fed the accuracy detectors once (the
+    # history's catch-up scoring is not handed to the after-scoring hooks).
+    assert _accuracy_values_fed(restarted) == stationary.submissions
+    assert not _table_exists(config, "ops.drift_events") or _count(spark, config, "ops.drift_events") == 0
+
+    # -- phase B: concept shift; the worker answers ---------------------------------------------
+    stop_worker, stop_sim = threading.Event(), threading.Event()
+    worker = RetrainWorker(config, policy="auto", spark_factory=lambda: spark)
+    made = []
+    worker_thread = threading.Thread(
+        target=lambda: made.extend(worker.serve(stop_worker, max_runs=1)), daemon=True)
+    worker_thread.start()
+    onset = datetime.now(timezone.utc)
+    sim_thread = threading.Thread(target=stream_to_kafka, daemon=True, args=(config, StreamOptions(
+        rate=200, duration_s=400, seed=22, outcome_delay_s=10,
+        scenarios=(parse_scenario("concept-shift"),))), kwargs={"stop_event": stop_sim})
+    sim_thread.start()
+    try:
+        _wait(lambda: made, 1200, "a finished retrain run", scorer, interval_s=2)
+        run = made[0]
+        assert (run.status, run.trigger, run.promoted) == ("succeeded", "drift", True), run.message
+        new_version = run.model_version
+        _wait(lambda: _count(spark, config, "gold.predictions",
+                             f"model_version = '{new_version}'") > 0, 600,
+              f"rows scored by version {new_version}", scorer)
+    finally:
+        stop_sim.set()
+        stop_worker.set()
+        sim_thread.join(60)
+        worker_thread.join(60)
+        scorer.stop()
+
+    events = (spark.read.format("delta").load(config.table_path("ops.drift_events"))
+              .orderBy("detected_at").toPandas())
+    concept = events[events["kind"] == "concept"]
+    assert len(concept) >= 1 and set(events["kind"]) == {"concept"}
+    assert (concept["mean_after"] > concept["mean_before"]).all()
+    assert (concept[["n_before", "n_after"]] >= config.drift.min_window).all().all()
+    assert (pd.to_datetime(concept["detected_at"], utc=True) > onset).all()
+    requested = set(events["request_id"].dropna())
+    assert requested and requested <= set(run.request_ids)  # one run served the whole burst
+    ledger = runs(config)
+    assert ledger["status"].tolist() == ["started", "succeeded"]
+    assert json.loads(ledger["request_ids"][1]) == sorted(run.request_ids)
+
+    client = MlflowClient(config.mlflow.tracking_uri, config.registry_uri)
+    version = client.get_model_version(config.mlflow.model_name, new_version)
+    assert version.tags["retrain_run_id"] == run.run_id and version.tags["trigger"] == "drift"
+    assert str(client.get_model_version_by_alias(config.mlflow.model_name, "production").version) \
+        == new_version
+    assert int(new_version) == int(first.version) + 1
+    # Concept drift: trained from the estimated onset on (block-granular: seconds early at most).
+    assert onset - timedelta(seconds=30) <= run.window_start <= onset + timedelta(seconds=60)
+
+
+def _table_exists(config, name):
+    from deltalake import DeltaTable
+    from deltalake.exceptions import TableNotFoundError
+
+    try:
+        DeltaTable(config.table_path(name))
+        return True
+    except TableNotFoundError:
+        return False
