@@ -33,7 +33,7 @@ def test_registry_unreachable_keeps_serving_and_says_so(serving_config, mlflow_s
                              what="the registry noticed as unreachable")
             ready = httpx.get(f"{base}/readyz")
             metrics = httpx.get(f"{base}/metrics").text
-            scored = httpx.post(f"{base}/v1/score", json=helpers.make_submission(1),
+            scored = httpx.post(f"{base}/v1/score", json=helpers.submission(1),
                                 headers={"X-API-Key": api_key})
             registry.up()
             helpers.wait_for(lambda: httpx.get(f"{base}/readyz").json()["status"] == "ready",
