@@ -23,7 +23,8 @@ from learnscore.config import Config, Secrets
 from serving.auth import api_key_matches, presented_api_key
 from serving.body import BodyTooLarge, declared_length, read_limited
 from serving.metrics import ServingMetrics
-from serving.models import PRODUCTION, STAGING, ModelWatcher, Registry, ServedModels
+from registry.aliases import PRODUCTION, STAGING
+from serving.models import ModelWatcher, Registry, ServedModels
 from serving.request_log import RequestLog, request_record
 from serving.scoring import ScoreBatcher
 from serving.validation import parse_submissions

@@ -13,7 +13,6 @@ import asyncio
 import json
 import logging
 import os
-import random
 import re
 import shutil
 import signal
@@ -21,7 +20,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -38,22 +36,14 @@ log = logging.getLogger(__name__)
 RESULTS = Path(__file__).resolve().parent.parent / "bench" / "results" / "serve.json"
 
 
-def sample_submission(seed: int, responses: int = 20) -> dict[str, Any]:
-    """A valid DiagnosticSubmitted, the same for the same seed (load and tests)."""
-    rnd = random.Random(seed)
-    return {
-        "event_id": str(uuid.UUID(int=rnd.getrandbits(128), version=4)),
-        "schema_version": 1,
-        "event_time": "2026-01-05T10:00:00Z",
-        "learner_id": f"learner-{seed}",
-        "assessment_id": "diag-math-5",
-        "subject": rnd.choice(["math", "reading", "science"]),
-        "grade_level": rnd.randint(3, 8),
-        "responses": [{"item_id": f"item-{k:03d}", "skill": f"skill-{k % 4}",
-                       "correct": rnd.random() < 0.6, "response_time_ms": rnd.randint(2000, 40000),
-                       "attempts": 1 + (rnd.random() < 0.1), "hint_used": rnd.random() < 0.1}
-                      for k in range(responses)],
-    }
+def bench_submissions(count: int, seed: int = 11) -> list[dict[str, Any]]:
+    """``count`` simulated DiagnosticSubmitted events (the platform's item bank), all in the past."""
+    from datetime import timedelta
+
+    from simulator.generator import Simulator
+
+    start = datetime.now(timezone.utc) - timedelta(seconds=count + 3600)
+    return Simulator(seed=seed, start=start, interval_s=1.0, run="bench-serve").take(count).submissions
 
 
 def percentiles_ms(latencies_s: list[float]) -> dict[str, float]:
@@ -180,7 +170,7 @@ def run_serve_benchmark(config: Config, rate: float = 100.0, seconds: float = 20
     results.parent.mkdir(parents=True, exist_ok=True)
     log_file = config.state_dir / "bench-serve.log"
     log_file.parent.mkdir(parents=True, exist_ok=True)
-    bodies = [orjson.dumps(sample_submission(seed)) for seed in range(2000)]
+    bodies = [orjson.dumps(event) for event in bench_submissions(2000)]
     process = _start_endpoint(config, port, log_file)
     try:
         version = _wait_ready(base, process, log_file)
