@@ -28,7 +28,7 @@ def sasl_broker(stack_config, tmp_path, monkeypatch):
     client = config.model_copy(update={"kafka": config.kafka.model_copy(update={
         "bootstrap_servers": f"127.0.0.1:{config.broker.sasl_ssl_port}",
         "security_protocol": "SASL_SSL", "sasl_mechanism": "SCRAM-SHA-512",
-        "ssl_cafile": ca_file(config), "request_timeout_s": 5})})
+        "ssl_cafile": ca_file(config), "request_timeout_s": 15})})
     yield client
     broker.down()
 
