@@ -21,6 +21,7 @@ def test_scores_one_submission_or_a_list_with_the_model_version(serving_config, 
         one = httpx.post(f"{base}/v1/score", json=helpers.submission(1), headers={"X-API-Key": api_key})
         many = httpx.post(f"{base}/v1/score", json=batch, headers={"Authorization": f"Bearer {api_key}"})
         model = httpx.get(f"{base}/v1/model").json()
+        metrics = httpx.get(f"{base}/metrics").text
 
     assert one.status_code == 200, one.text
     body = one.json()
@@ -43,6 +44,12 @@ def test_scores_one_submission_or_a_list_with_the_model_version(serving_config, 
     assert [p["event_id"] for p in predictions] == [e["event_id"] for e in batch]
     assert [p["progress_score"] for p in predictions] == helpers.expected("first", batch)
     assert model["production"]["version"] == version and model["registry"]["reachable"] is True
+    # /metrics: requests by status and version, the latency histogram, what is loaded, the registry.
+    assert f'learnscore_serving_requests_total{{model_version="{version}",route="production",status="200"}} 2.0' in metrics
+    assert f'learnscore_serving_request_latency_seconds_count{{model_version="{version}"}} 2.0' in metrics
+    assert f'learnscore_serving_request_latency_seconds_bucket{{le="+Inf",model_version="{version}"}} 2.0' in metrics
+    assert f'learnscore_serving_scored_items_total{{model_version="{version}",route="production"}} 6.0' in metrics
+    assert "learnscore_serving_registry_reachable 1.0" in metrics and "learnscore_serving_ready 1.0" in metrics
 
 
 def test_invalid_submissions_are_refused_with_the_contract_reasons(serving_config, mlflow_store, api_key, helpers):
