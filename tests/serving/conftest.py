@@ -147,6 +147,9 @@ class Helpers:
         """Register the logged ``which`` model as a new version of ``config.mlflow.model_name``."""
         import mlflow
 
+        from learnscore.tracking import use_mlflow
+
+        use_mlflow(config)  # an endpoint under test may have pointed MLflow elsewhere
         registered = mlflow.register_model(self.logged.uris[which], config.mlflow.model_name)
         return str(registered.version)
 
