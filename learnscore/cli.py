@@ -513,6 +513,27 @@ def bench_model(
     typer.echo(f"load average {results['machine']['load_average']}; written to {RESULTS}")
 
 
+@app.command()
+def demo(
+    duration: Annotated[float, typer.Option(help="Seconds of live streaming (Ctrl-C stops earlier).")] = 600.0,
+    fast: Annotated[bool, typer.Option("--fast", help="The same story compressed to under 3 minutes.")] = False,
+    scenario: Annotated[str, typer.Option(help="Drift scenario to inject: concept-shift, weaker-cohort, "
+                                               "item-bank-change, response-time-unit-change.")] = "concept-shift",
+    drift_after: Annotated[Optional[float], typer.Option(help="Seconds into the live stream when the drift starts.")] = None,
+    rate: Annotated[Optional[float], typer.Option(help="Live submissions per second.")] = None,
+) -> None:
+    """The live demo: stack, first model, scorer, retrain worker, endpoint, dashboard, drift → v2."""
+    from learnscore.demo import Demo, DemoOptions
+
+    overrides = {key: value for key, value in
+                 (("scenario", scenario), ("drift_after_s", drift_after), ("rate", rate)) if value is not None}
+    options = (DemoOptions.compressed(**overrides) if fast
+               else DemoOptions(duration_s=duration, **overrides))
+    report = Demo(get_config(), options, say=typer.echo).run()
+    versions = " → ".join(f"v{v}" for v in report.versions_seen)
+    typer.echo(f"demo finished: production versions seen {versions}; logs in {get_config().state_dir / 'logs'}")
+
+
 def run() -> None:
     """Console entry point: clear one-line errors for the failures a user can meet."""
     from learnscore.kafka_io import BrokerUnreachable
