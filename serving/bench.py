@@ -284,6 +284,7 @@ def run_serve_benchmark(config: Config, rate: float = 100.0, seconds: float = 20
         "latency_client": "open-loop, keep-alive raw HTTP/1.1 (serving/bench.py), single submissions",
         "targets": {"p99_ms_at_100_rps": 25, "max_rps": 500},
         "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": " ".join(["learnscore", *sys.argv[1:]]),
     }
     results.write_text(json.dumps(figures, indent=2) + "\n")
     figures["written_to"] = str(results)
