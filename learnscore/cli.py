@@ -131,6 +131,30 @@ def stack_status() -> None:
     typer.echo(f"{'state':<10} {config.state_dir}")
 
 
+# -- stream -----------------------------------------------------------------------------------
+stream_app = typer.Typer(help="The streaming scorer (Kafka → Delta bronze/silver/gold).", no_args_is_help=True)
+app.add_typer(stream_app, name="stream")
+
+
+@stream_app.command("start")
+def stream_start(
+    until_idle: Annotated[Optional[float], typer.Option(
+        "--until-idle", min=0, help="Stop after this many seconds without new events (and nothing "
+                                    "left that could be scored).")] = None,
+    max_batches: Annotated[Optional[int], typer.Option(
+        "--max-batches", min=1, help="Stop after this many micro-batches.")] = None,
+) -> None:
+    """Run the streaming scorer until stopped (Ctrl-C / SIGTERM finish the micro-batch in flight)."""
+    from streaming.job import ScorerFailed, run_scorer
+
+    try:
+        summary = run_scorer(get_config(), until_idle_s=until_idle, max_batches=max_batches)
+    except ScorerFailed as exc:
+        fail(f"{exc}. Fix the cause and start it again: it resumes from its checkpoint.")
+    typer.echo(f"scorer stopped ({summary.stopped_because}) after {summary.batches} micro-batches; "
+               f"{summary.pending_unscored} submissions wait to be scored")
+
+
 # -- serving, dashboard, BI -----------------------------------------------------------------
 @app.command()
 def serve(
@@ -207,6 +231,26 @@ def bench_serve(
         typer.echo(f"{key:<8} {result[key]}")
     typer.echo(f"load     {result['load_average']}")
     typer.echo(f"written  {result['written_to']}")
+
+
+@bench_app.command("stream")
+def bench_stream(
+    events: Annotated[int, typer.Option(min=1000, help="Backlog of submissions to drain.")] = 200_000,
+    rate: Annotated[float, typer.Option(min=1, help="Submissions per second for the latency run.")] = 500.0,
+    latency_seconds: Annotated[float, typer.Option(min=5, help="Length of the latency run.")] = 60.0,
+    output: Annotated[str, typer.Option(help="Where the JSON goes.")] = "bench/results/stream.json",
+) -> None:
+    """Throughput draining a backlog, latency at a steady rate, and the raw model speed."""
+    from streaming.bench import run_stream_benchmark
+
+    result = run_stream_benchmark(get_config(), events=events, rate=rate,
+                                  latency_seconds=latency_seconds, output=output)
+    for key in ("throughput_eps", "latency_p50_s", "latency_p95_s", "latency_p99_s", "raw_model_eps",
+                "ratio_to_raw"):
+        typer.echo(f"{key:<16} {result.get(key)}")
+    typer.echo(f"written to {output}")
+
+
 # -- simulate ---------------------------------------------------------------------------------
 def _parse_scenarios(texts: list[str] | None):
     from simulator.scenarios import ScenarioError, parse_scenario

@@ -1,0 +1,186 @@
+"""The scoring model of the stream and its hot swap.
+
+``mlflow.pyfunc.spark_udf`` resolves a model URI once, when the UDF is built. So every
+``streaming.alias_check_seconds`` the cache asks the registry which version ``production``
+points to and, when it moved, builds a new UDF for ``models:/<name>/<version>`` that the next
+micro-batch uses — no restart, and each scored row records the version that scored it.
+
+The registry being unreachable never stops the stream: the cache keeps the UDF it has.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from learnscore.config import Config
+from streaming.score import PRODUCTION_ALIAS, RESULT_TYPE
+
+log = logging.getLogger(__name__)
+
+# model_status values in ops.stream_progress
+OK = "ok"
+NO_MODEL = "no_model"
+LOAD_FAILED = "load_failed"
+REGISTRY_UNREACHABLE = "registry_unreachable"
+SCORE_FAILED = "score_failed"  # the model loaded but raised while scoring a batch
+
+RETRY_FAILED_LOAD_S = 30.0  # a version that failed to load is tried again after this long
+
+
+class RegistryUnreachable(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    name: str
+    version: str
+    udf: Callable
+    local_path: str | None = None
+
+
+@dataclass(frozen=True)
+class ModelState:
+    """What the next micro-batch scores with: ``model`` (None: nothing to score with) and why."""
+
+    model: LoadedModel | None
+    status: str
+    message: str | None = None
+
+
+def production_version(config: Config) -> str | None:
+    """The version ``production`` points to; None when there is no such model or alias.
+
+    Raises :class:`RegistryUnreachable` when the registry does not answer as expected.
+    """
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    try:
+        client = MlflowClient(tracking_uri=config.mlflow.tracking_uri, registry_uri=config.registry_uri)
+        return str(client.get_model_version_by_alias(config.mlflow.model_name, PRODUCTION_ALIAS).version)
+    except MlflowException as exc:
+        # Not found: no registered model of that name (RESOURCE_DOES_NOT_EXIST) or no such
+        # alias (INVALID_PARAMETER_VALUE "... alias production not found").
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST" or (
+                exc.error_code == "INVALID_PARAMETER_VALUE" and "not found" in str(exc)):
+            return None
+        raise RegistryUnreachable(f"model registry {config.registry_uri} did not answer: "
+                                  f"{str(exc)[:300]}") from None
+    except Exception as exc:  # noqa: BLE001 - a broken store must not stop the stream
+        raise RegistryUnreachable(f"model registry {config.registry_uri} did not answer: "
+                                  f"{type(exc).__name__}: {str(exc)[:300]}") from None
+
+
+def build_model_udf(spark, config: Config, version: str) -> LoadedModel:
+    """Download ``models:/<name>/<version>``, load it once here, and build its Spark UDF.
+
+    Loading in the driver first makes a model that cannot load (refused format, missing
+    artifact) fail here, where the cache can keep the previous one, rather than inside a
+    Spark task in the middle of a batch.
+    """
+    import mlflow
+
+    name = config.mlflow.model_name
+    models_dir = Path(config.state_dir) / "scorer" / "models"
+    models_dir.mkdir(parents=True, exist_ok=True)
+    target = tempfile.mkdtemp(prefix=f"{name}-v{version}-", dir=models_dir)
+    try:
+        local_path = mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}",
+                                                         dst_path=target)
+        mlflow.pyfunc.load_model(local_path)
+        udf = mlflow.pyfunc.spark_udf(spark, local_path, result_type=RESULT_TYPE, env_manager="local")
+    except BaseException:
+        shutil.rmtree(target, ignore_errors=True)
+        raise
+    return LoadedModel(name=name, version=str(version), udf=udf, local_path=target)
+
+
+class ModelCache:
+    """Holds the UDF of the current ``production`` version; :meth:`refresh` before each batch."""
+
+    def __init__(self, spark, config: Config, *, clock: Callable[[], float] = time.monotonic,
+                 builder: Callable[[object, Config, str], LoadedModel] = build_model_udf):
+        self._spark = spark
+        self._config = config
+        self._clock = clock
+        self._builder = builder
+        self._checked_at: float | None = None
+        self._failed: tuple[str, float, str] | None = None  # version, when, why
+        self.state = ModelState(None, NO_MODEL, "not checked yet")
+
+    @property
+    def model(self) -> LoadedModel | None:
+        return self.state.model
+
+    def failed_version(self) -> str | None:
+        """The version that failed to load and is not due for another try yet."""
+        failed = self._failed
+        if failed and self._clock() - failed[1] < RETRY_FAILED_LOAD_S:
+            return failed[0]
+        return None
+
+    def refresh(self, force: bool = False) -> ModelState:
+        """Ask the registry (at most every ``alias_check_seconds``) and swap the UDF if needed."""
+        now = self._clock()
+        due = (self._checked_at is None
+               or now - self._checked_at >= self._config.streaming.alias_check_seconds)
+        if not (due or force):
+            return self.state
+        self._checked_at = now
+        current = self.state.model
+        try:
+            version = production_version(self._config)
+        except RegistryUnreachable as exc:
+            if self.state.status != REGISTRY_UNREACHABLE:
+                log.warning("%s; scoring %s", exc,
+                            f"with version {current.version}" if current else "waits")
+            self.state = ModelState(current, REGISTRY_UNREACHABLE, str(exc))
+            return self.state
+        if version is None:
+            if current is not None or self.state.status != NO_MODEL:
+                log.warning("no '%s' alias on model %s: submissions land in silver and wait to "
+                            "be scored", PRODUCTION_ALIAS, self._config.mlflow.model_name)
+            self._drop(current)
+            self.state = ModelState(None, NO_MODEL, f"no {PRODUCTION_ALIAS} version of "
+                                                    f"{self._config.mlflow.model_name}")
+            return self.state
+        if current is not None and current.version == version:
+            self.state = ModelState(current, OK)
+            return self.state
+        if self._failed and self._failed[0] == version and now - self._failed[1] < RETRY_FAILED_LOAD_S:
+            self.state = ModelState(current, LOAD_FAILED, self._failed[2])
+            return self.state
+        return self._swap(current, version, now)
+
+    def _swap(self, current: LoadedModel | None, version: str, now: float) -> ModelState:
+        started = time.monotonic()
+        try:
+            loaded = self._builder(self._spark, self._config, version)
+        except Exception as exc:  # noqa: BLE001 - any load failure keeps the stream running
+            why = (f"version {version} of {self._config.mlflow.model_name} failed to load: "
+                   f"{type(exc).__name__}: {str(exc)[:300]}")
+            self._failed = (version, now, why)
+            log.error("%s; %s", why, f"still scoring with version {current.version}" if current
+                      else "submissions wait in silver")
+            self.state = ModelState(current, LOAD_FAILED, why)
+            return self.state
+        self._failed = None
+        log.info("scoring with %s version %s from the next rows on (was %s; built in %.1fs)",
+                 loaded.name, loaded.version, current.version if current else "none",
+                 time.monotonic() - started)
+        self._drop(current)
+        self.state = ModelState(loaded, OK)
+        return self.state
+
+    @staticmethod
+    def _drop(model: LoadedModel | None) -> None:
+        # Batches run one after another, so no task still reads the previous model's files.
+        if model is not None and model.local_path:
+            shutil.rmtree(model.local_path, ignore_errors=True)

@@ -1,0 +1,57 @@
+"""One ``ops.stream_progress`` row per micro-batch: what was read, landed, refused and scored."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+
+
+@dataclass
+class BatchReport:
+    """Counters of one micro-batch, filled in as the handler goes."""
+
+    batch_id: int
+    started_at: datetime
+    rows_read: int = 0
+    submissions_valid: int = 0
+    quarantined: int = 0
+    duplicates: int = 0
+    scored: int = 0
+    failed: int = 0
+    pending_unscored: int = 0
+    outcomes: int = 0
+    endpoint_requests: int = 0
+    latency_p50_s: float | None = None
+    latency_p95_s: float | None = None
+    latency_p99_s: float | None = None
+    model_version: str | None = None
+    model_status: str | None = None
+    duration_s: float = 0.0
+    notes: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)  # stage → seconds (not in the row)
+
+    def note(self, message: str) -> None:
+        self.notes.append(message)
+
+    def row(self) -> dict:
+        """The ``ops.stream_progress`` row.
+
+        >>> report = BatchReport(7, datetime(2026, 1, 1), rows_read=3, model_status="no_model")
+        >>> report.note("no production model: 3 submissions wait")
+        >>> row = report.row()
+        >>> row["batch_id"], row["rows_read"], row["message"]
+        (7, 3, 'no production model: 3 submissions wait')
+        """
+        values = asdict(self)
+        notes = values.pop("notes")
+        values.pop("timings")
+        return {**values, "message": "; ".join(notes) or None}
+
+    def summary(self) -> str:
+        """One status line for the log."""
+        latency = (f" p95 {self.latency_p95_s:.2f}s" if self.latency_p95_s is not None else "")
+        return (f"batch {self.batch_id}: read {self.rows_read}, valid {self.submissions_valid}, "
+                f"quarantined {self.quarantined} (dup {self.duplicates}), scored {self.scored}, "
+                f"failed {self.failed}, pending {self.pending_unscored}, outcomes {self.outcomes}, "
+                f"requests {self.endpoint_requests}, model {self.model_version or '-'} "
+                f"[{self.model_status}]{latency}")

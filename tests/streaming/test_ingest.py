@@ -1,0 +1,41 @@
+"""Submissions land in bronze/silver/quarantine with the right reasons, with or without a model."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from schemas import topics
+from streaming.job import start_scorer
+
+pytestmark = pytest.mark.integration
+
+
+def test_no_model_lands_every_submission_and_quarantines_the_bad_ones(kit):
+    valid = [kit.events.submission(i) for i in range(40)]
+    broken = kit.broken_submissions()
+    duplicates = [valid[3], valid[17]]  # redelivered later: other offsets, same event_id
+    kit.produce(topics.SUBMISSIONS, kit.as_messages(valid) + [(None, raw) for raw, _ in broken]
+                + kit.as_messages(duplicates))
+    total = len(valid) + len(broken) + len(duplicates)
+
+    scorer = start_scorer(kit.spark, kit.config)
+    try:
+        kit.wait_rows_read(total, scorer)
+    finally:
+        scorer.stop()
+
+    assert kit.table("bronze.submissions_raw").count() == total
+    silver = kit.table("silver.submissions")
+    assert sorted(r.event_id for r in silver.select("event_id").collect()) == sorted(e["event_id"] for e in valid)
+    quarantine = kit.table("silver.quarantine")
+    reasons = sorted(r.reason_code for r in quarantine.collect())
+    assert reasons == sorted([code for _, code in broken] + ["duplicate_event_id"] * 2)
+    dup_rows = quarantine.where("reason_code = 'duplicate_event_id'").collect()
+    assert sorted(r.event_id for r in dup_rows) == sorted(e["event_id"] for e in duplicates)
+    assert all(orjson.loads(r.raw_value)["event_id"] == r.event_id for r in dup_rows)
+    assert kit.table("gold.predictions").count() == 0
+    last = kit.table("ops.stream_progress").orderBy("batch_id", ascending=False).first()
+    assert last.model_status == "no_model"
+    assert last.pending_unscored == len(valid)
+    assert scorer.state.pending_unscored == len(valid)
