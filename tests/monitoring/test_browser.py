@@ -217,7 +217,6 @@ def _rows_read(config) -> int:
 def test_every_panel_renders_with_data_from_a_real_run(spark, config, mlflow_store, small_history,
                                                          small_history_events, fitted_model, chromedriver):
     """simulator → Kafka → the real stream → Delta; requests through the real endpoint; the page."""
-    pytest.importorskip("streaming.job", reason="needs the streaming scorer (branch stream) merged")
     import mlflow
 
     from batch.history import load_history
