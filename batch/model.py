@@ -16,8 +16,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from batch.compiled_trees import SMALL_BATCH, compiled_trees
 from schemas.events import LEVELS
-from schemas.features import as_model_input, compute_features, features_from_flat, flatten_model_input
+from schemas.features import (FlatResponses, as_model_input, compute_features, feature_matrix,
+                              features_from_flat, flatten_model_input)
 from schemas.irt import ItemBank, fit_item_bank
 
 log = logging.getLogger(__name__)
@@ -34,6 +36,10 @@ class DiagnosticModel:
     ends in ``_``. ``score_params`` / ``level_params`` are HistGradientBoosting keyword
     arguments (``conf/`` ``model.score`` / ``model.level``).
     """
+
+    #: The model validates its input itself (:func:`schemas.features.flatten_model_input`), so
+    #: callers such as the endpoint may skip MLflow's per-call schema enforcement.
+    checks_own_input = True
 
     def __init__(self, score_params: dict[str, Any] | None = None,
                  level_params: dict[str, Any] | None = None, random_state: int = 0,
@@ -90,33 +96,66 @@ class DiagnosticModel:
         (the pyfunc protocol's inference parameters) are not used. The score is clipped to 0–100; the probabilities are in :data:`schemas.events.LEVELS`
         order and sum to 1; the level is the most probable one.
         """
-        return self.predict_features(self.features(as_model_input(model_input)))
+        self._check_fitted()
+        model_input = as_model_input(model_input)
+        return pd.DataFrame(self.predict_flat(flatten_model_input(model_input)), index=model_input.index)
 
     def predict_features(self, features: pd.DataFrame) -> pd.DataFrame:
         """:meth:`predict` from already computed features (training evaluation uses it)."""
         self._check_fitted()
+        if list(features.columns) != self.feature_names_:
+            raise ValueError(f"features must have the columns the model was fitted on, in order: "
+                             f"{self.feature_names_}")
+        return pd.DataFrame(self._predict_matrix(features.to_numpy(dtype=np.float64)), index=features.index)
+
+    def predict_flat(self, flat: FlatResponses) -> dict[str, np.ndarray]:
+        """:meth:`predict` on flattened responses, as columns: the endpoint's path, no DataFrame.
+
+        ``flat`` comes from :func:`schemas.features.flatten_events` (events the contract
+        accepted) or :func:`schemas.features.flatten_model_input`.
+        """
+        self._check_fitted()
+        return self._predict_matrix(feature_matrix(flat, self.item_bank_))
+
+    def _predict_matrix(self, features: np.ndarray) -> dict[str, np.ndarray]:
+        """The prediction columns for a feature matrix whose columns are ``feature_names_``."""
+        score = np.clip(self._score_raw(features), *SCORE_RANGE).astype(np.float64)
+        probabilities = self.level_probabilities(features)
+        columns = {"progress_score": score,
+                   "comprehension_level": np.asarray(LEVELS, dtype=object)[probabilities.argmax(axis=1)]}
+        for position, level in enumerate(LEVELS):
+            columns[f"p_{level}"] = probabilities[:, position]
+        return columns
+
+    def _score_raw(self, features: np.ndarray) -> np.ndarray:
+        regressor = self.score_pipeline_[-1]
+        compiled = compiled_trees(regressor) if len(features) <= SMALL_BATCH and len(self.score_pipeline_) == 1 else None
+        if compiled is not None:
+            return regressor._loss.link.inverse(compiled.raw_predict(features).ravel())
         # One OpenMP thread: the stream runs a Python worker per core, and tree threads spinning
         # against each other (or other processes) made scoring 5x slower under load (measured).
         with single_thread():
-            score = np.clip(self.score_pipeline_.predict(features), *SCORE_RANGE)
-            probabilities = self.level_probabilities(features)
-        out = pd.DataFrame({"progress_score": score.astype(np.float64),
-                            "comprehension_level": np.asarray(LEVELS, dtype=object)[
-                                probabilities.argmax(axis=1)]},
-                           index=features.index)
-        for position, level in enumerate(LEVELS):
-            out[f"p_{level}"] = probabilities[:, position]
-        return out
+            return self.score_pipeline_.predict(self._frame(features))
 
-    def level_probabilities(self, features: pd.DataFrame) -> np.ndarray:
+    def level_probabilities(self, features) -> np.ndarray:
         """Class probabilities with one column per level of ``LEVELS`` (0 for unseen levels)."""
-        raw = self.level_pipeline_.predict_proba(features)
+        classifier = self.level_pipeline_[-1]
+        compiled = compiled_trees(classifier) if len(features) <= SMALL_BATCH and len(self.level_pipeline_) == 1 else None
+        if compiled is not None:
+            raw = classifier._loss.predict_proba(compiled.raw_predict(np.asarray(features, dtype=np.float64)))
+        else:
+            with single_thread():
+                raw = self.level_pipeline_.predict_proba(self._frame(features))
         classes = list(self.level_pipeline_.classes_)
         probabilities = np.zeros((len(features), len(LEVELS)))
         for position, level in enumerate(LEVELS):
             if level in classes:
                 probabilities[:, position] = raw[:, classes.index(level)]
         return probabilities / probabilities.sum(axis=1, keepdims=True)
+
+    def _frame(self, features) -> pd.DataFrame:
+        # scikit-learn was fitted with feature names and checks them on every call.
+        return features if isinstance(features, pd.DataFrame) else pd.DataFrame(features, columns=self.feature_names_)
 
     @property
     def item_bank(self) -> ItemBank:

@@ -333,13 +333,17 @@ def bench_serve(
     rate: Annotated[float, typer.Option(help="Steady request rate for the latency figures.")] = 100.0,
     seconds: Annotated[float, typer.Option(help="Length of each phase.")] = 20.0,
     connections: Annotated[int, typer.Option(help="Concurrent connections for max_rps.")] = 32,
+    max_load: Annotated[Optional[float], typer.Option(help="First wait (up to --max-wait) for the 1-minute load average to fall to this.")] = None,
+    max_wait: Annotated[float, typer.Option(help="Seconds to wait for --max-load at most.")] = 600.0,
 ) -> None:
     """Latency at a steady rate and max throughput of the endpoint on loopback."""
     from serving.bench import run_serve_benchmark
 
-    result = run_serve_benchmark(get_config(), rate=rate, seconds=seconds, connections=connections)
+    result = run_serve_benchmark(get_config(), rate=rate, seconds=seconds, connections=connections,
+                                 max_load=max_load, max_wait_s=max_wait)
     for key in ("p50_ms", "p99_ms", "max_rps"):
         typer.echo(f"{key:<8} {result[key]}")
+    typer.echo(f"load     {result['load_average']}")
     typer.echo(f"written  {result['written_to']}")
 
 

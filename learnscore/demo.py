@@ -200,7 +200,7 @@ class Demo:
         self.say("open:")
         self.say(f"  dashboard      http://{dashboard.host}:{dashboard.port}/")
         self.say(f"  MLflow UI      {mlflow_ui_url(self.config)}")
-        self.say(f"  endpoint docs  http://{serving.host}:{serving.port}/docs "
+        self.say(f"  endpoint       http://{serving.host}:{serving.port}/v1/model (POST /v1/score; README 'The REST endpoint') "
                  f"(API key in {self.config.state_dir / 'secrets' / 'learnscore_api_key'})")
         self.say(f"  logs           {self.logs}/")
 
@@ -273,8 +273,9 @@ class Demo:
 
     def _endpoint_trickle(self, stop: threading.Event) -> None:
         """A few real-time requests per second, so the endpoint panels have traffic."""
-        from serving.bench import sample_submission
+        from serving.bench import bench_submissions
 
+        submissions = bench_submissions(500)  # simulated learners on the platform's item bank
         serving = self.config.serving
         url = f"http://{serving.host}:{serving.port}/v1/score"
         headers = {"X-API-Key": api_key(self.config)}
@@ -283,7 +284,7 @@ class Demo:
         with httpx.Client(timeout=10) as client:
             while pause and not stop.wait(pause):
                 seed += 1
-                body = sample_submission(seed)
+                body = submissions[seed % len(submissions)]
                 if seed % 25 == 0:  # now and then a broken one: the error-rate panel is real
                     body = {**body, "grade_level": 99}
                 try:

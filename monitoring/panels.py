@@ -248,10 +248,12 @@ def live_error_panel(outcomes: pd.DataFrame, minutes: int, largest_bucket: int) 
     return _ok("live_error", title, [
         {"type": "line", "title": f"mean absolute error per {seconds}s", "x": _iso(mae.index),
          "series": [{"name": f"v{version}", "values": _numbers(mae[version])} for version in versions]},
-        {"type": "bar", "title": "by version: MAE and level accuracy",
+        {"type": "bar", "title": "mean absolute error by version",
          "categories": [f"v{version}" for version in per.index],
-         "series": [{"name": "MAE", "values": _numbers(per["mae"])},
-                    {"name": "level accuracy %", "values": _numbers(per["accuracy"] * 100)}]},
+         "series": [{"name": "MAE", "values": _numbers(per["mae"])}]},
+        {"type": "bar", "title": "level accuracy by version", "percent": True,
+         "categories": [f"v{version}" for version in per.index],
+         "series": [{"name": "level accuracy", "values": _numbers(per["accuracy"])}]},
     ], tiles=[{"label": f"v{version} n", "value": int(n)} for version, n in per["n"].items()])
 
 

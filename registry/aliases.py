@@ -36,16 +36,18 @@ def version_uri(config: Config, version: str | int) -> str:
     return f"models:/{config.mlflow.model_name}/{version}"
 
 
-def current_version(config: Config, alias: str) -> str | None:
+def current_version(config: Config, alias: str, client=None) -> str | None:
     """The version an alias points to now, or None when the alias (or the model) does not exist.
 
-    The caller has pointed MLflow at the store (:func:`learnscore.tracking.use_mlflow`).
+    ``client`` is an ``MlflowClient``; without one, the caller has pointed MLflow at the store
+    (:func:`learnscore.tracking.use_mlflow`). Other registry failures propagate.
     """
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
     try:
-        return str(MlflowClient().get_model_version_by_alias(config.mlflow.model_name, alias).version)
+        return str((client or MlflowClient()).get_model_version_by_alias(
+            config.mlflow.model_name, alias).version)
     except MlflowException as exc:
         missing_model = exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND")
         missing_alias = exc.error_code == "INVALID_PARAMETER_VALUE" and "not found" in exc.message

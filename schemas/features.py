@@ -18,16 +18,22 @@ column                 type
 
 Three builders produce it: :func:`spark_model_input_columns` (a Spark ``select`` over a
 ``silver.submissions``-shaped DataFrame), :func:`model_input_from_events` (validated
-``DiagnosticSubmitted`` dicts, for the endpoint and tests) and :func:`model_input_from_arrow`
+``DiagnosticSubmitted`` dicts, for tests and batch callers) and :func:`model_input_from_arrow`
 (an Arrow table of ``silver.submissions``, for Spark-free readers such as the registry gates).
 :func:`compute_features` turns it into features, vectorised over the flattened lists, so the
 three paths cannot disagree (``tests/schemas/test_feature_parity.py`` proves it).
+
+The REST endpoint scores one submission per request, where building a one-row DataFrame costs
+more than the features themselves. Its fast path, :func:`flatten_events`, goes from validated
+events straight to the flat arrays that :func:`compute_features` builds internally, and
+:func:`feature_matrix` computes the very same features from them as a plain array; the parity
+test holds this path to the others, bit for bit.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -202,6 +208,39 @@ def flatten_model_input(model_input: pd.DataFrame) -> FlatResponses:
                          subject=subject, grade_level=grade, **flat)
 
 
+def flatten_events(events: Sequence[dict[str, Any]]) -> FlatResponses:
+    """Flat responses straight from ``DiagnosticSubmitted`` dicts the contract accepted.
+
+    The endpoint's fast path: the same arrays as
+    ``flatten_model_input(model_input_from_events(events))`` without the DataFrame in between.
+    It checks nothing that the contract (``schemas.events.validate_event``) already checked —
+    at least one response, the types of every field — so only validated events may come here.
+
+    >>> event = {"subject": "math", "grade_level": 4, "responses": [
+    ...     {"item_id": "m-1", "skill": "fractions", "correct": True, "response_time_ms": 5200,
+    ...      "attempts": 1, "hint_used": False}]}
+    >>> flat = flatten_events([event, event])
+    >>> flat.n_rows, flat.offsets.tolist(), flat.item_id.to_pylist()
+    (2, [0, 1, 2], ['m-1', 'm-1'])
+    """
+    n_rows = len(events)
+    lengths = np.fromiter((len(event["responses"]) for event in events), dtype=np.int64, count=n_rows)
+    offsets = np.zeros(n_rows + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    total = int(offsets[-1])
+    responses = [response for event in events for response in event["responses"]]
+    flat: dict[str, Any] = {
+        column: pa.array([response[column] for response in responses], type=pa.string())
+        for column in _STRING_LISTS}
+    for column, dtype in _LIST_DTYPES.items():
+        flat[column] = np.fromiter((response[column] for response in responses), dtype=dtype, count=total)
+    return FlatResponses(
+        n_rows=n_rows, row=np.repeat(np.arange(n_rows), lengths), offsets=offsets,
+        subject=pa.array([event["subject"] for event in events], type=pa.string()),
+        grade_level=np.fromiter((event["grade_level"] for event in events), dtype=np.float64, count=n_rows),
+        **flat)
+
+
 def _list_lengths(column: str, cells: np.ndarray) -> np.ndarray:
     try:
         return np.fromiter(map(len, cells), dtype=np.int64, count=len(cells))
@@ -255,6 +294,14 @@ def compute_features(model_input: pd.DataFrame, item_bank: ItemBank) -> pd.DataF
 
 def features_from_flat(flat: FlatResponses, item_bank: ItemBank, index=None) -> pd.DataFrame:
     """:func:`compute_features` on already flattened responses."""
+    return pd.DataFrame(feature_matrix(flat, item_bank), columns=feature_names(item_bank), index=index)
+
+
+def feature_matrix(flat: FlatResponses, item_bank: ItemBank) -> np.ndarray:
+    """The features of each row as one float64 array, columns in :func:`feature_names` order.
+
+    What :func:`features_from_flat` wraps in a DataFrame; the endpoint hands it to the model as is.
+    """
     n, row = flat.n_rows, flat.row
     count = np.diff(flat.offsets).astype(np.float64)
 
@@ -288,16 +335,17 @@ def features_from_flat(flat: FlatResponses, item_bank: ItemBank, index=None) -> 
     subject_index, _ = index_of(flat.subject, list(SUBJECTS))
     for position, subject in enumerate(SUBJECTS):
         columns[f"subject_{subject}"] = (subject_index == position).astype(np.float64)
-    skill_index, skill_known = index_of(flat.skill, item_bank.skills)
     n_skills = len(item_bank.skills)
+    matrix = np.empty((n, len(FEATURE_NAMES) + n_skills))
+    for position, name in enumerate(FEATURE_NAMES):
+        matrix[:, position] = columns[name]
+    skill_index, skill_known = index_of(flat.skill, item_bank.skills)
     key = row[skill_known] * n_skills + skill_index[skill_known]
     seen = np.bincount(key, minlength=n * n_skills).reshape(n, n_skills)
     right = np.bincount(key, weights=correct[skill_known], minlength=n * n_skills).reshape(n, n_skills)
     with np.errstate(invalid="ignore", divide="ignore"):
-        skill_accuracy = np.where(seen > 0, right / seen, np.nan)
-    for position, skill in enumerate(item_bank.skills):
-        columns[SKILL_FEATURE_PREFIX + skill] = skill_accuracy[:, position]
-    return pd.DataFrame(columns, index=index)
+        matrix[:, len(FEATURE_NAMES):] = np.where(seen > 0, right / seen, np.nan)  # skill accuracies
+    return matrix
 
 
 def _per_row_median_log_time(flat: FlatResponses) -> np.ndarray:

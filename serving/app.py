@@ -7,6 +7,7 @@ in its own module (auth, body, validation, scoring) so each can be read and test
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import random
 import time
@@ -23,7 +24,8 @@ from learnscore.config import Config, Secrets
 from serving.auth import api_key_matches, presented_api_key
 from serving.body import BodyTooLarge, declared_length, read_limited
 from serving.metrics import ServingMetrics
-from serving.models import PRODUCTION, STAGING, ModelWatcher, Registry, ServedModels
+from registry.aliases import PRODUCTION, STAGING
+from serving.models import ModelWatcher, Registry, ServedModels
 from serving.request_log import RequestLog, request_record
 from serving.scoring import ScoreBatcher
 from serving.validation import parse_submissions
@@ -62,6 +64,11 @@ class ScoringService:
         production = served.production.version if served.production else None
         staging = served.staging.version if served.staging else None
         log.info("now serving production=%s staging=%s", production, staging)
+        # A loaded model, MLflow and the libraries are ~400k long-lived objects: a full garbage
+        # collection walked them all and stalled requests for 50–270 ms (measured). Frozen, the
+        # collector only visits what requests allocate; the old model is still freed by reference
+        # counting (only reference cycles in it stay, once per swap).
+        gc.freeze()
 
     def choose(self, served: ServedModels):
         """The model for one request: the canary share goes to ``staging`` when it differs."""

@@ -13,7 +13,6 @@ import asyncio
 import json
 import logging
 import os
-import random
 import re
 import shutil
 import signal
@@ -21,7 +20,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -38,22 +36,14 @@ log = logging.getLogger(__name__)
 RESULTS = Path(__file__).resolve().parent.parent / "bench" / "results" / "serve.json"
 
 
-def sample_submission(seed: int, responses: int = 20) -> dict[str, Any]:
-    """A valid DiagnosticSubmitted, the same for the same seed (load and tests)."""
-    rnd = random.Random(seed)
-    return {
-        "event_id": str(uuid.UUID(int=rnd.getrandbits(128), version=4)),
-        "schema_version": 1,
-        "event_time": "2026-01-05T10:00:00Z",
-        "learner_id": f"learner-{seed}",
-        "assessment_id": "diag-math-5",
-        "subject": rnd.choice(["math", "reading", "science"]),
-        "grade_level": rnd.randint(3, 8),
-        "responses": [{"item_id": f"item-{k:03d}", "skill": f"skill-{k % 4}",
-                       "correct": rnd.random() < 0.6, "response_time_ms": rnd.randint(2000, 40000),
-                       "attempts": 1 + (rnd.random() < 0.1), "hint_used": rnd.random() < 0.1}
-                      for k in range(responses)],
-    }
+def bench_submissions(count: int, seed: int = 11) -> list[dict[str, Any]]:
+    """``count`` simulated DiagnosticSubmitted events (the platform's item bank), all in the past."""
+    from datetime import timedelta
+
+    from simulator.generator import Simulator
+
+    start = datetime.now(timezone.utc) - timedelta(seconds=count + 3600)
+    return Simulator(seed=seed, start=start, interval_s=1.0, run="bench-serve").take(count).submissions
 
 
 def percentiles_ms(latencies_s: list[float]) -> dict[str, float]:
@@ -66,31 +56,77 @@ def percentiles_ms(latencies_s: list[float]) -> dict[str, float]:
     return {f"p{q}_ms": round(float(np.percentile(values, q)), 2) for q in (50, 95, 99)}
 
 
-async def steady_rate(url: str, api_key: str, bodies: list[bytes], rate: float, seconds: float) -> dict[str, Any]:
-    """Send single-submission requests at ``rate`` per second for ``seconds``; open-loop latencies."""
+class _KeepAliveConnections:
+    """A few HTTP/1.1 keep-alive connections that POST prebuilt bodies: a load generator light
+    enough (tens of microseconds per request) that its own cost does not show in the latencies.
+
+    Speaks only what the endpoint answers: a status line, headers with Content-Length, a body.
+    """
+
+    def __init__(self, url: str, api_key: str, size: int):
+        parsed = httpx.URL(url)
+        self.host, self.port, self.path = parsed.host, parsed.port or 80, parsed.raw_path.decode()
+        self.head = (f"POST {self.path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
+                     f"X-API-Key: {api_key}\r\nContent-Type: application/json\r\n").encode()
+        self.size = size
+        self._idle: asyncio.Queue = asyncio.Queue()
+
+    async def open(self) -> None:
+        for _ in range(self.size):
+            self._idle.put_nowait(await asyncio.open_connection(self.host, self.port))
+
+    async def post(self, body: bytes) -> int:
+        """Send one request on an idle connection (waiting for one if all are busy); its status."""
+        reader, writer = await self._idle.get()
+        try:
+            writer.write(self.head + b"Content-Length: %d\r\n\r\n" % len(body) + body)
+            header = await reader.readuntil(b"\r\n\r\n")
+            length = int(re.search(rb"(?i)content-length:\s*(\d+)", header).group(1))
+            await reader.readexactly(length)
+        except BaseException:
+            writer.close()
+            self._idle.put_nowait(await asyncio.open_connection(self.host, self.port))
+            raise
+        self._idle.put_nowait((reader, writer))
+        return int(header[9:12])
+
+    async def close(self) -> None:
+        while not self._idle.empty():
+            _, writer = self._idle.get_nowait()
+            writer.close()
+
+
+async def steady_rate(url: str, api_key: str, bodies: list[bytes], rate: float, seconds: float,
+                      connections: int = 16) -> dict[str, Any]:
+    """Send single-submission requests at ``rate`` per second for ``seconds``; open-loop latencies.
+
+    Each request has a scheduled send time and its latency counts from then, so a slow answer
+    cannot hide the requests queued behind it (no coordinated omission).
+    """
     total = int(rate * seconds)
     latencies: list[float] = []
     failures: dict[str, int] = {}
-    limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
-    async with httpx.AsyncClient(limits=limits, timeout=10,
-                                 headers={"X-API-Key": api_key, "Content-Type": "application/json"}) as client:
-        start = time.perf_counter() + 0.05
+    pool = _KeepAliveConnections(url, api_key, connections)
+    await pool.open()
+    start = time.perf_counter() + 0.05
 
-        async def one(index: int) -> None:
-            scheduled = start + index / rate
-            await asyncio.sleep(max(0.0, scheduled - time.perf_counter()))
-            try:
-                answer = await client.post(url, content=bodies[index % len(bodies)])
-                outcome = str(answer.status_code)
-            except httpx.HTTPError as exc:
-                outcome = type(exc).__name__
-            if outcome == "200":
-                latencies.append(time.perf_counter() - scheduled)
-            else:
-                failures[outcome] = failures.get(outcome, 0) + 1
+    async def one(index: int) -> None:
+        scheduled = start + index / rate
+        await asyncio.sleep(max(0.0, scheduled - time.perf_counter()))
+        try:
+            outcome = str(await asyncio.wait_for(pool.post(bodies[index % len(bodies)]), timeout=10))
+        except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError, ValueError, AttributeError) as exc:
+            outcome = type(exc).__name__
+        if outcome == "200":
+            latencies.append(time.perf_counter() - scheduled)
+        else:
+            failures[outcome] = failures.get(outcome, 0) + 1
 
+    try:
         await asyncio.gather(*(one(index) for index in range(total)))
-        elapsed = time.perf_counter() - start
+    finally:
+        await pool.close()
+    elapsed = time.perf_counter() - start
     return {"requests": total, "ok": len(latencies), "failures": failures,
             "achieved_rps": round(len(latencies) / elapsed, 1), **percentiles_ms(latencies or [0.0])}
 
@@ -169,9 +205,38 @@ def _wait_ready(base: str, process: subprocess.Popen, log_file: Path, timeout_s:
                        f"model of {log_file.name}? see {log_file})")
 
 
+def load_average() -> dict[str, float]:
+    """The machine's 1, 5 and 15 minute load averages (shared machines: read figures with it)."""
+    one, five, fifteen = os.getloadavg()
+    return {"1m": round(one, 2), "5m": round(five, 2), "15m": round(fifteen, 2)}
+
+
+def wait_for_quiet(max_load: float, timeout_s: float) -> dict[str, float]:
+    """Wait (up to ``timeout_s``) until the 1-minute load average is at most ``max_load``."""
+    deadline = time.monotonic() + timeout_s
+    while os.getloadavg()[0] > max_load and time.monotonic() < deadline:
+        log.info("load average %.2f is above %.2f; waiting for a quieter machine", os.getloadavg()[0], max_load)
+        time.sleep(min(15.0, max(0.0, deadline - time.monotonic())))
+    return load_average()
+
+
+def _run(coroutine):
+    """Run the load generator on uvloop when installed (less of its own overhead in the figures)."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coroutine)
+    return uvloop.run(coroutine)
+
+
 def run_serve_benchmark(config: Config, rate: float = 100.0, seconds: float = 20.0,
-                        connections: int = 32, results: Path = RESULTS) -> dict[str, Any]:
-    """Measure the endpoint and write ``bench/results/serve.json``; return the figures."""
+                        connections: int = 32, results: Path = RESULTS,
+                        max_load: float | None = None, max_wait_s: float = 600.0) -> dict[str, Any]:
+    """Measure the endpoint and write ``bench/results/serve.json``; return the figures.
+
+    With ``max_load``, first wait (up to ``max_wait_s``) for the machine's 1-minute load
+    average to fall to it; the load averages during each phase are recorded either way.
+    """
     from serving.server import fastest_loop_and_parser
 
     api_key = Secrets(config).api_key.get_secret_value()
@@ -180,20 +245,26 @@ def run_serve_benchmark(config: Config, rate: float = 100.0, seconds: float = 20
     results.parent.mkdir(parents=True, exist_ok=True)
     log_file = config.state_dir / "bench-serve.log"
     log_file.parent.mkdir(parents=True, exist_ok=True)
-    bodies = [orjson.dumps(sample_submission(seed)) for seed in range(2000)]
+    bodies = [orjson.dumps(event) for event in bench_submissions(2000)]
+    if max_load is not None:
+        wait_for_quiet(max_load, max_wait_s)
+    loads: dict[str, dict[str, float]] = {}
     process = _start_endpoint(config, port, log_file)
     try:
         version = _wait_ready(base, process, log_file)
         log.info("endpoint ready with version %s; warming up", version)
-        asyncio.run(steady_rate(f"{base}/v1/score", api_key, bodies, rate=50, seconds=3))
-        log.info("steady %g requests/s for %gs", rate, seconds)
-        steady = asyncio.run(steady_rate(f"{base}/v1/score", api_key, bodies, rate, seconds))
+        _run(steady_rate(f"{base}/v1/score", api_key, bodies, rate=50, seconds=3))
+        loads["steady_start"] = load_average()
+        log.info("steady %g requests/s for %gs (load average %s)", rate, seconds, loads["steady_start"])
+        steady = _run(steady_rate(f"{base}/v1/score", api_key, bodies, rate, seconds))
+        loads["steady_end"] = load_average()
         log.info("steady: %s", steady)
         log.info("max throughput with %d connections for %gs", connections, seconds)
         if shutil.which("wrk"):
             peak = _wrk_max_rps(f"{base}/v1/score", api_key, bodies[0], connections, seconds)
         else:
-            peak = asyncio.run(_httpx_max_rps(f"{base}/v1/score", api_key, bodies, connections, seconds))
+            peak = _run(_httpx_max_rps(f"{base}/v1/score", api_key, bodies, connections, seconds))
+        loads["peak_end"] = load_average()
         log.info("peak: %s", peak)
     finally:
         process.send_signal(signal.SIGTERM)
@@ -207,11 +278,13 @@ def run_serve_benchmark(config: Config, rate: float = 100.0, seconds: float = 20
         "p50_ms": steady["p50_ms"], "p95_ms": steady["p95_ms"], "p99_ms": steady["p99_ms"],
         "rate_rps": rate, "achieved_rps": steady["achieved_rps"], "requests": steady["requests"],
         "failures": steady["failures"], **peak, "connections": connections, "seconds": seconds,
+        "load_average": loads, "load_average_1m": loads["steady_start"]["1m"],
         "model_name": config.mlflow.model_name, "model_version": version,
         "server": f"uvicorn 1 worker, loop {loop}, http {http}", "cpu_count": os.cpu_count(),
-        "load_average_1m": round(os.getloadavg()[0], 2),
+        "latency_client": "open-loop, keep-alive raw HTTP/1.1 (serving/bench.py), single submissions",
         "targets": {"p99_ms_at_100_rps": 25, "max_rps": 500},
         "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": " ".join(["learnscore", *sys.argv[1:]]),
     }
     results.write_text(json.dumps(figures, indent=2) + "\n")
     figures["written_to"] = str(results)

@@ -17,11 +17,9 @@ from datetime import datetime, timezone
 from typing import Any, Callable
 
 from learnscore.config import Config
+from registry.aliases import PRODUCTION, STAGING, current_version, version_uri
 
 log = logging.getLogger(__name__)
-
-PRODUCTION = "production"
-STAGING = "staging"
 
 
 class RegistryUnreachable(RuntimeError):
@@ -37,6 +35,10 @@ class LoadedModel:
     alias: str
     model: Any = field(repr=False)  # an mlflow.pyfunc.PyFuncModel
     loaded_at: datetime
+    #: The model behind the pyfunc when it checks its own input and scores flat responses
+    #: (batch.model.DiagnosticModel): the endpoint then calls it directly, skipping MLflow's
+    #: per-call schema work and the one-row DataFrame. ``None``: score through the pyfunc.
+    direct: Any = field(default=None, repr=False)
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "version": self.version, "alias": self.alias,
@@ -64,6 +66,7 @@ class Registry:
     def __init__(self, config: Config):
         from mlflow.tracking import MlflowClient
 
+        self.config = config
         self.model_name = config.mlflow.model_name
         self.where = redact_uri(config.registry_uri)
         self.timeout_s = config.serving.registry_timeout_s
@@ -86,10 +89,8 @@ class Registry:
         from mlflow.exceptions import MlflowException
 
         try:
-            return str(self._client.get_model_version_by_alias(self.model_name, alias).version)
+            return current_version(self.config, alias, client=self._client)
         except MlflowException as exc:
-            if _means_not_found(exc):
-                return None
             raise RegistryUnreachable(f"the model registry at {self.where} failed: "
                                       f"{exc.error_code}: {str(exc)[:200]}") from None
         except Exception as exc:  # driver-level failures (sqlite, network) all mean: cannot ask
@@ -100,11 +101,25 @@ class Registry:
         """Load ``version`` of the model (skops-backed pyfunc; pickle formats stay refused)."""
         import mlflow.pyfunc
 
-        model = mlflow.pyfunc.load_model(f"models:/{self.model_name}/{version}")
-        return LoadedModel(self.model_name, version, alias, model, datetime.now(timezone.utc))
+        model = mlflow.pyfunc.load_model(version_uri(self.config, version))
+        return LoadedModel(self.model_name, version, alias, model, datetime.now(timezone.utc),
+                           direct=self_checking_model(model))
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def self_checking_model(pyfunc_model) -> Any:
+    """The implementation behind an MLflow pyfunc when it validates its own input, else ``None``.
+
+    Such a model (``checks_own_input``, see batch/packaging.py) is logged with a signature that
+    MLflow does not enforce anyway; calling it directly also skips the pyfunc wrapper's per-call
+    context, and ``predict_flat`` skips building a DataFrame for one submission.
+    """
+    implementation = getattr(pyfunc_model, "_model_impl", None)  # MLflow's stable developer API
+    if getattr(implementation, "checks_own_input", False) and hasattr(implementation, "predict_flat"):
+        return implementation
+    return None
 
 
 def redact_uri(uri: str) -> str:
@@ -122,12 +137,6 @@ def redact_uri(uri: str) -> str:
     if "@" in authority:
         authority = "***@" + authority.rsplit("@", 1)[1]
     return f"{scheme}{sep}{authority}{slash}{path}"
-
-
-def _means_not_found(exc: Exception) -> bool:
-    code = getattr(exc, "error_code", "")
-    return code == "RESOURCE_DOES_NOT_EXIST" or (
-        code == "INVALID_PARAMETER_VALUE" and "not found" in str(exc))
 
 
 class ModelWatcher:

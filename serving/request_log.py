@@ -67,12 +67,14 @@ class RequestLog:
     """Bounded queue + background kafka-python producer (``learnscore.kafka_io.producer``)."""
 
     def __init__(self, config: Config, capacity: int | None = None,
-                 producer_factory: Callable[[], Any] | None = None, batch_size: int = 500):
+                 producer_factory: Callable[[], Any] | None = None, batch_size: int = 500,
+                 flush_interval_s: float = 0.1):
         from learnscore.kafka_io import producer
 
         self.topic = config.topic(ENDPOINT_REQUESTS)
         self.capacity = capacity or config.serving.request_log_capacity
         self.batch_size = batch_size
+        self.flush_interval_s = flush_interval_s
         self.counters = LogCounters()
         self._config = config
         self._factory = producer_factory or (lambda: producer(
@@ -97,7 +99,8 @@ class RequestLog:
                 self.counters.dropped += 1
                 return False
             self._pending.append(entry)
-        self._wake.set()
+        if not self._wake.is_set():
+            self._wake.set()
         return True
 
     # -- the sender thread -----------------------------------------------------------------
@@ -121,6 +124,10 @@ class RequestLog:
             backoff = 0.5
             if not self._send_batch():
                 self._stop.wait(1.0)
+            else:
+                # Let records gather: one send per interval instead of one wake-up per request
+                # keeps this thread (and Kafka's) off the request path's GIL.
+                self._stop.wait(self.flush_interval_s)
 
     def _connect(self) -> bool:
         from learnscore.kafka_io import BrokerUnreachable, create_topics

@@ -10,7 +10,9 @@ import asyncio
 import concurrent.futures
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Mapping
+
+import numpy as np
 
 from serving.models import LoadedModel
 
@@ -19,28 +21,34 @@ log = logging.getLogger(__name__)
 LEVEL_PROBABILITIES = ("p_beginner", "p_developing", "p_proficient", "p_advanced")
 
 
-def predictions_from_frame(predicted, events: list[dict[str, Any]], model: LoadedModel) -> list[dict[str, Any]]:
-    """One JSON-ready prediction per event from the model's output frame (same row order).
+def predictions_from_columns(predicted: Mapping[str, Any], events: list[dict[str, Any]],
+                             model: LoadedModel) -> list[dict[str, Any]]:
+    """One JSON-ready prediction per event from the model's output columns (same row order).
 
-    >>> import pandas as pd
-    >>> frame = pd.DataFrame({"progress_score": [61.5], "comprehension_level": ["proficient"],
-    ...     "p_beginner": [0.1], "p_developing": [0.2], "p_proficient": [0.6], "p_advanced": [0.1]})
+    ``predicted`` is the model's output: a DataFrame or a dict of arrays with the columns of
+    ``batch.model.PREDICTION_COLUMNS``.
+
+    >>> import numpy as np
+    >>> columns = {"progress_score": np.array([61.5]), "comprehension_level": np.array(["proficient"]),
+    ...     "p_beginner": np.array([0.1]), "p_developing": np.array([0.2]),
+    ...     "p_proficient": np.array([0.6]), "p_advanced": np.array([0.1])}
     >>> model = LoadedModel("m", "3", "production", None, None)
-    >>> predictions_from_frame(frame, [{"event_id": "e1"}], model)[0]["model_version"]
-    '3'
+    >>> prediction = predictions_from_columns(columns, [{"event_id": "e1"}], model)[0]
+    >>> prediction["progress_score"], prediction["probabilities"]["proficient"], prediction["model_version"]
+    (61.5, 0.6, '3')
     """
-    if len(predicted) != len(events):
-        raise ValueError(f"the model returned {len(predicted)} rows for {len(events)} submissions")
-    scores = predicted["progress_score"].tolist()
-    levels = predicted["comprehension_level"].tolist()
-    probabilities = [predicted[column].tolist() for column in LEVEL_PROBABILITIES]
+    scores = np.asarray(predicted["progress_score"], dtype=np.float64).tolist()
+    if len(scores) != len(events):
+        raise ValueError(f"the model returned {len(scores)} rows for {len(events)} submissions")
+    levels = [str(level) for level in np.asarray(predicted["comprehension_level"]).tolist()]
+    probabilities = [np.asarray(predicted[column], dtype=np.float64).tolist() for column in LEVEL_PROBABILITIES]
+    names = [column[2:] for column in LEVEL_PROBABILITIES]
     return [
         {
             "event_id": event["event_id"],
-            "progress_score": float(scores[row]),
-            "comprehension_level": str(levels[row]),
-            "probabilities": {column[2:]: float(values[row])
-                              for column, values in zip(LEVEL_PROBABILITIES, probabilities)},
+            "progress_score": scores[row],
+            "comprehension_level": levels[row],
+            "probabilities": {name: values[row] for name, values in zip(names, probabilities)},
             "model_name": model.name,
             "model_version": model.version,
             "model_alias": model.alias,
@@ -50,11 +58,18 @@ def predictions_from_frame(predicted, events: list[dict[str, Any]], model: Loade
 
 
 def score_events(model: LoadedModel, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Featurise ``events`` with the shared feature code and score them with ``model``."""
-    from schemas.features import model_input_from_events
+    """Featurise ``events`` (contract-valid) with the shared feature code and score them.
 
-    predicted = model.model.predict(model_input_from_events(events))
-    return predictions_from_frame(predicted, events, model)
+    A model that checks its own input gets the flat responses directly
+    (:func:`schemas.features.flatten_events`); any other pyfunc gets the model input DataFrame.
+    """
+    from schemas.features import flatten_events, model_input_from_events
+
+    if model.direct is not None:
+        predicted = model.direct.predict_flat(flatten_events(events))
+    else:
+        predicted = model.model.predict(model_input_from_events(events))
+    return predictions_from_columns(predicted, events, model)
 
 
 @dataclass

@@ -6,6 +6,7 @@ import importlib.util
 import logging
 
 from learnscore.config import Config
+from learnscore.stack.processes import StackError, port_is_free, port_owner
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +27,10 @@ def run_server(config: Config, host: str | None = None, port: int | None = None)
     loop, http = fastest_loop_and_parser()
     host = host or config.serving.host
     port = port or config.serving.port
+    if not port_is_free(host, port):
+        raise StackError(f"cannot start the scoring endpoint: port {port} on {host} is already taken by "
+                         f"{port_owner(port)}. Stop that process, or choose another port with --port "
+                         f"or LEARNSCORE__SERVING__PORT.")
     log.info("scoring endpoint on http://%s:%d (loop %s, http %s, model %s)", host, port, loop,
              http, config.mlflow.model_name)
     server = uvicorn.Server(uvicorn.Config(

@@ -6,7 +6,8 @@ The serving process publishes one JSON object per request (key: the request id):
      "received_at": "2026-01-31T09:30:00.123Z", # RFC 3339
      "status_code": 200, "latency_ms": 12.5,
      "model_name": "learnscore-diagnostic", "model_version": "3",
-     "route": "/v1/score", "items": 1,          # submissions in the request
+     "route": "production", "items": 1,        # the alias that scored (staging: the canary
+                                                # share); items: submissions in the request
      "error_code": null, "error": null}         # set when status_code >= 400
 
 Read leniently: it is an operational log, not a contract event. Every field but

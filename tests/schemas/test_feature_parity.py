@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from schemas.features import (compute_features, feature_names, model_input_from_arrow,
-                              model_input_from_events, spark_model_input_columns)
+from schemas.features import (compute_features, feature_matrix, feature_names, flatten_events,
+                              model_input_from_arrow, model_input_from_events, spark_model_input_columns)
 
 pytestmark = pytest.mark.integration
 
@@ -52,6 +52,8 @@ def test_training_udf_endpoint_and_arrow_paths_give_identical_features(
     ids = [e["event_id"] for e in events]
 
     endpoint = compute_features(model_input_from_events(events), bank).set_axis(ids)
+    # The endpoint's fast path (validated events → flat arrays → feature matrix, no DataFrame).
+    fast = pd.DataFrame(feature_matrix(flatten_events(events), bank), columns=feature_names(bank), index=ids)
 
     training_frame = read_labelled_submissions(spark, silver, versions)
     training_frame = training_frame.set_index("event_id").loc[ids]
@@ -66,7 +68,8 @@ def test_training_udf_endpoint_and_arrow_paths_give_identical_features(
     arrow = arrow.filter(np.isin(arrow["event_id"].to_numpy(zero_copy_only=False), ids))
     registry = compute_features(model_input_from_arrow(arrow), bank).set_axis(ids)
 
-    for name, other in (("training", training), ("spark udf", udf), ("registry", registry)):
+    for name, other in (("training", training), ("spark udf", udf), ("registry", registry),
+                        ("endpoint fast path", fast)):
         assert list(other.columns) == list(endpoint.columns), name
         # Identical, not merely close: same inputs, same code, same floating-point operations.
         assert np.array_equal(other.to_numpy(), endpoint.to_numpy(), equal_nan=True), name

@@ -1,11 +1,20 @@
-"""Fixtures for the endpoint tests: real registered model versions, a running endpoint, events."""
+"""Fixtures for the endpoint tests: real registered model versions, a running endpoint, events.
+
+Two real :class:`batch.model.DiagnosticModel` versions are logged once per session with
+``batch.packaging.log_diagnostic_model`` (the training job's call): ``first`` is the session's
+``fitted_model``; ``second`` is fitted with other hyperparameters on a subset, so its
+predictions differ and a test can tell which version scored a request. Each test registers
+them under its own model name (``config.mlflow.model_name``), which costs milliseconds.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import random
 import threading
 import time
-from pathlib import Path
+import uuid
+from dataclasses import dataclass
 from typing import Any, Iterator
 
 import httpx
@@ -13,28 +22,53 @@ import pytest
 
 from learnscore.config import Config, Secrets
 from learnscore.stack.processes import free_port
-from serving.bench import sample_submission
 
-DEV_MODEL = Path(__file__).with_name("_dev_model.py")
-
-
-def make_submission(seed: int, responses: int = 20) -> dict[str, Any]:
-    """A valid DiagnosticSubmitted, the same for the same seed."""
-    return sample_submission(seed, responses)
+HELD_OUT = 2000  # fitted_model saw the first 2,000 submissions of small_history
 
 
-def register_version(config: Config) -> str:
-    """Register one more version of ``config.mlflow.model_name``; return its number."""
+@dataclass(frozen=True)
+class LoggedModels:
+    """Model URIs of the logged versions and the fitted models behind them."""
+
+    uris: dict[str, str]
+    models: dict[str, Any]
+
+
+@pytest.fixture(scope="session")
+def logged_models(mlflow_store, stack_config, fitted_model, small_history_events) -> LoggedModels:
     import mlflow
-    from mlflow.tracking import MlflowClient
 
+    from batch.model import DiagnosticModel
+    from batch.packaging import log_diagnostic_model
     from learnscore.tracking import use_mlflow
+    from schemas.features import model_input_from_events
 
-    use_mlflow(config)
-    with mlflow.start_run():
-        info = mlflow.pyfunc.log_model(name="model", python_model=str(DEV_MODEL),
-                                       registered_model_name=config.mlflow.model_name)
-    return str(info.registered_model_version)
+    submissions, outcomes = small_history_events
+    second = DiagnosticModel(score_params={"max_iter": 15, "max_leaf_nodes": 7},
+                             level_params={"max_iter": 8, "max_leaf_nodes": 7}, random_state=1).fit(
+        model_input_from_events(submissions[:1000]),
+        [o["observed_progress_score"] for o in outcomes[:1000]],
+        [o["observed_comprehension_level"] for o in outcomes[:1000]])
+    use_mlflow(stack_config)
+    example = model_input_from_events(submissions[:3])
+    uris = {}
+    for name, model in (("first", fitted_model), ("second", second)):
+        with mlflow.start_run(run_name=f"serving-tests-{name}"):
+            uris[name] = log_diagnostic_model(model, example)
+    return LoggedModels(uris, {"first": fitted_model, "second": second})
+
+
+def big_submission(seed: int, responses: int) -> dict[str, Any]:
+    """A valid DiagnosticSubmitted with ``responses`` answers (for body-size limits)."""
+    rnd = random.Random(seed)
+    return {
+        "event_id": str(uuid.UUID(int=rnd.getrandbits(128), version=4)),
+        "schema_version": 1, "event_time": "2026-11-05T10:00:00Z", "learner_id": f"learner-{seed}",
+        "assessment_id": "diag-math-v1", "subject": "math", "grade_level": 5,
+        "responses": [{"item_id": f"math.algebra.v1.{k:03d}", "skill": "algebra",
+                       "correct": rnd.random() < 0.6, "response_time_ms": rnd.randint(2000, 40000),
+                       "attempts": 1, "hint_used": False} for k in range(responses)],
+    }
 
 
 def set_alias(config: Config, alias: str, version: str) -> None:
@@ -42,11 +76,6 @@ def set_alias(config: Config, alias: str, version: str) -> None:
 
     MlflowClient(tracking_uri=config.mlflow.tracking_uri, registry_uri=config.registry_uri) \
         .set_registered_model_alias(config.mlflow.model_name, alias, version)
-
-
-@pytest.fixture
-def submission():
-    return make_submission
 
 
 @pytest.fixture
@@ -101,11 +130,41 @@ def ready_version(base: str) -> str | None:
     return answer.json()["model"]["version"] if answer.status_code == 200 else None
 
 
+class Helpers:
+    """What the endpoint tests share (importlib mode gives tests no package to import from)."""
+
+    set_alias = staticmethod(set_alias)
+    running_endpoint = staticmethod(running_endpoint)
+    wait_for = staticmethod(wait_for)
+    ready_version = staticmethod(ready_version)
+    big_submission = staticmethod(big_submission)
+
+    def __init__(self, logged: LoggedModels, submissions: list[dict]):
+        self.logged = logged
+        self._held_out = submissions[HELD_OUT:]
+
+    def register_version(self, config: Config, which: str = "first") -> str:
+        """Register the logged ``which`` model as a new version of ``config.mlflow.model_name``."""
+        import mlflow
+
+        from learnscore.tracking import use_mlflow
+
+        use_mlflow(config)  # an endpoint under test may have pointed MLflow elsewhere
+        registered = mlflow.register_model(self.logged.uris[which], config.mlflow.model_name)
+        return str(registered.version)
+
+    def submission(self, index: int) -> dict[str, Any]:
+        """A simulated submission no model of the session was fitted on (cycles after 1,000)."""
+        return self._held_out[index % len(self._held_out)]
+
+    def expected(self, which: str, events: list[dict]) -> list[float]:
+        """The progress scores the ``which`` model gives ``events``, computed in-process."""
+        from schemas.features import model_input_from_events
+
+        predicted = self.logged.models[which].predict(model_input_from_events(events))
+        return predicted["progress_score"].tolist()
+
+
 @pytest.fixture
-def helpers():
-    """The module-level helpers, for tests (importlib mode gives tests no package to import from)."""
-    return type("Helpers", (), {
-        "register_version": staticmethod(register_version), "set_alias": staticmethod(set_alias),
-        "running_endpoint": staticmethod(running_endpoint), "wait_for": staticmethod(wait_for),
-        "ready_version": staticmethod(ready_version), "make_submission": staticmethod(make_submission),
-    })
+def helpers(logged_models, small_history_events) -> Helpers:
+    return Helpers(logged_models, small_history_events[0])

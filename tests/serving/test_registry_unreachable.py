@@ -6,6 +6,7 @@ import httpx
 import pytest
 
 from learnscore.stack.mlflow_server import MlflowUi
+from learnscore.tracking import use_mlflow
 from learnscore.stack.processes import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -33,7 +34,7 @@ def test_registry_unreachable_keeps_serving_and_says_so(serving_config, mlflow_s
                              what="the registry noticed as unreachable")
             ready = httpx.get(f"{base}/readyz")
             metrics = httpx.get(f"{base}/metrics").text
-            scored = httpx.post(f"{base}/v1/score", json=helpers.make_submission(1),
+            scored = httpx.post(f"{base}/v1/score", json=helpers.submission(1),
                                 headers={"X-API-Key": api_key})
             registry.up()
             helpers.wait_for(lambda: httpx.get(f"{base}/readyz").json()["status"] == "ready",
@@ -41,6 +42,7 @@ def test_registry_unreachable_keeps_serving_and_says_so(serving_config, mlflow_s
             metrics_back = httpx.get(f"{base}/metrics").text
     finally:
         registry.down()
+        use_mlflow(serving_config)  # the endpoint pointed MLflow at the server: back to the store
 
     assert ready.status_code == 200
     body = ready.json()

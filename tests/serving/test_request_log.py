@@ -43,9 +43,9 @@ def test_every_request_is_logged_to_kafka_with_the_table_fields(serving_config, 
     helpers.set_alias(serving_config, "production", version)
     with helpers.running_endpoint(serving_config) as base:
         helpers.wait_for(lambda: helpers.ready_version(base), what="a loaded model")
-        ok = httpx.post(f"{base}/v1/score", json=[helpers.make_submission(1), helpers.make_submission(2)],
+        ok = httpx.post(f"{base}/v1/score", json=[helpers.submission(1), helpers.submission(2)],
                         headers={"X-API-Key": api_key})
-        unauthorised = httpx.post(f"{base}/v1/score", json=helpers.make_submission(1))
+        unauthorised = httpx.post(f"{base}/v1/score", json=helpers.submission(1))
         invalid = httpx.post(f"{base}/v1/score", json={"subject": "art"}, headers={"X-API-Key": api_key})
         helpers.wait_for(lambda: _metric(httpx.get(f"{base}/metrics").text,
                                          "learnscore_serving_request_log_sent_total") == 3,
@@ -85,7 +85,7 @@ def test_records_wait_for_an_absent_broker_and_a_full_queue_drops_and_counts(
     try:
         with helpers.running_endpoint(config) as base:
             helpers.wait_for(lambda: helpers.ready_version(base), what="a loaded model")
-            answers = [httpx.post(f"{base}/v1/score", json=helpers.make_submission(seed),
+            answers = [httpx.post(f"{base}/v1/score", json=helpers.submission(seed),
                                   headers={"X-API-Key": api_key}, timeout=10) for seed in range(8)]
             assert [answer.status_code for answer in answers] == [200] * 8  # served with Kafka away
             before = httpx.get(f"{base}/metrics").text
