@@ -18,6 +18,8 @@ from learnscore.kafka_io import broker_answers
 from learnscore.stack.processes import free_port
 
 os.environ["MLFLOW_ALLOW_PICKLE_DESERIALIZATION"] = "false"
+# A test that forgets to point MLflow at its store must not leave mlflow.db in the checkout.
+os.environ.setdefault("MLFLOW_TRACKING_URI", "sqlite:////tmp/learnscore-tests-stray-mlflow.db")
 logging.getLogger("kafka").setLevel(logging.WARNING)
 logging.getLogger("py4j").setLevel(logging.WARNING)
 
