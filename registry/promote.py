@@ -55,20 +55,28 @@ def promote(config: Config, version: str | int | None = None, *, actor: str, rea
 
 def rollback(config: Config, *, actor: str, reason: str) -> AliasMove:
     """Point ``production`` back at the version it had before the current one (from the
-    recorded history). No gates: a rollback must work when things are on fire."""
+    recorded history). No gates: a rollback must work when things are on fire.
+
+    When the alias was moved outside learnscore (set straight in the registry, past the
+    gates), the version before it is the last one the history records in ``production``.
+    """
     current = current_version(config, PRODUCTION)
     if current is None:
         raise LifecycleHistoryError(f"{config.mlflow.model_name} has no {PRODUCTION} version to roll back")
     lineage = production_lineage(config)
-    if not lineage or lineage[-1] != current:
+    if not lineage:
         raise LifecycleHistoryError(
-            f"{PRODUCTION} points to version {current} but the recorded history ends at "
-            f"{lineage[-1] if lineage else 'nothing'}: the alias was moved outside learnscore. "
-            f'Set it deliberately with "learnscore promote --version N"')
-    if len(lineage) < 2:
+            f"{PRODUCTION} points to version {current} but no {PRODUCTION} version is on record: "
+            f'there is nothing to roll back to. Set it deliberately with "learnscore promote --version N"')
+    if lineage[-1] != current:
+        target = lineage[-1]
+        log.warning("%s was moved to version %s outside learnscore (the recorded history ends at "
+                    "version %s): rolling back to version %s", PRODUCTION, current, target, target)
+    elif len(lineage) < 2:
         raise LifecycleHistoryError(f"version {current} is the first {PRODUCTION} version on record: "
                                     f"there is no earlier one to roll back to")
-    target = lineage[-2]
+    else:
+        target = lineage[-2]
     metrics = _rollback_metrics(config, current, target)
     with LifecycleRecorder(config) as recorder:
         _set_alias(config, PRODUCTION, target)

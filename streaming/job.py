@@ -729,9 +729,11 @@ class RunSummary:
 
 
 def run_scorer(config: Config, *, until_idle_s: float | None = None, max_batches: int | None = None,
-               handle_signals: bool = True, hooks: Sequence[AfterScoringHook] = ()) -> RunSummary:
-    """Run the scorer until a signal (SIGINT/SIGTERM), ``until_idle_s`` without new data and
-    nothing left to catch up, or ``max_batches`` micro-batches. Stops after the batch in flight."""
+               handle_signals: bool = True, hooks: Sequence[AfterScoringHook] = (),
+               stop: threading.Event | None = None) -> RunSummary:
+    """Run the scorer until a signal (SIGINT/SIGTERM), ``stop`` is set, ``until_idle_s`` without
+    new data and nothing left to catch up, or ``max_batches`` micro-batches. Stops after the
+    batch in flight."""
     import os
 
     from learnscore.spark import create_spark_session
@@ -740,7 +742,7 @@ def run_scorer(config: Config, *, until_idle_s: float | None = None, max_batches
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
     spark = create_spark_session(with_task_retries(config), app_name="learnscore-scorer")
-    stop_signal = threading.Event()
+    stop_signal = stop or threading.Event()
     previous = {}
     if handle_signals:
         def on_signal(signum, _frame):

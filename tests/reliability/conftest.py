@@ -1,0 +1,230 @@
+"""Helpers for the fault tests: real processes (a broker, the scorer, an MLflow server) that a
+test may stop or kill without touching the session's shared ones."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Callable, Iterator
+
+import orjson
+import pytest
+
+from learnscore.config import Config
+from learnscore.stack.processes import free_port
+
+PROJECT = Path(__file__).resolve().parents[2]
+
+
+def wait_for(predicate: Callable[[], object], timeout_s: float, what: str, interval_s: float = 0.5):
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}")
+        time.sleep(interval_s)
+
+
+def config_env(config: Config) -> dict[str, str]:
+    """``config`` as LEARNSCORE__ variables for a learnscore process started by a test."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("LEARNSCORE__")}
+    env.update({
+        "PYTHONPATH": str(PROJECT),
+        "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "false",
+        "LEARNSCORE__STATE_DIR": str(config.state_dir),
+        "LEARNSCORE__KAFKA__BOOTSTRAP_SERVERS": config.kafka.bootstrap_servers,
+        "LEARNSCORE__KAFKA__TOPIC_PREFIX": config.kafka.topic_prefix,
+        "LEARNSCORE__LAKE__ROOT": config.lake.root,
+        "LEARNSCORE__LAKE__CHECKPOINTS": config.lake.checkpoints,
+        "LEARNSCORE__MLFLOW__TRACKING_URI": config.mlflow.tracking_uri,
+        "LEARNSCORE__MLFLOW__ARTIFACT_ROOT": config.mlflow.artifact_root,
+        "LEARNSCORE__MLFLOW__MODEL_NAME": config.mlflow.model_name,
+        "LEARNSCORE__STREAMING__TRIGGER_SECONDS": str(config.streaming.trigger_seconds),
+        "LEARNSCORE__STREAMING__ALIAS_CHECK_SECONDS": str(config.streaming.alias_check_seconds),
+        "LEARNSCORE__SPARK__DRIVER_MEMORY": "1g",
+    })
+    if config.mlflow.registry_uri:
+        env["LEARNSCORE__MLFLOW__REGISTRY_URI"] = config.mlflow.registry_uri
+    return env
+
+
+class LearnscoreProcess:
+    """``python -m learnscore <args>`` in its own process group, its output in a log file."""
+
+    def __init__(self, config: Config, log_path: Path, *args: str, env: dict[str, str] | None = None):
+        self.args, self.log_path = args, log_path
+        self.env = {**config_env(config), **(env or {})}
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> LearnscoreProcess:
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen([sys.executable, "-m", "learnscore", *self.args],
+                                            env=self.env, cwd=PROJECT, stdout=log,
+                                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                            start_new_session=True)
+        return self
+
+    def text(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def logged(self, pattern: str) -> int:
+        return len(re.findall(pattern, self.text()))
+
+    def wait_for_log(self, pattern: str, what: str, timeout_s: float = 240) -> None:
+        def seen() -> bool:
+            assert self.process.poll() is None, f"learnscore {' '.join(self.args)} exited:\n{self.tail()}"
+            return bool(self.logged(pattern))
+
+        wait_for(seen, timeout_s, what, interval_s=0.2)
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def signal(self, signum: int, timeout_s: float = 120) -> int:
+        """Signal the whole group (Python, the JVM, UDF workers) and wait for the exit code."""
+        os.killpg(self.process.pid, signum)
+        return self.process.wait(timeout=timeout_s)
+
+    def ensure_stopped(self) -> None:
+        if self.alive():
+            try:
+                self.signal(signal.SIGKILL, timeout_s=30)
+            except ProcessLookupError:
+                pass
+
+    def tail(self, lines: int = 40) -> str:
+        return "\n".join(self.text().splitlines()[-lines:])
+
+
+def with_own_broker(config: Config, state_dir: Path) -> Config:
+    """``config`` pointed at a broker of its own (own state folder, free ports)."""
+    port = free_port()
+    return config.model_copy(update={
+        "state_dir": state_dir,
+        "broker": config.broker.model_copy(update={"port": port, "controller_port": free_port(),
+                                                   "sasl_ssl_port": None}),
+        "kafka": config.kafka.model_copy(update={"bootstrap_servers": f"127.0.0.1:{port}"}),
+    })
+
+
+def register_production(config: Config, model, model_input, alias: str | None = "production") -> str:
+    """Log ``model`` as training does, register it under the config's name, point ``alias`` at it."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from batch.packaging import log_diagnostic_model
+    from learnscore.tracking import use_mlflow
+
+    use_mlflow(config)
+    with mlflow.start_run(run_name="reliability-test-model"):
+        model_uri = log_diagnostic_model(model, model_input)
+    version = str(mlflow.register_model(model_uri, config.mlflow.model_name).version)
+    if alias:
+        MlflowClient().set_registered_model_alias(config.mlflow.model_name, alias, version)
+    return version
+
+
+@contextlib.contextmanager
+def running_endpoint(config: Config) -> Iterator[str]:
+    """The REST endpoint (with its request log) under uvicorn in a thread; yields its base URL."""
+    import uvicorn
+
+    from serving.app import create_app
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(config), host="127.0.0.1", port=port,
+                                           log_level="warning", access_log=False))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    wait_for(lambda: server.started or not thread.is_alive(), 30, "the endpoint to start", 0.05)
+    assert thread.is_alive(), "the endpoint did not start"
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+def messages(events: list[dict]) -> list[tuple[bytes, bytes]]:
+    return [(event["learner_id"].encode(), orjson.dumps(event)) for event in events]
+
+
+def table_count(spark, config: Config, table: str) -> int:
+    """Rows in a Delta table of ``config``'s lake; 0 before the table exists."""
+    try:
+        return spark.read.format("delta").load(config.table_path(table)).count()
+    except Exception:  # noqa: BLE001 - not created yet
+        return 0
+
+
+def id_counts(spark, config: Config, table: str, column: str = "event_id") -> Counter:
+    frame = spark.read.format("delta").load(config.table_path(table))
+    return Counter(row[0] for row in frame.select(column).collect())
+
+
+class ScorerThread:
+    """``run_scorer`` in a thread of the test (on the session's Spark), stopped through ``stop``."""
+
+    def __init__(self, config):
+        self._stop = threading.Event()
+        self.error: BaseException | None = None
+        self.summary = None
+        self._thread = threading.Thread(target=self._run, args=(config,), daemon=True)
+
+    def _run(self, config) -> None:
+        from streaming.job import run_scorer
+
+        try:
+            self.summary = run_scorer(config, handle_signals=False, stop=self._stop)
+        except BaseException as exc:  # noqa: BLE001 - reported by the test
+            self.error = exc
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def check(self) -> bool:
+        assert self.alive(), f"the scorer stopped: {self.error!r}"
+        return True
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=180)
+
+
+class Kit:
+    """What the fault tests share (test modules cannot import conftest in importlib mode)."""
+
+    wait_for = staticmethod(wait_for)
+    with_own_broker = staticmethod(with_own_broker)
+    register_production = staticmethod(register_production)
+    messages = staticmethod(messages)
+    id_counts = staticmethod(id_counts)
+    table_count = staticmethod(table_count)
+    running_endpoint = staticmethod(running_endpoint)
+    LearnscoreProcess = LearnscoreProcess
+    ScorerThread = ScorerThread
+
+
+@pytest.fixture
+def kit() -> Kit:
+    return Kit()
+
+
+@pytest.fixture
+def fault_config(config) -> Config:
+    """The per-test config with a quick trigger and alias check."""
+    return config.model_copy(update={"streaming": config.streaming.model_copy(update={
+        "trigger_seconds": 0.5, "alias_check_seconds": 0.5})})
