@@ -7,6 +7,7 @@ version before and after, so ``learnscore models`` and ``rollback`` can replay i
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 
 from learnscore.config import Config
@@ -122,7 +123,13 @@ def _rollback_metrics(config: Config, current: str, target: str) -> dict[str, fl
     for prefix, version in (("before", current), ("after", target)):
         try:
             predictions = mlflow.pyfunc.load_model(version_uri(config, version)).predict(model_input)
-            metrics.update({f"{prefix}_{k}": v for k, v in window_metrics(predictions, labels).items()})
+            measured = window_metrics(predictions, labels)
+            # A version that predicts NaN is a reason to roll back: its metrics are not finite
+            # and would break the event's contract, so they are left out, not the rollback.
+            metrics.update({f"{prefix}_{k}": v for k, v in measured.items() if math.isfinite(v)})
+            if len(measured) > sum(math.isfinite(v) for v in measured.values()):
+                log.warning("version %s has non-finite window metrics; left out of the rollback "
+                            "record", version)
         except Exception as exc:  # noqa: BLE001 - recorded, not fatal
             log.warning("could not score version %s for the rollback record: %s", version, exc)
     return metrics

@@ -159,12 +159,11 @@ def messages(events: list[dict]) -> list[tuple[bytes, bytes]]:
     return [(event["learner_id"].encode(), orjson.dumps(event)) for event in events]
 
 
-def table_count(spark, config: Config, table: str) -> int:
-    """Rows in a Delta table of ``config``'s lake; 0 before the table exists."""
-    try:
-        return spark.read.format("delta").load(config.table_path(table)).count()
-    except Exception:  # noqa: BLE001 - not created yet
-        return 0
+def table_count(config: Config, table: str) -> int:
+    """Rows in a Delta table of ``config``'s lake (read without Spark); 0 before it exists."""
+    from learnscore.lake import read_table
+
+    return len(read_table(config, table))
 
 
 def id_counts(spark, config: Config, table: str, column: str = "event_id") -> Counter:
@@ -228,3 +227,12 @@ def fault_config(config) -> Config:
     """The per-test config with a quick trigger and alias check."""
     return config.model_copy(update={"streaming": config.streaming.model_copy(update={
         "trigger_seconds": 0.5, "alias_check_seconds": 0.5})})
+
+
+@pytest.fixture
+def restore_mlflow(stack_config):
+    """Point MLflow back at the session's store after a test that pointed it at a server."""
+    yield
+    from learnscore.tracking import use_mlflow
+
+    use_mlflow(stack_config)

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from learnscore.lake import read_table
 from registry.aliases import PRODUCTION, current_version
 from registry.gates import GateRefused, check_smoke
 from registry.history import model_events
@@ -102,23 +103,25 @@ def test_bad_versions_are_refused_and_a_forced_one_is_rolled_back(spark, registr
     scorer = kit.ScorerThread(stream_config)
     scorer.start()
     try:
-        def waiting() -> bool:
+        def first_report():
             scorer.check()
-            return kit.table_count(spark, stream_config, "silver.submissions") == len(events)
+            progress = read_table(stream_config, "ops.stream_progress")
+            read = progress[progress.rows_read > 0]
+            return read.sort_values("batch_id").iloc[0] if len(read) else None
 
-        kit.wait_for(waiting, 240, "the submissions landed while the forced version scores nonsense")
-        progress = spark.read.format("delta").load(stream_config.table_path("ops.stream_progress"))
-        first = progress.where("rows_read > 0").first()
+        kit.wait_for(lambda: first_report() is not None, 600, "a micro-batch with the forced version")
+        first = first_report()
+        assert kit.table_count(stream_config, "silver.submissions") == len(events)
         assert (first.model_version, first.scored, first.failed) == (nonsense, 0, len(events))
         assert "unusable model output" in first.message
-        assert kit.table_count(spark, stream_config, "gold.predictions") == 0
+        assert kit.table_count(stream_config, "gold.predictions") == 0
 
         result = cli(config, "rollback", "--reason", "the forced version scores NaN")
         assert result.exit_code == 0, result.output
         assert f"production → version {good} (was {nonsense})" in result.output
 
-        kit.wait_for(lambda: scorer.check() and kit.table_count(
-            spark, stream_config, "gold.predictions") >= len(events), 180, "the waiting rows scored")
+        kit.wait_for(lambda: scorer.check() and kit.table_count(stream_config, "gold.predictions")
+                     >= len(events), 600, "the waiting rows scored")
     finally:
         scorer.stop()
     assert scorer.error is None
@@ -140,3 +143,20 @@ def cli(config, *args):
         return CliRunner().invoke(commands.app, list(args))
     finally:
         commands._state.config = None
+
+
+def test_rollback_without_a_recorded_production_says_what_to_do(fault_config, kit, mlflow_store,
+                                                                 fitted_model, small_history_events):
+    from mlflow.tracking import MlflowClient
+
+    from registry.history import LifecycleHistoryError
+    from registry.promote import rollback
+    from schemas.features import model_input_from_events
+
+    config = fault_config
+    version = kit.register_production(config, fitted_model,
+                                      model_input_from_events(small_history_events[0][:20]), alias=None)
+    MlflowClient().set_registered_model_alias(config.mlflow.model_name, PRODUCTION, version)
+    with pytest.raises(LifecycleHistoryError, match=f"points to version {version} but no production "
+                                                    f"version is on record.*learnscore promote --version N"):
+        rollback(config, actor="test", reason="forced without history")

@@ -56,7 +56,7 @@ def test_a_30s_broker_outage_loses_and_doubles_nothing(spark, fault_config, kit,
             kit.wait_for(lambda: httpx.get(f"{base}/readyz").status_code == 200, 60, "the endpoint's model")
             send(producer, config, topics.SUBMISSIONS, kit.messages(waves[0]))
             call_endpoint(10, 0)
-            kit.wait_for(lambda: scorer.check() and kit.table_count(spark, config, "gold.predictions") >= len(waves[0]), 180,
+            kit.wait_for(lambda: scorer.check() and kit.table_count(config, "gold.predictions") >= len(waves[0]), 600,
                          "the first wave scored")
 
             broker.down()
@@ -76,12 +76,12 @@ def test_a_30s_broker_outage_loses_and_doubles_nothing(spark, fault_config, kit,
             send(producer, config, topics.OUTCOMES, kit.messages(late_outcomes))
             call_endpoint(10, 20)
             everything = sum(len(wave) for wave in waves)
-            kit.wait_for(lambda: (scorer.check() and kit.table_count(spark, config, "gold.predictions") >= everything
-                                  and kit.table_count(spark, config, "gold.prediction_outcomes")
+            kit.wait_for(lambda: (scorer.check() and kit.table_count(config, "gold.predictions") >= everything
+                                  and kit.table_count(config, "gold.prediction_outcomes")
                                   >= len(late_outcomes)
-                                  and kit.table_count(spark, config, "ops.endpoint_requests")
+                                  and kit.table_count(config, "ops.endpoint_requests")
                                   >= len(request_ids)),
-                         240, "every submission, outcome and request log record after the outage")
+                         600, "every submission, outcome and request log record after the outage")
         producer.close(timeout=10)
         assert scorer.alive(), f"the scorer died: {scorer.error}"
     finally:
@@ -97,7 +97,7 @@ def test_a_30s_broker_outage_loses_and_doubles_nothing(spark, fault_config, kit,
         o["submission_event_id"]: 1 for o in late_outcomes}
     assert kit.id_counts(spark, config, "ops.endpoint_requests", "request_id") == {
         request_id: 1 for request_id in request_ids}
-    assert kit.table_count(spark, config, "silver.quarantine") == 0
+    assert kit.table_count(config, "silver.quarantine") == 0
 
 
 def send(producer, config, base_topic: str, pairs: list[tuple[bytes, bytes]]) -> None:
