@@ -1,14 +1,9 @@
-"""Helpers for the fault tests: real processes (a broker, the scorer, an MLflow server) that a
-test may stop or kill without touching the session's shared ones."""
+"""Helpers for the fault tests: a broker of the test's own (which it may stop), the scorer in a
+thread it can stop, the endpoint, registered versions, table counts."""
 
 from __future__ import annotations
 
 import contextlib
-import os
-import re
-import signal
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -21,8 +16,6 @@ import pytest
 from learnscore.config import Config
 from learnscore.stack.processes import free_port
 
-PROJECT = Path(__file__).resolve().parents[2]
-
 
 def wait_for(predicate: Callable[[], object], timeout_s: float, what: str, interval_s: float = 0.5):
     deadline = time.monotonic() + timeout_s
@@ -33,77 +26,6 @@ def wait_for(predicate: Callable[[], object], timeout_s: float, what: str, inter
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}")
         time.sleep(interval_s)
-
-
-def config_env(config: Config) -> dict[str, str]:
-    """``config`` as LEARNSCORE__ variables for a learnscore process started by a test."""
-    env = {key: value for key, value in os.environ.items() if not key.startswith("LEARNSCORE__")}
-    env.update({
-        "PYTHONPATH": str(PROJECT),
-        "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "false",
-        "LEARNSCORE__STATE_DIR": str(config.state_dir),
-        "LEARNSCORE__KAFKA__BOOTSTRAP_SERVERS": config.kafka.bootstrap_servers,
-        "LEARNSCORE__KAFKA__TOPIC_PREFIX": config.kafka.topic_prefix,
-        "LEARNSCORE__LAKE__ROOT": config.lake.root,
-        "LEARNSCORE__LAKE__CHECKPOINTS": config.lake.checkpoints,
-        "LEARNSCORE__MLFLOW__TRACKING_URI": config.mlflow.tracking_uri,
-        "LEARNSCORE__MLFLOW__ARTIFACT_ROOT": config.mlflow.artifact_root,
-        "LEARNSCORE__MLFLOW__MODEL_NAME": config.mlflow.model_name,
-        "LEARNSCORE__STREAMING__TRIGGER_SECONDS": str(config.streaming.trigger_seconds),
-        "LEARNSCORE__STREAMING__ALIAS_CHECK_SECONDS": str(config.streaming.alias_check_seconds),
-        "LEARNSCORE__SPARK__DRIVER_MEMORY": "1g",
-    })
-    if config.mlflow.registry_uri:
-        env["LEARNSCORE__MLFLOW__REGISTRY_URI"] = config.mlflow.registry_uri
-    return env
-
-
-class LearnscoreProcess:
-    """``python -m learnscore <args>`` in its own process group, its output in a log file."""
-
-    def __init__(self, config: Config, log_path: Path, *args: str, env: dict[str, str] | None = None):
-        self.args, self.log_path = args, log_path
-        self.env = {**config_env(config), **(env or {})}
-        self.process: subprocess.Popen | None = None
-
-    def start(self) -> LearnscoreProcess:
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen([sys.executable, "-m", "learnscore", *self.args],
-                                            env=self.env, cwd=PROJECT, stdout=log,
-                                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                            start_new_session=True)
-        return self
-
-    def text(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def logged(self, pattern: str) -> int:
-        return len(re.findall(pattern, self.text()))
-
-    def wait_for_log(self, pattern: str, what: str, timeout_s: float = 240) -> None:
-        def seen() -> bool:
-            assert self.process.poll() is None, f"learnscore {' '.join(self.args)} exited:\n{self.tail()}"
-            return bool(self.logged(pattern))
-
-        wait_for(seen, timeout_s, what, interval_s=0.2)
-
-    def alive(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def signal(self, signum: int, timeout_s: float = 120) -> int:
-        """Signal the whole group (Python, the JVM, UDF workers) and wait for the exit code."""
-        os.killpg(self.process.pid, signum)
-        return self.process.wait(timeout=timeout_s)
-
-    def ensure_stopped(self) -> None:
-        if self.alive():
-            try:
-                self.signal(signal.SIGKILL, timeout_s=30)
-            except ProcessLookupError:
-                pass
-
-    def tail(self, lines: int = 40) -> str:
-        return "\n".join(self.text().splitlines()[-lines:])
 
 
 def with_own_broker(config: Config, state_dir: Path) -> Config:
@@ -213,7 +135,6 @@ class Kit:
     id_counts = staticmethod(id_counts)
     table_count = staticmethod(table_count)
     running_endpoint = staticmethod(running_endpoint)
-    LearnscoreProcess = LearnscoreProcess
     ScorerThread = ScorerThread
 
 
