@@ -56,8 +56,8 @@ def test_a_30s_broker_outage_loses_and_doubles_nothing(spark, fault_config, kit,
             kit.wait_for(lambda: httpx.get(f"{base}/readyz").status_code == 200, 60, "the endpoint's model")
             send(producer, config, topics.SUBMISSIONS, kit.messages(waves[0]))
             call_endpoint(10, 0)
-            kit.wait_for(lambda: scorer.check() and kit.table_count(config, "gold.predictions") >= len(waves[0]), 600,
-                         "the first wave scored")
+            kit.wait_for(lambda: scorer.check() and kit.table_count(config, "gold.predictions")
+                         >= len(waves[0]), 600, "the first wave scored")
 
             broker.down()
             outage_started = time.monotonic()
@@ -66,6 +66,7 @@ def test_a_30s_broker_outage_loses_and_doubles_nothing(spark, fault_config, kit,
                                       args=(producer, config, topics.SUBMISSIONS, kit.messages(waves[1])))
             during.start()
             call_endpoint(10, 10)
+            waiting = metric(httpx.get(f"{base}/metrics").text, "learnscore_serving_request_log_queued")
             time.sleep(max(0.0, OUTAGE_S - (time.monotonic() - outage_started)))
             assert scorer.alive(), f"the scorer died while the broker was away: {scorer.error}"
             broker.up()
@@ -76,7 +77,8 @@ def test_a_30s_broker_outage_loses_and_doubles_nothing(spark, fault_config, kit,
             send(producer, config, topics.OUTCOMES, kit.messages(late_outcomes))
             call_endpoint(10, 20)
             everything = sum(len(wave) for wave in waves)
-            kit.wait_for(lambda: (scorer.check() and kit.table_count(config, "gold.predictions") >= everything
+            kit.wait_for(lambda: (scorer.check()
+                                  and kit.table_count(config, "gold.predictions") >= everything
                                   and kit.table_count(config, "gold.prediction_outcomes")
                                   >= len(late_outcomes)
                                   and kit.table_count(config, "ops.endpoint_requests")
@@ -88,6 +90,7 @@ def test_a_30s_broker_outage_loses_and_doubles_nothing(spark, fault_config, kit,
         scorer.stop()
         broker.down()
     assert scorer.error is None and scorer.summary.stopped_because == "signal"
+    assert waiting >= 10  # the records of the requests served during the outage waited in memory
 
     sent = [event for wave in waves for event in wave]
     assert kit.id_counts(spark, config, "silver.submissions") == {e["event_id"]: 1 for e in sent}
@@ -105,3 +108,10 @@ def send(producer, config, base_topic: str, pairs: list[tuple[bytes, bytes]]) ->
         producer.send(config.topic(base_topic), key=key, value=value)
     producer.flush(timeout=180)
 
+
+
+def metric(text: str, name: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} not in /metrics")
