@@ -39,7 +39,7 @@ def spark_home() -> Path:
 
 
 def get_json(url: str) -> dict:
-    with urllib.request.urlopen(url, timeout=5) as answer:
+    with urllib.request.urlopen(url, timeout=60) as answer:
         return json.loads(answer.read())
 
 
@@ -170,13 +170,13 @@ def cluster_env(config, cluster: StandaloneCluster, driver_ui_port: int) -> dict
 
 
 def executor_pythons(cluster: StandaloneCluster) -> set[str]:
-    """Executables of the Python processes that the workers' executors started."""
+    """Interpreters (as started, before symlinks) of the Python processes under the workers."""
     found = set()
     for worker in cluster.processes[1:]:
         for child in psutil.Process(worker.pid).children(recursive=True):
             try:
                 if child.name().startswith("python"):
-                    found.add(child.exe())
+                    found.add(child.cmdline()[0])
             except psutil.NoSuchProcess:
                 pass
     return found
