@@ -23,6 +23,7 @@ from learnscore.lake import read_table
 from learnscore.stack.processes import free_port
 from schemas import topics
 from tests.streaming.conftest import Events, as_messages, broken_submissions, produce, register_model, wait_for
+from tests.streaming.test_kill import scorer_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -148,23 +149,13 @@ def cluster_env(config, cluster: StandaloneCluster, driver_ui_port: int) -> dict
         # The driver's UI, for its REST API: which executor ran how many tasks.
         "spark.ui.enabled": "true", "spark.ui.port": str(driver_ui_port),
     }
-    env = {key: value for key, value in os.environ.items() if not key.startswith("LEARNSCORE__")}
+    env = scorer_env(config)  # the per-test config, as for the kill test's scorer processes
     env.update({
-        "PYTHONPATH": str(PROJECT), "SPARK_LOCAL_IP": "127.0.0.1",
-        "LEARNSCORE__STATE_DIR": str(config.state_dir),
+        "SPARK_LOCAL_IP": "127.0.0.1",
         "LEARNSCORE__SPARK__MASTER": cluster.master_url,
-        "LEARNSCORE__SPARK__DRIVER_MEMORY": "1g",
         "LEARNSCORE__SPARK__SHUFFLE_PARTITIONS": str(WORKERS),
         "LEARNSCORE__SPARK__EXTRA_CONF": json.dumps(extra_conf),
-        "LEARNSCORE__KAFKA__BOOTSTRAP_SERVERS": config.kafka.bootstrap_servers,
-        "LEARNSCORE__KAFKA__TOPIC_PREFIX": config.kafka.topic_prefix,
         "LEARNSCORE__KAFKA__PARTITIONS": str(PARTITIONS),
-        "LEARNSCORE__LAKE__ROOT": config.lake.root,
-        "LEARNSCORE__LAKE__CHECKPOINTS": config.lake.checkpoints,
-        "LEARNSCORE__MLFLOW__TRACKING_URI": config.mlflow.tracking_uri,
-        "LEARNSCORE__MLFLOW__ARTIFACT_ROOT": config.mlflow.artifact_root,
-        "LEARNSCORE__MLFLOW__MODEL_NAME": config.mlflow.model_name,
-        "LEARNSCORE__STREAMING__TRIGGER_SECONDS": "0.5",
     })
     return env
 
