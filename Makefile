@@ -50,8 +50,10 @@ test-fast: jars
 	trap '$(TEST_ENV) $(BIN)/learnscore stack down' EXIT; \
 	  $(TEST_ENV) $(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
+# The stream and serve benchmarks need the broker: started here, stopped afterwards.
 bench: jars
-	$(BIN)/learnscore bench all
+	$(BIN)/learnscore stack up
+	trap '$(BIN)/learnscore stack down' EXIT; $(BIN)/learnscore bench all
 
 clean:
 	-test -x $(BIN)/learnscore && $(BIN)/learnscore stack down

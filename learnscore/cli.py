@@ -671,6 +671,30 @@ def bench_model(
     typer.echo(f"load average {results['machine']['load_average']}; written to {RESULTS}")
 
 
+@bench_app.command("all")
+def bench_all() -> None:
+    """Every benchmark in turn: model, stream, serve, drift (stream and serve need `stack up`).
+
+    Each runs with its defaults; a failing one is reported and the others still run.
+    """
+    failed = []
+    for name, run in (("model", bench_model), ("stream", bench_stream), ("serve", bench_serve),
+                      ("drift", bench_drift)):
+        typer.secho(f"== bench {name}", bold=True)
+        try:
+            run()
+        except typer.Exit as exc:
+            if exc.exit_code:
+                failed.append(name)
+        except Exception as exc:  # noqa: BLE001 - one broken benchmark must not hide the others
+            logging.getLogger(__name__).exception("bench %s failed", name)
+            typer.secho(f"bench {name} failed: {exc}", fg=typer.colors.RED, err=True)
+            failed.append(name)
+    if failed:
+        fail(f"benchmarks that did not finish: {', '.join(failed)}; the others wrote bench/results/")
+    typer.echo("every benchmark finished; figures in bench/results/")
+
+
 @app.command()
 def demo(
     duration: Annotated[float, typer.Option(help="Seconds of live streaming (Ctrl-C stops earlier).")] = 600.0,

@@ -38,6 +38,9 @@ def spark_conf(config: Config) -> dict[str, str]:
         "spark.databricks.delta.autoCompact.enabled": "false",
         "spark.databricks.delta.retentionDurationCheck.enabled": "true",
         "spark.python.worker.reuse": "true",
+        # Executors on other machines do not inherit the driver's environment: the pickle
+        # refusal must travel with the application.
+        "spark.executorEnv.MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "false",
     }
     conf.update(config.spark.extra_conf)
     return conf
@@ -54,6 +57,11 @@ def create_spark_session(config: Config, app_name: str | None = None):
     os.environ.setdefault("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "false")
     # Python UDF workers must run this interpreter (the venv), not whatever python3 is on PATH;
     # PySpark reads it from the driver's environment when it ships a UDF.
+    # On a cluster whose executors keep Python elsewhere, set spark.pyspark.python (extra_conf)
+    # or PYSPARK_PYTHON to their interpreter.
+    executor_python = config.spark.extra_conf.get("spark.pyspark.python")
+    if executor_python:
+        os.environ["PYSPARK_PYTHON"] = executor_python
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     builder = SparkSession.builder
     for key, value in spark_conf(config).items():

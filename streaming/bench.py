@@ -49,7 +49,12 @@ def machine() -> dict[str, Any]:
         pass
     return {"cores": os.cpu_count(), "ram_gib": round(psutil.virtual_memory().total / 2**30, 1),
             "cpu_model": model, "python": platform.python_version(),
-            "load_average_at_start": [round(x, 2) for x in os.getloadavg()]}
+            "load_average_at_start": _load_average()}
+
+
+def _load_average() -> list[float]:
+    """1, 5 and 15-minute load averages: the machine is shared, so the figures need them."""
+    return [round(x, 2) for x in os.getloadavg()]
 
 
 def percentiles(values: list[float], points=(50, 95, 99)) -> dict[int, float | None]:
@@ -277,6 +282,7 @@ def run_stream_benchmark(config: Config, *, events: int = 200_000, rate: float =
               and not scorer.state.in_batch, timeout_s=3600, what="the backlog to drain", scorer=scorer)
         drained = drain_figures(list(scorer.state.reports))
         result.update(drained)
+        result["machine"]["load_average_after_drain"] = _load_average()
         write_result(result, output)  # the drain figures, even if a later step fails
         log.info("bench: drained %d submissions in %.1fs: %.0f/s", drained["submissions_landed"],
                  drained["drain_seconds"], drained["throughput_eps"])
@@ -309,6 +315,7 @@ def run_stream_benchmark(config: Config, *, events: int = 200_000, rate: float =
     raw = raw_model_eps(config, version, sample_submissions(min(events, 50_000), seed))
     result["raw_model_eps"] = round(raw, 1)
     result["ratio_to_raw"] = round(result["throughput_eps"] / raw, 3)
+    result["machine"]["load_average_at_end"] = _load_average()
     result["finished_at"] = datetime.now(timezone.utc).isoformat()
     write_result(result, output)
     return result
