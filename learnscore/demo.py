@@ -57,7 +57,7 @@ class DemoOptions:
     @classmethod
     def compressed(cls, **overrides) -> DemoOptions:
         """``--fast``: the same story in under three minutes (used by the end-to-end test)."""
-        base = dict(duration_s=360.0, rate=120.0, drift_after_s=20.0, outcome_delay_s=3.0,
+        base = dict(duration_s=360.0, rate=60.0, drift_after_s=25.0, outcome_delay_s=3.0,
                     history_learners=3000, endpoint_rps=2.0, fast=True, linger_s=5.0)
         return cls(**{**base, **overrides})
 
@@ -131,6 +131,8 @@ class Demo:
         self.home = self.config.state_dir / DEMO_DIR
         self.logs = self.config.state_dir / "logs"
         self.stop_requested = threading.Event()
+        self.hurry = threading.Event()
+        self.stopping = False
         self.live_started: datetime | None = None
         self.previous_demo = False  # this state folder was a demo's: its broker data may go too
 
@@ -174,13 +176,14 @@ class Demo:
                 raise StackError(f"`{' '.join(process.args[3:])}` took longer than {timeout_s:.0f}s")
 
     def stop_all(self) -> None:
+        self.stopping = True  # from now on a Ctrl-C hurries the stop instead of breaking it off
         # The stream last among the parts: it lands what the others sent (request log).
         for name in ("dashboard", "serve", "retrain-worker", "stream"):
             record = self.children.pop(name, None)
-            if record is not None and stop_part(record, timeout_s=120):
+            if record is not None and stop_part(record, timeout_s=120, hurry=self.hurry):
                 self.say(f"  stopped {name}")
         for name, record in list(self.children.items()):
-            if stop_part(record, timeout_s=60):
+            if stop_part(record, timeout_s=60, hurry=self.hurry):
                 self.say(f"  stopped {name}")
         self.children.clear()
         for service in reversed(self.owned):
@@ -235,6 +238,11 @@ class Demo:
         return self.report
 
     def _on_signal(self, signum, _frame) -> None:
+        if self.stopping:
+            if not self.hurry.is_set():
+                self.say("  not waiting for work in flight any longer: stopping the parts now")
+            self.hurry.set()
+            return
         if self.stop_requested.is_set():  # a second Ctrl-C: stop waiting for anything
             raise KeyboardInterrupt
         self.say(f"{signal.Signals(signum).name}: stopping the demo (every part it started "
@@ -284,6 +292,12 @@ class Demo:
 
         config = self.config
         self.say("[1/5] local stack: Kafka broker (KRaft) and MLflow")
+
+        def create_store() -> None:  # its tables exist before anything else opens it
+            prepare_store(config)
+            use_mlflow(config)
+
+        store = _Background(create_store)  # while the broker boots
         resolve_jars(config)
         servers = config.kafka.bootstrap_servers
         broker = KafkaBroker(config)
@@ -298,8 +312,9 @@ class Demo:
             self.say(f"  kafka ready at {broker.bootstrap_servers}")
         create_topics(config, ALL_TOPICS)
         self.say(f"  topics {config.kafka.topic_prefix}* (this run's own)")
-        prepare_store(config)
-        use_mlflow(config)  # creates the store's tables before anything else opens it
+        store.join(self.stop_requested)
+        if store.error:
+            raise store.error
         ui = MlflowUi(config)
         self.owned.append(ui)
         # The UI takes a while to boot; the first model trains meanwhile.
@@ -325,21 +340,24 @@ class Demo:
         # would otherwise race to create the same tables).
         while trainer.is_alive() and not (table_version(self.config, "silver.outcomes") or 0) >= 1:
             trainer.join(1)
-            if self.stop_requested.is_set():
-                raise KeyboardInterrupt
+            self._stop_if_asked(trainer)
         if self._step_error is None:
             self.say("[3/5] the streaming scorer, the retrain worker, the endpoint, the dashboard")
             self._start_services("stream")
         while trainer.is_alive():
             trainer.join(0.5)
-            if self.stop_requested.is_set():
-                raise KeyboardInterrupt
+            self._stop_if_asked(trainer)
         if self._step_error is not None:
             raise self._step_error
         version = current_version(self.config, "production")
         self.say(f"  model v{version} is production")
         self.report.versions_seen.append(str(version))
         self._write_marker(first_version=str(version))
+
+    def _stop_if_asked(self, step: threading.Thread) -> None:
+        if self.stop_requested.is_set():
+            step.join(60)  # the step sees the request too and stops its process
+            raise KeyboardInterrupt
 
     def _train_and_promote(self, history: Path) -> None:
         try:
@@ -371,8 +389,9 @@ class Demo:
         self.say("open:")
         self.say(f"  dashboard      http://{dashboard.host}:{dashboard.port}/")
         self.say(f"  MLflow UI      {mlflow_ui_url(self.config)}")
-        self.say(f"  endpoint       http://{serving.host}:{serving.port}/docs (POST /v1/score with "
-                 f"header X-API-Key from {self.config.state_dir / 'secrets' / 'learnscore_api_key'})")
+        self.say(f"  endpoint       http://{serving.host}:{serving.port}/v1/model (which version serves; "
+                 f"POST /v1/score with header X-API-Key from "
+                 f"{self.config.state_dir / 'secrets' / 'learnscore_api_key'})")
         self.say(f"  logs           {self.logs}/")
 
     def _live(self) -> None:
@@ -525,10 +544,10 @@ class _Background:
                 raise KeyboardInterrupt
 
 
-def stop_part(record: ProcessRecord, timeout_s: float) -> bool:
+def stop_part(record: ProcessRecord, timeout_s: float, hurry: threading.Event | None = None) -> bool:
     """Stop a part the way an operator would: SIGTERM to the ``learnscore`` process only, so it
     finishes its work in flight (the scorer its micro-batch) and shuts its own JVM down; then
-    whatever is left of its process group (after ``timeout_s``: forcibly)."""
+    whatever is left of its process group (after ``timeout_s``, or once ``hurry`` is set: forcibly)."""
     if not record.is_running():
         return False
     try:
@@ -537,17 +556,45 @@ def stop_part(record: ProcessRecord, timeout_s: float) -> bool:
         return False
     deadline = time.monotonic() + timeout_s
     while record.is_running() and time.monotonic() < deadline:
+        if hurry is not None and hurry.is_set():
+            break
         time.sleep(0.2)
     try:
         os.waitpid(record.pid, os.WNOHANG)  # reap our child
     except ChildProcessError:
         pass
     stop_process(record, timeout_s=10)  # still running: the whole group, forcibly if need be
-    try:
-        os.killpg(record.pid, signal.SIGKILL)  # leftovers of the group (e.g. Python workers)
-    except (ProcessLookupError, PermissionError):
-        pass
+    _stop_session(record.pid)
     return True
+
+
+def _stop_session(session_id: int, timeout_s: float = 10) -> None:
+    """Stop what is left of a session we started (PySpark's Python workers have process
+    groups of their own, so a group signal misses them)."""
+    import psutil
+
+    def members() -> list[psutil.Process]:
+        found = []
+        for process in psutil.process_iter():
+            try:
+                if os.getsid(process.pid) == session_id:
+                    found.append(process)
+            except (ProcessLookupError, PermissionError, psutil.Error):
+                pass
+        return found
+
+    left = members()
+    for process in left:
+        try:
+            process.terminate()
+        except psutil.Error:
+            pass
+    _, alive = psutil.wait_procs(left, timeout=timeout_s)
+    for process in alive:
+        try:
+            process.kill()
+        except psutil.Error:
+            pass
 
 
 def _stop_group(process: subprocess.Popen, timeout_s: float = 30) -> None:
