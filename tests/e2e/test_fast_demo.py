@@ -21,7 +21,8 @@ import pytest
 
 from learnscore.stack.processes import free_port
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(900)]
+# Bounds, not goals: --fast takes about 3 minutes on an idle 2-core machine, far longer on a busy one.
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(1800)]
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -109,7 +110,7 @@ def test_fast_demo_tells_the_whole_story(kafka_broker, tmp_path):
     state = tmp_path / "state"
     environ = _demo_environ(state, kafka_broker)
     finished = subprocess.run([sys.executable, "-m", "learnscore", "demo", "--fast"], cwd=ROOT,
-                              env=environ, capture_output=True, text=True, timeout=840)
+                              env=environ, capture_output=True, text=True, timeout=1700)
     output = finished.stdout + finished.stderr
     assert finished.returncode == 0, f"demo exited {finished.returncode}:\n{output[-6000:]}"
     for line in ("[1/5]", "[4/5]", "[5/5]", "dashboard      http://", "MLflow UI      http://",
