@@ -674,7 +674,7 @@ def bench_model(
 
 @app.command()
 def demo(
-    duration: Annotated[Optional[float], typer.Option(help="Upper bound of the live stream in seconds (default 540, about 10 minutes with the start-up; --fast 360). --fast ends it 5 s after the story is complete; Ctrl-C ends it earlier.")] = None,
+    duration: Annotated[Optional[float], typer.Option(help="Upper bound of the live stream in seconds (default 540, about 10 minutes with the start-up; --fast 600, a bound it reaches only on a busy machine). --fast ends it 5 s after the story is complete; Ctrl-C ends it earlier.")] = None,
     fast: Annotated[bool, typer.Option("--fast", help="The same story compressed to under 3 minutes.")] = False,
     scenario: Annotated[str, typer.Option(help="Drift scenario to inject: concept-shift, weaker-cohort, "
                                                "item-bank-change, response-time-unit-change.")] = "concept-shift",

@@ -57,7 +57,7 @@ class DemoOptions:
     @classmethod
     def compressed(cls, **overrides) -> DemoOptions:
         """``--fast``: the same story in under three minutes (used by the end-to-end test)."""
-        base = dict(duration_s=360.0, rate=60.0, drift_after_s=25.0, outcome_delay_s=3.0,
+        base = dict(duration_s=600.0, rate=60.0, drift_after_s=25.0, outcome_delay_s=3.0,
                     history_learners=3000, endpoint_rps=2.0, fast=True, linger_s=5.0)
         return cls(**{**base, **overrides})
 
@@ -139,6 +139,7 @@ class Demo:
         self.stopping = False
         self.live_started: datetime | None = None
         self.previous_demo = False  # this state folder was a demo's: its broker data may go too
+        self.recorded: dict = {}  # what run.json says about this run besides its settings
 
     # -- process management ------------------------------------------------------------------
     def _learnscore(self, name: str, *args: str) -> ProcessRecord:
@@ -237,6 +238,11 @@ class Demo:
         finally:
             self.say("stopping every process the demo started")
             self.stop_all()
+            if self.home.exists():
+                self._write_marker(took_s=round(time.time() - self.report.started_at, 1),
+                                   story_complete=self.report.story_complete,
+                                   versions_seen=self.report.versions_seen,
+                                   final_counts=self.report.final_counts)
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
         return self.report
@@ -279,11 +285,12 @@ class Demo:
         self._write_marker()
 
     def _write_marker(self, **extra) -> None:
+        self.recorded.update(extra)
         info = {"run": self.run_tag, "fast": self.options.fast,
                 "topic_prefix": self.config.kafka.topic_prefix,
                 "model_name": self.config.mlflow.model_name,
                 "settings": self.child_env | {"LEARNSCORE__STATE_DIR": str(self.config.state_dir)},
-                "options": {k: v for k, v in vars(self.options).items()}, **extra}
+                "options": {k: v for k, v in vars(self.options).items()}, **self.recorded}
         (self.home / MARKER_FILE).write_text(json.dumps(info, indent=2, default=str) + "\n")
 
     def _start_stack(self) -> _Background:
