@@ -500,6 +500,11 @@ class Demo:
             time.sleep(2)
         status = read_status(self.config, self.live_started)
         self._remember_versions(status)
+        if not self.report.story_complete and story_complete(status, self.report.versions_seen[0]):
+            # The backlog the scorer caught up on after the live stream ended: scored by v2.
+            self.report.story_complete = True
+            self.say(f"  drift detected, retrained, v{status['production']} promoted and "
+                     "hot-swapped (while draining): the story is complete")
         self.report.final_counts = {**status, "valid_sent": len(valid), "valid_scored": scored,
                                     "broken_sent": broken, "broken_quarantined": quarantined}
         self.say(format_status(None, status))
