@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -697,23 +698,36 @@ def bench_all() -> None:
 
 @app.command()
 def demo(
-    duration: Annotated[float, typer.Option(help="Seconds of live streaming (Ctrl-C stops earlier).")] = 600.0,
+    duration: Annotated[Optional[float], typer.Option(help="Upper bound of the live stream in seconds (default 540, about 10 minutes with the start-up; --fast 600, a bound it reaches only on a busy machine). --fast ends it 5 s after the story is complete; Ctrl-C ends it earlier.")] = None,
     fast: Annotated[bool, typer.Option("--fast", help="The same story compressed to under 3 minutes.")] = False,
     scenario: Annotated[str, typer.Option(help="Drift scenario to inject: concept-shift, weaker-cohort, "
                                                "item-bank-change, response-time-unit-change.")] = "concept-shift",
     drift_after: Annotated[Optional[float], typer.Option(help="Seconds into the live stream when the drift starts.")] = None,
     rate: Annotated[Optional[float], typer.Option(help="Live submissions per second.")] = None,
 ) -> None:
-    """The live demo: stack, first model, scorer, retrain worker, endpoint, dashboard, drift → v2."""
+    """The live demo: stack, first model, scorer, retrain worker, endpoint, dashboard, drift → v2.
+
+    Every run starts from a clean demo state in the state folder (the simulated history is
+    reused); every process it starts is stopped at the end, also on Ctrl-C.
+    """
     from learnscore.demo import Demo, DemoOptions
 
     overrides = {key: value for key, value in
-                 (("scenario", scenario), ("drift_after_s", drift_after), ("rate", rate)) if value is not None}
-    options = (DemoOptions.compressed(**overrides) if fast
-               else DemoOptions(duration_s=duration, **overrides))
+                 (("scenario", scenario), ("drift_after_s", drift_after), ("rate", rate),
+                  ("duration_s", duration)) if value is not None}
+    options = DemoOptions.compressed(**overrides) if fast else DemoOptions(**overrides)
+    started = time.monotonic()
     report = Demo(get_config(), options, say=typer.echo).run()
-    versions = " → ".join(f"v{v}" for v in report.versions_seen)
-    typer.echo(f"demo finished: production versions seen {versions}; logs in {get_config().state_dir / 'logs'}")
+    versions = " → ".join(f"v{v}" for v in report.versions_seen) or "none"
+    took = time.monotonic() - started
+    logs = get_config().state_dir / "logs"
+    if report.interrupted:
+        typer.echo(f"demo stopped by request after {took:.0f}s; production versions seen {versions}")
+        raise typer.Exit(130)
+    if not report.story_complete:
+        fail(f"the story did not complete within the live stream ({versions}); see the logs in "
+             f"{logs}/ (stream.log, retrain-worker.log)")
+    typer.echo(f"demo finished in {took:.0f}s: production versions seen {versions}; logs in {logs}/")
 
 
 def run() -> None:

@@ -91,7 +91,8 @@ OUTCOME_REQUIRED = ("event_id", "event_time", "submission_event_id", "learner_id
                     "observed_progress_score", "observed_comprehension_level")
 _STOP_MARKER = "learnscore-stop-requested"
 
-# (batch_id, predictions written this batch, prediction-outcome pairs written this batch);
+# (batch_id, predictions written this batch with the responses they were scored from,
+#  prediction-outcome pairs written this batch);
 # either frame may be None. Drift detection plugs in here (DESIGN §7).
 AfterScoringHook = Callable[[int, "DataFrame | None", "DataFrame | None"], None]
 
@@ -228,6 +229,9 @@ class _BatchRun:
         # start-up already (they are in silver without a prediction).
         self.landed_new = 0
         self.predictions: DataFrame | None = None  # gold rows written by this batch
+        # The same rows with the responses they were scored from, for the after-scoring hooks:
+        # drift features come from them (else the drift hook reads silver.submissions per batch).
+        self.scored_rows: DataFrame | None = None
         self.pairs: list[DataFrame] = []
         # Spark re-runs at most one batch: the first one a (re)started query executes.
         self.first_of_run = state.batches == 0
@@ -443,6 +447,7 @@ class _BatchRun:
         with self.timed("kafka.scores"):
             sinks.publish(good, self.config, self.names.scores, F.col("learner_id"), score_issued_value())
         self.predictions = prediction_rows(good, self.batch_id)
+        self.scored_rows = prediction_rows(good, self.batch_id, extra=("responses",))
         self.land_scored(self.predictions, "gold.predictions", "event_id")
 
     def _pending_rows(self) -> DataFrame:
@@ -511,7 +516,7 @@ class _BatchRun:
                 pairs = None
         for hook in self.hooks:
             with self.timed(f"hook.{getattr(hook, '__name__', 'hook')}"):
-                hook(self.batch_id, self.predictions, pairs)
+                hook(self.batch_id, self.scored_rows, pairs)
 
     def _land_requests(self, checked: DataFrame, valid_count: int) -> None:
         if not valid_count:

@@ -105,12 +105,14 @@ def usable_output() -> Column:
     return F.coalesce(ok, F.lit(False))
 
 
-def prediction_rows(scored: DataFrame, batch_id: int) -> DataFrame:
-    """``gold.predictions`` rows from usable scored rows (learner id replaced by its pseudonym)."""
+def prediction_rows(scored: DataFrame, batch_id: int, extra: tuple[str, ...] = ()) -> DataFrame:
+    """``gold.predictions`` rows from usable scored rows (learner id replaced by its pseudonym),
+    plus the ``extra`` columns of ``scored`` (e.g. ``responses`` for the after-scoring hooks)."""
     return scored.select(
         "event_id", "learner_key", "assessment_id", "subject", "grade_level", "event_time",
         "progress_score", "comprehension_level", *PROBABILITY_COLUMNS, "model_name",
-        "model_version", "scored_at", "latency_s", F.lit(batch_id).cast("bigint").alias("batch_id"))
+        "model_version", "scored_at", "latency_s", F.lit(batch_id).cast("bigint").alias("batch_id"),
+        *extra)
 
 
 def score_issued_value() -> Column:

@@ -72,8 +72,10 @@ class MlflowUi:
             "--default-artifact-root", self.config.mlflow.artifact_root,
             "--host", host, "--port", str(port), "--workers", "1",
         ]
+        # The UI only browses: no job runner (it would start seven worker processes).
         record = start_background("mlflow-ui", command, self.log_file, self.url,
-                                  env={"MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "false"})
+                                  env={"MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "false",
+                                       "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
         record.save(self.record_file)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
