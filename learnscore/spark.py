@@ -38,6 +38,8 @@ def spark_conf(config: Config) -> dict[str, str]:
         "spark.databricks.delta.autoCompact.enabled": "false",
         "spark.databricks.delta.retentionDurationCheck.enabled": "true",
         "spark.python.worker.reuse": "true",
+        # Executors load the model in their Python workers: pickle formats stay refused there too.
+        "spark.executorEnv.MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "false",
     }
     conf.update(config.spark.extra_conf)
     return conf
@@ -51,7 +53,7 @@ def create_spark_session(config: Config, app_name: str | None = None):
     from pyspark.sql import SparkSession
 
     # Every Python process we start refuses pickle-based model formats (skops only).
-    os.environ.setdefault("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "false")
+    os.environ["MLFLOW_ALLOW_PICKLE_DESERIALIZATION"] = "false"
     # Python UDF workers must run this interpreter (the venv), not whatever python3 is on PATH;
     # PySpark reads it from the driver's environment when it ships a UDF.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
