@@ -502,7 +502,7 @@ def test_the_stream_scores_every_valid_event_once_and_quarantines_the_rest(spark
 
     scorer = start_scorer(spark, config)
     try:
-        rel.wait_for(lambda: scorer.failure() or rel.rows_read(spark, config) >= total, 240,
+        rel.wait_for(lambda: scorer.failure() or rel.rows_read(spark, config) >= total, 600,
                      f"{total} records read")
         assert scorer.failure() is None and scorer.query.isActive
         table = lambda name: spark.read.format("delta").load(config.table_path(name))  # noqa: E731
@@ -537,7 +537,7 @@ def test_the_stream_scores_every_valid_event_once_and_quarantines_the_rest(spark
         late = hostile.valid_submission()
         rel.produce_located(config, topics.SUBMISSIONS, [(b"late", orjson.dumps(late))])
         rel.wait_for(lambda: scorer.failure() or table("gold.predictions").where(
-            f"event_id = '{late['event_id']}'").count() == 1, 120, "the late event to be scored")
+            f"event_id = '{late['event_id']}'").count() == 1, 300, "the late event to be scored")
         assert scorer.failure() is None and scorer.query.isActive
         progress = table("ops.stream_progress").collect()
         assert sum(r.failed for r in progress) == 0
