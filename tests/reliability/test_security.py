@@ -129,8 +129,8 @@ def test_the_endpoint_keeps_its_key_and_its_stack_traces_to_itself(rel_config, l
         broken = copy.copy(fitted_model)
         broken.level_pipeline_ = None  # loads, then raises TypeError on every prediction
         with mlflow.start_run(run_name="broken-model"):
-            save_model_file(broken, tmp_path / "broken")
-            broken_uri = _log_pyfunc(mlflow, tmp_path / "broken", None).model_uri  # no example: no trial run
+            save_model_file(broken, tmp_path / "broken" / "diagnostic_model")
+            broken_uri = _log_pyfunc(mlflow, tmp_path / "broken" / "diagnostic_model", None).model_uri  # no example: no trial run
         version = rel.register_production(config, broken_uri)
         rel.wait_for(lambda: client.get("/readyz").json()["model"]["version"] == version, 60, "the swap")
         failed = client.post("/v1/score", json=event, headers=headers)
@@ -227,6 +227,7 @@ def test_no_raw_learner_id_reaches_a_gold_ops_or_bi_table(spark, rel_config, log
 # -- secrets in MLflow and in the checkout ---------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_training_run_records_no_secret(spark, silver_history, mlflow_store, small_history, secrets_env,
                                           monkeypatch, tmp_path):
     import mlflow
@@ -246,8 +247,11 @@ def test_a_training_run_records_no_secret(spark, silver_history, mlflow_store, s
     recorded = [*run.data.params.items(), *run.data.tags.items()]
     version = MlflowClient().get_model_version(config.mlflow.model_name, result.version)
     recorded += list(version.tags.items())
-    artifacts = Path(mlflow.artifacts.download_artifacts(run_id=result.run_id, dst_path=str(tmp_path / "a")))
-    texts = [p.read_bytes() for p in artifacts.rglob("*") if p.is_file()]
+    folders = [Path(mlflow.artifacts.download_artifacts(run_id=result.run_id, dst_path=str(tmp_path / "run"))),
+               Path(mlflow.artifacts.download_artifacts(
+                   f"models:/{config.mlflow.model_name}/{result.version}", dst_path=str(tmp_path / "model")))]
+    texts = [p.read_bytes() for folder in folders for p in folder.rglob("*") if p.is_file()]
+    assert texts
     for secret in (TEST_API_KEY, TEST_PSEUDONYM_KEY, "kafkapass-DO-NOT-LEAK-5e6f"):
         assert not [item for item in recorded if secret in str(item)], secret
         assert not [t for t in texts if secret.encode() in t], secret
