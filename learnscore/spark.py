@@ -40,6 +40,9 @@ def spark_conf(config: Config) -> dict[str, str]:
         "spark.python.worker.reuse": "true",
         # Executors load the model in their Python workers: pickle formats stay refused there too.
         "spark.executorEnv.MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "false",
+        # Source options whose values Spark blanks out in plans and errors: the Kafka source's
+        # "kafka.sasl.jaas.config" holds the SASL password, and the default regex only covers "url".
+        "spark.sql.redaction.options.regex": "(?i)url|jaas|password|secret|token",
     }
     conf.update(config.spark.extra_conf)
     return conf
