@@ -487,6 +487,7 @@ def _record_contract(record: Record):
     return (DIAGNOSTIC_SUBMITTED if record.topic == topics.SUBMISSIONS else OUTCOME_OBSERVED), record.value
 
 
+@pytest.mark.slow
 def test_the_stream_scores_every_valid_event_once_and_quarantines_the_rest(spark, rel_config, production,
                                                                            hostile, rel):
     from streaming.job import start_scorer
