@@ -42,5 +42,5 @@ def test_clients_talk_over_sasl_ssl_and_a_wrong_password_is_a_clear_error(sasl_b
     monkeypatch.setenv(Secrets.KAFKA_PASSWORD, "wrong-password")
     with pytest.raises(BrokerAuthenticationFailed) as info:
         kafka_io.producer(sasl_broker)
-    assert "refused the SASL login of user 'learnscore'" in str(info.value)
+    assert "the SASL login of user 'learnscore'" in str(info.value)
     assert "wrong-password" not in str(info.value)
