@@ -188,6 +188,7 @@ def string_values_by_table(spark, config, layers=("gold", "ops")) -> dict[str, l
     return found
 
 
+@pytest.mark.slow
 def test_no_raw_learner_id_reaches_a_gold_ops_or_bi_table(spark, rel_config, logged_model_uri, rel,
                                                           secrets_env, small_history_events):
     from bi.daily_summary import refresh_daily_summary
