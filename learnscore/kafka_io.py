@@ -129,11 +129,34 @@ def _connect(client_class, config: Config, *args: Any, **options: Any):
     except (KafkaTimeoutError, KafkaConnectionError):
         if trap.refused:
             raise refused from None
+        if config.kafka.security_protocol.startswith("SASL") and _accepts_connections(config.kafka.bootstrap_servers):
+            # Under load the refusal may never reach the log before the bootstrap timeout (the
+            # broker drops the socket first); a broker that is there but lets no login through
+            # is a credentials problem, not a missing broker.
+            raise BrokerAuthenticationFailed(
+                f"Kafka at {config.kafka.bootstrap_servers} accepts connections but did not complete "
+                f"the SASL login of user {config.kafka.sasl_username!r} ({config.kafka.sasl_mechanism} "
+                f"over {config.kafka.security_protocol}); check kafka.sasl_username, the password in "
+                f"${Secrets.KAFKA_PASSWORD} and kafka.ssl_cafile") from None
         raise BrokerUnreachable(unreachable_message(config.kafka.bootstrap_servers)) from None
     finally:
         kafka_log.removeHandler(trap)
         kafka_log.setLevel(saved_level)
         kafka_log.propagate = saved_propagate
+
+
+def _accepts_connections(bootstrap_servers: str, timeout_s: float = 2.0) -> bool:
+    """True when a TCP connection to one of the bootstrap servers opens (nothing is sent)."""
+    import socket
+
+    for server in bootstrap_servers.split(","):
+        host, _, port = server.strip().rpartition(":")
+        try:
+            with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
+                return True
+        except (OSError, ValueError):
+            continue
+    return False
 
 
 def admin_client(config: Config, secrets: Secrets | None = None):

@@ -41,6 +41,9 @@ def spark_conf(config: Config) -> dict[str, str]:
         # Executors on other machines do not inherit the driver's environment: the pickle
         # refusal must travel with the application.
         "spark.executorEnv.MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "false",
+        # Source options whose values Spark blanks out in plans and errors: the Kafka source's
+        # "kafka.sasl.jaas.config" holds the SASL password, and the default regex only covers "url".
+        "spark.sql.redaction.options.regex": "(?i)url|jaas|password|secret|token",
     }
     conf.update(config.spark.extra_conf)
     return conf
@@ -54,7 +57,7 @@ def create_spark_session(config: Config, app_name: str | None = None):
     from pyspark.sql import SparkSession
 
     # Every Python process we start refuses pickle-based model formats (skops only).
-    os.environ.setdefault("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "false")
+    os.environ["MLFLOW_ALLOW_PICKLE_DESERIALIZATION"] = "false"
     # Python UDF workers must run this interpreter (the venv), not whatever python3 is on PATH;
     # PySpark reads it from the driver's environment when it ships a UDF.
     # On a cluster whose executors keep Python elsewhere, set spark.pyspark.python (extra_conf)

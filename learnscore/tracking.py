@@ -13,7 +13,7 @@ def use_mlflow(config: Config) -> str:
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    os.environ.setdefault("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "false")
+    os.environ["MLFLOW_ALLOW_PICKLE_DESERIALIZATION"] = "false"  # skops only, never pickle
     prepare_store(config)
     mlflow.set_tracking_uri(config.mlflow.tracking_uri)
     mlflow.set_registry_uri(config.registry_uri)

@@ -21,7 +21,7 @@ from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from learnscore.config import Config, Secrets
-from serving.auth import api_key_matches, presented_api_key
+from serving.auth import api_key_matches, presented_api_key, redact_json, redact_text
 from serving.body import BodyTooLarge, declared_length, read_limited
 from serving.metrics import ServingMetrics
 from registry.aliases import PRODUCTION, STAGING
@@ -39,9 +39,12 @@ def _json(status: int, payload: dict[str, Any], headers: dict[str, str] | None =
     return Response(orjson.dumps(payload), status_code=status, media_type=JSON, headers=headers)
 
 
-def _error(status: int, request_id: str, code: str, message: str, **extra: Any) -> Response:
-    return _json(status, {"request_id": request_id, "error": code, "message": message, **extra},
-                 headers={"X-Request-ID": request_id})
+def _error(status: int, request_id: str, code: str, message: str, secret: str = "",
+           **extra: Any) -> Response:
+    """A JSON error; ``secret`` (the API key) is blanked out of the messages that quote input."""
+    body = orjson.dumps({"request_id": request_id, "error": code, "message": message, **extra})
+    return Response(redact_json(body, secret), status_code=status, media_type=JSON,
+                    headers={"X-Request-ID": request_id})
 
 
 class ScoringService:
@@ -86,6 +89,8 @@ class ScoringService:
         latency_s = time.perf_counter() - started
         version = model.version if model is not None else None
         route = model.alias if model is not None else None
+        if error is not None:  # the request log lands in ops.endpoint_requests: no secrets there
+            error = redact_text(error, self.api_key)
         self.metrics.observe(status, version, route, latency_s, items)
         if self.request_log is not None:
             self.request_log.record(request_record(
@@ -171,7 +176,7 @@ def create_app(config: Config, secrets: Secrets | None = None, request_log: bool
             raw = await read_limited(request.stream(), limit)
         except BodyTooLarge as exc:
             service.finish(request_id, received_at, started, 413, error_code="body_too_large", error=str(exc))
-            return _error(413, request_id, "body_too_large", str(exc))
+            return _error(413, request_id, "body_too_large", str(exc), secret=service.api_key)
 
         parsed = parse_submissions(raw, config.serving.max_batch)
         if not parsed.ok:
@@ -180,7 +185,8 @@ def create_app(config: Config, secrets: Secrets | None = None, request_log: bool
                        f"nothing was scored" if parsed.error_code == "invalid_event" else items[0]["reason"])
             service.finish(request_id, received_at, started, 422, error_code=parsed.error_code,
                            error="; ".join(p["reason"] for p in items[:3]))
-            return _error(422, request_id, parsed.error_code or "invalid", message, items=items)
+            return _error(422, request_id, parsed.error_code or "invalid", message,
+                          secret=service.api_key, items=items)
 
         served = service.watcher.served  # one snapshot for the whole request
         model = service.choose(served)

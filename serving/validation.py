@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from schemas.events import DIAGNOSTIC_SUBMITTED, validate_event
+from schemas.events import DIAGNOSTIC_SUBMITTED, MAX_EVENT_BYTES, validate_event
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,13 @@ def parse_submissions(raw: bytes, max_batch: int, now: datetime | None = None) -
     'not_json'
     >>> [p.reason_code for p in parse_submissions(b'[{"subject": "art"}]', 10).problems]
     ['missing_field']
+    >>> parse_submissions(b'{"learner_id": "caf\\xe9"}', 10).error_code
+    'not_utf8'
     """
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as exc:  # said as the stream says it, not as "not JSON"
+        return _body_problem("not_utf8", f"the body is not valid UTF-8 at byte {exc.start}")
     try:
         decoded = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -76,9 +82,15 @@ def parse_submissions(raw: bytes, max_batch: int, now: datetime | None = None) -
     else:
         return _body_problem("not_an_object", "send one DiagnosticSubmitted JSON object or a list of them")
 
+    # The stream refuses an event over MAX_EVENT_BYTES (too_large); so does the endpoint. Only a
+    # body that large can hold such an item, so normal requests pay nothing for the check.
+    oversized = _oversized_items(raw, items, decoded is items)
     events: list[dict[str, Any]] = []
     problems: list[ItemProblem] = []
     for index, item in enumerate(items):
+        if index in oversized:
+            problems.append(_too_large(index, item, oversized[index]))
+            continue
         verdict = validate_event(DIAGNOSTIC_SUBMITTED, item, now)
         if verdict.ok:
             events.append(item)
@@ -95,3 +107,21 @@ def parse_submissions(raw: bytes, max_batch: int, now: datetime | None = None) -
     if problems:
         return ParsedBody([], problems, "invalid_event")
     return ParsedBody(events, [])
+
+
+def _oversized_items(raw: bytes, items: list[Any], is_list: bool) -> dict[int, int]:
+    """Index → size in bytes of the items larger than ``MAX_EVENT_BYTES``."""
+    if len(raw) <= MAX_EVENT_BYTES:
+        return {}
+    if not is_list:
+        return {0: len(raw)}
+    sizes = {index: len(orjson.dumps(item)) for index, item in enumerate(items)}
+    return {index: size for index, size in sizes.items() if size > MAX_EVENT_BYTES}
+
+
+def _too_large(index: int, item: Any, size: int) -> ItemProblem:
+    event_id = item.get("event_id") if isinstance(item, dict) else None
+    message = f"{size} bytes; the limit is {MAX_EVENT_BYTES}"
+    return ItemProblem(index=index, event_id=event_id if isinstance(event_id, str) else None,
+                       reason_code="too_large", reason=f"too_large at : {message}",
+                       problems=({"code": "too_large", "path": "", "message": message},))

@@ -82,3 +82,16 @@ def scram_format_args(config: Config) -> list[str]:
     if any(ch in password for ch in ",[]="):
         raise StackError(f"{Secrets.KAFKA_PASSWORD} may not contain , [ ] or = (Kafka's --add-scram syntax)")
     return ["--add-scram", f"{MECHANISM}=[name={user},password={password}]"]
+
+
+def sasl_ssl_client_config(config: Config) -> Config:
+    """``config`` with clients pointed at the local broker's SASL_SSL listener only.
+
+    Bootstrap at ``broker.sasl_ssl_port``, SCRAM-SHA-512 over TLS, trusting the broker's own
+    certificate; the password still comes from ``$LEARNSCORE_KAFKA_PASSWORD``.
+    """
+    if not config.broker.sasl_ssl_port:
+        raise StackError("broker.sasl_ssl_port is not set: the local broker has no SASL_SSL listener")
+    return config.model_copy(update={"kafka": config.kafka.model_copy(update={
+        "bootstrap_servers": f"{config.broker.host}:{config.broker.sasl_ssl_port}",
+        "security_protocol": "SASL_SSL", "sasl_mechanism": MECHANISM, "ssl_cafile": ca_file(config)})})

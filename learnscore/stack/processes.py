@@ -14,6 +14,11 @@ from pathlib import Path
 import psutil
 
 
+# Every process we start refuses pickle-based model formats (models load through skops only),
+# whatever the environment it was started from says.
+SAFE_ENV = {"MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "false"}
+
+
 class StackError(RuntimeError):
     """A local service cannot start or stop; the message says why and what to do."""
 
@@ -81,12 +86,15 @@ def free_port() -> int:
 
 def start_background(name: str, command: list[str], log_file: Path, endpoint: str,
                      env: dict[str, str] | None = None, cwd: Path | None = None) -> ProcessRecord:
-    """Start ``command`` detached in its own session, output appended to ``log_file``."""
+    """Start ``command`` detached in its own session, output appended to ``log_file``.
+
+    The child gets the environment plus ``env`` plus :data:`SAFE_ENV` (which wins).
+    """
     log_file.parent.mkdir(parents=True, exist_ok=True)
     with open(log_file, "ab") as log:
         process = subprocess.Popen(
             command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env={**os.environ, **(env or {})}, cwd=cwd, start_new_session=True,
+            env={**os.environ, **(env or {}), **SAFE_ENV}, cwd=cwd, start_new_session=True,
         )
     return ProcessRecord(
         name=name, pid=process.pid, create_time=psutil.Process(process.pid).create_time(),

@@ -1,0 +1,204 @@
+"""SASL_SSL for real: the simulator, the streaming scorer and the retrain worker, each a real
+``learnscore`` process, talk to the broker only through its SASL_SSL listener (TLS with a keytool
+certificate, SCRAM login with the password from the environment). A wrong password is a clear
+error within seconds; no secret shows up in any process log.
+
+The broker keeps its PLAINTEXT listener for its own use; the test watches every connection of
+the three processes (and their JVMs and Python workers) and none goes to that port.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections import Counter
+from datetime import datetime, timezone
+from pathlib import Path
+
+import orjson
+import psutil
+import pytest
+
+from learnscore import kafka_io
+from learnscore.config import Secrets
+from learnscore.lake import read_table
+from learnscore.stack.kafka_broker import KafkaBroker
+from learnscore.stack.kafka_security import sasl_ssl_client_config
+from learnscore.stack.processes import free_port
+from schemas import topics
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+ROOT = Path(__file__).resolve().parents[2]
+KAFKA_PASSWORD = "kafkapass-DO-NOT-LEAK-5e6f-sasl"
+API_KEY = "apikey-4c1d9e-DO-NOT-LEAK-7f3b2a"
+PSEUDONYM_KEY = "pseudonymkey-9a8b7c6d5e4f-DO-NOT-LEAK-0123456789"
+SECRETS = (KAFKA_PASSWORD, API_KEY, PSEUDONYM_KEY)
+
+
+@pytest.fixture
+def sasl_broker(stack_config, tmp_path, monkeypatch):
+    """A broker of its own with a SASL_SSL listener; yields the clients' config (SASL_SSL only)."""
+    for name, value in ((Secrets.KAFKA_PASSWORD, KAFKA_PASSWORD), (Secrets.API_KEY, API_KEY),
+                        (Secrets.PSEUDONYM_KEY, PSEUDONYM_KEY)):
+        monkeypatch.setenv(name, value)
+    tag = uuid.uuid4().hex[:6]
+    config = stack_config.model_copy(update={
+        "state_dir": tmp_path / "sasl-state",
+        "broker": stack_config.broker.model_copy(update={
+            "port": free_port(), "controller_port": free_port(), "sasl_ssl_port": free_port()}),
+        "kafka": stack_config.kafka.model_copy(update={
+            "sasl_username": "learnscore", "topic_prefix": f"s{tag}."}),
+        "lake": stack_config.lake.model_copy(update={
+            "root": str(tmp_path / "lake"), "checkpoints": str(tmp_path / "checkpoints")}),
+        "mlflow": stack_config.mlflow.model_copy(update={"model_name": f"learnscore-sasl-{tag}"}),
+    })
+    broker = KafkaBroker(config)
+    broker.up()
+    try:
+        yield sasl_ssl_client_config(config)
+    finally:
+        broker.down()
+
+
+def process_env(config, **extra: str) -> dict[str, str]:
+    """The environment of a ``learnscore`` process: the SASL_SSL listener only, secrets from env."""
+    kafka = config.kafka
+    return {**os.environ,
+            "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests" / "batch")]),
+            "LEARNSCORE__STATE_DIR": str(config.state_dir),
+            "LEARNSCORE__KAFKA__BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+            "LEARNSCORE__KAFKA__SECURITY_PROTOCOL": "SASL_SSL",
+            "LEARNSCORE__KAFKA__SASL_MECHANISM": kafka.sasl_mechanism,
+            "LEARNSCORE__KAFKA__SASL_USERNAME": kafka.sasl_username,
+            "LEARNSCORE__KAFKA__SSL_CAFILE": str(kafka.ssl_cafile),
+            "LEARNSCORE__KAFKA__TOPIC_PREFIX": kafka.topic_prefix,
+            "LEARNSCORE__LAKE__ROOT": config.lake.root,
+            "LEARNSCORE__LAKE__CHECKPOINTS": config.lake.checkpoints,
+            "LEARNSCORE__MLFLOW__TRACKING_URI": config.mlflow.tracking_uri,
+            "LEARNSCORE__MLFLOW__ARTIFACT_ROOT": config.mlflow.artifact_root,
+            "LEARNSCORE__MLFLOW__MODEL_NAME": config.mlflow.model_name,
+            "LEARNSCORE__SPARK__DRIVER_MEMORY": "1g",
+            "LEARNSCORE__STREAMING__TRIGGER_SECONDS": "0.5",
+            "LEARNSCORE__DRIFT__ENABLED": "false",
+            Secrets.KAFKA_PASSWORD: KAFKA_PASSWORD, Secrets.API_KEY: API_KEY,
+            Secrets.PSEUDONYM_KEY: PSEUDONYM_KEY, **extra}
+
+
+class ConnectionWatch:
+    """Samples the TCP connections of processes (and their children) while they run."""
+
+    def __init__(self):
+        self.roots: list[int] = []
+        self.remote_ports: set[int] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_):
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for pid in list(self.roots):
+                try:
+                    root = psutil.Process(pid)
+                    for process in [root, *root.children(recursive=True)]:
+                        for connection in process.net_connections(kind="tcp"):
+                            if connection.raddr:
+                                self.remote_ports.add(connection.raddr.port)
+                except psutil.Error:
+                    continue
+            time.sleep(0.1)
+
+
+def run_cli(args: list[str], env: dict[str, str], log: Path, watch: ConnectionWatch | None = None,
+            timeout_s: float = 600) -> subprocess.CompletedProcess:
+    with open(log, "wb") as out:
+        process = subprocess.Popen([sys.executable, "-m", "learnscore", *args], cwd=ROOT, env=env,
+                                   stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        if watch is not None:
+            watch.roots.append(process.pid)
+        try:
+            code = process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+            raise AssertionError(f"`learnscore {' '.join(args)}` did not finish in {timeout_s:.0f}s:\n"
+                                 f"{log.read_text(errors='replace')[-3000:]}") from None
+    return subprocess.CompletedProcess(args, code, log.read_text(errors="replace"), "")
+
+
+def test_simulator_scorer_and_worker_run_over_sasl_ssl_only(sasl_broker, logged_model_uri, rel, tmp_path):
+    config = sasl_broker
+    plaintext_port = config.broker.port
+    rel.register_production(config, logged_model_uri)
+    env = process_env(config)
+    logs = tmp_path / "logs"
+    logs.mkdir()
+
+    with ConnectionWatch() as watch:
+        simulated = run_cli(["simulate", "stream", "--rate", "40", "--duration", "3s", "--invalid-ratio", "0.1",
+                             "--outcome-delay", "1s", "--seed", "5", "--report", str(tmp_path / "sim.json")],
+                            env, logs / "simulator.log", watch)
+        assert simulated.returncode == 0, simulated.stdout[-3000:]
+        # Everything is in Kafka already: one micro-batch lands, scores and quarantines it all.
+        scored = run_cli(["stream", "start", "--max-batches", "1"], env, logs / "scorer.log", watch)
+        assert scored.returncode == 0, scored.stdout[-3000:]
+
+        request = {"event_id": str(uuid.uuid4()), "schema_version": 1, "trigger": "manual",
+                   "event_time": datetime.now(timezone.utc).isoformat().replace("+00:00", "Z"),
+                   "detected_at": datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")}
+        kafka_io.create_topics(config, [topics.RETRAIN_REQUESTS])
+        writer = kafka_io.producer(config)
+        writer.send(config.topic(topics.RETRAIN_REQUESTS), key=b"manual", value=orjson.dumps(request)).get(30)
+        writer.close()
+        worker_env = process_env(config, LEARNSCORE__MLFLOW__MODEL_NAME=f"{config.mlflow.model_name}-worker",
+                                 LEARNSCORE__RETRAIN__DEBOUNCE_SECONDS="1",
+                                 LEARNSCORE__RETRAIN__CONSUMER_GROUP=f"worker-{uuid.uuid4().hex[:6]}")
+        worked = run_cli(["retrain-worker", "--trainer", "test_retrain_worker:tiny_train", "--promoter",
+                          "test_retrain_worker:tiny_promote", "--max-runs", "1", "--idle-exit", "60"],
+                         worker_env, logs / "worker.log", watch)
+        assert worked.returncode == 0, worked.stdout[-3000:]
+        assert "succeeded" in worked.stdout
+
+    # Every connection went to the SASL_SSL listener (or MLflow/Spark's own local ports); none to PLAINTEXT.
+    assert config.broker.sasl_ssl_port in watch.remote_ports
+    assert plaintext_port not in watch.remote_ports
+
+    # What went through: exactly what the simulator sent, scored once, refusals with their reasons.
+    summary = orjson.loads((tmp_path / "sim.json").read_bytes())
+    scores = rel.consume_all(config, topics.SCORES)  # read back over SASL_SSL too
+    silver, gold = read_table(config, "silver.submissions"), read_table(config, "gold.predictions")
+    assert len(silver) == len(gold) == len(scores) == summary["submissions"] > 0
+    expected = Counter()
+    for reasons in summary["expected_quarantine"].values():
+        expected.update(reasons)
+    assert Counter(read_table(config, "silver.quarantine")["reason_code"]) == expected
+    runs = read_table(config, "ops.retrain_runs")
+    assert [s for s in runs["status"] if s != "started"] == ["succeeded"]
+
+    # A wrong password: a clear error in seconds, from the simulator and from the worker.
+    wrong = {**env, Secrets.KAFKA_PASSWORD: "wrong-password-123"}
+    for name, args in (("simulator-wrong", ["simulate", "stream", "--duration", "1s"]),
+                       ("worker-wrong", ["retrain-worker", "--idle-exit", "5"])):
+        started = time.monotonic()
+        refused = run_cli(args, wrong, logs / f"{name}.log", timeout_s=120)
+        assert refused.returncode != 0
+        assert "the SASL login of user 'learnscore'" in refused.stdout, refused.stdout[-2000:]
+        assert "LEARNSCORE_KAFKA_PASSWORD" in refused.stdout
+        assert "Traceback" not in refused.stdout and "wrong-password-123" not in refused.stdout
+        assert time.monotonic() - started < 60
+
+    # No secret in any log: the three processes, the refused ones, the broker.
+    texts = {p.name: p.read_bytes() for p in logs.iterdir()}
+    texts["broker.log"] = (config.state_dir / "kafka" / "broker.log").read_bytes()
+    leaks = [(name, secret) for name, text in texts.items() for secret in SECRETS if secret.encode() in text]
+    assert not leaks, leaks
