@@ -29,7 +29,7 @@ from typing import Callable
 import httpx
 
 from learnscore.config import Config, Secrets, load_config
-from learnscore.stack.processes import ProcessRecord, StackError, start_background, stop_process, tail
+from learnscore.stack.processes import SAFE_ENV, ProcessRecord, StackError, start_background, stop_process, tail
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +157,7 @@ class Demo:
         with open(log_file, "ab") as out:
             process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT,
                                        stdin=subprocess.DEVNULL, start_new_session=True,
-                                       env={**os.environ, **self.child_env})
+                                       env={**os.environ, **self.child_env, **SAFE_ENV})
         self.report.processes[name] = str(log_file)
         try:
             code = self._wait_step(process, timeout_s)
