@@ -9,6 +9,9 @@ TEST_ENV := LEARNSCORE__STATE_DIR=.state-test LEARNSCORE__BROKER__PORT=19092 \
             LEARNSCORE__BROKER__CONTROLLER_PORT=19093 LEARNSCORE__KAFKA__BOOTSTRAP_SERVERS=127.0.0.1:19092 \
             LEARNSCORE__MLFLOW__UI_PORT=15000
 PYTEST_ARGS ?=
+# Two test processes (a file stays on one): most long tests wait on brokers, streams and
+# subprocesses, so two halve the wall time on 2 cores. PYTEST_WORKERS=0 runs them in one.
+PYTEST_WORKERS ?= 2
 
 .PHONY: install jars demo test test-fast bench stack-up stack-down clean help
 
@@ -43,7 +46,7 @@ stack-down:
 test: jars
 	$(TEST_ENV) $(BIN)/learnscore stack up
 	set -o pipefail; trap '$(TEST_ENV) $(BIN)/learnscore stack down' EXIT; \
-	  $(TEST_ENV) $(BIN)/python -m pytest $(PYTEST_ARGS)
+	  $(TEST_ENV) $(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 test-fast: jars
 	$(TEST_ENV) $(BIN)/learnscore stack up
