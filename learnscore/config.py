@@ -60,6 +60,7 @@ class BrokerConfig(_Section):
 class LakeConfig(_Section):
     root: str = "{state_dir}/lake"
     checkpoints: str = "{state_dir}/checkpoints"
+    delta_checkpoint_interval: int = Field(100, ge=1)
 
 
 class MlflowConfig(_Section):

@@ -14,6 +14,8 @@ from schemas.tables import TABLES, Table, arrow_schema
 
 log = logging.getLogger(__name__)
 
+CHECKPOINT_INTERVAL = "delta.checkpointInterval"
+
 
 def ensure_spark_tables(spark, config: Config, names: Iterable[str]) -> None:
     """Create the named Delta tables (empty, with their declared schema) when missing."""
@@ -28,7 +30,12 @@ def ensure_spark_tables(spark, config: Config, names: Iterable[str]) -> None:
                    .comment(table.doc))
         if table.partition_by:
             builder = builder.partitionedBy(*table.partition_by)
-        builder.execute()
+        interval = str(config.lake.delta_checkpoint_interval)
+        delta = builder.property(CHECKPOINT_INTERVAL, interval).execute()
+        # A table made before the setting existed (or with another value) is brought in line.
+        if delta.detail().first().properties.get(CHECKPOINT_INTERVAL) != interval:
+            spark.sql(f"ALTER TABLE delta.`{config.table_path(name)}` "
+                      f"SET TBLPROPERTIES ('{CHECKPOINT_INTERVAL}' = '{interval}')")
 
 
 def ensure_deltalake_table(config: Config, name: str) -> str:

@@ -130,7 +130,7 @@ def validate_events(rows: DataFrame, contracts: Sequence[Contract]) -> DataFrame
     return checked
 
 
-def _same_coordinates(prefix: str) -> Column:
+def same_coordinates(prefix: str) -> Column:
     return ((F.col("kafka_topic") == F.col(f"{prefix}topic"))
             & (F.col("kafka_partition") == F.col(f"{prefix}partition"))
             & (F.col("kafka_offset") == F.col(f"{prefix}offset")))
@@ -149,22 +149,38 @@ def delivery_verdicts(events: DataFrame, landed: DataFrame, key: str = "event_id
       after a crash; it is not a duplicate and must not be quarantined;
     - ``duplicate``: the key is landed from other coordinates, or appears earlier in the batch.
 
-    Only keys and coordinates move: the table is filtered by the batch's keys (broadcast), so
-    neither the events (kilobytes each) nor the table are shuffled.
+    Only keys and coordinates move: the batch's keys are broadcast into one scan of the table
+    (neither the events, kilobytes each, nor the table are shuffled), and the few matches meet
+    the batch in a shuffled hash join inside the same Spark job — broadcasting them too would
+    cost a job of its own.
     """
-    first = Window.partitionBy(key).orderBy(*COORDINATES)
-    ranked = events.select(key, *COORDINATES).withColumn("_rank", F.row_number().over(first))
-    batch_keys = ranked.select(F.col(key).alias("_batch_key"))
-    known = (landed.select(F.col(key).alias("_landed_key"), F.col("kafka_topic").alias("_landed_topic"),
-                           F.col("kafka_partition").alias("_landed_partition"),
-                           F.col("kafka_offset").alias("_landed_offset"))
-             .join(F.broadcast(batch_keys), F.col("_landed_key") == F.col("_batch_key"), "left_semi"))
-    joined = ranked.join(F.broadcast(known), ranked[key] == known["_landed_key"], "left")
-    delivery = (F.when(F.col("_landed_key").isNull(),
-                       F.when(F.col("_rank") == 1, F.lit(NEW)).otherwise(F.lit(DUPLICATE)))
-                .when(_same_coordinates("_landed_"), F.lit(REPLAY))
-                .otherwise(F.lit(DUPLICATE)))
-    return joined.select(*COORDINATES, delivery.alias("delivery"))
+    batch_keys = F.broadcast(events.select(F.col(key).alias("_batch_key")))
+    known = landed_coordinates(landed, key).join(batch_keys, F.col("_landed_key") == F.col("_batch_key"),
+                                                 "left_semi")
+    joined = (events.select(key, *COORDINATES).withColumn("_rank", delivery_rank(key))
+              .join(known.hint("shuffle_hash"), F.col(key) == F.col("_landed_key"), "left"))
+    return joined.select(*COORDINATES, delivery_column().alias("delivery"))
+
+
+def landed_coordinates(landed: DataFrame, key: str = "event_id") -> DataFrame:
+    """``_landed_key`` and the Kafka coordinates it landed from, for :func:`delivery_column`."""
+    return landed.select(F.col(key).alias("_landed_key"), F.col("kafka_topic").alias("_landed_topic"),
+                         F.col("kafka_partition").alias("_landed_partition"),
+                         F.col("kafka_offset").alias("_landed_offset"))
+
+
+def delivery_rank(key: str = "event_id") -> Column:
+    """1 for the first delivery of a key in the batch (lowest topic, partition, offset)."""
+    return F.row_number().over(Window.partitionBy(key).orderBy(*COORDINATES))
+
+
+def delivery_column(rank: str = "_rank") -> Column:
+    """``new``/``replay``/``duplicate`` of a batch row left-joined with :func:`landed_coordinates`
+    and ranked by :func:`delivery_rank` (see :func:`delivery_verdicts`)."""
+    return (F.when(F.col("_landed_key").isNull(),
+                   F.when(F.col(rank) == 1, F.lit(NEW)).otherwise(F.lit(DUPLICATE)))
+            .when(same_coordinates("_landed_"), F.lit(REPLAY))
+            .otherwise(F.lit(DUPLICATE)))
 
 
 def with_verdicts(events: DataFrame, verdicts: DataFrame) -> DataFrame:

@@ -232,7 +232,9 @@ class _BatchRun:
         # The same rows with the responses they were scored from, for the after-scoring hooks:
         # drift features come from them (else the drift hook reads silver.submissions per batch).
         self.scored_rows: DataFrame | None = None
-        self.pairs: list[DataFrame] = []
+        self.accepted_outcomes: DataFrame | None = None  # outcomes landed by this batch
+        self.outcomes_replayed = False
+        self._lock = threading.Lock()  # counters and timings: stages run in parallel threads
         # Spark re-runs at most one batch: the first one a (re)started query executes.
         self.first_of_run = state.batches == 0
         self.may_be_replay = self.first_of_run
@@ -285,14 +287,53 @@ class _BatchRun:
                 sinks.append_once(rows, self.config, table, self.ids.app_id(table), self.batch_id,
                                   may_be_replay=False)
 
+    def add(self, **counts: int) -> None:
+        """Add to the batch report's counters (stages in parallel threads share them)."""
+        with self._lock:
+            for name, value in counts.items():
+                setattr(self.report, name, getattr(self.report, name) + value)
+
+    def in_parallel(self, *steps: Callable[[], None]) -> None:
+        """Run independent steps at once and wait for all; the first error is raised.
+
+        A small Spark job or Delta commit spends much of its time in driver work and the file
+        system, with the two cores idle; writes to different tables overlapped shorten the
+        batch. Each write stays idempotent on its own, so a crash may leave any subset done.
+        ``InheritableThread`` carries the Spark local properties (job description) over.
+        """
+        from pyspark import InheritableThread
+
+        errors: list[BaseException] = []
+
+        def run(step):
+            try:
+                step()
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the batch's thread
+                errors.append(exc)
+
+        threads = [InheritableThread(target=run, args=(step,)) for step in steps[1:]]
+        for thread in threads:
+            thread.start()
+        run(steps[0])
+        for thread in threads:
+            thread.join()
+        if errors:
+            raise errors[0]
+
     @contextmanager
     def timed(self, stage: str):
         """Wall time per stage, for the log and the benchmark's "where does the time go"."""
         started = time.monotonic()
+        # Spark jobs carry the stage as their description (Spark UI, event log).
+        context = self.spark.sparkContext
+        outer = context.getLocalProperty("spark.job.description")
+        context.setLocalProperty("spark.job.description", f"{QUERY_NAME} batch {self.batch_id}: {stage}")
         try:
             yield
         finally:
-            self.report.timings[stage] = self.report.timings.get(stage, 0.0) + time.monotonic() - started
+            context.setLocalProperty("spark.job.description", outer)
+            with self._lock:
+                self.report.timings[stage] = self.report.timings.get(stage, 0.0) + time.monotonic() - started
 
     # -- the stages ----------------------------------------------------------------------------
     def process(self) -> None:
@@ -309,20 +350,17 @@ class _BatchRun:
                 refused = checked.where(F.col("reason_code").isNotNull())
                 self.quarantine.append(quarantine_rows(refused, self.batch_id, F.col("reason_code"),
                                                        F.col("reason")))
-                self.report.quarantined += invalid
-            if totals.get(self.names.submissions):
-                self._land_submissions(checked, valid.get(self.names.submissions, 0))
-            self._score()
-            # Bronze after gold: the raw copy is needed by no later step, and writing it after
-            # the predictions shortens the time from an event to its committed prediction.
-            if totals.get(self.names.submissions):
-                self.append(bronze_rows(checked.where(F.col("kafka_topic") == self.names.submissions),
-                                        self.batch_id), "bronze.submissions_raw")
-            if totals.get(self.names.outcomes):
-                self._land_outcomes(checked, valid.get(self.names.outcomes, 0))
-            self._join_outcomes()
-            if totals.get(self.names.requests):
-                self._land_requests(checked, valid.get(self.names.requests, 0))
+                self.add(quarantined=invalid)
+            # The raw copies and the request log depend on nothing but the batch: they are
+            # written beside the submissions → predictions → outcome pairs path.
+            side = [lambda topic=topic, table=table: self.append(
+                        bronze_rows(checked.where(F.col("kafka_topic") == topic), self.batch_id), table)
+                    for topic, table in ((self.names.submissions, "bronze.submissions_raw"),
+                                         (self.names.outcomes, "bronze.outcomes_raw"))
+                    if totals.get(topic)]
+            if valid.get(self.names.requests):
+                side.append(lambda: self._land_requests(checked, valid[self.names.requests]))
+            self.in_parallel(lambda: self._land_and_score(checked, totals, valid), *side)
             if self.quarantine:
                 rows = self.quarantine[0]
                 for part in self.quarantine[1:]:
@@ -337,6 +375,17 @@ class _BatchRun:
                 frame.unpersist()
             for frame in self.frozen:
                 _release(frame)
+
+    def _land_and_score(self, checked: DataFrame, totals: dict[str, int], valid: dict[str, int]) -> None:
+        if totals.get(self.names.submissions):
+            self._land_submissions(checked, valid.get(self.names.submissions, 0))
+        # Outcomes are classified against silver.submissions, which now holds this batch's
+        # submissions, so they can land while the batch is scored; pairs need both.
+        steps = [self._score]
+        if valid.get(self.names.outcomes):
+            steps.append(lambda: self._land_outcomes(checked))
+        self.in_parallel(*steps)
+        self._join_outcomes()
 
     def _tally(self, checked: DataFrame) -> tuple[dict[str, int], dict[str, int]]:
         rows = (checked.groupBy("kafka_topic")
@@ -361,8 +410,7 @@ class _BatchRun:
             self.quarantine.append(quarantine_rows(
                 classified.where(F.col("delivery") == DUPLICATE), self.batch_id,
                 F.lit(DUPLICATE_EVENT_ID), reason_for(DUPLICATE_EVENT_ID, "event_id"), F.col("event_id")))
-            self.report.quarantined += duplicate
-            self.report.duplicates += duplicate
+            self.add(quarantined=duplicate, duplicates=duplicate)
         silver = classified.withColumn("ingested_at", F.current_timestamp())
         if new:
             self.append(silver.where(F.col("delivery") == NEW), "silver.submissions")
@@ -460,11 +508,8 @@ class _BatchRun:
                 .limit(self.config.streaming.score_batch_rows)
                 .select(*SUBMISSIONS.column_names))
 
-    def _land_outcomes(self, checked: DataFrame, valid_count: int) -> None:
+    def _land_outcomes(self, checked: DataFrame) -> None:
         rows = checked.where(F.col("kafka_topic") == self.names.outcomes)
-        self.append(bronze_rows(rows, self.batch_id), "bronze.outcomes_raw")
-        if not valid_count:
-            return
         events = event_columns(rows.where(F.col("reason_code").isNull()), self.contracts[1])
         verdicts = self.keep(outcome_verdicts(events, self.table("silver.submissions"),
                                               self.table("silver.outcomes")), "outcomes.classify")
@@ -482,35 +527,36 @@ class _BatchRun:
             self.quarantine.append(quarantine_rows(classified.where(F.col("problem").isNotNull()),
                                                    self.batch_id, F.col("problem"), reason,
                                                    F.col("event_id")))
-            self.report.quarantined += refused
-            self.report.duplicates += sum(n for (problem, _), n in counts.items()
-                                          if problem in (DUPLICATE_EVENT_ID, DUPLICATE_OUTCOME))
+            self.add(quarantined=refused, duplicates=sum(
+                n for (problem, _), n in counts.items() if problem in (DUPLICATE_EVENT_ID, DUPLICATE_OUTCOME)))
         accepted = classified.where(F.col("problem").isNull()).withColumn("ingested_at",
                                                                            F.current_timestamp())
         if counts.get((None, NEW)):
             self.append(accepted.where(F.col("delivery") == NEW), "silver.outcomes")
         self.report.outcomes = counts.get((None, NEW), 0) + counts.get((None, REPLAY), 0)
-        self.may_be_replay = self.may_be_replay or counts.get((None, REPLAY), 0) > 0
+        self.outcomes_replayed = counts.get((None, REPLAY), 0) > 0
         if self.report.outcomes:
-            # Outcomes arriving after their prediction: join them with gold now.
-            self.pairs.append(prediction_outcome_rows(self.table("gold.predictions"),
-                                                      accepted.select(*OUTCOMES.column_names),
-                                                      batch_side="outcomes"))
+            self.accepted_outcomes = accepted.select(*OUTCOMES.column_names)
 
     def _join_outcomes(self) -> None:
+        """Pair predictions with outcomes, whichever came first; runs after both landed."""
+        parts = []
+        if self.accepted_outcomes is not None:
+            # Outcomes arriving after their prediction (gold read now: it holds this batch's).
+            parts.append(prediction_outcome_rows(self.table("gold.predictions"), self.accepted_outcomes,
+                                                 batch_side="outcomes"))
         if self.predictions is not None:
             # Predictions arriving after their outcome (catch-up, or late scoring).
-            self.pairs.append(prediction_outcome_rows(self.predictions, self.table("silver.outcomes"),
-                                                      batch_side="predictions"))
+            parts.append(prediction_outcome_rows(self.predictions, self.table("silver.outcomes"),
+                                                 batch_side="predictions"))
         pairs = None
-        if self.pairs:
-            pairs = self.pairs[0]
-            for part in self.pairs[1:]:
-                pairs = pairs.unionByName(part)
+        if parts:
+            pairs = parts[0] if len(parts) == 1 else parts[0].unionByName(parts[1])
             pairs = self.keep(pairs.dropDuplicates(["event_id"]), "pairs.join")
             with self.timed("pairs.join"):
                 joined = pairs.count()
             if joined:
+                self.may_be_replay = self.may_be_replay or self.outcomes_replayed
                 self.land_scored(pairs, "gold.prediction_outcomes", "event_id")
             else:
                 pairs = None
@@ -533,7 +579,7 @@ class _BatchRun:
                 classified.where(F.col("delivery") == DUPLICATE), self.batch_id,
                 F.lit(DUPLICATE_EVENT_ID), reason_for(DUPLICATE_EVENT_ID, "request_id"),
                 F.col("request_id")))
-            self.report.quarantined += counts[DUPLICATE]
+            self.add(quarantined=counts[DUPLICATE])
         if counts.get(NEW):
             self.append(classified.where(F.col("delivery") == NEW), "ops.endpoint_requests")
         self.report.endpoint_requests = counts.get(NEW, 0) + counts.get(REPLAY, 0)

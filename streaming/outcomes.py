@@ -12,7 +12,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.window import Window
 
-from streaming.ingest import COORDINATES, DUPLICATE, delivery_verdicts, with_verdicts
+from streaming.ingest import COORDINATES, DUPLICATE, delivery_column, delivery_rank, landed_coordinates
 from streaming.quarantine import DUPLICATE_EVENT_ID, DUPLICATE_OUTCOME, UNKNOWN_SUBMISSION
 
 PREDICTION_COLUMNS = ("event_id", "learner_key", "subject", "grade_level", "event_time",
@@ -29,17 +29,23 @@ def outcome_verdicts(outcomes: DataFrame, submissions: DataFrame, landed: DataFr
     filtered by the batch's keys (broadcast); only the small matches meet the batch.
     """
     keys = outcomes.select("event_id", "submission_event_id", *COORDINATES)
-    keys = with_verdicts(keys, delivery_verdicts(keys, landed))
-    asked = F.broadcast(keys.select(F.col("submission_event_id").alias("_asked")))
+    # One broadcast of the batch's ids probes both tables (Spark reuses the exchange); the
+    # matches are few and meet the batch in shuffled hash joins inside the same job.
+    probe = F.broadcast(keys.select(F.col("event_id").alias("_b_event"),
+                                    F.col("submission_event_id").alias("_b_submission")))
+    same_id = landed_coordinates(landed).join(probe, F.col("_landed_key") == F.col("_b_event"), "left_semi")
     known = (submissions.select(F.col("event_id").alias("_known_submission"))
-             .join(asked, F.col("_known_submission") == F.col("_asked"), "left_semi"))
+             .join(probe, F.col("_known_submission") == F.col("_b_submission"), "left_semi"))
     earlier = (landed.select(F.col("submission_event_id").alias("_earlier_submission"),
                              F.col("event_id").alias("_earlier_event_id"))
-               .join(asked, F.col("_earlier_submission") == F.col("_asked"), "left_semi"))
-    joined = (keys
-              .join(F.broadcast(known), keys["submission_event_id"] == known["_known_submission"], "left")
-              .join(F.broadcast(earlier), F.col("submission_event_id") == F.col("_earlier_submission"),
-                    "left"))
+               .join(probe, F.col("_earlier_submission") == F.col("_b_submission"), "left_semi"))
+    joined = (keys.withColumn("_id_rank", delivery_rank())
+              .join(same_id.hint("shuffle_hash"), F.col("event_id") == F.col("_landed_key"), "left")
+              .join(known.hint("shuffle_hash"), F.col("submission_event_id") == F.col("_known_submission"),
+                    "left")
+              .join(earlier.hint("shuffle_hash"), F.col("submission_event_id") == F.col("_earlier_submission"),
+                    "left")
+              .withColumn("delivery", delivery_column("_id_rank")))
     eligible = (F.col("delivery") != DUPLICATE) & F.col("_known_submission").isNotNull()
     first = Window.partitionBy("submission_event_id", "_eligible").orderBy(*COORDINATES)
     ranked = joined.withColumn("_eligible", eligible).withColumn("_rank", F.row_number().over(first))
