@@ -29,7 +29,8 @@ from typing import Callable
 import httpx
 
 from learnscore.config import Config, Secrets, load_config
-from learnscore.stack.processes import SAFE_ENV, ProcessRecord, StackError, start_background, stop_process, tail
+from learnscore.stack.processes import (SAFE_ENV, ProcessRecord, StackError, start_background, stop_process,
+                                        tail, wait_http)
 
 log = logging.getLogger(__name__)
 
@@ -197,19 +198,14 @@ class Demo:
         self.owned.clear()
 
     def _wait_http(self, name: str, url: str, timeout_s: float = 180) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
+        def check():
             if self.stop_requested.is_set():
                 raise KeyboardInterrupt
             self._check_children()
-            try:
-                if httpx.get(url, timeout=2).status_code < 500:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(1)
-        raise StackError(f"{name} did not answer at {url} within {timeout_s:.0f}s; see "
-                         f"{self.logs / (name + '.log')}")
+
+        if not wait_http(url, timeout_s, check=check):
+            raise StackError(f"{name} did not answer at {url} within {timeout_s:.0f}s; see "
+                             f"{self.logs / (name + '.log')}")
 
     def _check_children(self) -> None:
         for name, record in self.children.items():
@@ -564,24 +560,10 @@ def stop_part(record: ProcessRecord, timeout_s: float, hurry: threading.Event | 
     """Stop a part the way an operator would: SIGTERM to the ``learnscore`` process only, so it
     finishes its work in flight (the scorer its micro-batch) and shuts its own JVM down; then
     whatever is left of its process group (after ``timeout_s``, or once ``hurry`` is set: forcibly)."""
-    if not record.is_running():
-        return False
-    try:
-        os.kill(record.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return False
-    deadline = time.monotonic() + timeout_s
-    while record.is_running() and time.monotonic() < deadline:
-        if hurry is not None and hurry.is_set():
-            break
-        time.sleep(0.2)
-    try:
-        os.waitpid(record.pid, os.WNOHANG)  # reap our child
-    except ChildProcessError:
-        pass
-    stop_process(record, timeout_s=10)  # still running: the whole group, forcibly if need be
-    _stop_session(record.pid)
-    return True
+    stopped = stop_process(record, timeout_s, leader_first=True, hurry=hurry)
+    if stopped:
+        _stop_session(record.pid)
+    return stopped
 
 
 def _stop_session(session_id: int, timeout_s: float = 10) -> None:

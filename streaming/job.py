@@ -228,10 +228,8 @@ class _BatchRun:
         # Newly landed submissions add to the pending count; replayed ones were counted at
         # start-up already (they are in silver without a prediction).
         self.landed_new = 0
-        self.predictions: DataFrame | None = None  # gold rows written by this batch
-        # The same rows with the responses they were scored from, for the after-scoring hooks:
-        # drift features come from them (else the drift hook reads silver.submissions per batch).
-        self.scored_rows: DataFrame | None = None
+        self.predictions: DataFrame | None = None  # gold rows written by this batch (+ responses)
+        self.silver_new: DataFrame | None = None  # submissions to land in silver
         self.accepted_outcomes: DataFrame | None = None  # outcomes landed by this batch
         self.outcomes_replayed = False
         self._lock = threading.Lock()  # counters and timings: stages run in parallel threads
@@ -379,12 +377,19 @@ class _BatchRun:
     def _land_and_score(self, checked: DataFrame, totals: dict[str, int], valid: dict[str, int]) -> None:
         if totals.get(self.names.submissions):
             self._land_submissions(checked, valid.get(self.names.submissions, 0))
-        # Outcomes are classified against silver.submissions, which now holds this batch's
-        # submissions, so they can land while the batch is scored; pairs need both.
-        steps = [self._score]
-        if valid.get(self.names.outcomes):
-            steps.append(lambda: self._land_outcomes(checked))
-        self.in_parallel(*steps)
+
+        def land_silver():
+            if self.silver_new is not None:
+                self.append(self.silver_new, "silver.submissions")
+            # Outcomes are classified against silver.submissions holding this batch's too.
+            if valid.get(self.names.outcomes):
+                self._land_outcomes(checked)
+
+        # Scoring reads the batch, not silver, so the silver writes leave the path from an
+        # event to its committed prediction. Should gold commit and silver not, the replay finds
+        # the submissions new, scores them again and its MERGE (first batch of a run) keeps
+        # gold one row per event. The pairs need both sides landed.
+        self.in_parallel(self._score, land_silver)
         self._join_outcomes()
 
     def _tally(self, checked: DataFrame) -> tuple[dict[str, int], dict[str, int]]:
@@ -413,7 +418,7 @@ class _BatchRun:
             self.add(quarantined=duplicate, duplicates=duplicate)
         silver = classified.withColumn("ingested_at", F.current_timestamp())
         if new:
-            self.append(silver.where(F.col("delivery") == NEW), "silver.submissions")
+            self.silver_new = silver.where(F.col("delivery") == NEW)
         self.report.submissions_valid = new + replay
         self.may_be_replay = self.may_be_replay or replay > 0
         fresh = silver.where(F.col("delivery").isin(NEW, REPLAY)).select(*SUBMISSIONS.column_names)
@@ -494,8 +499,9 @@ class _BatchRun:
         # again (at-least-once; ScoreIssued ids are deterministic, consumers dedupe on them).
         with self.timed("kafka.scores"):
             sinks.publish(good, self.config, self.names.scores, F.col("learner_id"), score_issued_value())
-        self.predictions = prediction_rows(good, self.batch_id)
-        self.scored_rows = prediction_rows(good, self.batch_id, extra=("responses",))
+        # With the responses they were scored from, for the after-scoring hooks (drift features
+        # come from them); the gold write keeps only the table's columns.
+        self.predictions = prediction_rows(good, self.batch_id, extra=("responses",))
         self.land_scored(self.predictions, "gold.predictions", "event_id")
 
     def _pending_rows(self) -> DataFrame:
@@ -562,7 +568,7 @@ class _BatchRun:
                 pairs = None
         for hook in self.hooks:
             with self.timed(f"hook.{getattr(hook, '__name__', 'hook')}"):
-                hook(self.batch_id, self.scored_rows, pairs)
+                hook(self.batch_id, self.predictions, pairs)
 
     def _land_requests(self, checked: DataFrame, valid_count: int) -> None:
         if not valid_count:

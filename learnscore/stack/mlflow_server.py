@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
-import time
 from pathlib import Path
-
-import httpx
 
 from learnscore.config import Config
 from learnscore.stack.processes import (
@@ -18,6 +15,7 @@ from learnscore.stack.processes import (
     start_background,
     stop_process,
     tail,
+    wait_http,
 )
 
 log = logging.getLogger(__name__)
@@ -77,17 +75,15 @@ class MlflowUi:
                                   env={"MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "false",
                                        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
         record.save(self.record_file)
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
+
+        def check():
             if not record.is_running():
                 raise StackError(f"the MLflow UI exited during start-up:\n{tail(self.log_file)}")
-            try:
-                if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
-                    log.info("mlflow ui ready at %s", self.url)
-                    return record
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
+
+        if wait_http(f"{self.url}/health", timeout_s, ready=lambda status: status == 200, check=check,
+                     interval_s=0.5):
+            log.info("mlflow ui ready at %s", self.url)
+            return record
         raise StackError(f"the MLflow UI did not answer at {self.url} within {timeout_s:.0f}s:\n"
                          f"{tail(self.log_file)}")
 

@@ -7,9 +7,11 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Callable
 
 import psutil
 
@@ -102,20 +104,33 @@ def start_background(name: str, command: list[str], log_file: Path, endpoint: st
     )
 
 
-def stop_process(record: ProcessRecord, timeout_s: float = 30.0) -> bool:
-    """SIGTERM the process group ``record`` started, then SIGKILL after ``timeout_s``."""
+def stop_process(record: ProcessRecord, timeout_s: float = 30.0, *, leader_first: bool = False,
+                 hurry: threading.Event | None = None) -> bool:
+    """SIGTERM the process group ``record`` started, then SIGKILL after ``timeout_s``.
+
+    ``leader_first``: SIGTERM the leading process only and give it ``timeout_s`` (cut short
+    when ``hurry`` is set) to finish its work in flight and stop what it started itself — the
+    scorer its micro-batch and its JVM; whatever of the group is left then gets the treatment
+    above, with 10 s before SIGKILL.
+    """
     if not record.is_running():
         return False
     try:
-        os.killpg(record.pid, signal.SIGTERM)
+        if leader_first:
+            os.kill(record.pid, signal.SIGTERM)
+        else:
+            os.killpg(record.pid, signal.SIGTERM)
     except ProcessLookupError:
         return False
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if not record.is_running():
+    while record.is_running() and time.monotonic() < deadline:
+        if hurry is not None and hurry.is_set():
             break
         time.sleep(0.2)
-    else:
+    if record.is_running():
+        if leader_first:
+            stop_process(record, timeout_s=10)
+            return True
         try:
             os.killpg(record.pid, signal.SIGKILL)
         except ProcessLookupError:
@@ -125,6 +140,28 @@ def stop_process(record: ProcessRecord, timeout_s: float = 30.0) -> bool:
     except ChildProcessError:
         pass
     return True
+
+
+def wait_http(url: str, timeout_s: float, *, ready: Callable[[int], bool] = lambda status: status < 500,
+              check: Callable[[], None] | None = None, interval_s: float = 1.0) -> bool:
+    """Poll ``url`` until its HTTP status is ``ready``; False when ``timeout_s`` passes first.
+
+    ``check`` runs before every try and raises to give up early (the process died, a stop was
+    asked).
+    """
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if check is not None:
+            check()
+        try:
+            if ready(httpx.get(url, timeout=2).status_code):
+                return True
+        except httpx.HTTPError:
+            pass
+        time.sleep(interval_s)
+    return False
 
 
 def tail(path: Path | str, lines: int = 20) -> str:
