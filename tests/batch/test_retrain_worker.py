@@ -9,7 +9,6 @@ gates and registry errors are recorded.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -26,6 +25,7 @@ from batch.retrain_runs import request_statuses, runs
 from batch.retrain_worker import RetrainWorker, run_id_for
 from learnscore.kafka_io import create_topics, producer
 from schemas import topics
+from tests.support import process_env
 
 pytestmark = pytest.mark.integration
 HERE = Path(__file__).resolve().parent
@@ -238,19 +238,9 @@ def test_the_schedule_asks_once_for_its_period(worker_config):
 
 
 def _env(config, marker: Path, slow: str) -> dict[str, str]:
-    return {**os.environ,
-            "PYTHONPATH": os.pathsep.join([str(ROOT), str(HERE)]),
-            "LEARNSCORE__STATE_DIR": str(config.state_dir),
-            "LEARNSCORE__KAFKA__BOOTSTRAP_SERVERS": config.kafka.bootstrap_servers,
-            "LEARNSCORE__KAFKA__TOPIC_PREFIX": config.kafka.topic_prefix,
-            "LEARNSCORE__LAKE__ROOT": config.lake.root,
-            "LEARNSCORE__LAKE__CHECKPOINTS": config.lake.checkpoints,
-            "LEARNSCORE__MLFLOW__TRACKING_URI": config.mlflow.tracking_uri,
-            "LEARNSCORE__MLFLOW__ARTIFACT_ROOT": config.mlflow.artifact_root,
-            "LEARNSCORE__MLFLOW__MODEL_NAME": config.mlflow.model_name,
-            "LEARNSCORE__RETRAIN__CONSUMER_GROUP": config.retrain.consumer_group,
-            "LEARNSCORE__RETRAIN__DEBOUNCE_SECONDS": "1",
-            "RETRAIN_TEST_MARKER": str(marker), "RETRAIN_TEST_SLOW": slow}
+    return process_env(config, [HERE], LEARNSCORE__RETRAIN__CONSUMER_GROUP=config.retrain.consumer_group,
+                       LEARNSCORE__RETRAIN__DEBOUNCE_SECONDS="1", RETRAIN_TEST_MARKER=str(marker),
+                       RETRAIN_TEST_SLOW=slow)
 
 
 def _start_worker(config, marker: Path, slow: str, *extra: str) -> subprocess.Popen:

@@ -7,7 +7,6 @@ download, no extra Python package).
 from __future__ import annotations
 
 import base64
-import contextlib
 import shutil
 import subprocess
 import threading
@@ -18,6 +17,7 @@ import httpx
 import pytest
 
 from learnscore.stack.processes import free_port
+from tests.support import running_endpoint
 from monitoring.app import PANEL_IDS
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
@@ -154,32 +154,6 @@ def test_every_panel_renders_with_data_in_chromium(seeded_lake, chromedriver):
 NOT_WRITTEN_BY_THE_RUN = ("drift_events", "drift_metrics")
 
 
-@contextlib.contextmanager
-def _running_endpoint(config):
-    import uvicorn
-
-    from serving.app import create_app
-
-    server = uvicorn.Server(uvicorn.Config(create_app(config), host="127.0.0.1", port=config.serving.port,
-                                           log_level="warning", access_log=False))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{config.serving.port}"
-    try:
-        _wait(lambda: _ready(base), 120, "the endpoint to load the production model")
-        yield base
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
-
-
-def _ready(base: str) -> bool:
-    try:
-        return httpx.get(f"{base}/readyz", timeout=5).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
 def _wait(predicate, timeout_s: float, what: str, scorer=None) -> None:
     deadline = time.monotonic() + timeout_s
     while not predicate():
@@ -249,7 +223,7 @@ def test_every_panel_renders_with_data_from_a_real_run(spark, config, mlflow_sto
     scorer = start_scorer(spark, config)
     statuses: list[int] = []
     try:
-        with _running_endpoint(config) as endpoint:
+        with running_endpoint(config, wait_ready=True) as endpoint:
             # Requests through the real endpoint while the simulator streams live learners.
             traffic = threading.Thread(target=_endpoint_traffic,
                                        args=(config, endpoint, submissions[2000:2080], 0.1, statuses))

@@ -6,16 +6,14 @@ so the few pieces these tests share live here, built from the same public functi
 
 from __future__ import annotations
 
-import contextlib
-import threading
-import time
-from typing import Iterator
 
 import pytest
 
 from learnscore import kafka_io
 from learnscore.config import Config
 from learnscore.stack.processes import free_port
+from tests import support
+from tests.support import register_production, wait_for
 from schemas import topics
 
 
@@ -31,19 +29,6 @@ def logged_model_uri(mlflow_store, stack_config, fitted_model, small_history_eve
     use_mlflow(stack_config)
     with mlflow.start_run(run_name="reliability-tests-model"):
         return log_diagnostic_model(fitted_model, model_input_from_events(small_history_events[0][:5]))
-
-
-def register_production(config: Config, model_uri: str) -> str:
-    """Register ``model_uri`` under the config's model name and make it ``production``."""
-    import mlflow
-    from mlflow.tracking import MlflowClient
-
-    from learnscore.tracking import use_mlflow
-
-    use_mlflow(config)
-    version = str(mlflow.register_model(model_uri, config.mlflow.model_name).version)
-    MlflowClient().set_registered_model_alias(config.mlflow.model_name, "production", version)
-    return version
 
 
 @pytest.fixture
@@ -62,40 +47,9 @@ def production(rel_config, logged_model_uri) -> str:
     return register_production(rel_config, logged_model_uri)
 
 
-@contextlib.contextmanager
-def running_endpoint(config: Config, request_log: bool = True) -> Iterator[str]:
-    """The endpoint under a real uvicorn server on ``serving.port``; yields its base URL once a
-    production model is loaded."""
-    import httpx
-    import uvicorn
-
-    from serving.app import create_app
-
-    server = uvicorn.Server(uvicorn.Config(create_app(config, request_log=request_log), host="127.0.0.1",
-                                           port=config.serving.port, log_level="warning", access_log=False))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{config.serving.port}"
-    try:
-        wait_for(lambda: server.started or not thread.is_alive(), 30, "the endpoint to start")
-        assert thread.is_alive(), "the endpoint did not start"
-        wait_for(lambda: httpx.get(f"{base}/readyz", timeout=5).status_code == 200, 60,
-                 "a loaded production model")
-        yield base
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
-
-
-def wait_for(predicate, timeout_s: float, what: str):
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}")
-        time.sleep(0.25)
+def running_endpoint(config: Config, request_log: bool = True):
+    """The endpoint on ``serving.port``; yields its base URL once a production model is loaded."""
+    return support.running_endpoint(config, request_log=request_log, wait_ready=True)
 
 
 def produce_located(config: Config, base_topic: str,

@@ -9,19 +9,17 @@ them under its own model name (``config.mlflow.model_name``), which costs millis
 
 from __future__ import annotations
 
-import contextlib
 import random
-import threading
-import time
 import uuid
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 import httpx
 import pytest
 
 from learnscore.config import Config, Secrets
 from learnscore.stack.processes import free_port
+from tests.support import running_endpoint, wait_for
 
 HELD_OUT = 2000  # fitted_model saw the first 2,000 submissions of small_history
 
@@ -88,41 +86,6 @@ def serving_config(config) -> Config:
 @pytest.fixture
 def api_key(serving_config) -> str:
     return Secrets(serving_config).api_key.get_secret_value()
-
-
-@contextlib.contextmanager
-def running_endpoint(config: Config, request_log: bool = True) -> Iterator[str]:
-    """The endpoint under a real uvicorn server on a free port; yields its base URL."""
-    import uvicorn
-
-    from serving.app import create_app
-
-    app = create_app(config, request_log=request_log)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=config.serving.port,
-                                           log_level="warning", access_log=False))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{config.serving.port}"
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("the endpoint did not start")
-        time.sleep(0.05)
-    try:
-        yield base
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
-
-
-def wait_for(predicate, timeout_s: float = 30, what: str = "condition"):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
 
 
 def ready_version(base: str) -> str | None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-import time
 import uuid
 from datetime import datetime, timedelta, timezone
 
@@ -12,6 +11,7 @@ import pytest
 
 from learnscore import kafka_io
 from schemas import topics
+from tests.support import wait_for  # noqa: F401 - StreamKit and test_spark_cluster use it
 from schemas.events import LEVELS, SUBJECTS
 
 # Submissions 60 days ago, outcomes 30 days later: all in the past, stable within a session.
@@ -93,17 +93,6 @@ def produce(config, base_topic: str, messages: list[tuple[bytes | None, bytes]])
 
 def as_messages(events: list[dict]) -> list[tuple[bytes, bytes]]:
     return [(e["learner_id"].encode(), orjson.dumps(e)) for e in events]
-
-
-def wait_for(predicate, timeout_s: float = 120, interval_s: float = 0.5, what: str = "condition"):
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}")
-        time.sleep(interval_s)
 
 
 class StreamKit:

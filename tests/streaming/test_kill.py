@@ -20,6 +20,7 @@ import pytest
 from learnscore import kafka_io
 from schemas import topics
 from schemas.events import SCORE_ISSUED, validate_bytes
+from tests.support import process_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -28,22 +29,8 @@ PROJECT = Path(__file__).resolve().parents[2]
 
 def scorer_env(config) -> dict[str, str]:
     """The per-test config as environment variables for a `learnscore stream start` process."""
-    env = {key: value for key, value in os.environ.items() if not key.startswith("LEARNSCORE__")}
-    env.update({
-        "PYTHONPATH": str(PROJECT),
-        "LEARNSCORE__STATE_DIR": str(config.state_dir),
-        "LEARNSCORE__KAFKA__BOOTSTRAP_SERVERS": config.kafka.bootstrap_servers,
-        "LEARNSCORE__KAFKA__TOPIC_PREFIX": config.kafka.topic_prefix,
-        "LEARNSCORE__LAKE__ROOT": config.lake.root,
-        "LEARNSCORE__LAKE__CHECKPOINTS": config.lake.checkpoints,
-        "LEARNSCORE__MLFLOW__TRACKING_URI": config.mlflow.tracking_uri,
-        "LEARNSCORE__MLFLOW__ARTIFACT_ROOT": config.mlflow.artifact_root,
-        "LEARNSCORE__MLFLOW__MODEL_NAME": config.mlflow.model_name,
-        "LEARNSCORE__STREAMING__TRIGGER_SECONDS": "0.5",
-        "LEARNSCORE__STREAMING__ALIAS_CHECK_SECONDS": "1",
-        "LEARNSCORE__SPARK__DRIVER_MEMORY": "1g",
-    })
-    return env
+    return process_env(config, LEARNSCORE__STREAMING__TRIGGER_SECONDS="0.5",
+                       LEARNSCORE__STREAMING__ALIAS_CHECK_SECONDS="1", LEARNSCORE__SPARK__DRIVER_MEMORY="1g")
 
 
 class ScorerProcess:

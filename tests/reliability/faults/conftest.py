@@ -3,29 +3,17 @@ thread it can stop, the endpoint, registered versions, table counts."""
 
 from __future__ import annotations
 
-import contextlib
 import threading
-import time
 from collections import Counter
 from pathlib import Path
-from typing import Callable, Iterator
 
 import orjson
 import pytest
 
 from learnscore.config import Config
 from learnscore.stack.processes import free_port
-
-
-def wait_for(predicate: Callable[[], object], timeout_s: float, what: str, interval_s: float = 0.5):
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}")
-        time.sleep(interval_s)
+from tests import support
+from tests.support import wait_for
 
 
 def with_own_broker(config: Config, state_dir: Path) -> Config:
@@ -42,7 +30,6 @@ def with_own_broker(config: Config, state_dir: Path) -> Config:
 def register_production(config: Config, model, model_input, alias: str | None = "production") -> str:
     """Log ``model`` as training does, register it under the config's name, point ``alias`` at it."""
     import mlflow
-    from mlflow.tracking import MlflowClient
 
     from batch.packaging import log_diagnostic_model
     from learnscore.tracking import use_mlflow
@@ -50,31 +37,12 @@ def register_production(config: Config, model, model_input, alias: str | None = 
     use_mlflow(config)
     with mlflow.start_run(run_name="reliability-test-model"):
         model_uri = log_diagnostic_model(model, model_input)
-    version = str(mlflow.register_model(model_uri, config.mlflow.model_name).version)
-    if alias:
-        MlflowClient().set_registered_model_alias(config.mlflow.model_name, alias, version)
-    return version
+    return support.register_production(config, model_uri, alias)
 
 
-@contextlib.contextmanager
-def running_endpoint(config: Config) -> Iterator[str]:
-    """The REST endpoint (with its request log) under uvicorn in a thread; yields its base URL."""
-    import uvicorn
-
-    from serving.app import create_app
-
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(config), host="127.0.0.1", port=port,
-                                           log_level="warning", access_log=False))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    wait_for(lambda: server.started or not thread.is_alive(), 30, "the endpoint to start", 0.05)
-    assert thread.is_alive(), "the endpoint did not start"
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
+def running_endpoint(config: Config):
+    """The REST endpoint (with its request log) on a free port; yields its base URL."""
+    return support.running_endpoint(config, port=free_port())
 
 
 def messages(events: list[dict]) -> list[tuple[bytes, bytes]]:

@@ -1,0 +1,103 @@
+"""Helpers the test folders share: waiting, a running endpoint, a production model.
+
+A plain module (``from tests.support import ...``): in importlib mode one conftest cannot import
+another's helpers, so the ones several folders need live here, once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+from learnscore.config import Config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def wait_for(predicate: Callable[[], object], timeout_s: float = 120, what: str = "condition",
+             interval_s: float = 0.25):
+    """Call ``predicate`` until it returns something truthy (returned); fail after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}")
+        time.sleep(interval_s)
+
+
+@contextlib.contextmanager
+def running_endpoint(config: Config, *, request_log: bool = True, port: int | None = None,
+                     wait_ready: bool = False) -> Iterator[str]:
+    """The REST endpoint under a real uvicorn server in a thread; yields its base URL.
+
+    ``port`` defaults to ``serving.port``; ``wait_ready`` also waits for a loaded production
+    model (``/readyz`` answers 200).
+    """
+    import uvicorn
+
+    from serving.app import create_app
+
+    port = port or config.serving.port
+    server = uvicorn.Server(uvicorn.Config(create_app(config, request_log=request_log), host="127.0.0.1",
+                                           port=port, log_level="warning", access_log=False))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: server.started or not thread.is_alive(), 30, "the endpoint to start", 0.05)
+        assert thread.is_alive(), "the endpoint did not start"
+        if wait_ready:
+            wait_for(lambda: _ready(base), 120, "a loaded production model")
+        yield base
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+def _ready(base: str) -> bool:
+    import httpx
+
+    try:
+        return httpx.get(f"{base}/readyz", timeout=5).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def register_production(config: Config, model_uri: str, alias: str | None = "production") -> str:
+    """Register ``model_uri`` under the config's model name and point ``alias`` at it."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from learnscore.tracking import use_mlflow
+
+    use_mlflow(config)
+    version = str(mlflow.register_model(model_uri, config.mlflow.model_name).version)
+    if alias:
+        MlflowClient().set_registered_model_alias(config.mlflow.model_name, alias, version)
+    return version
+
+
+def process_env(config: Config, pythonpath: Iterable[Path | str] = (), **extra: str) -> dict[str, str]:
+    """The environment of a ``learnscore`` process a test starts: the per-test config's broker,
+    topics, lake and MLflow store as ``LEARNSCORE__`` variables (the test process's own are
+    dropped), the project (and ``pythonpath``) importable, then ``extra``."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("LEARNSCORE__")}
+    env.update({
+        "PYTHONPATH": os.pathsep.join([str(ROOT), *map(str, pythonpath)]),
+        "LEARNSCORE__STATE_DIR": str(config.state_dir),
+        "LEARNSCORE__KAFKA__BOOTSTRAP_SERVERS": config.kafka.bootstrap_servers,
+        "LEARNSCORE__KAFKA__TOPIC_PREFIX": config.kafka.topic_prefix,
+        "LEARNSCORE__LAKE__ROOT": config.lake.root,
+        "LEARNSCORE__LAKE__CHECKPOINTS": config.lake.checkpoints,
+        "LEARNSCORE__MLFLOW__TRACKING_URI": config.mlflow.tracking_uri,
+        "LEARNSCORE__MLFLOW__ARTIFACT_ROOT": config.mlflow.artifact_root,
+        "LEARNSCORE__MLFLOW__MODEL_NAME": config.mlflow.model_name,
+    })
+    env.update(extra)
+    return env
