@@ -75,7 +75,7 @@ class MlflowConfig(_Section):
 
 class StreamingConfig(_Section):
     trigger_seconds: float = Field(1.0, ge=0)
-    max_offsets_per_trigger: int = Field(50000, ge=1)
+    max_offsets_per_trigger: int = Field(100_000, ge=1)
     starting_offsets: Literal["earliest", "latest"] = "earliest"
     alias_check_seconds: float = Field(2.0, ge=0)
     score_batch_rows: int = Field(50000, ge=1)

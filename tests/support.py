@@ -19,10 +19,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def wait_for(predicate: Callable[[], object], timeout_s: float = 120, what: str = "condition",
-             interval_s: float = 0.25):
-    """Call ``predicate`` until it returns something truthy (returned); fail after ``timeout_s``."""
+             interval_s: float = 0.25, *, scorer=None):
+    """Call ``predicate`` until it returns something truthy (returned); fail after ``timeout_s``,
+    or as soon as ``scorer`` (a running ``streaming.job.Scorer``) reports a failure."""
     deadline = time.monotonic() + timeout_s
     while True:
+        if scorer is not None and scorer.failure():
+            raise AssertionError(f"the scorer failed: {scorer.failure()}")
         value = predicate()
         if value:
             return value

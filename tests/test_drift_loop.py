@@ -15,8 +15,9 @@ from datetime import datetime, timedelta, timezone
 import pandas as pd
 import pytest
 
+from tests.support import wait_for as _wait
+
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(2400)]
-pytest.importorskip("streaming.job", reason="needs the streaming scorer (branch stream)")
 HISTORY = 4000
 
 
@@ -57,19 +58,6 @@ class CrashOnce:
 def _count(spark, config, name, where=None):
     frame = spark.read.format("delta").load(config.table_path(name))
     return (frame.where(where) if where else frame).count()
-
-
-def _wait(predicate, timeout_s, what, scorer=None, interval_s=1.0):
-    deadline = time.monotonic() + timeout_s
-    while True:
-        if scorer is not None and scorer.failure():
-            raise AssertionError(f"the scorer failed: {scorer.failure()}")
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}")
-        time.sleep(interval_s)
 
 
 def _accuracy_values_fed(hook) -> int:
@@ -130,10 +118,10 @@ def test_concept_shift_is_detected_retrained_promoted_and_scored(config, spark, 
     scored = stationary.submissions + HISTORY  # the history is scored too (catch-up)
     _wait(lambda: _count(spark, config, "gold.predictions") >= scored
           and _count(spark, config, "gold.prediction_outcomes") >= stationary.submissions, 900,
-          "the stationary run scored and joined", scorer)
+          "the stationary run scored and joined", scorer=scorer)
     # The hook runs after the batch's gold commit: wait until it has taken in the last rows.
     _wait(lambda: _predictions_fed(restarted) >= scored, 300, "the drift monitor to see every row",
-          scorer)
+          scorer=scorer)
     time.sleep(2)  # and a little longer, so a double feed would show
     # Exactly once across the crash: every scored row (live, and the history's catch-up) was
     # handed to the drift monitor once; the replayed batch was not fed again.
@@ -153,13 +141,13 @@ def test_concept_shift_is_detected_retrained_promoted_and_scored(config, spark, 
         scenarios=(parse_scenario("concept-shift"),))), kwargs={"stop_event": stop_sim})
     sim_thread.start()
     try:
-        _wait(lambda: made, 1200, "a finished retrain run", scorer, interval_s=2)
+        _wait(lambda: made, 1200, "a finished retrain run", interval_s=2, scorer=scorer)
         run = made[0]
         assert (run.status, run.trigger, run.promoted) == ("succeeded", "drift", True), run.message
         new_version = run.model_version
         _wait(lambda: _count(spark, config, "gold.predictions",
                              f"model_version = '{new_version}'") > 0, 600,
-              f"rows scored by version {new_version}", scorer)
+              f"rows scored by version {new_version}", scorer=scorer)
     finally:
         stop_sim.set()
         stop_worker.set()

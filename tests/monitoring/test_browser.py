@@ -18,6 +18,7 @@ import pytest
 
 from learnscore.stack.processes import free_port
 from tests.support import running_endpoint
+from tests.support import wait_for as _wait
 from monitoring.app import PANEL_IDS
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
@@ -154,16 +155,6 @@ def test_every_panel_renders_with_data_in_chromium(seeded_lake, chromedriver):
 NOT_WRITTEN_BY_THE_RUN = ("drift_events", "drift_metrics")
 
 
-def _wait(predicate, timeout_s: float, what: str, scorer=None) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if scorer is not None and scorer.failure():
-            raise AssertionError(f"the scorer failed: {scorer.failure()}")
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}")
-        time.sleep(1)
-
-
 def _endpoint_traffic(config, base: str, events: list[dict], pause_s: float, statuses: list[int]) -> None:
     """Scored, refused and unauthorised requests, like real clients, one every ``pause_s``."""
     from learnscore.config import Secrets
@@ -236,7 +227,7 @@ def test_every_panel_renders_with_data_from_a_real_run(spark, config, mlflow_sto
             sent = live.messages(topics.SUBMISSIONS) + live.messages(topics.OUTCOMES) + len(statuses)
             _wait(lambda: _rows_read(config) >= sent
                   and len(read_table(config, "ops.endpoint_requests", columns=["request_id"])) == len(statuses),
-                  300, f"the stream to read the {sent} messages of the run", scorer)
+                  300, f"the stream to read the {sent} messages of the run", scorer=scorer)
             scorer.stop()
             page = open_dashboard(config, chromedriver, "dashboard-real-run.png")  # the endpoint still up
     finally:
