@@ -2,9 +2,9 @@
 
 One query subscribes to ``diagnostic.submissions``, ``diagnostic.outcomes`` and
 ``serving.requests`` and splits each micro-batch by topic. One query means one checkpoint and
-writes that happen one after another, so no two writers race on a Delta table (no
-concurrent-MERGE conflicts), and an outcome that arrives in the same batch as its submission
-is handled after it (submissions first).
+one writer per Delta table (no concurrent-MERGE conflicts; steps that write different tables
+run side by side in threads), and an outcome that arrives in the same batch as its submission
+is classified after the submission landed in silver.
 
 Exactly-once (DESIGN §5): Kafka offsets live in the checkpoint; after a crash Spark runs the
 last uncommitted batch again, with the same offsets — and only that one, as the first batch
