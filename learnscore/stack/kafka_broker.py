@@ -45,6 +45,21 @@ logger.state.level = WARN
 """
 
 
+def new_cluster_id() -> str:
+    """A KRaft cluster id: 16 random bytes in URL-safe base64 without padding, as Kafka's Uuid.
+
+    Like ``Uuid.randomUuid`` it never starts with "-": the storage tool's argument parser would
+    take such an id for an option (1 start in 64 did, and failed the format).
+
+    >>> len(new_cluster_id()), new_cluster_id()[0] != "-"
+    (22, True)
+    """
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
 class KafkaBroker:
     """The local broker of one state folder: ``up``, ``down``, ``status``."""
 
@@ -198,8 +213,7 @@ class KafkaBroker:
         self.properties_file.write_text("\n".join(lines) + "\n")
 
     def _format_storage(self) -> None:
-        # Kafka's Uuid is 16 random bytes in URL-safe base64 without padding.
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        cluster_id = new_cluster_id()
         command = self._java_command("kafka.tools.StorageTool", "format", "--standalone",
                                      "-t", cluster_id, "-c", str(self.properties_file),
                                      *self._format_extra_args())

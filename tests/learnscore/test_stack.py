@@ -10,7 +10,7 @@ import pytest
 
 from learnscore import kafka_io
 from learnscore.kafka_io import BrokerUnreachable
-from learnscore.stack.kafka_broker import KafkaBroker
+from learnscore.stack.kafka_broker import KafkaBroker, new_cluster_id
 from learnscore.stack.processes import StackError, free_port
 
 pytestmark = pytest.mark.integration
@@ -91,3 +91,12 @@ def test_stack_cli_up_status_down_leaves_nothing_running(tmp_path):
 
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
     assert "stopped" in cli("status").stdout
+
+
+def test_cluster_ids_never_look_like_an_option():
+    # Kafka's storage tool took an id starting with "-" for an option (one format in 64 failed).
+    import base64
+
+    ids = [new_cluster_id() for _ in range(5000)]
+    assert not [i for i in ids if i.startswith("-")]
+    assert {len(base64.urlsafe_b64decode(i + "==")) for i in ids} == {16}
