@@ -117,6 +117,7 @@ class RetrainWorker:
         self._promoter = promoter
         self._spark_factory = spark_factory
         self._spark = None
+        self._spark_lock = threading.Lock()
         self._sleep = sleep
         self._scheduled: set[str] = set()
         self._next_schedule_check = 0.0
@@ -255,14 +256,29 @@ class RetrainWorker:
     @property
     def spark(self):
         """The worker's own SparkSession, started on first use (the default trainer needs it)."""
-        if self._spark is None:
-            if self._spark_factory is not None:
-                self._spark = self._spark_factory()
-            else:
-                from learnscore.spark import create_spark_session
+        with self._spark_lock:
+            if self._spark is None:
+                if self._spark_factory is not None:
+                    self._spark = self._spark_factory()
+                else:
+                    from learnscore.spark import create_spark_session
 
-                self._spark = create_spark_session(self.config, app_name="learnscore-retrain")
-        return self._spark
+                    self._spark = create_spark_session(self.config, app_name="learnscore-retrain")
+            return self._spark
+
+    def _warm_up(self) -> None:
+        """Start the SparkSession while waiting for requests when the default trainer will need
+        it: a JVM takes a minute on a busy 2-core machine, which a drift alarm should not wait."""
+        if self._trainer != DEFAULT_TRAINER or self._spark is not None or self._spark_factory is not None:
+            return
+
+        def start():
+            try:
+                self.spark
+            except Exception as exc:  # noqa: BLE001 - the first run starts it again and reports it
+                log.warning("retrain worker: could not start Spark ahead of a run: %s", exc)
+
+        threading.Thread(target=start, name="spark-warm-up", daemon=True).start()
 
     # -- the consumer loop -----------------------------------------------------------------
     def serve(self, stop: threading.Event | None = None, *, max_runs: int | None = None,
@@ -284,6 +300,7 @@ class RetrainWorker:
         done: list[RetrainRun] = []
         pending: dict[str, dict[str, Any]] = {}
         first_at = last_at = idle_since = time.monotonic()
+        warmed = False
         log.info("retrain worker: listening on %s (group %s, policy %s%s)",
                  self.config.topic(topics.RETRAIN_REQUESTS), settings.consumer_group,
                  self.policy, f", every {self.every}" if self.every else "")
@@ -291,6 +308,9 @@ class RetrainWorker:
             while not stop.is_set():
                 self._maybe_schedule()
                 polled = reader.poll(timeout_ms=500)
+                if not warmed:  # the broker answered: this worker is here to stay
+                    self._warm_up()
+                    warmed = True
                 moment = time.monotonic()
                 received = [m for batch in polled.values() for m in batch]
                 if received:
