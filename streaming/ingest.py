@@ -130,7 +130,7 @@ def validate_events(rows: DataFrame, contracts: Sequence[Contract]) -> DataFrame
     return checked
 
 
-def same_coordinates(prefix: str) -> Column:
+def _same_coordinates(prefix: str) -> Column:
     return ((F.col("kafka_topic") == F.col(f"{prefix}topic"))
             & (F.col("kafka_partition") == F.col(f"{prefix}partition"))
             & (F.col("kafka_offset") == F.col(f"{prefix}offset")))
@@ -179,7 +179,7 @@ def delivery_column(rank: str = "_rank") -> Column:
     and ranked by :func:`delivery_rank` (see :func:`delivery_verdicts`)."""
     return (F.when(F.col("_landed_key").isNull(),
                    F.when(F.col(rank) == 1, F.lit(NEW)).otherwise(F.lit(DUPLICATE)))
-            .when(same_coordinates("_landed_"), F.lit(REPLAY))
+            .when(_same_coordinates("_landed_"), F.lit(REPLAY))
             .otherwise(F.lit(DUPLICATE)))
 
 
