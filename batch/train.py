@@ -25,6 +25,7 @@ from batch.evaluate import (baseline_metrics, level_metrics, oracle_metrics, pre
 from batch.history import default_history_dir, delta_version, read_truth
 from batch.model import DiagnosticModel, model_from_config
 from learnscore.config import Config
+from registry.register import TRAIN_UNTIL_TAG
 from schemas.events import LEVELS
 from schemas.features import spark_model_input_columns
 from schemas.tables import OUTCOMES, SUBMISSIONS
@@ -100,6 +101,9 @@ def train_model(spark, config: Config, *, submissions_version: int | None = None
         **{f"data.{name}.version": str(version) for name, version in versions.items()},
         "data.since": since.isoformat() if since else "",
         "data.until": until.isoformat() if until else "",
+        # The drift monitor judges live errors only on submissions after this: its accuracy on
+        # the training rows themselves is in-sample, too good to be a reference.
+        TRAIN_UNTIL_TAG: _utc(train["event_time"].max()).isoformat(),
     }
     run_id, model_uri = _log_run(spark, config, model, train, holdout, evaluation, metrics, versions,
                                  tags, since, until)
@@ -314,6 +318,12 @@ def _params(config: Config, model: DiagnosticModel, versions, since, until, rows
     }
     params.update({f"data.{name}.version": version for name, version in versions.items()})
     return params
+
+
+def _utc(moment) -> pd.Timestamp:
+    """A timestamp in UTC (Spark hands naive ones in the session time zone, which is UTC)."""
+    moment = pd.Timestamp(moment)
+    return moment.tz_localize("UTC") if moment.tzinfo is None else moment.tz_convert("UTC")
 
 
 def code_version() -> str:

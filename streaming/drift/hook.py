@@ -58,8 +58,11 @@ class DriftHook:
                  write_events: Callable[[list[dict[str, Any]], str, int], None],
                  send_requests: Callable[[list[dict[str, Any]]], None],
                  item_bank: Callable[[str], Any] | None = None,
-                 submissions: Callable[[], Any] | None = None):
+                 submissions: Callable[[], Any] | None = None,
+                 training_cutoff: Callable[[str], datetime | None] | None = None):
         self.settings = settings
+        self.training_cutoff = training_cutoff
+        self._cutoffs: dict[str, datetime | None] = {}
         self.item_bank = item_bank
         self.submissions = submissions
         self.store = DriftStateStore(state_path)
@@ -95,7 +98,7 @@ class DriftHook:
             if batch_id <= self._last_batch_id:
                 return self._replay(batch_id)
             findings = monitor.observe(batch_id, self._predictions(predictions),
-                                       _pandas(outcomes, OUTCOME_COLUMNS),
+                                       self._out_of_sample(_pandas(outcomes, OUTCOME_COLUMNS)),
                                        now or datetime.now(timezone.utc))
             outbox = _outbox(batch_id, monitor.stream_id, findings)
             self.store.save(DriftState(monitor=monitor.to_state(), last_batch_id=batch_id,
@@ -121,6 +124,36 @@ class DriftHook:
             raise ValueError("scored rows lack the drift features and no item bank loader was "
                              "given to compute them; build the hook with make_drift_hook")
         return with_drift_features(frame, self.item_bank, self.submissions)
+
+    def _out_of_sample(self, pairs: pd.DataFrame | None) -> pd.DataFrame | None:
+        """The pairs whose submission came after the training data of the version that scored it.
+
+        A model's errors on its own training rows (a history scored in catch-up) are in-sample,
+        far smaller than on new learners: fed first, they would make every later error look
+        like concept drift. A version's cutoff is immutable, so a replay drops the same rows.
+        """
+        if pairs is None or pairs.empty or self.training_cutoff is None:
+            return pairs
+        cutoffs = pd.Series({version: self._cutoff(version)
+                             for version in pairs["model_version"].dropna().unique()}, dtype=object)
+        limit = pd.to_datetime(pairs["model_version"].map(cutoffs), utc=True)
+        times = pd.to_datetime(pairs["event_time"], utc=True)
+        keep = limit.isna() | (times > limit)
+        if not keep.all():
+            log.info("drift: %d outcome pairs of submissions the scoring model was trained on are "
+                     "not fed to the concept detectors", int((~keep).sum()))
+        return pairs[keep.to_numpy()]
+
+    def _cutoff(self, version: str) -> datetime | None:
+        if version not in self._cutoffs:
+            try:
+                self._cutoffs[version] = self.training_cutoff(str(version))
+            except Exception as exc:  # noqa: BLE001 - the registry being down must not stop drift
+                log.warning("drift: training cutoff of model version %s unknown (%s: %s); its "
+                            "outcome pairs are all fed this batch", version, type(exc).__name__,
+                            str(exc)[:200])
+                return None
+        return self._cutoffs[version]
 
     def _replay(self, batch_id: int) -> list[dict[str, Any]]:
         if batch_id < self._last_batch_id:
@@ -168,8 +201,13 @@ def make_drift_hook(config: Config, checkpoint_dir: str, *, spark=None, producer
         return ((spark or _active_spark()).read.format("delta")
                 .load(config.table_path("silver.submissions")))
 
+    def training_cutoff(version: str) -> datetime | None:
+        from registry.register import training_cutoff as cutoff
+
+        return cutoff(config, version)
+
     return DriftHook(settings, drift_state_path(checkpoint_dir), write_events, send_requests,
-                     item_bank_loader(config), submissions)
+                     item_bank_loader(config), submissions, training_cutoff)
 
 
 def drift_hooks(config: Config, checkpoint_dir: str, *, spark=None) -> list[DriftHook]:

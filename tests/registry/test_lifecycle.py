@@ -7,11 +7,12 @@ import uuid
 import orjson
 import pytest
 
-from batch.train import TrainingDataError, train_model
+from batch.train import TrainingDataError, read_labelled_submissions, train_model
 from registry.aliases import PRODUCTION, STAGING, current_version
 from registry.gates import GateRefused
 from registry.history import LifecycleHistoryError, model_events
 from registry.promote import PromotionError, promote, rollback
+from registry.register import training_cutoff
 from schemas import topics
 from schemas.events import EVENTS, validate_event
 
@@ -89,6 +90,10 @@ def test_train_promote_refuse_promote_rollback(spark, lifecycle_config, small_hi
     assert tags["trigger"] == "manual" and tags["run_id"] == first.run_id
     assert tags["data.silver.submissions.version"] == str(first.data_versions["silver.submissions"])
     assert tags["lifecycle.registered.alias"] == STAGING
+    # The newest training submission's time (the holdout comes after it): drift's in-sample line.
+    labelled = read_labelled_submissions(spark, config, first.data_versions)
+    newest_trained = labelled["event_time"].iloc[first.rows_train - 1]
+    assert training_cutoff(config, "1") == newest_trained.tz_localize("UTC").to_pydatetime()
 
     moved = promote(config, actor="test", reason="first model")
     assert (moved.version, moved.previous_version) == ("1", None)

@@ -105,6 +105,40 @@ def test_a_crash_after_the_state_is_saved_rewrites_the_outbox_on_replay(config, 
     assert table.count() == 1
 
 
+def _pairs(n: int, start: datetime, version: str) -> pd.DataFrame:
+    return pd.DataFrame({
+        "event_id": [f"{version}-{start:%H%M%S}-{i}" for i in range(n)],
+        "event_time": pd.date_range(start, periods=n, freq="s", tz="UTC"),
+        "subject": "math", "grade_level": 6, "model_version": version,
+        "abs_error": 5.0, "level_correct": True})
+
+
+def test_outcomes_of_the_models_own_training_rows_are_not_fed_to_the_concept_detectors(
+        config, tmp_path):
+    hook = make_drift_hook(_small(config), str(tmp_path / "checkpoints" / "scorer"))
+    cutoff = NOW + timedelta(seconds=99)
+    asked = []
+
+    def training_cutoff(version):
+        asked.append(version)
+        if version == "3":
+            raise ConnectionError("registry down")
+        return {"1": cutoff}.get(version)
+
+    hook.training_cutoff = training_cutoff
+    pairs = pd.concat([_pairs(250, NOW, "1"),  # 100 trained on (≤ cutoff), 150 after it
+                       _pairs(40, NOW, "2"),  # a version without a recorded cutoff: all fed
+                       _pairs(30, NOW, "3")])  # the registry does not answer: fed, and told
+    hook(0, None, pairs, now=NOW)
+    fed = hook.monitor.detector("abs_error", "math/5-8").n_seen
+    assert fed == 150 + 40 + 30
+    hook(1, None, _pairs(10, NOW + timedelta(seconds=50), "1"), now=NOW)  # all in-sample
+    assert hook.monitor.detector("abs_error", "math/5-8").n_seen == fed
+    hook(2, None, _pairs(5, NOW + timedelta(seconds=500), "3"), now=NOW)
+    assert hook.monitor.detector("abs_error", "math/5-8").n_seen == fed + 5
+    assert asked == ["1", "2", "3", "3"]  # a known cutoff is asked once; after a failure, again
+
+
 def test_a_damaged_state_file_is_refused_with_what_to_do(tmp_path):
     path = tmp_path / "drift" / "state.json"
     path.parent.mkdir()
