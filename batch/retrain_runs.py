@@ -2,10 +2,11 @@
 
 A run writes a ``started`` row before it trains and one final row when it ends:
 ``succeeded`` (a version was registered; promoted if the policy allowed), ``refused`` (the
-gates refused to promote it), ``failed`` (an error, after retries). A request that broke its
-contract gets one ``invalid`` row. The ledger is what makes the worker idempotent: a request
-that appears in a final row is done; one that only has ``started`` rows was interrupted and is
-run again.
+gates refused to promote it), ``failed`` (an error that retrying cannot mend). A request that
+broke its contract gets one ``invalid`` row. A run whose MLflow / registry calls still failed
+after the retries ends its attempt ``deferred``: not final, its requests stay unacknowledged
+and are run again later. The ledger is what makes the worker idempotent: a request that appears
+in a final row is done; one with only ``started`` or ``deferred`` rows is run again.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from schemas.tables import RETRAIN_RUNS
 log = logging.getLogger(__name__)
 
 FINAL_STATUSES = ("succeeded", "refused", "failed", "invalid")
+DEFERRED = "deferred"  # an attempt that ended with MLflow unreachable: not final
 
 
 @dataclass(frozen=True)
@@ -45,9 +47,10 @@ class RetrainRun:
     message: str | None = None
 
     def finished(self, status: str, **changes: Any) -> RetrainRun:
-        """The final row of this run."""
-        if status not in FINAL_STATUSES:
-            raise ValueError(f"{status!r} is not a final status ({', '.join(FINAL_STATUSES)})")
+        """The row that ends this attempt: a final status, or :data:`DEFERRED`."""
+        if status not in (*FINAL_STATUSES, DEFERRED):
+            raise ValueError(f"{status!r} is not a final status ({', '.join(FINAL_STATUSES)}) "
+                             f"or {DEFERRED!r}")
         return replace(self, status=status, finished_at=datetime.now(timezone.utc), **changes)
 
     def as_row(self) -> dict[str, Any]:
@@ -65,8 +68,9 @@ def record_run(config: Config, run: RetrainRun) -> None:
 
 
 def request_statuses(config: Config) -> dict[str, str]:
-    """Request id → its final status, or ``started`` when only an interrupted run served it."""
-    frame = read_table(config, RETRAIN_RUNS.name, columns=["request_ids", "status", "started_at"])
+    """Request id → its final status, else the status of its last attempt (``started`` when it
+    was interrupted, ``deferred`` when MLflow was away)."""
+    frame = runs(config)  # attempts in order: a later attempt's status replaces an earlier one
     statuses: dict[str, str] = {}
     for request_ids, status in zip(frame["request_ids"], frame["status"]):
         for request_id in json.loads(request_ids or "[]"):

@@ -15,8 +15,12 @@ auto-commit off and, for each burst of requests:
    the Kafka offsets. A worker killed anywhere in 3–4 gets the requests again on restart and
    finishes them exactly once.
 
-MLflow / registry errors are retried with exponential back-off; when they persist the run is
-recorded as ``failed`` with the error (and logged) instead of crashing the worker.
+MLflow / registry errors are retried with exponential back-off; when they persist the attempt is
+recorded as ``deferred`` and the requests stay unacknowledged: the worker runs them again every
+``retrain.deferred_retry_seconds`` until MLflow answers (a restarted worker gets them again too),
+so an outage delays a retrain but does not lose it; after ``retrain.max_deferred_attempts``
+deferrals in a row (an MLflow error that is not an outage) the run is recorded ``failed``. Other
+errors record the run as ``failed`` (and log it) instead of crashing the worker.
 ``--every 24h`` also asks for a run when no model has been trained for that long, by sending a
 ``schedule`` request (its id is derived from the period, so restarts do not duplicate it).
 """
@@ -37,8 +41,8 @@ import pandas as pd
 
 from batch.retrain_policy import (TrainingWindow, choose_window, request_kind, schedule_request,
                                   widen_to_rows)
-from batch.retrain_runs import (FINAL_STATUSES, RetrainRun, last_training_at, record_run,
-                                request_statuses)
+from batch.retrain_runs import (DEFERRED, FINAL_STATUSES, RetrainRun, last_training_at,
+                                record_run, request_statuses)
 from learnscore.config import Config
 from schemas import topics
 from schemas.events import RETRAIN_REQUESTED, validate_bytes
@@ -52,7 +56,8 @@ DEFAULT_PROMOTER = "registry.promote:promote"
 
 
 class RetrainError(RuntimeError):
-    """A step of a run failed for good (after retries); the message says which and why."""
+    """MLflow / the registry still failed after the retries; the message says which step and why.
+    The attempt is recorded ``deferred`` and its requests are run again later."""
 
 
 class PromotionRefused(RuntimeError):
@@ -123,11 +128,12 @@ class RetrainWorker:
         self._next_schedule_check = 0.0
 
     # -- one burst -------------------------------------------------------------------------
-    def handle_burst(self, requests: list[dict[str, Any]],
-                     now: datetime | None = None) -> RetrainRun | None:
+    def handle_burst(self, requests: list[dict[str, Any]], now: datetime | None = None, *,
+                     may_defer: bool = True) -> RetrainRun | None:
         """Run one training for the not yet handled requests among ``requests`` and record it.
 
-        Returns the final ledger row, or None when every request was already handled.
+        Returns the row that ended the attempt (final, or ``deferred`` when MLflow stayed away
+        and ``may_defer``), or None when every request was already handled.
         """
         statuses = request_statuses(self.config)
         fresh = {r["event_id"]: r for r in requests
@@ -153,7 +159,7 @@ class RetrainWorker:
             log.warning("retrain run %s was interrupted before it finished: running it again",
                         run.run_id)
         record_run(self.config, run)
-        final = self._train_and_promote(run, window)
+        final = self._train_and_promote(run, window, may_defer)
         record_run(self.config, final)
         return final
 
@@ -165,9 +171,12 @@ class RetrainWorker:
                                                             settings.min_training_rows),
                              settings.min_training_rows)
 
-    def _train_and_promote(self, run: RetrainRun, window: TrainingWindow) -> RetrainRun:
+    def _train_and_promote(self, run: RetrainRun, window: TrainingWindow,
+                           may_defer: bool = True) -> RetrainRun:
         try:
             version, mlflow_run_id, data_versions = self._registered_version(run, window)
+        except RetrainError as exc:
+            return self._deferred(run, "training", exc, may_defer)
         except Exception as exc:  # recorded and logged; the worker lives on
             log.error("retrain run %s failed while training: %s", run.run_id, exc)
             return run.finished("failed", message=f"{run.message}; training failed: {exc}")
@@ -188,12 +197,30 @@ class RetrainWorker:
                         report_text)
             return run.finished("refused", promoted=False, gate_report=report_text,
                                 message=f"{run.message}; gates refused version {version}")
+        except RetrainError as exc:
+            return self._deferred(replace(run, promoted=False), f"promoting version {version}", exc,
+                                  may_defer)
         except Exception as exc:
             log.error("retrain run %s failed while promoting: %s", run.run_id, exc)
             return run.finished("failed", promoted=False,
                                 message=f"{run.message}; promotion failed: {exc}")
         return run.finished("succeeded", promoted=True, gate_report=report,
                             message=f"{run.message}; version {version} promoted to production")
+
+    def _deferred(self, run: RetrainRun, step: str, exc: RetrainError, may_defer: bool) -> RetrainRun:
+        """The end of an attempt that MLflow did not let finish: ``deferred``, or ``failed``
+        when no more deferrals are allowed."""
+        if not may_defer:
+            log.error("retrain run %s failed while %s: %s (deferred %d times: giving up)", run.run_id,
+                      step, exc, self.config.retrain.max_deferred_attempts)
+            return run.finished("failed", message=f"{run.message}; {step} failed: {exc}; deferred "
+                                                  f"{self.config.retrain.max_deferred_attempts} times")
+        pause = self.config.retrain.deferred_retry_seconds
+        log.error("retrain run %s deferred while %s: %s; its requests stay unacknowledged and run "
+                  "again in %.0f s (is the MLflow server up? mlflow.tracking_uri)", run.run_id, step,
+                  exc, pause)
+        return run.finished(DEFERRED, message=f"{run.message}; MLflow unreachable while {step}: "
+                                              f"{exc}; runs again in {pause:.0f} s")
 
     def _registered_version(self, run: RetrainRun, window: TrainingWindow):
         """Train and register, unless an interrupted attempt of this run already registered."""
@@ -300,6 +327,7 @@ class RetrainWorker:
         done: list[RetrainRun] = []
         pending: dict[str, dict[str, Any]] = {}
         first_at = last_at = idle_since = time.monotonic()
+        retry_at, deferrals = 0.0, 0  # after a deferred attempt: not before retry_at
         warmed = False
         log.info("retrain worker: listening on %s (group %s, policy %s%s)",
                  self.config.topic(topics.RETRAIN_REQUESTS), settings.consumer_group,
@@ -323,9 +351,16 @@ class RetrainWorker:
                         pending.update(fresh)
                     if not pending:  # only duplicates / invalid ones: done with them
                         reader.commit()
-                if pending and (moment - last_at >= settings.debounce_seconds
-                                or moment - first_at >= settings.max_wait_seconds):
-                    run = self.handle_burst(list(pending.values()))
+                if pending and moment >= retry_at and (
+                        moment - last_at >= settings.debounce_seconds
+                        or moment - first_at >= settings.max_wait_seconds):
+                    run = self.handle_burst(list(pending.values()),
+                                            may_defer=deferrals < settings.max_deferred_attempts)
+                    if run is not None and run.status == DEFERRED:
+                        # Not acknowledged: kept here, and redelivered should this worker die.
+                        retry_at, deferrals = time.monotonic() + settings.deferred_retry_seconds, deferrals + 1
+                        continue
+                    deferrals = 0
                     reader.commit()  # only after the run is recorded
                     pending.clear()
                     idle_since = time.monotonic()

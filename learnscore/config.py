@@ -144,6 +144,8 @@ class RetrainConfig(_Section):
     min_training_rows: int = Field(2000, ge=1)
     retry_attempts: int = Field(4, ge=1)
     retry_backoff_seconds: float = Field(2, ge=0)
+    deferred_retry_seconds: float = Field(60, ge=0)
+    max_deferred_attempts: int = Field(60, ge=0)
 
 
 class SimulatorConfig(_Section):

@@ -212,12 +212,24 @@ def test_refused_gates_and_lasting_registry_errors_are_recorded_not_raised(worke
     def down(spark, config, **window):
         raise MlflowException("tracking server unreachable")
 
-    failed = RetrainWorker(config, trainer=down, promoter=tiny_promote, spark_factory=lambda: None,
-                           sleep=pauses.append).handle_burst([_request("math/9-12")])
-    assert failed.status == "failed"
-    assert "training failed 4 times; last error: MlflowException: tracking server unreachable" in failed.message
+    away = _request("math/9-12")
+    deferred = RetrainWorker(config, trainer=down, promoter=tiny_promote, spark_factory=lambda: None,
+                             sleep=pauses.append).handle_burst([away])
+    assert deferred.status == "deferred"  # not final: the request is run again
+    assert ("MLflow unreachable while training: training failed 4 times; last error: "
+            "MlflowException: tracking server unreachable") in deferred.message
+    assert request_statuses(config)[away["event_id"]] == "deferred"
+    again = worker.handle_burst([away])  # MLflow answers again
+    assert (again.status, again.run_id) == ("succeeded", deferred.run_id)
     assert [s for _, s in _ledger(config)] == ["started", "refused", "started", "succeeded",
-                                               "started", "failed"]
+                                               "started", "deferred", "started", "succeeded"]
+
+    def broken(spark, config, **window):
+        raise ValueError("no usable rows")  # not an MLflow error: retrying would not mend it
+
+    failed = RetrainWorker(config, trainer=broken, promoter=tiny_promote, spark_factory=lambda: None,
+                           sleep=pauses.append).handle_burst([_request("reading/1-4")])
+    assert failed.status == "failed" and "training failed: no usable rows" in failed.message
 
 
 def test_an_invalid_request_is_recorded_and_skipped(worker_config):
