@@ -366,6 +366,21 @@ def bench_stream(
     typer.echo(f"written to {output}")
 
 
+@bench_app.command("files")
+def bench_files(
+    output: Annotated[str, typer.Option(help="Where the JSON goes.")] = "bench/results/small_files.json",
+) -> None:
+    """The stream's duplicate probe over a table in 40 to 4,000 small files, then compacted."""
+    from streaming.bench_files import run_small_files_benchmark
+
+    result = run_small_files_benchmark(get_config(), output=output)
+    for files, seconds in result["probe_seconds_by_files"].items():
+        typer.echo(f"{files:>5} files  probe {seconds} s")
+    typer.echo(f"compacted in {result['compaction_seconds']} s into {result['files_after_compaction']} "
+               f"file(s): probe {result['probe_seconds_after_compaction']} s")
+    typer.echo(f"written to {output}")
+
+
 # -- simulate ---------------------------------------------------------------------------------
 def _parse_scenarios(texts: list[str] | None):
     from simulator.scenarios import ScenarioError, parse_scenario
@@ -560,7 +575,7 @@ def train(
         spark.stop()
     m = result.metrics
     typer.echo(f"version  {config.mlflow.model_name} v{result.version} → staging (run {result.run_id})")
-    typer.echo(f"data     " + ", ".join(f"{k}@v{v}" for k, v in result.data_versions.items())
+    typer.echo("data     " + ", ".join(f"{k}@v{v}" for k, v in result.data_versions.items())
                + f"; {result.rows_train} train / {result.rows_holdout} holdout rows")
     typer.echo(f"holdout  MAE {m['holdout_mae']:.2f}  RMSE {m['holdout_rmse']:.2f}  R² {m['holdout_r2']:.3f}  "
                f"accuracy {m['holdout_accuracy']:.3f}  macro-F1 {m['holdout_macro_f1']:.3f}  "
@@ -674,13 +689,13 @@ def bench_model(
 
 @bench_app.command("all")
 def bench_all() -> None:
-    """Every benchmark in turn: model, stream, serve, drift (stream and serve need `stack up`).
+    """Every benchmark in turn: model, stream, files, serve, drift (stream and serve need `stack up`).
 
     Each runs with its defaults; a failing one is reported and the others still run.
     """
     failed = []
-    for name, run in (("model", bench_model), ("stream", bench_stream), ("serve", bench_serve),
-                      ("drift", bench_drift)):
+    for name, run in (("model", bench_model), ("stream", bench_stream), ("files", bench_files),
+                      ("serve", bench_serve), ("drift", bench_drift)):
         typer.secho(f"== bench {name}", bold=True)
         try:
             run()

@@ -79,6 +79,7 @@ class StreamingConfig(_Section):
     starting_offsets: Literal["earliest", "latest"] = "earliest"
     alias_check_seconds: float = Field(2.0, ge=0)
     score_batch_rows: int = Field(50000, ge=1)
+    compact_after_writes: int = Field(50, ge=0)
 
 
 class PrivacyConfig(_Section):

@@ -36,6 +36,9 @@ def spark_conf(config: Config) -> dict[str, str]:
         # Delta: small local tables, no need for the optimiser's background work.
         "spark.databricks.delta.snapshotPartitions": "2",
         "spark.databricks.delta.autoCompact.enabled": "false",
+        # The stream compacts its tables itself (streaming.compact_after_writes); files of 32 MB
+        # and more are left alone, so each compaction rewrites the recent small files only.
+        "spark.databricks.delta.optimize.minFileSize": str(32 * 1024 * 1024),
         "spark.databricks.delta.retentionDurationCheck.enabled": "true",
         "spark.python.worker.reuse": "true",
         # Executors on other machines do not inherit the driver's environment: the pickle

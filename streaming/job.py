@@ -85,6 +85,8 @@ QUERY_NAME = "scorer"
 STREAM_TABLES = ("bronze.submissions_raw", "bronze.outcomes_raw", "silver.submissions",
                  "silver.quarantine", "silver.outcomes", "gold.predictions",
                  "gold.prediction_outcomes", "ops.stream_progress", "ops.endpoint_requests")
+# Read in full by every batch's duplicate, outcome and pair checks: compacted first.
+PROBED_TABLES = ("gold.predictions", "ops.endpoint_requests", "silver.outcomes", "silver.submissions")
 SUBMISSION_REQUIRED = ("event_id", "event_time", "learner_id", "assessment_id", "subject",
                        "grade_level", "responses")
 OUTCOME_REQUIRED = ("event_id", "event_time", "submission_event_id", "learner_id",
@@ -147,7 +149,25 @@ class ScorerState:
     last_batch_ended_at: float = field(default_factory=time.monotonic)
     in_batch: bool = False
     stopping: bool = False
+    writes_since_compaction: dict = field(default_factory=dict, repr=False)  # table → appends
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def count_write(self, table: str) -> None:
+        with self._lock:
+            self.writes_since_compaction[table] = self.writes_since_compaction.get(table, 0) + 1
+
+    def due_for_compaction(self, after_writes: int) -> str | None:
+        """The table written most often, if ``after_writes`` times, since its last compaction in
+        this run (the ones every batch probes first): one a batch, so that tables written
+        together are not all compacted at once."""
+        with self._lock:
+            counts = sorted(self.writes_since_compaction.items(),
+                            key=lambda item: (-item[1], item[0] not in PROBED_TABLES, item[0]))
+        return counts[0][0] if after_writes and counts and counts[0][1] >= after_writes else None
+
+    def compacted(self, table: str) -> None:
+        with self._lock:
+            self.writes_since_compaction[table] = 0
 
     def enter_batch(self) -> None:
         with self._lock:
@@ -266,6 +286,7 @@ class _BatchRun:
         with self.timed(table):
             sinks.append_once(rows, self.config, table, self.ids.app_id(table), self.batch_id,
                               may_be_replay=self.first_of_run)
+        self.state.count_write(table)
 
     def land_scored(self, rows: DataFrame, table: str, key: str) -> None:
         """Write rows whose content a replay may change (scoring): MERGE when this batch may be
@@ -284,6 +305,7 @@ class _BatchRun:
             else:
                 sinks.append_once(rows, self.config, table, self.ids.app_id(table), self.batch_id,
                                   may_be_replay=False)
+        self.state.count_write(table)
 
     def add(self, **counts: int) -> None:
         """Add to the batch report's counters (stages in parallel threads share them)."""
@@ -366,6 +388,7 @@ class _BatchRun:
                 self.append(rows, "silver.quarantine")
             with self.timed("progress"):
                 self._write_progress()
+            self._compact()
             log.debug("batch %s stages: %s", self.batch_id, ", ".join(
                 f"{name} {seconds:.2f}s" for name, seconds in self.report.timings.items()))
         finally:
@@ -589,6 +612,22 @@ class _BatchRun:
         if counts.get(NEW):
             self.append(classified.where(F.col("delivery") == NEW), "ops.endpoint_requests")
         self.report.endpoint_requests = counts.get(NEW, 0) + counts.get(REPLAY, 0)
+
+    def _compact(self) -> None:
+        """Compact a table written ``streaming.compact_after_writes`` times since its last
+        compaction: the duplicate, outcome and pair checks read every file of the tables they
+        probe (measured: 1.0 s over 40 files, 4 s over 4,000 with the same 200,000 rows).
+        Here, after the batch's writes and in its own thread, nothing of the stream writes
+        concurrently; a crash now replays the batch's (skipped) writes, and maybe this."""
+        table = self.state.due_for_compaction(self.config.streaming.compact_after_writes)
+        if table is None:
+            return
+        started = time.monotonic()
+        with self.timed(f"compact.{table}"):
+            removed, added = sinks.compact(self.spark, self.config, table)
+        self.state.compacted(table)
+        log.info("compacted %s: %d small files into %d in %.1f s", table, removed, added,
+                 time.monotonic() - started)
 
     def _write_progress(self) -> None:
         report = self.report
@@ -828,8 +867,10 @@ def run_scorer(config: Config, *, until_idle_s: float | None = None, max_batches
             if max_batches is not None and scorer.state.batches >= max_batches:
                 reason = f"{max_batches} batches"
                 break
+            # Idle only once a trigger has looked at Kafka (it reports progress, with data or
+            # not): a slow start-up is not idleness, and would stop before the first batch.
             if (until_idle_s is not None and scorer.state.idle_for() >= until_idle_s
-                    and not scorer.catch_up_possible()):
+                    and scorer.query.lastProgress is not None and not scorer.catch_up_possible()):
                 reason = f"idle for {until_idle_s:g}s"
                 break
             scorer.wake_up_if_needed()

@@ -96,6 +96,20 @@ def merge_new(spark: SparkSession, rows: DataFrame, config: Config, table: str, 
      .whenNotMatchedInsertAll().execute())
 
 
+def compact(spark: SparkSession, config: Config, table: str) -> tuple[int, int]:
+    """Bin-pack the table's small files (Delta OPTIMIZE); returns (files removed, files added).
+
+    Rewrites no data (the commit says ``dataChange=false``) and changes no row; readers keep
+    their snapshot. Files of ``spark.databricks.delta.optimize.minFileSize`` and more stay as
+    they are, so a compaction rewrites the recent small files, not the whole table.
+    """
+    from delta.tables import DeltaTable
+
+    metrics = DeltaTable.forPath(spark, config.table_path(table)).optimize().executeCompaction()
+    row = metrics.select("metrics.numFilesRemoved", "metrics.numFilesAdded").first()
+    return (int(row[0] or 0), int(row[1] or 0)) if row else (0, 0)
+
+
 def read_table(spark: SparkSession, config: Config, table: str) -> DataFrame:
     return spark.read.format("delta").load(config.table_path(table))
 
