@@ -616,7 +616,7 @@ class _BatchRun:
     def _compact(self) -> None:
         """Compact a table written ``streaming.compact_after_writes`` times since its last
         compaction: the duplicate, outcome and pair checks read every file of the tables they
-        probe (measured: 1.0 s over 40 files, 4 s over 4,000 with the same 200,000 rows).
+        probe (`learnscore bench files`: 1.1 s over 40 files, 3.4 s over 4,000, same 200,000 rows).
         Here, after the batch's writes and in its own thread, nothing of the stream writes
         concurrently; a crash now replays the batch's (skipped) writes, and maybe this."""
         table = self.state.due_for_compaction(self.config.streaming.compact_after_writes)

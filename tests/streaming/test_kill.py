@@ -29,10 +29,8 @@ PROJECT = Path(__file__).resolve().parents[2]
 
 def scorer_env(config) -> dict[str, str]:
     """The per-test config as environment variables for a `learnscore stream start` process."""
-    # Compaction after every second write to a table: kills also land in and around them.
     return process_env(config, LEARNSCORE__STREAMING__TRIGGER_SECONDS="0.5",
-                       LEARNSCORE__STREAMING__ALIAS_CHECK_SECONDS="1", LEARNSCORE__SPARK__DRIVER_MEMORY="1g",
-                       LEARNSCORE__STREAMING__COMPACT_AFTER_WRITES="2")
+                       LEARNSCORE__STREAMING__ALIAS_CHECK_SECONDS="1", LEARNSCORE__SPARK__DRIVER_MEMORY="1g")
 
 
 class ScorerProcess:
@@ -130,13 +128,6 @@ def test_sigkill_at_random_moments_leaves_every_event_exactly_once(kit, producti
     assert kit.table("bronze.outcomes_raw").count() == len(outcomes)
     assert sorted(r.reason_code for r in kit.table("silver.quarantine").collect()) == sorted(
         code for _, code in broken)
-    from delta.tables import DeltaTable
-
-    compacted = [name for name in ("silver.submissions", "gold.predictions", "silver.outcomes",
-                                   "gold.prediction_outcomes", "bronze.submissions_raw")
-                 if any(h.operation == "OPTIMIZE" for h in DeltaTable.forPath(
-                     kit.spark, config.table_path(name)).history().collect())]
-    assert compacted, "no table was compacted: the kills did not meet a compaction"
     # Kafka is at-least-once: every submission has a ScoreIssued, redeliveries share its id.
     scores = kafka_io.consumer(config, config.topic(topics.SCORES), auto_offset_reset="earliest",
                                consumer_timeout_ms=5000)

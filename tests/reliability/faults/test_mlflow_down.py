@@ -70,7 +70,7 @@ def test_a_killed_mlflow_server_stops_nothing(spark, fault_config, kit, fitted_m
         "mlflow": server_config.mlflow.model_copy(update={"tracking_uri": server.url, "registry_uri": None}),
         "retrain": fault_config.retrain.model_copy(update={
             "debounce_seconds": 0.5, "retry_attempts": 3, "retry_backoff_seconds": 1.0,
-            "deferred_retry_seconds": 15.0,
+            "deferred_retry_seconds": 5.0,
             "consumer_group": f"retrain-{uuid.uuid4().hex[:6]}"}),
         "serving": fault_config.serving.model_copy(update={"alias_check_seconds": 0.5,
                                                            "registry_timeout_s": 2.0}),
@@ -144,7 +144,7 @@ def test_a_killed_mlflow_server_stops_nothing(spark, fault_config, kit, fitted_m
     ledger_rows = runs(config)
     deferred_row = ledger_rows[ledger_rows.status == "deferred"].iloc[0]
     assert "failed 3 times; last error: MlflowException" in deferred_row.message
-    assert "runs again in 15 s" in deferred_row.message
+    assert "runs again in 5 s" in deferred_row.message
     retries = [r.getMessage() for r in caplog.records if "retrying in" in r.getMessage()]
     assert any("attempt 1 of 3" in m and "retrying in 1 s" in m for m in retries), retries
     assert any("attempt 2 of 3" in m and "retrying in 2 s" in m for m in retries), retries
