@@ -17,6 +17,7 @@ A crash between 2 and 3 replays ``b``, which lands in case 1 and writes the outb
 from __future__ import annotations
 
 import logging
+import time
 from datetime import datetime, timezone
 from typing import Any, Callable
 
@@ -28,6 +29,7 @@ from schemas import topics
 from streaming.drift.monitor import DriftMonitor, DriftSettings, Finding
 from streaming.drift.records import drift_event_row, retrain_request_event
 from streaming.drift.state import DriftState, DriftStateStore
+from streaming.model_cache import RETRY_FAILED_LOAD_S
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +65,8 @@ class DriftHook:
         self.settings = settings
         self.training_cutoff = training_cutoff
         self._cutoffs: dict[str, datetime | None] = {}
+        self._cutoff_failed_at: dict[str, float] = {}  # version → monotonic time of the failed lookup
+        self._clock = time.monotonic
         self.item_bank = item_bank
         self.submissions = submissions
         self.store = DriftStateStore(state_path)
@@ -146,13 +150,20 @@ class DriftHook:
 
     def _cutoff(self, version: str) -> datetime | None:
         if version not in self._cutoffs:
+            # A registry that does not answer is asked again only after a while: each lookup
+            # waits for MLflow's timeout, and it would be paid by every batch with pairs.
+            failed_at = self._cutoff_failed_at.get(version)
+            if failed_at is not None and self._clock() - failed_at < RETRY_FAILED_LOAD_S:
+                return None
             try:
                 self._cutoffs[version] = self.training_cutoff(str(version))
             except Exception as exc:  # noqa: BLE001 - the registry being down must not stop drift
+                self._cutoff_failed_at[version] = self._clock()
                 log.warning("drift: training cutoff of model version %s unknown (%s: %s); its "
-                            "outcome pairs are all fed this batch", version, type(exc).__name__,
-                            str(exc)[:200])
+                            "outcome pairs are all fed for the next %.0f s", version,
+                            type(exc).__name__, str(exc)[:200], RETRY_FAILED_LOAD_S)
                 return None
+            self._cutoff_failed_at.pop(version, None)
         return self._cutoffs[version]
 
     def _replay(self, batch_id: int) -> list[dict[str, Any]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import datetime, timedelta, timezone
 
 import numpy as np
@@ -15,6 +16,7 @@ from schemas.events import RETRAIN_REQUESTED, validate_bytes
 from schemas.tables import DRIFT_EVENTS
 from streaming.drift.hook import DriftHook, make_drift_hook
 from streaming.drift.state import DriftStateError, DriftStateStore
+from streaming.model_cache import RETRY_FAILED_LOAD_S
 
 pytestmark = pytest.mark.integration
 NOW = datetime(2025, 3, 1, tzinfo=timezone.utc)
@@ -136,7 +138,12 @@ def test_outcomes_of_the_models_own_training_rows_are_not_fed_to_the_concept_det
     assert hook.monitor.detector("abs_error", "math/5-8").n_seen == fed
     hook(2, None, _pairs(5, NOW + timedelta(seconds=500), "3"), now=NOW)
     assert hook.monitor.detector("abs_error", "math/5-8").n_seen == fed + 5
-    assert asked == ["1", "2", "3", "3"]  # a known cutoff is asked once; after a failure, again
+    # A known cutoff is asked once; a failed lookup is not repeated by every batch (each would
+    # wait for MLflow's timeout), only after RETRY_FAILED_LOAD_S.
+    assert asked == ["1", "2", "3"]
+    hook._clock = lambda: time.monotonic() + RETRY_FAILED_LOAD_S + 1
+    hook(3, None, _pairs(5, NOW + timedelta(seconds=600), "3"), now=NOW)
+    assert asked == ["1", "2", "3", "3"]
 
 
 def test_a_damaged_state_file_is_refused_with_what_to_do(tmp_path):
