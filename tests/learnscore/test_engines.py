@@ -18,6 +18,24 @@ def test_delta_write_read_and_time_travel(spark, config):
     assert sorted(row.id for row in first.collect()) == [0, 1, 2, 3, 4]
 
 
+def test_project_tables_are_created_with_their_checkpoint_interval_and_old_ones_brought_in_line(spark, config):
+    from delta.tables import DeltaTable
+
+    from learnscore.lake import CHECKPOINT_INTERVAL, ensure_spark_tables
+
+    def interval(name):
+        detail = DeltaTable.forPath(spark, config.table_path(name)).detail().first()
+        return detail.properties.get(CHECKPOINT_INTERVAL)
+
+    wanted = str(config.lake.delta_checkpoint_interval)
+    ensure_spark_tables(spark, config, ["silver.outcomes"])  # new
+    assert interval("silver.outcomes") == wanted
+    spark.sql(f"ALTER TABLE delta.`{config.table_path('silver.outcomes')}` "
+              f"SET TBLPROPERTIES ('{CHECKPOINT_INTERVAL}' = '7')")  # as an older release left it
+    ensure_spark_tables(spark, config, ["silver.outcomes"])
+    assert interval("silver.outcomes") == wanted
+
+
 def test_kafka_to_delta_stream_restarts_where_it_stopped(spark, config):
     topic = config.topic("stream-restart")
     kafka_io.create_topics(config, ["stream-restart"], partitions=2)
