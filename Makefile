@@ -46,7 +46,7 @@ stack-down:
 test: jars
 	$(TEST_ENV) $(BIN)/learnscore stack up
 	set -o pipefail; trap '$(TEST_ENV) $(BIN)/learnscore stack down' EXIT; \
-	  $(TEST_ENV) $(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile --durations=30 $(PYTEST_ARGS)
+	  $(TEST_ENV) $(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=30 $(PYTEST_ARGS)
 
 test-fast: jars
 	$(TEST_ENV) $(BIN)/learnscore stack up

@@ -24,6 +24,18 @@ logging.getLogger("kafka").setLevel(logging.WARNING)
 logging.getLogger("py4j").setLevel(logging.WARNING)
 
 
+def pytest_collection_modifyitems(config, items):
+    """Files with slow tests run first, then those with integration tests, unit tests last
+    (``make test`` schedules whole files on its workers, in collection order with
+    ``--no-loadscope-reorder``): the long ones start early and the many short files fill in
+    at the end, instead of one worker finishing a long file alone."""
+    tier: dict = {}
+    for item in items:
+        rank = 0 if item.get_closest_marker("slow") else 1 if item.get_closest_marker("integration") else 2
+        tier[item.path] = min(rank, tier.get(item.path, 2))
+    items.sort(key=lambda item: tier[item.path])  # stable: the order within a tier is kept
+
+
 @pytest.fixture(scope="session")
 def session_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("learnscore")
