@@ -354,12 +354,15 @@ def bench_stream(
     rate: Annotated[float, typer.Option(min=1, help="Submissions per second for the latency run.")] = 500.0,
     latency_seconds: Annotated[float, typer.Option(min=5, help="Length of the latency run.")] = 60.0,
     output: Annotated[str, typer.Option(help="Where the JSON goes.")] = "bench/results/stream.json",
+    live_outcomes: Annotated[bool, typer.Option(
+        help="Send outcomes during the latency run (--no-live-outcomes: the submission path alone).")] = True,
 ) -> None:
     """Throughput draining a backlog, latency at a steady rate, and the raw model speed."""
     from streaming.bench import run_stream_benchmark
 
     result = run_stream_benchmark(get_config(), events=events, rate=rate,
-                                  latency_seconds=latency_seconds, output=output)
+                                  latency_seconds=latency_seconds, output=output,
+                                  live_outcomes=live_outcomes)
     for key in ("throughput_eps", "latency_p50_s", "latency_p95_s", "latency_p99_s", "raw_model_eps",
                 "ratio_to_raw"):
         typer.echo(f"{key:<16} {result.get(key)}")

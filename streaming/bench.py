@@ -248,8 +248,13 @@ def committed_latencies(spark, config: Config, event_ids: set[str]) -> list[floa
 
 def run_stream_benchmark(config: Config, *, events: int = 200_000, rate: float = 500.0,
                          latency_seconds: float = 60.0, output: str | Path = "bench/results/stream.json",
-                         seed: int = 2026) -> dict[str, Any]:
-    """Run the whole benchmark against the configured broker; write and return the figures."""
+                         seed: int = 2026, live_outcomes: bool = True) -> dict[str, Any]:
+    """Run the whole benchmark against the configured broker; write and return the figures.
+
+    ``live_outcomes=False`` sends no outcomes during the latency run (they would follow after
+    it): the latency of the submission path on its own, what splitting the outcome work off
+    the scorer's batch could win at best.
+    """
     import uuid
 
     from learnscore.kafka_io import BrokerUnreachable, broker_answers, unreachable_message
@@ -269,6 +274,7 @@ def run_stream_benchmark(config: Config, *, events: int = 200_000, rate: float =
     })
     result: dict[str, Any] = {"benchmark": "stream", "started_at": datetime.now(timezone.utc).isoformat(),
                               "machine": machine(), "events": events, "rate": rate,
+                              "live_outcomes": live_outcomes,
                               "settings": {"max_offsets_per_trigger": config.streaming.max_offsets_per_trigger,
                                            "trigger_seconds": config.streaming.trigger_seconds,
                                            "kafka_partitions": config.kafka.partitions,
@@ -296,7 +302,8 @@ def run_stream_benchmark(config: Config, *, events: int = 200_000, rate: float =
         log.info("bench: latency run, %g submissions/s for %gs", rate, latency_seconds)
         batches_before = len(scorer.state.reports)
         live = stream_to_kafka(config, StreamOptions(rate=rate, duration_s=latency_seconds,
-                                                     outcome_delay_s=5.0, seed=seed + 1,
+                                                     outcome_delay_s=5.0 if live_outcomes else
+                                                     latency_seconds + 3600.0, seed=seed + 1,
                                                      drain_outcomes=False), keep_truth=False)
         live_ids = set(live.valid_event_ids)
         gold = lambda: spark.read.format("delta").load(config.table_path("gold.predictions"))  # noqa: E731
