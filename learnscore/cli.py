@@ -327,6 +327,29 @@ def bi_refresh() -> None:
                f"{config.privacy.min_cell_learners} learners suppressed)")
 
 
+lake_app = typer.Typer(help="Upkeep of the Delta tables under lake.root.", no_args_is_help=True)
+app.add_typer(lake_app, name="lake")
+
+
+@lake_app.command("vacuum")
+def lake_vacuum() -> None:
+    """Delete the files the stream's compactions and MERGEs replaced, once they are older than
+    each table's delta.deletedFileRetentionDuration (a week unless set); time travel reaches
+    back that far afterwards."""
+    from learnscore.lake import vacuum_tables
+    from learnscore.spark import create_spark_session
+
+    config = get_config()
+    spark = create_spark_session(config, app_name="learnscore-lake-vacuum")
+    try:
+        deleted = vacuum_tables(spark, config)
+    finally:
+        spark.stop()
+    for name, files in deleted.items():
+        typer.echo(f"{name:<28} {files} files deleted")
+    typer.echo(f"{sum(deleted.values())} replaced files deleted from {len(deleted)} tables")
+
+
 
 
 @bench_app.command("serve")

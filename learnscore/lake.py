@@ -40,6 +40,42 @@ def ensure_spark_tables(spark, config: Config, names: Iterable[str]) -> None:
                       f"SET TBLPROPERTIES ('{CHECKPOINT_INTERVAL}' = '{interval}')")
 
 
+def vacuum_tables(spark, config: Config, names: Iterable[str] | None = None) -> dict[str, int]:
+    """Delete the data files no recent table version reads, in every project table that exists
+    (or the ``names`` given); return the files deleted per table.
+
+    The stream's compactions and MERGEs leave the files they replaced behind for time travel
+    (training reads pinned table versions); this reclaims them once they are older than the
+    table's ``delta.deletedFileRetentionDuration`` (a week unless set). Delta 4 takes the
+    retention from that property only (a RETAIN clause other than 0 hours is ignored), so it is
+    not an argument here: set the property on a table to keep its history longer or shorter.
+    """
+    from delta.tables import DeltaTable
+
+    # Vacuum lists a table's files in a Spark job of this many tasks, 10,000 by default: a
+    # minute of empty tasks per table on two cores. The cluster's cores are enough.
+    listing = "spark.sql.sources.parallelPartitionDiscovery.parallelism"
+    previous = spark.conf.get(listing, None)
+    spark.conf.set(listing, str(max(2, spark.sparkContext.defaultParallelism)))
+    deleted: dict[str, int] = {}
+    try:
+        for name in names if names is not None else sorted(TABLES):
+            path = config.table_path(name)
+            if not DeltaTable.isDeltaTable(spark, path):
+                continue
+            files = spark.sql(f"VACUUM delta.`{path}` DRY RUN").count()
+            if files:
+                DeltaTable.forPath(spark, path).vacuum()
+            deleted[name] = files
+            log.info("vacuum %s: %d replaced files past the retention deleted", name, files)
+    finally:
+        if previous is None:
+            spark.conf.unset(listing)
+        else:
+            spark.conf.set(listing, previous)
+    return deleted
+
+
 def ensure_deltalake_table(config: Config, name: str) -> str:
     """Create a ``deltalake``-written table when missing; return its location."""
     from deltalake import DeltaTable, write_deltalake

@@ -1,7 +1,5 @@
 """The engines the project stands on, used for real: Spark + Delta, Kafka → Delta streaming, MLflow."""
 
-import uuid
-
 import pytest
 
 from learnscore import kafka_io
@@ -89,3 +87,27 @@ def test_mlflow_logs_a_run_and_registers_a_version(mlflow_store, config, tmp_pat
     # MLflow itself refuses to deserialize it: every process runs with pickle loading off.
     with pytest.raises(mlflow.exceptions.MlflowException, match="MLFLOW_ALLOW_PICKLE_DESERIALIZATION"):
         mlflow.pyfunc.load_model(f"models:/{config.mlflow.model_name}@staging")
+
+
+def test_vacuum_deletes_the_files_a_compaction_replaced_once_past_the_tables_retention(spark, config):
+    from delta.tables import DeltaTable
+
+    from learnscore.lake import vacuum_tables
+
+    path = config.table_path("test.vacuumed")
+    for first in range(0, 30, 10):  # three appends, then compacted into one file
+        spark.range(first, first + 10).write.format("delta").mode("append").save(path)
+    table = DeltaTable.forPath(spark, path)
+    written = table.detail().first().numFiles
+    table.optimize().executeCompaction()
+    assert table.detail().first().numFiles == 1 < written
+    assert vacuum_tables(spark, config, names=["test.vacuumed"]) == {"test.vacuumed": 0}  # a week
+    assert spark.read.format("delta").option("versionAsOf", 0).load(path).count() == 10
+
+    spark.sql(f"ALTER TABLE delta.`{path}` SET TBLPROPERTIES "
+              f"('delta.deletedFileRetentionDuration' = 'interval 0 hours')")
+    deleted = vacuum_tables(spark, config, names=["test.vacuumed", "test.never-written"])
+    assert deleted == {"test.vacuumed": written}  # the replaced files; a missing table is skipped
+    assert sorted(r.id for r in spark.read.format("delta").load(path).collect()) == list(range(30))
+    with pytest.raises(Exception, match="RETENTION"):  # version 0 is gone, and Delta says so
+        spark.read.format("delta").option("versionAsOf", 0).load(path).collect()
