@@ -9,6 +9,7 @@ import logging
 import os
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -62,6 +63,18 @@ def get_config() -> Config:
 def fail(message: str, code: int = 1) -> None:
     typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
     raise typer.Exit(code)
+
+
+@contextmanager
+def spark_session(app_name: str):
+    """A SparkSession for one command, stopped when the command ends (also on an error)."""
+    from learnscore.spark import create_spark_session
+
+    spark = create_spark_session(get_config(), app_name=app_name)
+    try:
+        yield spark
+    finally:
+        spark.stop()
 
 
 @app.callback()
@@ -144,7 +157,6 @@ def monitor_drift(
     """Drift metrics (PSI, KS, Jensen-Shannon) per feature and segment into ops.drift_metrics."""
     from batch.drift_report import DriftReportError, run_drift_report
     from batch.retrain_policy import parse_duration
-    from learnscore.spark import create_spark_session
     from learnscore.tracking import use_mlflow
 
     config = get_config()
@@ -153,13 +165,11 @@ def monitor_drift(
     except ValueError as exc:
         fail(f"--window: {exc}")
     use_mlflow(config)
-    spark = create_spark_session(config, app_name="learnscore-drift-report")
-    try:
-        summary = run_drift_report(spark, config, window=length, windows=windows)
-    except DriftReportError as exc:
-        fail(str(exc))
-    finally:
-        spark.stop()
+    with spark_session("learnscore-drift-report") as spark:
+        try:
+            summary = run_drift_report(spark, config, window=length, windows=windows)
+        except DriftReportError as exc:
+            fail(str(exc))
     typer.echo(f"baseline: {summary.baseline.how}")
     typer.echo(f"{summary.rows} rows into ops.drift_metrics for {len(summary.window_starts)} "
                f"windows from {summary.window_starts[0].isoformat()} "
@@ -315,14 +325,10 @@ def bi(ctx: typer.Context,
 def bi_refresh() -> None:
     """Rebuild gold.daily_summary from gold.predictions and gold.prediction_outcomes (idempotent)."""
     from bi.daily_summary import refresh_daily_summary
-    from learnscore.spark import create_spark_session
 
     config = get_config()
-    spark = create_spark_session(config, app_name="learnscore-bi-refresh")
-    try:
+    with spark_session("learnscore-bi-refresh") as spark:
         written = refresh_daily_summary(spark, config)
-    finally:
-        spark.stop()
     typer.echo(f"gold.daily_summary: {written} cells (cells under "
                f"{config.privacy.min_cell_learners} learners suppressed)")
 
@@ -337,14 +343,9 @@ def lake_vacuum() -> None:
     each table's delta.deletedFileRetentionDuration (a week unless set); time travel reaches
     back that far afterwards."""
     from learnscore.lake import vacuum_tables
-    from learnscore.spark import create_spark_session
 
-    config = get_config()
-    spark = create_spark_session(config, app_name="learnscore-lake-vacuum")
-    try:
-        deleted = vacuum_tables(spark, config)
-    finally:
-        spark.stop()
+    with spark_session("learnscore-lake-vacuum") as spark:
+        deleted = vacuum_tables(spark, get_config())
     for name, files in deleted.items():
         typer.echo(f"{name:<28} {files} files deleted")
     typer.echo(f"{sum(deleted.values())} replaced files deleted from {len(deleted)} tables")
@@ -579,26 +580,23 @@ def train(
     """Train a model on silver data at pinned Delta versions; register it as `staging`."""
     from batch.history import HistoryNotFound, default_history_dir, ensure_simulated_history, load_history
     from batch.train import TrainingDataError, train_model
-    from learnscore.spark import create_spark_session
 
     config = get_config()
     folder = history_dir or str(default_history_dir(config))
-    spark = create_spark_session(config, app_name="learnscore-train")
-    try:
-        if initial:
-            manifest = ensure_simulated_history(config, folder)
-            typer.echo(f"history  {folder}: {manifest['submissions']} submissions, {manifest['outcomes']} outcomes")
-            loaded = load_history(spark, config, folder)
-            for kind in ("submissions", "outcomes"):
-                typer.echo(f"loaded   {kind}: {loaded[kind]}")
-        result = train_model(spark, config, submissions_version=submissions_version,
-                             outcomes_version=outcomes_version, since=_parse_time(since, "--since"),
-                             until=_parse_time(until, "--until"), trigger=trigger, request_id=request_id,
-                             actor=_actor(), history_dir=folder)
-    except (TrainingDataError, HistoryNotFound) as exc:
-        fail(str(exc))
-    finally:
-        spark.stop()
+    with spark_session("learnscore-train") as spark:
+        try:
+            if initial:
+                manifest = ensure_simulated_history(config, folder)
+                typer.echo(f"history  {folder}: {manifest['submissions']} submissions, {manifest['outcomes']} outcomes")
+                loaded = load_history(spark, config, folder)
+                for kind in ("submissions", "outcomes"):
+                    typer.echo(f"loaded   {kind}: {loaded[kind]}")
+            result = train_model(spark, config, submissions_version=submissions_version,
+                                 outcomes_version=outcomes_version, since=_parse_time(since, "--since"),
+                                 until=_parse_time(until, "--until"), trigger=trigger, request_id=request_id,
+                                 actor=_actor(), history_dir=folder)
+        except (TrainingDataError, HistoryNotFound) as exc:
+            fail(str(exc))
     m = result.metrics
     typer.echo(f"version  {config.mlflow.model_name} v{result.version} → staging (run {result.run_id})")
     typer.echo("data     " + ", ".join(f"{k}@v{v}" for k, v in result.data_versions.items())
