@@ -10,13 +10,13 @@ far every feature has moved, per segment, for the dashboard and BI.
 * **Reference ``training``**: the data the current ``production`` model was trained on, found
   from the registry: the version's tags ``data.silver.submissions.version`` (the Delta version
   the job read) and ``data.since`` / ``data.until`` (its event-time window; empty = all rows),
-  which ``batch.train.train_model`` writes on every version. That exact snapshot is read again
+  which ``learnscore.batch.train.train_model`` writes on every version. That exact snapshot is read again
   with Delta time travel.
 * **Reference ``previous``**: the window just before each window.
-* **Features**: the shared features (:mod:`schemas.features`), computed with the production
+* **Features**: the shared features (:mod:`learnscore.model.features`), computed with the production
   model's own item bank, so the report sees what the model sees.
 * **Metrics**: PSI on deciles, KS and Jensen–Shannon distance on 20 quantile bins of the
-  training reference (:mod:`batch.distribution_metrics`). Spark counts rows per bin;
+  training reference (:mod:`learnscore.batch.distribution_metrics`). Spark counts rows per bin;
   the driver only sees the counts.
 * **Privacy**: a (window, segment) cell with fewer than ``privacy.min_cell_learners`` rows on
   either side is left out. Segment ``all`` covers every row.
@@ -28,17 +28,18 @@ again for the same windows replaces its rows instead of adding duplicates.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from batch.distribution_metrics import js_distance, ks, psi, quantile_edges, to_deciles
-from learnscore.config import Config
-from schemas.tables import DRIFT_METRICS, SUBMISSIONS
-from streaming.drift.signals import grade_band_labels
+from learnscore.batch.distribution_metrics import js_distance, ks, psi, quantile_edges, to_deciles
+from learnscore.core.config import Config
+from learnscore.schemas.segments import grade_band_labels
+from learnscore.schemas.tables import DRIFT_METRICS, SUBMISSIONS
 
 log = logging.getLogger(__name__)
 
@@ -190,7 +191,7 @@ def production_item_bank(config: Config):
     """The item bank of the production model (abilities must be estimated with it)."""
     import mlflow
 
-    from streaming.drift.features import raw_model
+    from learnscore.registry.artifacts import raw_model
 
     model = mlflow.pyfunc.load_model(f"models:/{config.mlflow.model_name}@production")
     return raw_model(model).item_bank
@@ -202,7 +203,7 @@ def _feature_frames(item_bank, bands, starts: list[datetime] | None, size_s: flo
     first = starts[0].timestamp() if starts else 0.0
 
     def featurize(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        from schemas.features import compute_features
+        from learnscore.model.features import compute_features
 
         for batch in batches:
             if batch.empty:
@@ -232,8 +233,8 @@ def run_drift_report(spark, config: Config, *, window: timedelta, windows: int,
     from pyspark.sql import functions as F
     from pyspark.sql.types import StructType
 
-    from learnscore.lake import ensure_spark_tables
-    from schemas.features import spark_model_input_columns
+    from learnscore.core.lake import ensure_spark_tables
+    from learnscore.model.features import spark_model_input_columns
 
     now = now or datetime.now(timezone.utc)
     baseline = find_baseline(config)

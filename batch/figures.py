@@ -10,7 +10,7 @@ import logging
 import numpy as np
 import pandas as pd
 
-from schemas.events import LEVELS
+from learnscore.schemas.events import LEVELS
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ def permutation_importance_table(model, features: pd.DataFrame, score, level, *,
     drop), on at most ``rows`` rows. HistGradientBoosting has no impurity importances."""
     from sklearn.inspection import permutation_importance
 
-    from batch.model import single_thread
+    from learnscore.model.diagnostic import single_thread
 
     rng = np.random.default_rng(seed)
     pick = np.sort(rng.choice(len(features), size=min(rows, len(features)), replace=False))

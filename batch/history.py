@@ -3,7 +3,7 @@
 The folder holds ``submissions.jsonl`` and ``outcomes.jsonl`` (one event per line, exactly as on
 Kafka), ``truth.parquet`` (what the simulator knew) and ``manifest.json`` (written last: a
 folder without it is incomplete). Every line is validated with the one validator
-(:func:`schemas.events.validate_bytes`) and parsed with the contract's Spark schema; valid
+(:func:`learnscore.schemas.events.validate_bytes`) and parsed with the contract's Spark schema; valid
 events are MERGEd into ``silver.submissions`` / ``silver.outcomes`` on ``event_id`` (loading the
 same folder twice changes nothing), refused lines go to ``silver.quarantine`` with the reason.
 """
@@ -17,11 +17,17 @@ from typing import Any
 
 import pandas as pd
 
-from learnscore.config import Config
-from learnscore.lake import ensure_spark_tables
-from schemas.events import DIAGNOSTIC_SUBMITTED, OUTCOME_OBSERVED
-from schemas.tables import OUTCOMES, QUARANTINE, SUBMISSIONS, Table
-from simulator.history import MANIFEST_FILE, OUTCOMES_FILE, SUBMISSIONS_FILE, TRUTH_FILE
+from learnscore.core.config import Config
+from learnscore.core.lake import ensure_spark_tables
+from learnscore.schemas.events import DIAGNOSTIC_SUBMITTED, OUTCOME_OBSERVED
+from learnscore.schemas.history import (
+    DEFAULT_HISTORY_SUBDIR,
+    MANIFEST_FILE,
+    OUTCOMES_FILE,
+    SUBMISSIONS_FILE,
+    TRUTH_FILE,
+)
+from learnscore.schemas.tables import OUTCOMES, QUARANTINE, SUBMISSIONS, Table
 
 log = logging.getLogger(__name__)
 
@@ -34,9 +40,7 @@ class HistoryNotFound(FileNotFoundError):
 
 def default_history_dir(config: Config) -> Path:
     """Where ``learnscore simulate history`` writes: ``<state_dir>/simulator/history``."""
-    from simulator.history import history_dir
-
-    return Path(history_dir(config))
+    return Path(config.state_dir) / DEFAULT_HISTORY_SUBDIR
 
 
 def read_history_manifest(history_dir: str | Path) -> dict[str, Any]:
@@ -89,7 +93,7 @@ def _load_events(spark, config: Config, path: Path, record, table: Table) -> dic
     from delta.tables import DeltaTable
     from pyspark.sql import functions as F
 
-    from schemas.contract import spark_schema
+    from learnscore.schemas.contract import spark_schema
 
     checked = (spark.read.text(str(path)).where(F.length("value") > 0)
                .withColumn("verdict", _validation_udf(record)(F.col("value"))).cache())
@@ -126,7 +130,7 @@ def _validation_udf(record):
 
     @pandas_udf("reason_code string, reason string")
     def verdicts(lines: pd.Series) -> pd.DataFrame:
-        from schemas.events import validate_bytes
+        from learnscore.schemas.events import validate_bytes
 
         results = [validate_bytes(record, line.encode("utf-8")) for line in lines]
         return pd.DataFrame({"reason_code": [r.reason_code for r in results],
@@ -173,21 +177,3 @@ def read_truth(history_dir: str | Path):
     if not path.exists():
         return None
     return pd.read_parquet(path, columns=["event_id", "true_ability", "oracle_score", "oracle_level"])
-
-
-def ensure_simulated_history(config: Config, history_dir: str | Path) -> dict[str, Any]:
-    """The manifest of the history in ``history_dir``; simulate one there first (with the
-    ``simulator:`` settings) if none exists — ``learnscore train --initial`` on a fresh machine."""
-    try:
-        return read_history_manifest(history_dir)
-    except HistoryNotFound:
-        pass
-    from simulator import settings_from_config
-    from simulator.history import HistoryOptions, write_history
-
-    section = config.simulator
-    options = HistoryOptions(learners=section.history_learners, days=section.history_days,
-                             outcome_delay_s=section.history_outcome_delay_s, seed=section.seed,
-                             settings=settings_from_config(config))
-    log.info("no history in %s yet: simulating %d learners", history_dir, options.learners)
-    return write_history(Path(history_dir), options)

@@ -14,17 +14,15 @@ The window policy, written down:
 
 from __future__ import annotations
 
-import re
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any, Iterable
+from typing import Any
 
-from schemas.contract import parse_timestamp
+from learnscore.schemas.contract import parse_timestamp
 
 SCHEDULE_NAMESPACE = uuid.UUID("0e7f7c0a-9d2b-4b61-8a43-3c1f5e2d7b90")
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
-_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
 @dataclass(frozen=True)
@@ -34,25 +32,6 @@ class TrainingWindow:
     since: datetime
     until: datetime
     reason: str
-
-
-def parse_duration(text: str) -> timedelta:
-    """``"24h"``, ``"30m"``, ``"7d"``, ``"90s"``, ``"1w"`` → timedelta.
-
-    >>> parse_duration("24h")
-    datetime.timedelta(days=1)
-    >>> parse_duration("1.5m").total_seconds()
-    90.0
-    >>> parse_duration("daily")
-    Traceback (most recent call last):
-    ...
-    ValueError: duration 'daily' is not a number and a unit (s, m, h, d, w), e.g. 24h or 30m
-    """
-    match = _DURATION.match(text or "")
-    if not match or float(match.group(1)) <= 0:
-        raise ValueError(f"duration {text!r} is not a number and a unit (s, m, h, d, w), "
-                         f"e.g. 24h or 30m")
-    return timedelta(seconds=float(match.group(1)) * _UNIT_SECONDS[match.group(2)])
 
 
 def request_kind(request: dict[str, Any]) -> str:

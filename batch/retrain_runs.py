@@ -17,9 +17,9 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any
 
-from learnscore.config import Config
-from learnscore.lake import append_rows, read_table
-from schemas.tables import RETRAIN_RUNS
+from learnscore.core.config import Config
+from learnscore.core.lake import append_rows, read_table
+from learnscore.schemas.tables import RETRAIN_RUNS
 
 log = logging.getLogger(__name__)
 

@@ -32,27 +32,34 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable
+from typing import Any
 
 import orjson
 import pandas as pd
 
-from batch.retrain_policy import (TrainingWindow, choose_window, request_kind, schedule_request,
-                                  widen_to_rows)
-from batch.retrain_runs import (DEFERRED, FINAL_STATUSES, RetrainRun, last_training_at,
-                                record_run, request_statuses)
-from learnscore.config import Config
-from schemas import topics
-from schemas.events import RETRAIN_REQUESTED, validate_bytes
+from learnscore.batch.retrain_policy import TrainingWindow, choose_window, request_kind, schedule_request, widen_to_rows
+from learnscore.batch.retrain_runs import (
+    DEFERRED,
+    FINAL_STATUSES,
+    RetrainRun,
+    last_training_at,
+    record_run,
+    request_statuses,
+)
+from learnscore.core.config import Config
+from learnscore.registry.access import GateRefused, RegistryUnreachable, production_version, registry_client
+from learnscore.schemas import topics
+from learnscore.schemas.events import RETRAIN_REQUESTED, validate_bytes
 
 log = logging.getLogger(__name__)
 
 RUN_NAMESPACE = uuid.UUID("7c9e2b54-1f0d-4a8e-b3c6-5d2a9e8f1b07")
 ACTOR = "retrain-worker"
-DEFAULT_TRAINER = "batch.train:train_model"
-DEFAULT_PROMOTER = "registry.promote:promote"
+DEFAULT_TRAINER = "learnscore.batch.train:train_model"
+DEFAULT_PROMOTER = "learnscore.registry.promote:promote"
 
 
 class RetrainError(RuntimeError):
@@ -81,7 +88,7 @@ def run_id_for(request_ids: list[str]) -> str:
 
 
 def _retryable() -> tuple[type[BaseException], ...]:
-    kinds: list[type[BaseException]] = [ConnectionError, TimeoutError, OSError]
+    kinds: list[type[BaseException]] = [ConnectionError, TimeoutError, OSError, RegistryUnreachable]
     try:
         from mlflow.exceptions import MlflowException
 
@@ -102,8 +109,8 @@ class RetrainWorker:
 
     ``trainer(spark, config, *, since, until, trigger, request_id)`` must train, register a
     version with alias ``staging`` and return an object with ``version`` and ``run_id``
-    (the contract of ``batch.train.train_model``). ``promoter(config, version=, actor=,
-    reason=)`` runs the gates and moves ``production`` (``registry.promote.promote``); it
+    (the contract of ``learnscore.batch.train.train_model``). ``promoter(config, version=, actor=,
+    reason=)`` runs the gates and moves ``production`` (``learnscore.registry.promote.promote``); it
     raises, or returns an object whose ``promoted`` is False, when the gates refuse.
     """
 
@@ -244,20 +251,15 @@ class RetrainWorker:
         return version, _field(result, "run_id", default=None), dict(data_versions)
 
     def _call_promoter(self, version: str, reason: str) -> str | None:
-        if _production_version(self.config) == version:
+        if production_version(self.config) == version:
             # An interrupted attempt promoted it and died before recording: nothing left to do.
             return f"version {version} was already production (promoted by an earlier attempt)"
         promoter = (load_callable(self._promoter) if isinstance(self._promoter, str)
                     else self._promoter)
         try:
             result = promoter(self.config, version=version, actor=ACTOR, reason=reason)
-        except _retryable():
-            raise
-        except Exception as exc:
-            # The registry signals a refusal by raising; other failures are not refusals.
-            if _is_refusal(exc):
-                raise PromotionRefused(str(exc)) from exc
-            raise
+        except GateRefused as exc:
+            raise PromotionRefused(str(exc)) from exc
         if result is not None and _field(result, "promoted", default=True) is False:
             raise PromotionRefused(_report_text(_field(result, "report", default=result)))
         return None if result is None else _report_text(_field(result, "report", default=result))
@@ -288,7 +290,7 @@ class RetrainWorker:
                 if self._spark_factory is not None:
                     self._spark = self._spark_factory()
                 else:
-                    from learnscore.spark import create_spark_session
+                    from learnscore.core.spark import create_spark_session
 
                     self._spark = create_spark_session(self.config, app_name="learnscore-retrain")
             return self._spark
@@ -312,7 +314,7 @@ class RetrainWorker:
               idle_exit_seconds: float | None = None) -> list[RetrainRun]:
         """Consume requests until ``stop`` is set, ``max_runs`` runs are done, or nothing came
         for ``idle_exit_seconds``. Returns the final rows of the runs it made."""
-        from learnscore.kafka_io import consumer
+        from learnscore.core.kafka_io import consumer
 
         stop = stop or threading.Event()
         settings = self.config.retrain
@@ -422,7 +424,7 @@ class RetrainWorker:
         request = schedule_request(now, self.every)
         if request["event_id"] in self._scheduled:
             return
-        from learnscore.kafka_io import producer
+        from learnscore.core.kafka_io import producer
 
         writer = producer(self.config)
         try:
@@ -446,12 +448,6 @@ def _field(result: Any, name: str, default: Any = ...) -> Any:
     return value
 
 
-def _is_refusal(exc: Exception) -> bool:
-    """``registry.gates.GateRefused`` (or a trainer's own refusal type) — by name, so the
-    worker does not import the registry before it needs it."""
-    name = type(exc).__name__.lower()
-    return any(word in name for word in ("gate", "refus", "reject"))
-
 
 def _report_text(report: Any) -> str:
     """A gate report as text: its ``summary()`` when it has one."""
@@ -459,24 +455,10 @@ def _report_text(report: Any) -> str:
     return str(summary() if callable(summary) else report)
 
 
-def _production_version(config: Config) -> str | None:
-    from mlflow.exceptions import MlflowException
-
-    try:
-        version = _client(config).get_model_version_by_alias(config.mlflow.model_name, "production")
-    except MlflowException:
-        return None
-    return str(version.version)
-
-
-def _client(config: Config):
-    from mlflow.tracking import MlflowClient
-
-    return MlflowClient(tracking_uri=config.mlflow.tracking_uri, registry_uri=config.registry_uri)
 
 
 def _tag_version(config: Config, version: str, run: RetrainRun) -> None:
-    client = _client(config)
+    client = registry_client(config)
     name = config.mlflow.model_name
     client.set_model_version_tag(name, version, "retrain_run_id", run.run_id)
     client.set_model_version_tag(name, version, "retrain_request_ids", ",".join(run.request_ids))
@@ -486,8 +468,8 @@ def _tag_version(config: Config, version: str, run: RetrainRun) -> None:
 def _version_of_run(config: Config, run: RetrainRun) -> dict[str, str] | None:
     """The version an earlier attempt of ``run`` registered, if any: tagged with the run id
     by the worker, or — killed before it could tag — with the run's request ids by the trainer
-    (``batch.train.train_model`` tags ``request_id``)."""
-    client = _client(config)
+    (``learnscore.batch.train.train_model`` tags ``request_id``)."""
+    client = registry_client(config)
     name = config.mlflow.model_name
     found = client.search_model_versions(f"name = '{name}' and tags.retrain_run_id = '{run.run_id}'")
     if not found:
@@ -501,7 +483,7 @@ def _version_of_run(config: Config, run: RetrainRun) -> dict[str, str] | None:
 
 def _last_registration_at(config: Config) -> datetime | None:
     try:
-        versions = _client(config).search_model_versions(f"name = '{config.mlflow.model_name}'")
+        versions = registry_client(config).search_model_versions(f"name = '{config.mlflow.model_name}'")
     except Exception as exc:  # the schedule then relies on the ledger alone
         log.warning("could not read the registry for the schedule: %s", exc)
         return None
@@ -513,7 +495,7 @@ def _last_registration_at(config: Config) -> datetime | None:
 
 def _recent_labelled_times(config: Config, until: datetime, limit: int) -> list[datetime]:
     """Event times of the newest ``limit`` labelled predictions before ``until``, newest first."""
-    from learnscore.lake import read_table
+    from learnscore.core.lake import read_table
 
     frame = read_table(config, "gold.prediction_outcomes", columns=["event_time"])
     if frame.empty:
@@ -529,10 +511,10 @@ def run_retrain_worker(config: Config, *, every: str | None = None, policy: str 
     """The ``learnscore retrain-worker`` command: serve until Ctrl-C / SIGTERM."""
     import signal
 
-    from batch.retrain_policy import parse_duration
+    from learnscore.core.durations import parse_duration
 
     worker = RetrainWorker(config, policy=policy,
-                           every=parse_duration(every) if every else None,
+                           every=timedelta(seconds=parse_duration(every)) if every else None,
                            trainer=trainer, promoter=promoter)
     stop = threading.Event()
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())

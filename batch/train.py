@@ -1,11 +1,11 @@
 """The training job: silver data at pinned Delta versions → a registered ``staging`` version.
 
 ``train_model`` joins ``silver.submissions`` with ``silver.outcomes`` at pinned versions
-(optionally within a submission-time window), featurizes through :mod:`schemas.features`,
-holds out the latest submissions by time, fits :class:`batch.model.DiagnosticModel`, evaluates
+(optionally within a submission-time window), featurizes through :mod:`learnscore.model.features`,
+holds out the latest submissions by time, fits :class:`learnscore.model.diagnostic.DiagnosticModel`, evaluates
 it next to a naive baseline and (when the simulator's truth is at hand) the oracle that knows
 each learner's true ability, logs everything to MLflow, and registers the version with the
-alias ``staging``. It never touches ``production``: that is ``registry.promote``'s job.
+alias ``staging``. It never touches ``production``: that is ``learnscore.registry.promote``'s job.
 """
 
 from __future__ import annotations
@@ -20,15 +20,14 @@ from typing import Any
 
 import pandas as pd
 
-from batch.evaluate import (baseline_metrics, level_metrics, oracle_metrics, prefixed,
-                            score_metrics)
-from batch.history import default_history_dir, delta_version, read_truth
-from batch.model import DiagnosticModel, model_from_config
-from learnscore.config import Config
-from registry.register import TRAIN_UNTIL_TAG
-from schemas.events import LEVELS
-from schemas.features import spark_model_input_columns
-from schemas.tables import OUTCOMES, SUBMISSIONS
+from learnscore.batch.history import default_history_dir, delta_version, read_truth
+from learnscore.core.config import Config
+from learnscore.model.diagnostic import DiagnosticModel, model_from_config
+from learnscore.model.features import spark_model_input_columns
+from learnscore.model.metrics import baseline_metrics, level_metrics, oracle_metrics, prefixed, score_metrics
+from learnscore.registry.access import TRAIN_UNTIL_TAG
+from learnscore.schemas.events import LEVELS
+from learnscore.schemas.tables import OUTCOMES, SUBMISSIONS
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +62,7 @@ def train_model(spark, config: Config, *, submissions_version: int | None = None
     time (``until`` exclusive). ``history_dir`` is where the simulator's truth is looked for
     (default ``<state_dir>/simulator/history``) for the oracle comparison.
     """
-    from learnscore.tracking import use_mlflow
+    from learnscore.core.tracking import use_mlflow
 
     started = time.monotonic()
     _require_broker(config)  # registering ends with a lifecycle event: know now, not after the fit
@@ -107,7 +106,7 @@ def train_model(spark, config: Config, *, submissions_version: int | None = None
     }
     run_id, model_uri = _log_run(spark, config, model, train, holdout, evaluation, metrics, versions,
                                  tags, since, until)
-    from registry.register import register_version
+    from learnscore.registry.register import register_version
 
     tags["run_id"] = run_id
     key = {name: metrics[f"holdout_{name}"] for name in ("mae", "rmse", "r2", "accuracy", "macro_f1", "qwk")}
@@ -162,7 +161,7 @@ def split_by_time(frame: pd.DataFrame, holdout_fraction: float) -> tuple[pd.Data
 
 def _require_broker(config: Config) -> None:
     """Raise BrokerUnreachable (with what to do) unless Kafka answers."""
-    from learnscore.kafka_io import producer
+    from learnscore.core.kafka_io import producer
 
     producer(config).close(timeout=5)
 
@@ -253,8 +252,8 @@ def _log_run(spark, config: Config, model: DiagnosticModel, train, holdout, eval
              since, until) -> tuple[str, str]:
     import mlflow
 
-    from batch import figures
-    from batch.packaging import log_diagnostic_model
+    from learnscore.batch import figures
+    from learnscore.model.packaging import log_diagnostic_model
 
     with mlflow.start_run(run_name=f"train-{tags['trigger']}") as run:
         mlflow.set_tags(tags)

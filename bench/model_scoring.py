@@ -34,7 +34,7 @@ RESULTS = Path(__file__).resolve().parent / "results" / "model_scoring.json"
 
 
 def _simulated(rows: int, seed: int):
-    from simulator.generator import Simulator
+    from learnscore.simulator.generator import Simulator
 
     batch = Simulator(seed=seed, start=datetime(2026, 1, 1, tzinfo=timezone.utc), interval_s=60,
                       run="bench").take(rows)
@@ -59,10 +59,10 @@ def run_model_benchmark(config, *, train_rows: int = 20_000, score_rows: int = 2
     import mlflow
     import pandas as pd
 
-    from batch.model import model_from_config
-    from batch.model_loader import save_model_file
-    from batch.packaging import input_example, model_signature
-    from schemas.features import compute_features, model_input_from_arrow, model_input_from_events
+    from learnscore.model.diagnostic import model_from_config
+    from learnscore.model.features import compute_features, model_input_from_arrow, model_input_from_events
+    from learnscore.model.loader import save_model_file
+    from learnscore.model.packaging import input_example, model_signature
 
     train_batch, _ = _simulated(train_rows, seed=1)
     score_batch, score_table = _simulated(score_rows, seed=2)
@@ -100,7 +100,7 @@ def run_model_benchmark(config, *, train_rows: int = 20_000, score_rows: int = 2
         data_dir = Path(scratch) / "diagnostic_model"
         save_model_file(model, data_dir)
         model_dir = Path(scratch) / "pyfunc"
-        mlflow.pyfunc.save_model(str(model_dir), loader_module="batch.model_loader",
+        mlflow.pyfunc.save_model(str(model_dir), loader_module="learnscore.model.loader",
                                  data_path=str(data_dir), signature=model_signature(),
                                  input_example=input_example(score_input))
         loaded = mlflow.pyfunc.load_model(str(model_dir))
@@ -123,11 +123,11 @@ def _spark_udf_rate(config, model_dir: str, submissions: list[dict]) -> dict[str
     import orjson
     from pyspark.sql import functions as F
 
-    from batch.packaging import PREDICTION_RESULT_TYPE
-    from learnscore.spark import create_spark_session
-    from schemas.contract import spark_schema
-    from schemas.events import DIAGNOSTIC_SUBMITTED
-    from schemas.features import spark_model_input_columns
+    from learnscore.core.spark import create_spark_session
+    from learnscore.model.features import spark_model_input_columns
+    from learnscore.model.packaging import PREDICTION_RESULT_TYPE
+    from learnscore.schemas.contract import spark_schema
+    from learnscore.schemas.events import DIAGNOSTIC_SUBMITTED
 
     session = create_spark_session(config, app_name="learnscore-bench-model")
     try:

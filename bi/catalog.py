@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import logging
-from typing import Iterable
+from collections.abc import Iterable
 
-from learnscore.config import Config
-from learnscore.lake import ensure_deltalake_table, ensure_spark_tables
-from schemas.tables import TABLES
+from learnscore.core.config import Config
+from learnscore.core.lake import ensure_deltalake_table, ensure_spark_tables
+from learnscore.schemas.tables import TABLES
 
 log = logging.getLogger(__name__)
 

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import logging
 
-from learnscore.config import Config
-from learnscore.lake import ensure_spark_tables
-from schemas.events import LEVELS
-from schemas.tables import DAILY_SUMMARY, PREDICTION_OUTCOMES, PREDICTIONS
+from learnscore.core.config import Config
+from learnscore.core.lake import ensure_spark_tables
+from learnscore.schemas.events import LEVELS
+from learnscore.schemas.tables import DAILY_SUMMARY, PREDICTION_OUTCOMES, PREDICTIONS
 
 log = logging.getLogger(__name__)
 

@@ -10,14 +10,14 @@ import logging
 import signal
 import threading
 
-from learnscore.config import Config
+from learnscore.core.config import Config
 
 log = logging.getLogger(__name__)
 
 
 def thrift_config(config: Config, port: int | None = None) -> Config:
     """``config`` with the Spark settings of a Hive-catalog session that serves Thrift on ``port``."""
-    from learnscore.jars import jar_files
+    from learnscore.core.jars import jar_files
 
     home = config.state_dir / "bi"
     extra = {
@@ -49,8 +49,8 @@ def start_thrift_server(spark) -> None:
 
 def run_thrift_server(config: Config, port: int | None = None) -> None:
     """Register the tables, start the server, serve until SIGINT/SIGTERM."""
-    from bi.catalog import register_tables
-    from learnscore.spark import create_spark_session
+    from learnscore.bi.catalog import register_tables
+    from learnscore.core.spark import create_spark_session
 
     served = thrift_config(config, port)
     (config.state_dir / "bi").mkdir(parents=True, exist_ok=True)

@@ -10,12 +10,13 @@ import os
 import sys
 import time
 from contextlib import contextmanager
+from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
-from learnscore.config import Config, ConfigError, load_config
+from learnscore.core.config import Config, ConfigError, load_config
 
 app = typer.Typer(
     help="learnscore: streaming scorer for learner diagnostic assessments.",
@@ -68,7 +69,7 @@ def fail(message: str, code: int = 1) -> None:
 @contextmanager
 def spark_session(app_name: str):
     """A SparkSession for one command, stopped when the command ends (also on an error)."""
-    from learnscore.spark import create_spark_session
+    from learnscore.core.spark import create_spark_session
 
     spark = create_spark_session(get_config(), app_name=app_name)
     try:
@@ -92,7 +93,7 @@ def main(
 @app.command()
 def jars(force: Annotated[bool, typer.Option(help="Resolve again even if present.")] = False) -> None:
     """Resolve the JVM jars (Delta, Spark Kafka connector, Kafka broker) with Maven."""
-    from learnscore.jars import resolve_jars
+    from learnscore.core.jars import resolve_jars
 
     for name, files in resolve_jars(get_config(), force=force).items():
         typer.echo(f"{name}: {len(files)} jars in {files[0].parent}")
@@ -104,11 +105,12 @@ def stack_up(
     mlflow_ui: Annotated[bool, typer.Option("--mlflow-ui", help="Also start the MLflow UI server.")] = False,
 ) -> None:
     """Start the local Kafka broker (KRaft) and prepare the embedded MLflow store."""
-    from learnscore.jars import resolve_jars
-    from learnscore.kafka_io import create_topics
+    from learnscore.core.jars import resolve_jars
+    from learnscore.core.kafka_io import create_topics
+    from learnscore.core.tracking import prepare_store
+    from learnscore.schemas.topics import ALL_TOPICS
     from learnscore.stack.kafka_broker import KafkaBroker
-    from learnscore.stack.mlflow_server import MlflowUi, prepare_store
-    from schemas.topics import ALL_TOPICS
+    from learnscore.stack.mlflow_server import MlflowUi
 
     config = get_config()
     resolve_jars(config)
@@ -155,13 +157,13 @@ def monitor_drift(
     windows: Annotated[int, typer.Option(min=1, help="How many complete windows to report, newest last.")] = 24,
 ) -> None:
     """Drift metrics (PSI, KS, Jensen-Shannon) per feature and segment into ops.drift_metrics."""
-    from batch.drift_report import DriftReportError, run_drift_report
-    from batch.retrain_policy import parse_duration
-    from learnscore.tracking import use_mlflow
+    from learnscore.batch.drift_report import DriftReportError, run_drift_report
+    from learnscore.core.durations import parse_duration
+    from learnscore.core.tracking import use_mlflow
 
     config = get_config()
     try:
-        length = parse_duration(window)
+        length = timedelta(seconds=parse_duration(window))
     except ValueError as exc:
         fail(f"--window: {exc}")
     use_mlflow(config)
@@ -189,11 +191,11 @@ def bench_drift(
     """False retrain requests on a stationary stream and detection delay per drift scenario."""
     import json
 
-    from streaming.drift.bench import SCENARIOS, run_drift_bench
+    from learnscore.bench.drift import SCENARIOS, run_drift_bench
 
     path = Path(output)
     if e2e:
-        from streaming.drift.bench_e2e import measure_onset_to_production
+        from learnscore.bench.drift_loop import measure_onset_to_production
 
         figures = measure_onset_to_production(get_config())
         result = json.loads(path.read_text()) if path.exists() else {"benchmark": "drift"}
@@ -231,13 +233,13 @@ def bench_drift(
 def retrain_worker(
     every: Annotated[Optional[str], typer.Option(help="Also retrain on a schedule when no model was trained for this long, e.g. 24h.")] = None,
     policy: Annotated[Optional[str], typer.Option(help="auto: gates then production; manual: leave it as staging (default: retrain.policy).")] = None,
-    trainer: Annotated[str, typer.Option(help="Training function, module:function.")] = "batch.train:train_model",
-    promoter: Annotated[str, typer.Option(help="Promotion function, module:function.")] = "registry.promote:promote",
+    trainer: Annotated[str, typer.Option(help="Training function, module:function.")] = "learnscore.batch.train:train_model",
+    promoter: Annotated[str, typer.Option(help="Promotion function, module:function.")] = "learnscore.registry.promote:promote",
     max_runs: Annotated[Optional[int], typer.Option(help="Stop after this many runs.")] = None,
     idle_exit: Annotated[Optional[float], typer.Option(help="Stop after this many seconds without requests.")] = None,
 ) -> None:
     """Consume model.retrain-requests: one recorded training run per burst of requests."""
-    from batch.retrain_worker import run_retrain_worker
+    from learnscore.batch.retrain_worker import run_retrain_worker
 
     if policy not in (None, "auto", "manual"):
         fail(f"--policy must be auto or manual, got {policy!r}")
@@ -269,8 +271,8 @@ def stream_start(
         "--max-batches", min=1, help="Stop after this many micro-batches.")] = None,
 ) -> None:
     """Run the streaming scorer until stopped (Ctrl-C / SIGTERM finish the micro-batch in flight)."""
-    from streaming.drift.hook import drift_hooks
-    from streaming.job import QUERY_NAME, ScorerFailed, run_scorer
+    from learnscore.streaming.drift.hook import drift_hooks
+    from learnscore.streaming.job import QUERY_NAME, ScorerFailed, run_scorer
 
     config = get_config()
     try:
@@ -289,7 +291,7 @@ def serve(
     port: Annotated[Optional[int], typer.Option(help="Port (default serving.port).")] = None,
 ) -> None:
     """Run the REST scoring endpoint (POST /v1/score) for the `production` model."""
-    from serving.server import run_server
+    from learnscore.serving.server import run_server
 
     run_server(get_config(), host=host, port=port)
 
@@ -300,7 +302,7 @@ def dashboard(
     port: Annotated[Optional[int], typer.Option(help="Port (default dashboard.port).")] = None,
 ) -> None:
     """Run the monitoring dashboard over the gold and ops Delta tables."""
-    from monitoring.server import run_dashboard
+    from learnscore.monitoring.server import run_dashboard
 
     run_dashboard(get_config(), host=host, port=port)
 
@@ -316,7 +318,7 @@ def bi(ctx: typer.Context,
     """Without a sub-command: start the Thrift (JDBC) server over gold.*, silver.*, ops.* tables."""
     if ctx.invoked_subcommand is not None:
         return
-    from bi.thrift_server import run_thrift_server
+    from learnscore.bi.thrift_server import run_thrift_server
 
     run_thrift_server(get_config(), port=port)
 
@@ -324,7 +326,7 @@ def bi(ctx: typer.Context,
 @bi_app.command("refresh")
 def bi_refresh() -> None:
     """Rebuild gold.daily_summary from gold.predictions and gold.prediction_outcomes (idempotent)."""
-    from bi.daily_summary import refresh_daily_summary
+    from learnscore.bi.daily_summary import refresh_daily_summary
 
     config = get_config()
     with spark_session("learnscore-bi-refresh") as spark:
@@ -342,7 +344,7 @@ def lake_vacuum() -> None:
     """Delete the files the stream's compactions and MERGEs replaced, once they are older than
     each table's delta.deletedFileRetentionDuration (a week unless set); time travel reaches
     back that far afterwards."""
-    from learnscore.lake import vacuum_tables
+    from learnscore.core.lake import vacuum_tables
 
     with spark_session("learnscore-lake-vacuum") as spark:
         deleted = vacuum_tables(spark, get_config())
@@ -362,7 +364,7 @@ def bench_serve(
     max_wait: Annotated[float, typer.Option(help="Seconds to wait for --max-load at most.")] = 600.0,
 ) -> None:
     """Latency at a steady rate and max throughput of the endpoint on loopback."""
-    from serving.bench import run_serve_benchmark
+    from learnscore.bench.serve import run_serve_benchmark
 
     result = run_serve_benchmark(get_config(), rate=rate, seconds=seconds, connections=connections,
                                  max_load=max_load, max_wait_s=max_wait)
@@ -382,7 +384,7 @@ def bench_stream(
         help="Send outcomes during the latency run (--no-live-outcomes: the submission path alone).")] = True,
 ) -> None:
     """Throughput draining a backlog, latency at a steady rate, and the raw model speed."""
-    from streaming.bench import run_stream_benchmark
+    from learnscore.bench.stream import run_stream_benchmark
 
     result = run_stream_benchmark(get_config(), events=events, rate=rate,
                                   latency_seconds=latency_seconds, output=output,
@@ -398,7 +400,7 @@ def bench_files(
     output: Annotated[str, typer.Option(help="Where the JSON goes.")] = "bench/results/small_files.json",
 ) -> None:
     """The stream's duplicate probe over a table in 40 to 4,000 small files, then compacted."""
-    from streaming.bench_files import run_small_files_benchmark
+    from learnscore.bench.small_files import run_small_files_benchmark
 
     result = run_small_files_benchmark(get_config(), output=output)
     for files, seconds in result["probe_seconds_by_files"].items():
@@ -410,7 +412,7 @@ def bench_files(
 
 # -- simulate ---------------------------------------------------------------------------------
 def _parse_scenarios(texts: list[str] | None):
-    from simulator.scenarios import ScenarioError, parse_scenario
+    from learnscore.simulator.scenarios import ScenarioError, parse_scenario
 
     try:
         return tuple(parse_scenario(text) for text in texts or ())
@@ -419,11 +421,11 @@ def _parse_scenarios(texts: list[str] | None):
 
 
 def _seconds(text: str, option: str) -> float:
-    from simulator.scenarios import ScenarioError, parse_duration
+    from learnscore.core.durations import DurationError, parse_duration
 
     try:
         return parse_duration(text)
-    except ScenarioError as exc:
+    except DurationError as exc:
         fail(f"{option}: {exc}")
 
 
@@ -448,8 +450,8 @@ def simulate_stream(
 
     import pyarrow.parquet as pq
 
-    from simulator import settings_from_config
-    from simulator.stream import StreamOptions, stream_to_kafka
+    from learnscore.simulator import settings_from_config
+    from learnscore.simulator.stream import StreamOptions, stream_to_kafka
 
     config = get_config()
     section = config.simulator
@@ -495,9 +497,9 @@ def simulate_history(
     """Write a historical batch (submissions, outcomes, truth) for the first training."""
     from datetime import timezone
 
-    from schemas.contract import parse_timestamp
-    from simulator import settings_from_config
-    from simulator.history import HistoryOptions, history_dir, write_history
+    from learnscore.schemas.contract import parse_timestamp
+    from learnscore.simulator import settings_from_config
+    from learnscore.simulator.history import HistoryOptions, history_dir, write_history
 
     config = get_config()
     section = config.simulator
@@ -531,7 +533,7 @@ def schemas_export(
     check: Annotated[bool, typer.Option("--check", help="Only check that the files are up to date.")] = False,
 ) -> None:
     """Write the JSON Schema of every event to schemas/json/<EventName>.v<version>.json."""
-    from schemas.export import JSON_SCHEMA_DIR, render_json_schemas, write_json_schemas
+    from learnscore.schemas.export import JSON_SCHEMA_DIR, render_json_schemas, write_json_schemas
 
     folder = out or JSON_SCHEMA_DIR
     if check:
@@ -547,7 +549,7 @@ def schemas_export(
 
 # -- model lifecycle --------------------------------------------------------------------------
 def _parse_time(value: str | None, option: str):
-    from schemas.contract import parse_timestamp
+    from learnscore.schemas.contract import parse_timestamp
 
     if value is None:
         return None
@@ -566,6 +568,26 @@ def _actor() -> str:
         return "unknown"
 
 
+def _ensure_simulated_history(config: Config, history_dir: str | Path) -> dict[str, Any]:
+    """The manifest of the history in ``history_dir``; simulate one there first (with the
+    ``simulator:`` settings) if none exists — ``learnscore train --initial`` on a fresh machine."""
+    from learnscore.batch.history import HistoryNotFound, read_history_manifest
+
+    try:
+        return read_history_manifest(history_dir)
+    except HistoryNotFound:
+        pass
+    from learnscore.simulator import settings_from_config
+    from learnscore.simulator.history import HistoryOptions, write_history
+
+    section = config.simulator
+    options = HistoryOptions(learners=section.history_learners, days=section.history_days,
+                             outcome_delay_s=section.history_outcome_delay_s, seed=section.seed,
+                             settings=settings_from_config(config))
+    logging.getLogger(__name__).info("no history in %s yet: simulating %d learners", history_dir, options.learners)
+    return write_history(Path(history_dir), options)
+
+
 @app.command()
 def train(
     initial: Annotated[bool, typer.Option("--initial", help="First training: simulate the history if there is none, load it into silver, then train.")] = False,
@@ -578,15 +600,15 @@ def train(
     request_id: Annotated[Optional[str], typer.Option(help="The RetrainRequested event id, if any.")] = None,
 ) -> None:
     """Train a model on silver data at pinned Delta versions; register it as `staging`."""
-    from batch.history import HistoryNotFound, default_history_dir, ensure_simulated_history, load_history
-    from batch.train import TrainingDataError, train_model
+    from learnscore.batch.history import HistoryNotFound, default_history_dir, load_history
+    from learnscore.batch.train import TrainingDataError, train_model
 
     config = get_config()
     folder = history_dir or str(default_history_dir(config))
     with spark_session("learnscore-train") as spark:
         try:
             if initial:
-                manifest = ensure_simulated_history(config, folder)
+                manifest = _ensure_simulated_history(config, folder)
                 typer.echo(f"history  {folder}: {manifest['submissions']} submissions, {manifest['outcomes']} outcomes")
                 loaded = load_history(spark, config, folder)
                 for kind in ("submissions", "outcomes"):
@@ -617,9 +639,10 @@ def promote(
     reason: Annotated[str, typer.Option(help="Why (recorded).")] = "promoted from the command line",
 ) -> None:
     """Run the gates for a version and, if all pass, make it `production`."""
-    from learnscore.tracking import use_mlflow
-    from registry.gates import GateRefused
-    from registry.promote import PromotionError, promote as promote_version
+    from learnscore.core.tracking import use_mlflow
+    from learnscore.registry.access import GateRefused
+    from learnscore.registry.promote import PromotionError
+    from learnscore.registry.promote import promote as promote_version
 
     config = get_config()
     use_mlflow(config)
@@ -639,9 +662,9 @@ def rollback(
     reason: Annotated[str, typer.Option(help="Why (recorded).")] = "rolled back from the command line",
 ) -> None:
     """Move `production` back to the version it had before the current one."""
-    from learnscore.tracking import use_mlflow
-    from registry.history import LifecycleHistoryError
-    from registry.promote import rollback as rollback_production
+    from learnscore.core.tracking import use_mlflow
+    from learnscore.registry.history import LifecycleHistoryError
+    from learnscore.registry.promote import rollback as rollback_production
 
     config = get_config()
     use_mlflow(config)
@@ -657,8 +680,8 @@ def models() -> None:
     """List versions, aliases, key metrics and the alias history."""
     from datetime import datetime, timezone
 
-    from learnscore.tracking import use_mlflow
-    from registry.overview import model_overview
+    from learnscore.core.tracking import use_mlflow
+    from learnscore.registry.overview import model_overview
 
     config = get_config()
     use_mlflow(config)
@@ -696,7 +719,7 @@ def bench_model(
     spark: Annotated[bool, typer.Option("--spark", help="Also time mlflow.pyfunc.spark_udf end to end.")] = False,
 ) -> None:
     """Featurize + predict throughput of the diagnostic model (direct, pyfunc, Spark UDF)."""
-    from bench.model_scoring import RESULTS, run_model_benchmark
+    from learnscore.bench.model_scoring import RESULTS, run_model_benchmark
 
     results = run_model_benchmark(get_config(), train_rows=rows, score_rows=rows, spark=spark)
     for path in ("direct", "features_only", "pyfunc"):
@@ -726,7 +749,7 @@ def bench_all() -> None:
         except typer.Exit as exc:
             if exc.exit_code:
                 failed.append(name)
-        except Exception as exc:  # noqa: BLE001 - one broken benchmark must not hide the others
+        except Exception as exc:
             logging.getLogger(__name__).exception("bench %s failed", name)
             typer.secho(f"bench {name} failed: {exc}", fg=typer.colors.RED, err=True)
             failed.append(name)
@@ -771,12 +794,13 @@ def demo(
 
 def run() -> None:
     """Console entry point: clear one-line errors for the failures a user can meet."""
-    from learnscore.kafka_io import BrokerUnreachable
+    from learnscore.core.kafka_io import BrokerUnreachable
+    from learnscore.core.ports import PortTaken
     from learnscore.stack.processes import StackError
 
     try:
         app()
-    except (ConfigError, StackError, BrokerUnreachable) as exc:
+    except (ConfigError, StackError, PortTaken, BrokerUnreachable) as exc:
         typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
         sys.exit(2)
 

@@ -21,16 +21,23 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
 
 import httpx
 
-from learnscore.config import Config, Secrets, load_config
-from learnscore.stack.processes import (SAFE_ENV, ProcessRecord, StackError, start_background, stop_process,
-                                        tail, wait_http)
+from learnscore.core.config import Config, Secrets, load_config
+from learnscore.stack.processes import (
+    SAFE_ENV,
+    ProcessRecord,
+    StackError,
+    start_background,
+    stop_process,
+    tail,
+    wait_http,
+)
 
 log = logging.getLogger(__name__)
 
@@ -290,12 +297,12 @@ class Demo:
         (self.home / MARKER_FILE).write_text(json.dumps(info, indent=2, default=str) + "\n")
 
     def _start_stack(self) -> _Background:
-        from learnscore.jars import resolve_jars
-        from learnscore.kafka_io import broker_answers, create_topics
+        from learnscore.core.jars import resolve_jars
+        from learnscore.core.kafka_io import broker_answers, create_topics
+        from learnscore.core.tracking import prepare_store, use_mlflow
+        from learnscore.schemas.topics import ALL_TOPICS
         from learnscore.stack.kafka_broker import KafkaBroker
-        from learnscore.stack.mlflow_server import MlflowUi, prepare_store
-        from learnscore.tracking import use_mlflow
-        from schemas.topics import ALL_TOPICS
+        from learnscore.stack.mlflow_server import MlflowUi
 
         config = self.config
         self.say("[1/5] local stack: Kafka broker (KRaft) and MLflow")
@@ -334,8 +341,8 @@ class Demo:
             self._learnscore(name, *commands[name])
 
     def _first_model(self) -> None:
-        from learnscore.lake import table_version
-        from registry.aliases import current_version
+        from learnscore.core.lake import table_version
+        from learnscore.registry.access import alias_version
 
         self.say(f"[2/5] first model: simulating a history of {self.options.history_learners:,} "
                  "learners, training v1, registering, promoting it to production")
@@ -356,7 +363,7 @@ class Demo:
             self._stop_if_asked(trainer)
         if self._step_error is not None:
             raise self._step_error
-        version = current_version(self.config, "production")
+        version = alias_version(self.config, "production")
         self.say(f"  model v{version} is production")
         self.report.versions_seen.append(str(version))
         self._write_marker(first_version=str(version))
@@ -374,7 +381,7 @@ class Demo:
             self._step_error = exc
 
     def _wait_ready(self) -> None:
-        from learnscore.lake import read_table
+        from learnscore.core.lake import read_table
 
         # Live events start once the scorer runs with v1 (it has scored the history's
         # submissions, waiting in silver since the first training).
@@ -402,8 +409,8 @@ class Demo:
         self.say(f"  logs           {self.logs}/")
 
     def _live(self) -> None:
-        from simulator.scenarios import parse_scenario
-        from simulator.stream import StreamOptions, stream_to_kafka
+        from learnscore.simulator.scenarios import parse_scenario
+        from learnscore.simulator.stream import StreamOptions, stream_to_kafka
 
         options = self.options
         scenario = parse_scenario(f"{options.scenario}@{options.drift_after_s:g}s")
@@ -462,7 +469,7 @@ class Demo:
     def _save_stream_report(self) -> None:
         """What the simulator sent, with the ids of the valid events: the record the end-to-end
         test checks the tables against."""
-        from schemas.topics import OUTCOMES, SUBMISSIONS
+        from learnscore.schemas.topics import OUTCOMES, SUBMISSIONS
 
         report = self.report.stream_report
         if report is None:
@@ -478,7 +485,7 @@ class Demo:
     def _drain(self) -> None:
         """Wait (bounded) until every produced valid submission is scored and every broken
         event quarantined, then report."""
-        from schemas.topics import OUTCOMES, SUBMISSIONS
+        from learnscore.schemas.topics import OUTCOMES, SUBMISSIONS
 
         report = self.report.stream_report
         self.say("[5/5] draining: waiting until every produced submission is scored")
@@ -514,7 +521,7 @@ class Demo:
 
     def _endpoint_trickle(self, stop: threading.Event) -> None:
         """A few real-time requests per second, so the endpoint panels have traffic."""
-        from serving.bench import bench_submissions
+        from learnscore.bench.serve import bench_submissions
 
         submissions = bench_submissions(500)  # simulated learners on the platform's item bank
         serving = self.config.serving
@@ -614,8 +621,8 @@ def read_status(config: Config, live_since: datetime | None = None) -> dict:
     """
     import pandas as pd
 
-    from learnscore.lake import read_table
-    from registry.aliases import current_version
+    from learnscore.core.lake import read_table
+    from learnscore.registry.access import alias_version
 
     def live(frame):
         if live_since is None or frame.empty:
@@ -628,7 +635,7 @@ def read_status(config: Config, live_since: datetime | None = None) -> dict:
     submissions = live(read_table(config, "silver.submissions", columns=["event_time"]))
     runs = read_table(config, "ops.retrain_runs", columns=["run_id", "status"])
     try:
-        production = current_version(config, "production")
+        production = alias_version(config, "production")
     except Exception:  # noqa: BLE001 - a status line must not stop the demo
         production = None
     versions = predictions["model_version"].astype(str).value_counts().to_dict() if len(predictions) else {}
@@ -647,7 +654,7 @@ def read_status(config: Config, live_since: datetime | None = None) -> dict:
 
 def drained(config: Config, valid_ids: set[str], topics: list[str]) -> tuple[int, int]:
     """(valid ids among the predictions, quarantined events from ``topics``)."""
-    from learnscore.lake import read_table
+    from learnscore.core.lake import read_table
 
     scored = read_table(config, "gold.predictions", columns=["event_id"])["event_id"]
     quarantine = read_table(config, "silver.quarantine", columns=["source_topic"])["source_topic"]
@@ -655,8 +662,8 @@ def drained(config: Config, valid_ids: set[str], topics: list[str]) -> tuple[int
 
 
 def _count(config: Config, name: str) -> int:
-    from learnscore.lake import read_table
-    from schemas.tables import TABLES
+    from learnscore.core.lake import read_table
+    from learnscore.schemas.tables import TABLES
 
     return int(len(read_table(config, name, columns=[TABLES[name].column_names[0]])))
 

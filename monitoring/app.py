@@ -12,9 +12,9 @@ import orjson
 from fastapi import FastAPI
 from fastapi.responses import HTMLResponse, Response
 
-from learnscore.config import Config
-from monitoring import panels
-from monitoring.tables import TableReader
+from learnscore.core.config import Config
+from learnscore.monitoring import panels
+from learnscore.monitoring.tables import TableReader
 
 log = logging.getLogger(__name__)
 

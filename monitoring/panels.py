@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from schemas.events import LEVELS
+from learnscore.schemas.events import LEVELS
 
 Panel = dict[str, Any]
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 
-from learnscore.config import Config
-from learnscore.stack.processes import StackError, port_is_free, port_owner
+from learnscore.core.config import Config
+from learnscore.core.ports import require_free_port
 
 log = logging.getLogger(__name__)
 
@@ -13,14 +13,11 @@ log = logging.getLogger(__name__)
 def run_dashboard(config: Config, host: str | None = None, port: int | None = None) -> None:
     import uvicorn
 
-    from monitoring.app import create_dashboard_app
+    from learnscore.monitoring.app import create_dashboard_app
 
     host = host or config.dashboard.host
     port = port or config.dashboard.port
-    if not port_is_free(host, port):
-        raise StackError(f"cannot start the dashboard: port {port} on {host} is already taken by "
-                         f"{port_owner(port)}. Stop that process, or choose another port with --port "
-                         f"or LEARNSCORE__DASHBOARD__PORT.")
+    require_free_port(host, port, "the dashboard", "choose another port with --port or LEARNSCORE__DASHBOARD__PORT")
     log.info("dashboard on http://%s:%d (tables under %s)", host, port, config.lake.root)
     uvicorn.run(create_dashboard_app(config), host=host, port=port, log_level="warning",
                 access_log=False)

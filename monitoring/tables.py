@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from learnscore.config import Config
-from schemas.tables import TABLES
+from learnscore.core.config import Config
+from learnscore.schemas.tables import TABLES
 
 log = logging.getLogger(__name__)
 

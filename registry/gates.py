@@ -1,6 +1,6 @@
 """Gates a model version must pass before it may become ``production`` (DESIGN §6).
 
-1. ``signature``: its MLflow signature is the contract's (:func:`batch.packaging.model_signature`).
+1. ``signature``: its MLflow signature is the contract's (:func:`learnscore.model.packaging.model_signature`).
 2. ``smoke``: it loads (through the safe skops loader) and scores a smoke batch sanely: one row
    out per row in, no NaN, score within 0–100, a known level, probabilities summing to 1.
 3. ``vs_production_mae`` / ``vs_production_macro_f1``: on the same recent labelled window it is
@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from batch.evaluate import level_metrics, score_metrics
-from learnscore.config import Config
-from registry.aliases import PRODUCTION, current_version, version_uri
-from schemas.events import LEVELS
+from learnscore.core.config import Config
+from learnscore.model.metrics import level_metrics, score_metrics
+from learnscore.registry.access import PRODUCTION, alias_version, version_uri
+from learnscore.schemas.events import LEVELS
 
 log = logging.getLogger(__name__)
 
@@ -65,13 +65,6 @@ class GateReport:
         return "\n".join([head, *(f"  {result}" for result in self.results)])
 
 
-class GateRefused(RuntimeError):
-    """A version failed at least one gate; ``report`` says which and by how much."""
-
-    def __init__(self, report: GateReport):
-        self.report = report
-        failed = "; ".join(f"{r.name}: {r.message}" for r in report.failures)
-        super().__init__(f"version {report.version} refused by {len(report.failures)} gate(s): {failed}")
 
 
 # -- the gates (pure) ---------------------------------------------------------------------------
@@ -79,11 +72,11 @@ class GateRefused(RuntimeError):
 
 def check_signature(signature) -> GateResult:
     """The version's signature equals the contract's, column by column."""
-    from batch.packaging import model_signature
+    from learnscore.model.packaging import model_signature
 
     if signature is None:
         return GateResult("signature", False, "the version has no signature; log it with "
-                                              "batch.packaging.log_diagnostic_model")
+                                              "learnscore.model.packaging.log_diagnostic_model")
     expected = model_signature()
     problems = []
     for side in ("inputs", "outputs"):
@@ -186,7 +179,7 @@ def run_gates(config: Config, version: str) -> GateReport:
     import mlflow
     from mlflow.models import get_model_info
 
-    from registry.window import recent_labelled_window
+    from learnscore.registry.window import recent_labelled_window
 
     uri = version_uri(config, version)
     results = [check_signature(get_model_info(uri).signature)]
@@ -207,7 +200,7 @@ def run_gates(config: Config, version: str) -> GateReport:
                                   "for outcomes"))
         return GateReport(version, tuple(results))
     candidate_metrics = window_metrics(candidate.predict(model_input), labels)
-    production_version = current_version(config, PRODUCTION)
+    production_version = alias_version(config, PRODUCTION)
     production_metrics = None
     if production_version is not None and production_version != str(version):
         production = mlflow.pyfunc.load_model(version_uri(config, production_version))

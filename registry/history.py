@@ -19,11 +19,12 @@ from typing import Any
 
 import orjson
 
-from learnscore.config import Config
-from learnscore.lake import append_rows, read_table
-from schemas import topics
-from schemas.events import MODEL_PROMOTED, MODEL_REGISTERED, MODEL_ROLLED_BACK, validate_event
-from schemas.tables import MODEL_EVENTS
+from learnscore.core.config import Config
+from learnscore.core.lake import append_rows, read_table
+from learnscore.registry.access import registry_client
+from learnscore.schemas import topics
+from learnscore.schemas.events import MODEL_PROMOTED, MODEL_REGISTERED, MODEL_ROLLED_BACK, validate_event
+from learnscore.schemas.tables import MODEL_EVENTS
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +68,8 @@ class LifecycleRecorder:
         self._config = config
         self._producer = None
 
-    def __enter__(self) -> "LifecycleRecorder":
-        from learnscore.kafka_io import producer
+    def __enter__(self) -> LifecycleRecorder:
+        from learnscore.core.kafka_io import producer
 
         self._producer = producer(self._config)  # raises BrokerUnreachable before any change
         return self
@@ -133,7 +134,6 @@ def _table_row(event_type: str, event: dict) -> dict[str, Any]:
 
 
 def _tag_version(config: Config, event_type: str, event: dict) -> None:
-    from mlflow.tracking import MlflowClient
 
     prefix = f"lifecycle.{_TAG_PREFIX[event_type]}"
     metrics = event.get("metrics", {})
@@ -148,6 +148,6 @@ def _tag_version(config: Config, event_type: str, event: dict) -> None:
         f"{prefix}.metrics_after": json.dumps({k[len("after_"):]: v for k, v in metrics.items()
                                                if k.startswith("after_")}, sort_keys=True),
     }
-    client = MlflowClient()
+    client = registry_client(config)
     for key, value in tags.items():
         client.set_model_version_tag(config.mlflow.model_name, event["version"], key, value)

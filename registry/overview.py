@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from learnscore.config import Config
-from registry.history import model_events
+from learnscore.core.config import Config
+from learnscore.registry.access import registry_client
+from learnscore.registry.history import model_events
 
 KEY_METRICS = ("holdout_mae", "holdout_r2", "holdout_macro_f1", "holdout_qwk", "r2_share_of_oracle")
 
@@ -13,9 +14,8 @@ KEY_METRICS = ("holdout_mae", "holdout_r2", "holdout_macro_f1", "holdout_qwk", "
 def model_overview(config: Config) -> dict[str, Any]:
     """``{"versions": [...], "history": [...]}`` for ``mlflow.model_name``, newest version first."""
     from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
 
-    client = MlflowClient()
+    client = registry_client(config)
     name = config.mlflow.model_name
     try:
         model = client.get_registered_model(name)

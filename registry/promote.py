@@ -1,6 +1,6 @@
 """Move ``production``: promote a version after its gates pass, or roll back to the previous one.
 
-Both record the move (``registry.history``) with who, why and the window metrics of the
+Both record the move (``learnscore.registry.history``) with who, why and the window metrics of the
 version before and after, so ``learnscore models`` and ``rollback`` can replay it.
 """
 
@@ -10,10 +10,24 @@ import logging
 import math
 from dataclasses import dataclass
 
-from learnscore.config import Config
-from registry.aliases import PRODUCTION, STAGING, current_version, version_uri
-from registry.gates import GateRefused, GateReport, run_gates, window_metrics
-from registry.history import PROMOTED, ROLLED_BACK, LifecycleHistoryError, LifecycleRecorder, production_lineage
+from learnscore.core.config import Config
+from learnscore.registry.access import (
+    PRODUCTION,
+    STAGING,
+    GateRefused,
+    alias_version,
+    set_alias,
+    version_exists,
+    version_uri,
+)
+from learnscore.registry.gates import GateReport, run_gates, window_metrics
+from learnscore.registry.history import (
+    PROMOTED,
+    ROLLED_BACK,
+    LifecycleHistoryError,
+    LifecycleRecorder,
+    production_lineage,
+)
 
 log = logging.getLogger(__name__)
 
@@ -34,12 +48,12 @@ def promote(config: Config, version: str | int | None = None, *, actor: str, rea
     """Run the gates for ``version`` (default: the ``staging`` version) and, if all pass, point
     ``production`` at it. Raises :class:`GateRefused` (with the report) when a gate fails."""
     with LifecycleRecorder(config) as recorder:  # no broker, no move: fail before the gates run
-        version = str(version) if version is not None else current_version(config, STAGING)
+        version = str(version) if version is not None else alias_version(config, STAGING)
         if version is None:
             raise PromotionError(f"no version of {config.mlflow.model_name} has the alias {STAGING!r}; "
                                  f'train one with "learnscore train" or name it with --version')
         _require_version(config, version)
-        previous = current_version(config, PRODUCTION)
+        previous = alias_version(config, PRODUCTION)
         if previous == version:
             raise PromotionError(f"version {version} is already {PRODUCTION}")
         report = run_gates(config, version)
@@ -61,7 +75,7 @@ def rollback(config: Config, *, actor: str, reason: str) -> AliasMove:
     When the alias was moved outside learnscore (set straight in the registry, past the
     gates), the version before it is the last one the history records in ``production``.
     """
-    current = current_version(config, PRODUCTION)
+    current = alias_version(config, PRODUCTION)
     if current is None:
         raise LifecycleHistoryError(f"{config.mlflow.model_name} has no {PRODUCTION} version to roll back")
     lineage = production_lineage(config)
@@ -87,21 +101,14 @@ def rollback(config: Config, *, actor: str, reason: str) -> AliasMove:
 
 
 def _set_alias(config: Config, alias: str, version: str) -> None:
-    from mlflow.tracking import MlflowClient
-
-    MlflowClient().set_registered_model_alias(config.mlflow.model_name, alias, version)
+    set_alias(config, alias, version)
     log.info("%s %s → version %s", config.mlflow.model_name, alias, version)
 
 
 def _require_version(config: Config, version: str) -> None:
-    from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
-
-    try:
-        MlflowClient().get_model_version(config.mlflow.model_name, version)
-    except MlflowException:
+    if not version_exists(config, version):
         raise PromotionError(f"{config.mlflow.model_name} has no version {version}; "
-                             f'"learnscore models" lists the versions') from None
+                             f'"learnscore models" lists the versions')
 
 
 def _before_after(before: dict[str, float] | None, after: dict[str, float]) -> dict[str, float]:
@@ -114,7 +121,7 @@ def _rollback_metrics(config: Config, current: str, target: str) -> dict[str, fl
     a broken current version must not block its own rollback)."""
     import mlflow
 
-    from registry.window import recent_labelled_window
+    from learnscore.registry.window import recent_labelled_window
 
     model_input, labels = recent_labelled_window(config, config.gates.window_rows)
     if labels.empty:

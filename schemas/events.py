@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from schemas.contract import (
+from learnscore.schemas.contract import (
     Array,
     Boolean,
     Field,

@@ -1,6 +1,6 @@
 """One valid example of every event contract, for documentation and tests.
 
->>> from schemas.events import EVENTS, validate_event
+>>> from learnscore.schemas.events import EVENTS, validate_event
 >>> all(validate_event(EVENTS[name], event).ok for name, event in example_events().items())
 True
 """

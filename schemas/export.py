@@ -1,6 +1,6 @@
 """The JSON Schema files other teams read: ``schemas/json/<EventName>.v<version>.json``.
 
-They are derived from :mod:`schemas.events` and committed; a test compares the committed files
+They are derived from :mod:`learnscore.schemas.events` and committed; a test compares the committed files
 with :func:`render_json_schemas` so they can never go stale. Regenerate them with
 ``learnscore schemas export``.
 """
@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from schemas.contract import Record, json_schema
-from schemas.events import EVENTS
+from learnscore.schemas.contract import Record, json_schema
+from learnscore.schemas.events import EVENTS
 
 JSON_SCHEMA_DIR = Path(__file__).resolve().parent / "json"
 
@@ -19,7 +19,7 @@ JSON_SCHEMA_DIR = Path(__file__).resolve().parent / "json"
 def schema_file_name(record: Record) -> str:
     """``DiagnosticSubmitted`` version 1 → ``DiagnosticSubmitted.v1.json``.
 
-    >>> from schemas.events import OUTCOME_OBSERVED
+    >>> from learnscore.schemas.events import OUTCOME_OBSERVED
     >>> schema_file_name(OUTCOME_OBSERVED)
     'OutcomeObserved.v1.json'
     """

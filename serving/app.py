@@ -20,15 +20,15 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from learnscore.config import Config, Secrets
-from serving.auth import api_key_matches, presented_api_key, redact_json, redact_text
-from serving.body import BodyTooLarge, declared_length, read_limited
-from serving.metrics import ServingMetrics
-from registry.aliases import PRODUCTION, STAGING
-from serving.models import ModelWatcher, Registry, ServedModels
-from serving.request_log import RequestLog, request_record
-from serving.scoring import ScoreBatcher
-from serving.validation import parse_submissions
+from learnscore.core.config import Config, Secrets
+from learnscore.registry.access import PRODUCTION, STAGING
+from learnscore.serving.auth import api_key_matches, presented_api_key, redact_json, redact_text
+from learnscore.serving.body import BodyTooLarge, declared_length, read_limited
+from learnscore.serving.metrics import ServingMetrics
+from learnscore.serving.models import ModelWatcher, Registry, ServedModels
+from learnscore.serving.request_log import RequestLog, request_record
+from learnscore.serving.scoring import ScoreBatcher
+from learnscore.serving.validation import parse_submissions
 
 log = logging.getLogger(__name__)
 

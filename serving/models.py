@@ -12,22 +12,29 @@ import concurrent.futures
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Callable
+from typing import Any
 
-from learnscore.config import Config
-from registry.aliases import PRODUCTION, STAGING, current_version, version_uri
+from learnscore.core.config import Config
+from learnscore.registry.access import (
+    PRODUCTION,
+    STAGING,
+    RegistryUnreachable,
+    alias_version,
+    redact_uri,
+    registry_client,
+    version_uri,
+)
 
 log = logging.getLogger(__name__)
 
 
-class RegistryUnreachable(RuntimeError):
-    """The registry did not answer (in time); the message says where it was asked."""
 
 
 @dataclass(frozen=True)
-class LoadedModel:
+class ServedVersion:
     """One registered version, loaded and ready to score."""
 
     name: str
@@ -49,8 +56,8 @@ class LoadedModel:
 class ServedModels:
     """The snapshot requests read: production (may be absent at start) and the canary."""
 
-    production: LoadedModel | None = None
-    staging: LoadedModel | None = None
+    production: ServedVersion | None = None
+    staging: ServedVersion | None = None
 
 
 @dataclass(frozen=True)
@@ -64,14 +71,11 @@ class Registry:
     """The registry questions the endpoint asks, each bounded by ``serving.registry_timeout_s``."""
 
     def __init__(self, config: Config):
-        from mlflow.tracking import MlflowClient
-
         self.config = config
         self.model_name = config.mlflow.model_name
         self.where = redact_uri(config.registry_uri)
         self.timeout_s = config.serving.registry_timeout_s
-        self._client = MlflowClient(tracking_uri=config.mlflow.tracking_uri,
-                                    registry_uri=config.registry_uri)
+        self._client = registry_client(config)
         # One thread: a call that hangs (retries against a dead server) does not pile up more.
         self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="registry")
 
@@ -86,23 +90,14 @@ class Registry:
             ) from None
 
     def _alias_version(self, alias: str) -> str | None:
-        from mlflow.exceptions import MlflowException
+        return alias_version(self.config, alias, client=self._client)
 
-        try:
-            return current_version(self.config, alias, client=self._client)
-        except MlflowException as exc:
-            raise RegistryUnreachable(f"the model registry at {self.where} failed: "
-                                      f"{exc.error_code}: {str(exc)[:200]}") from None
-        except Exception as exc:  # driver-level failures (sqlite, network) all mean: cannot ask
-            raise RegistryUnreachable(f"the model registry at {self.where} failed: "
-                                      f"{type(exc).__name__}: {str(exc)[:200]}") from None
-
-    def load(self, version: str, alias: str) -> LoadedModel:
+    def load(self, version: str, alias: str) -> ServedVersion:
         """Load ``version`` of the model (skops-backed pyfunc; pickle formats stay refused)."""
         import mlflow.pyfunc
 
         model = mlflow.pyfunc.load_model(version_uri(self.config, version))
-        return LoadedModel(self.model_name, version, alias, model, datetime.now(timezone.utc),
+        return ServedVersion(self.model_name, version, alias, model, datetime.now(timezone.utc),
                            direct=self_checking_model(model))
 
     def close(self) -> None:
@@ -120,23 +115,6 @@ def self_checking_model(pyfunc_model) -> Any:
     if getattr(implementation, "checks_own_input", False) and hasattr(implementation, "predict_flat"):
         return implementation
     return None
-
-
-def redact_uri(uri: str) -> str:
-    """The URI without credentials, fit for logs and JSON answers.
-
-    >>> redact_uri("https://user:token@mlflow.example.org/x")
-    'https://***@mlflow.example.org/x'
-    >>> redact_uri("sqlite:////srv/mlflow.db")
-    'sqlite:////srv/mlflow.db'
-    """
-    scheme, sep, rest = uri.partition("://")
-    if not sep:
-        return uri
-    authority, slash, path = rest.partition("/")
-    if "@" in authority:
-        authority = "***@" + authority.rsplit("@", 1)[1]
-    return f"{scheme}{sep}{authority}{slash}{path}"
 
 
 class ModelWatcher:
@@ -188,7 +166,7 @@ class ModelWatcher:
             self._on_change(self.served)
         return self.served
 
-    def _resolve(self, loaded: LoadedModel | None, version: str | None, alias: str) -> LoadedModel | None:
+    def _resolve(self, loaded: ServedVersion | None, version: str | None, alias: str) -> ServedVersion | None:
         if version is None:
             # The alias was removed: keep serving what we have rather than failing requests.
             return loaded
@@ -214,7 +192,7 @@ class ModelWatcher:
         self._on_status(status)
 
     @staticmethod
-    def _describe(loaded: LoadedModel | None) -> str:
+    def _describe(loaded: ServedVersion | None) -> str:
         return f"version {loaded.version}" if loaded else "no model"
 
     # -- the thread --------------------------------------------------------------------------

@@ -12,14 +12,15 @@ import collections
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Callable
+from typing import Any
 
 import orjson
 
-from learnscore.config import Config
-from schemas.topics import ENDPOINT_REQUESTS
+from learnscore.core.config import Config
+from learnscore.schemas.topics import ENDPOINT_REQUESTS
 
 log = logging.getLogger(__name__)
 
@@ -64,12 +65,12 @@ class LogCounters:
 
 
 class RequestLog:
-    """Bounded queue + background kafka-python producer (``learnscore.kafka_io.producer``)."""
+    """Bounded queue + background kafka-python producer (``learnscore.core.kafka_io.producer``)."""
 
     def __init__(self, config: Config, capacity: int | None = None,
                  producer_factory: Callable[[], Any] | None = None, batch_size: int = 500,
                  flush_interval_s: float = 0.1):
-        from learnscore.kafka_io import producer
+        from learnscore.core.kafka_io import producer
 
         self.topic = config.topic(ENDPOINT_REQUESTS)
         self.capacity = capacity or config.serving.request_log_capacity
@@ -130,7 +131,7 @@ class RequestLog:
                 self._stop.wait(self.flush_interval_s)
 
     def _connect(self) -> bool:
-        from learnscore.kafka_io import BrokerUnreachable, create_topics
+        from learnscore.core.kafka_io import BrokerUnreachable, create_topics
 
         try:
             self._producer = self._factory()

@@ -1,6 +1,6 @@
 """Scoring validated submissions with a loaded model, batching requests that wait together.
 
-Features come from the shared feature code (``schemas.features``), the same function the
+Features come from the shared feature code (``learnscore.model.features``), the same function the
 training job and the stream call, so the three cannot disagree.
 """
 
@@ -9,12 +9,13 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
-from serving.models import LoadedModel
+from learnscore.serving.models import ServedVersion
 
 log = logging.getLogger(__name__)
 
@@ -22,17 +23,17 @@ LEVEL_PROBABILITIES = ("p_beginner", "p_developing", "p_proficient", "p_advanced
 
 
 def predictions_from_columns(predicted: Mapping[str, Any], events: list[dict[str, Any]],
-                             model: LoadedModel) -> list[dict[str, Any]]:
+                             model: ServedVersion) -> list[dict[str, Any]]:
     """One JSON-ready prediction per event from the model's output columns (same row order).
 
     ``predicted`` is the model's output: a DataFrame or a dict of arrays with the columns of
-    ``batch.model.PREDICTION_COLUMNS``.
+    ``learnscore.model.diagnostic.PREDICTION_COLUMNS``.
 
     >>> import numpy as np
     >>> columns = {"progress_score": np.array([61.5]), "comprehension_level": np.array(["proficient"]),
     ...     "p_beginner": np.array([0.1]), "p_developing": np.array([0.2]),
     ...     "p_proficient": np.array([0.6]), "p_advanced": np.array([0.1])}
-    >>> model = LoadedModel("m", "3", "production", None, None)
+    >>> model = ServedVersion("m", "3", "production", None, None)
     >>> prediction = predictions_from_columns(columns, [{"event_id": "e1"}], model)[0]
     >>> prediction["progress_score"], prediction["probabilities"]["proficient"], prediction["model_version"]
     (61.5, 0.6, '3')
@@ -57,13 +58,13 @@ def predictions_from_columns(predicted: Mapping[str, Any], events: list[dict[str
     ]
 
 
-def score_events(model: LoadedModel, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def score_events(model: ServedVersion, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Featurise ``events`` (contract-valid) with the shared feature code and score them.
 
     A model that checks its own input gets the flat responses directly
-    (:func:`schemas.features.flatten_events`); any other pyfunc gets the model input DataFrame.
+    (:func:`learnscore.model.features.flatten_events`); any other pyfunc gets the model input DataFrame.
     """
-    from schemas.features import flatten_events, model_input_from_events
+    from learnscore.model.features import flatten_events, model_input_from_events
 
     if model.direct is not None:
         predicted = model.direct.predict_flat(flatten_events(events))
@@ -74,7 +75,7 @@ def score_events(model: LoadedModel, events: list[dict[str, Any]]) -> list[dict[
 
 @dataclass
 class _Job:
-    model: LoadedModel
+    model: ServedVersion
     events: list[dict[str, Any]]
     future: asyncio.Future
 
@@ -120,7 +121,7 @@ class ScoreBatcher:
         self._draining = False
         self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="score")
 
-    async def score(self, model: LoadedModel, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    async def score(self, model: ServedVersion, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
         loop = asyncio.get_running_loop()
         job = _Job(model, events, loop.create_future())
         self._waiting.append(job)

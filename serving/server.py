@@ -5,8 +5,8 @@ from __future__ import annotations
 import importlib.util
 import logging
 
-from learnscore.config import Config
-from learnscore.stack.processes import StackError, port_is_free, port_owner
+from learnscore.core.config import Config
+from learnscore.core.ports import require_free_port
 
 log = logging.getLogger(__name__)
 
@@ -22,15 +22,12 @@ def run_server(config: Config, host: str | None = None, port: int | None = None)
     """Serve until interrupted (SIGINT/SIGTERM stop it cleanly, flushing the request log)."""
     import uvicorn
 
-    from serving.app import create_app
+    from learnscore.serving.app import create_app
 
     loop, http = fastest_loop_and_parser()
     host = host or config.serving.host
     port = port or config.serving.port
-    if not port_is_free(host, port):
-        raise StackError(f"cannot start the scoring endpoint: port {port} on {host} is already taken by "
-                         f"{port_owner(port)}. Stop that process, or choose another port with --port "
-                         f"or LEARNSCORE__SERVING__PORT.")
+    require_free_port(host, port, "the scoring endpoint", "choose another port with --port or LEARNSCORE__SERVING__PORT")
     log.info("scoring endpoint on http://%s:%d (loop %s, http %s, model %s)", host, port, loop,
              http, config.mlflow.model_name)
     server = uvicorn.Server(uvicorn.Config(

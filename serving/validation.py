@@ -1,6 +1,6 @@
 """Turning a /v1/score body into validated DiagnosticSubmitted events, or the reasons it cannot be.
 
-The per-event checks are the contract's own (``schemas.events.validate_event``): the endpoint,
+The per-event checks are the contract's own (``learnscore.schemas.events.validate_event``): the endpoint,
 the stream and the tests refuse exactly the same events for exactly the same reasons.
 """
 
@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from schemas.events import DIAGNOSTIC_SUBMITTED, MAX_EVENT_BYTES, validate_event
+from learnscore.schemas.events import DIAGNOSTIC_SUBMITTED, MAX_EVENT_BYTES, validate_event
 
 
 @dataclass(frozen=True)

@@ -2,15 +2,15 @@
 
 What other parts call:
 
-- :class:`simulator.generator.Simulator` — ``Simulator(seed, start, interval_s, scenarios,
+- :class:`learnscore.simulator.generator.Simulator` — ``Simulator(seed, start, interval_s, scenarios,
   outcome_delay_s).take(n)`` → a :class:`~simulator.generator.SimulatedBatch` of valid
   submissions, their outcomes and the truth (true ability, cohort, scenario, oracle score).
-- :func:`simulator.stream.stream_to_kafka` — a paced run into Kafka, returning a
+- :func:`learnscore.simulator.stream.stream_to_kafka` — a paced run into Kafka, returning a
   :class:`~simulator.stream.StreamReport` (counts per kind, expected quarantine reasons,
   ids of the valid events sent, truth).
-- :func:`simulator.history.write_history` — the historical batch for the first training.
-- :func:`simulator.scenarios.parse_scenario` — ``"weaker-cohort@15s"`` → a scenario spec.
-- :data:`simulator.invalid.INVALID_KINDS` — every kind of broken event and its reason code.
+- :func:`learnscore.simulator.history.write_history` — the historical batch for the first training.
+- :func:`learnscore.simulator.scenarios.parse_scenario` — ``"weaker-cohort@15s"`` → a scenario spec.
+- :data:`learnscore.simulator.invalid.INVALID_KINDS` — every kind of broken event and its reason code.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 def settings_from_config(config):
     """The simulated platform's shape (:class:`SimulatorSettings`) from ``config.simulator``."""
-    from simulator.generator import SimulatorSettings
+    from learnscore.simulator.generator import SimulatorSettings
 
     section = config.simulator
     return SimulatorSettings(items_per_skill=section.items_per_skill, min_items=section.min_items,

@@ -19,10 +19,10 @@ from datetime import datetime, timezone
 import numpy as np
 import pyarrow as pa
 
-from schemas.events import LEVELS, SUBJECTS
-from simulator.irt import ItemBank, answer_tests, draw_abilities, make_item_bank, sample_tests
-from simulator.outcomes import level_index, observe_outcomes
-from simulator.scenarios import ScenarioSpec, effects_of
+from learnscore.schemas.events import LEVELS, SUBJECTS
+from learnscore.simulator.irt import ItemBank, answer_tests, draw_abilities, make_item_bank, sample_tests
+from learnscore.simulator.outcomes import level_index, observe_outcomes
+from learnscore.simulator.scenarios import ScenarioSpec, effects_of
 
 BLOCK_SIZE = 2048
 BANK_SEED = 2026  # the platform has one item bank: the same for every run and seed

@@ -35,15 +35,18 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from simulator.generator import SimulatedBatch, Simulator, SimulatorSettings, truth_table
-from simulator.scenarios import ScenarioSpec
+from learnscore.schemas.history import (
+    DEFAULT_HISTORY_SUBDIR,
+    MANIFEST_FILE,
+    OUTCOMES_FILE,
+    SUBMISSIONS_FILE,
+    TRUTH_FILE,
+)
+from learnscore.simulator.generator import SimulatedBatch, Simulator, SimulatorSettings, truth_table
+from learnscore.simulator.scenarios import ScenarioSpec
 
 log = logging.getLogger(__name__)
 
-SUBMISSIONS_FILE = "submissions.jsonl"
-OUTCOMES_FILE = "outcomes.jsonl"
-TRUTH_FILE = "truth.parquet"
-MANIFEST_FILE = "manifest.json"
 _CHUNK = 8192
 
 
@@ -77,7 +80,7 @@ class HistoryOptions:
 
 def history_dir(config) -> Path:
     """Where ``simulate history`` writes by default: ``<state_dir>/simulator/history``."""
-    return Path(config.state_dir) / "simulator" / "history"
+    return Path(config.state_dir) / DEFAULT_HISTORY_SUBDIR
 
 
 def write_history(out: Path, options: HistoryOptions) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """Broken events of every kind the pipeline must refuse, each with the reason it expects.
 
 Each kind turns a valid event (the template) into raw Kafka bytes that the contract refuses with
-one known ``reason_code`` (the first problem :func:`schemas.events.validate_bytes` reports).
+one known ``reason_code`` (the first problem :func:`learnscore.schemas.events.validate_bytes` reports).
 Duplicates are different: an exact re-send, or the same ``event_id`` with other content, is a
 *valid* event that only the stream can see is a repeat; it quarantines it as
 ``duplicate_event_id``.
@@ -20,8 +20,8 @@ from typing import Any
 
 import orjson
 
-from schemas.events import MAX_EVENT_BYTES, ONE_HOUR_MS
-from schemas.topics import OUTCOMES, SUBMISSIONS
+from learnscore.schemas.events import MAX_EVENT_BYTES, ONE_HOUR_MS
+from learnscore.schemas.topics import OUTCOMES, SUBMISSIONS
 
 DUPLICATE_REASON = "duplicate_event_id"  # set by the stream's deduplication, not by the validator
 
@@ -242,8 +242,8 @@ INVALID_KINDS: dict[str, InvalidKind] = {kind.name: kind for kind in (
 def break_event(kind: InvalidKind, rng: random.Random, template: dict[str, Any]) -> bytes | None:
     """The raw bytes of ``template`` broken the way ``kind`` says (``template`` is not changed).
 
-    >>> from schemas.events import DIAGNOSTIC_SUBMITTED, validate_bytes
-    >>> from simulator.generator import Simulator
+    >>> from learnscore.schemas.events import DIAGNOSTIC_SUBMITTED, validate_bytes
+    >>> from learnscore.simulator.generator import Simulator
     >>> from datetime import datetime, timezone
     >>> event = Simulator(seed=1, start=datetime.now(timezone.utc)).take(1).submissions[0]
     >>> raw = break_event(INVALID_KINDS["out_of_range"], random.Random(3), event)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from schemas.events import SUBJECTS
+from learnscore.schemas.events import SUBJECTS
 
 SKILLS: dict[str, tuple[str, ...]] = {
     "math": ("number_sense", "fractions", "algebra", "geometry", "data_analysis"),

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from schemas.events import LEVELS
+from learnscore.schemas.events import LEVELS
 
 # beginner < 40 <= developing < 60 <= proficient < 78 <= advanced
 LEVEL_THRESHOLDS = (40.0, 60.0, 78.0)

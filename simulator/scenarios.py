@@ -14,12 +14,12 @@ Once started a scenario stays on; several may run at the same time.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 import numpy as np
 
-from simulator.outcomes import BASE_RELATION, SHIFTED_RELATION
+from learnscore.core.durations import DurationError, format_duration, parse_duration
+from learnscore.simulator.outcomes import BASE_RELATION, SHIFTED_RELATION
 
 SCENARIOS: dict[str, str] = {
     "weaker-cohort": "new learners' ability mean shifts down by 1.0",
@@ -29,39 +29,10 @@ SCENARIOS: dict[str, str] = {
 }
 WEAKER_COHORT_SHIFT = -1.0
 
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, "d": 86400.0}
-_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|min|m|h|d)?\s*$")
 
 
 class ScenarioError(ValueError):
     """A scenario or duration the user wrote cannot be understood; the message says how to write it."""
-
-
-def parse_duration(text: str | float | int) -> float:
-    """Seconds in ``text``: ``"10s"``, ``"2m"``, ``"1.5h"``, ``"7d"``, ``"250ms"`` or a bare number.
-
-    >>> parse_duration("10s"), parse_duration("2m"), parse_duration("7d"), parse_duration(3)
-    (10.0, 120.0, 604800.0, 3.0)
-    """
-    if isinstance(text, (int, float)):
-        return float(text)
-    match = _DURATION_RE.match(text)
-    if not match:
-        raise ScenarioError(f"{text!r} is not a duration; write e.g. 500ms, 10s, 2m, 1h or 7d")
-    return float(match.group(1)) * _UNITS[match.group(2) or "s"]
-
-
-def format_duration(seconds: float) -> str:
-    """The shortest way :func:`parse_duration` reads back.
-
-    >>> format_duration(15), format_duration(1_728_000), format_duration(5400), format_duration(0.25)
-    ('15s', '20d', '90m', '250ms')
-    """
-    for unit in ("d", "h", "m", "s", "ms"):
-        count = seconds / _UNITS[unit]
-        if count == int(count) and (count or unit == "s"):
-            return f"{int(count)}{unit}"
-    return f"{seconds:g}s"
 
 
 @dataclass(frozen=True)
@@ -94,7 +65,7 @@ def parse_scenario(text: str) -> ScenarioSpec:
     >>> parse_scenario("colder-winter@3s")
     Traceback (most recent call last):
     ...
-    simulator.scenarios.ScenarioError: unknown scenario 'colder-winter'; known: weaker-cohort, item-bank-change, concept-shift, response-time-unit-change
+    learnscore.simulator.scenarios.ScenarioError: unknown scenario 'colder-winter'; known: weaker-cohort, item-bank-change, concept-shift, response-time-unit-change
     """
     name, _, start = text.strip().partition("@")
     if name not in SCENARIOS:
@@ -105,7 +76,7 @@ def parse_scenario(text: str) -> ScenarioSpec:
         return ScenarioSpec(name, at_event=int(start))
     try:
         return ScenarioSpec(name, at_seconds=parse_duration(start))
-    except ScenarioError:
+    except DurationError:
         raise ScenarioError(f"scenario {text!r}: the start must be an event count (5000) or a time "
                             f"offset (15s, 2m, 3d)") from None
 

@@ -25,11 +25,11 @@ import numpy as np
 import orjson
 import pyarrow as pa
 
-from learnscore.config import Config
-from schemas.topics import OUTCOMES, SUBMISSIONS
-from simulator.generator import TRUTH_COLUMNS, Simulator, SimulatorSettings, truth_table
-from simulator.invalid import INVALID_KINDS, InvalidMixer
-from simulator.scenarios import ScenarioSpec
+from learnscore.core.config import Config
+from learnscore.schemas.topics import OUTCOMES, SUBMISSIONS
+from learnscore.simulator.generator import TRUTH_COLUMNS, Simulator, SimulatorSettings, truth_table
+from learnscore.simulator.invalid import INVALID_KINDS, InvalidMixer
+from learnscore.simulator.scenarios import ScenarioSpec
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +144,7 @@ class MessagePlan:
 @dataclass
 class StreamReport:
     """What a run sent. ``sent`` counts messages per kind ("submission", "outcome", and each
-    broken kind of :data:`simulator.invalid.INVALID_KINDS`)."""
+    broken kind of :data:`learnscore.simulator.invalid.INVALID_KINDS`)."""
 
     started_at: datetime
     options: StreamOptions
@@ -246,12 +246,12 @@ def stream_to_kafka(config: Config, options: StreamOptions, stop_event: threadin
 
     Creates the submissions and outcomes topics if missing. Returns when the run and its
     outcomes are sent, or soon after ``stop_event`` is set (outcomes not yet due are then not
-    sent; the report says how many). Raises :class:`learnscore.kafka_io.BrokerUnreachable`
+    sent; the report says how many). Raises :class:`learnscore.core.kafka_io.BrokerUnreachable`
     when no broker answers.
     """
     from kafka.errors import KafkaTimeoutError
 
-    from learnscore.kafka_io import create_topics, producer
+    from learnscore.core.kafka_io import create_topics, producer
 
     stop_event = stop_event or threading.Event()
     create_topics(config, [SUBMISSIONS, OUTCOMES])

@@ -5,17 +5,17 @@ Pure DataFrame → DataFrame functions; the job decides what is written where.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Sequence
 
 import pandas as pd
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.window import Window
 
-from schemas.contract import Record, spark_schema
-from schemas.events import EVENTS, validate_bytes
+from learnscore.schemas.contract import Record, spark_schema
+from learnscore.schemas.events import EVENTS, validate_bytes
 
 COORDINATES = ("kafka_topic", "kafka_partition", "kafka_offset")
 
@@ -94,7 +94,7 @@ def _verdict_udf():
 def validate_events(rows: DataFrame, contracts: Sequence[Contract]) -> DataFrame:
     """Add ``reason_code``/``reason`` (null when valid) and one decoded struct column per contract.
 
-    The one Python validator (``schemas.events.validate_bytes``) decides, for the events of
+    The one Python validator (``learnscore.schemas.events.validate_bytes``) decides, for the events of
     every contract topic in one pass over the batch; Spark's ``from_json`` with the schema
     derived from the same contract then decodes the valid ones into ``contract.column``
     (null for other topics and for refused events). A valid event with a required field that

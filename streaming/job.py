@@ -14,7 +14,7 @@ of the restarted query. Each write in the handler is idempotent:
   log, the progress row), the write is an append that records ``(app id, batch id)`` in its
   commit (one app id per logical write, derived from the query id that the checkpoint keeps,
   so a new checkpoint gets new ids); the first batch of a run skips a write whose marker is
-  already committed (``streaming.sinks.append_once`` says why this is not Delta's
+  already committed (``learnscore.streaming.sinks.append_once`` says why this is not Delta's
   ``txnAppId`` option);
 - where a replay may produce other rows (scoring: the production version or the pending rows
   picked for catch-up may have changed), the first batch of a run MERGEs (inserting missing
@@ -33,20 +33,21 @@ import signal
 import threading
 import time
 from collections import deque
+from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Callable, Sequence
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from learnscore.config import Config, Secrets
-from schemas import topics
-from schemas.events import DIAGNOSTIC_SUBMITTED, OUTCOME_OBSERVED
-from schemas.tables import OUTCOMES, STREAM_PROGRESS, SUBMISSIONS
-from streaming import sinks
-from streaming.ingest import (
+from learnscore.core.config import Config, Secrets
+from learnscore.registry.access import RegistryUnreachable, production_version
+from learnscore.schemas import topics
+from learnscore.schemas.events import DIAGNOSTIC_SUBMITTED, OUTCOME_OBSERVED
+from learnscore.schemas.tables import OUTCOMES, STREAM_PROGRESS, SUBMISSIONS
+from learnscore.streaming import sinks
+from learnscore.streaming.ingest import (
     DUPLICATE,
     NEW,
     REPLAY,
@@ -58,26 +59,21 @@ from streaming.ingest import (
     validate_events,
     with_verdicts,
 )
-from streaming.model_cache import (
-    LOAD_FAILED,
-    NO_MODEL,
-    OK,
+from learnscore.streaming.model_cache import (
     SCORE_FAILED,
     ModelCache,
-    RegistryUnreachable,
-    production_version,
 )
-from streaming.outcomes import outcome_verdicts, prediction_outcome_rows
-from streaming.progress import BatchReport
-from streaming.quarantine import (
+from learnscore.streaming.outcomes import outcome_verdicts, prediction_outcome_rows
+from learnscore.streaming.progress import BatchReport
+from learnscore.streaming.quarantine import (
     DUPLICATE_EVENT_ID,
     DUPLICATE_OUTCOME,
     UNKNOWN_SUBMISSION,
     quarantine_rows,
     reason_for,
 )
-from streaming.request_log import parse_request_log, request_rows
-from streaming.score import prediction_rows, score_issued_value, score_submissions
+from learnscore.streaming.request_log import parse_request_log, request_rows
+from learnscore.streaming.score import prediction_rows, score_issued_value, score_submissions
 
 log = logging.getLogger(__name__)
 
@@ -735,7 +731,7 @@ class Scorer:
         if not self.catch_up_possible():
             return False
         if self._producer is None:
-            from learnscore.kafka_io import producer
+            from learnscore.core.kafka_io import producer
 
             self._producer = producer(self.config)
         self._producer.send(self.topics.wakeups, value=b'{"reason": "catch-up"}').get(timeout=30)
@@ -761,8 +757,8 @@ def start_scorer(spark: SparkSession, config: Config, hooks: Sequence[AfterScori
     """Create topics and tables, count pending rows, start the query; return the running scorer."""
     import mlflow
 
-    from learnscore.kafka_io import create_topics, spark_kafka_options
-    from learnscore.lake import ensure_spark_tables
+    from learnscore.core.kafka_io import create_topics, spark_kafka_options
+    from learnscore.core.lake import ensure_spark_tables
 
     mlflow.set_tracking_uri(config.mlflow.tracking_uri)
     mlflow.set_registry_uri(config.registry_uri)
@@ -806,7 +802,7 @@ def with_task_retries(config: Config, attempts: int = 4) -> Config:
     local mode tries a task once, so the micro-batch would fail. Retried, the task runs again
     in a fresh worker, the batch completes, and the scorer stops cleanly after it.
 
-    >>> from learnscore.config import Config
+    >>> from learnscore.core.config import Config
     >>> with_task_retries(Config()).spark.master
     'local[2,4]'
     """
@@ -832,7 +828,7 @@ def run_scorer(config: Config, *, until_idle_s: float | None = None, max_batches
     batch in flight."""
     import os
 
-    from learnscore.spark import create_spark_session
+    from learnscore.core.spark import create_spark_session
 
     # A registry that stalls must not stall the stream for minutes (MLflow retries 7 times).
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")

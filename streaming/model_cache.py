@@ -14,12 +14,13 @@ import logging
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
-from learnscore.config import Config
-from streaming.score import PRODUCTION_ALIAS, RESULT_TYPE
+from learnscore.core.config import Config
+from learnscore.registry.access import PRODUCTION, RegistryUnreachable, production_version, version_uri
+from learnscore.streaming.score import RESULT_TYPE
 
 log = logging.getLogger(__name__)
 
@@ -33,12 +34,12 @@ SCORE_FAILED = "score_failed"  # the model loaded but raised while scoring a bat
 RETRY_FAILED_LOAD_S = 30.0  # a version that failed to load is tried again after this long
 
 
-class RegistryUnreachable(RuntimeError):
-    pass
 
 
 @dataclass(frozen=True)
-class LoadedModel:
+class ScoringUdf:
+    """One registered version as the Spark UDF the stream scores with."""
+
     name: str
     version: str
     udf: Callable
@@ -49,36 +50,13 @@ class LoadedModel:
 class ModelState:
     """What the next micro-batch scores with: ``model`` (None: nothing to score with) and why."""
 
-    model: LoadedModel | None
+    model: ScoringUdf | None
     status: str
     message: str | None = None
 
 
-def production_version(config: Config) -> str | None:
-    """The version ``production`` points to; None when there is no such model or alias.
 
-    Raises :class:`RegistryUnreachable` when the registry does not answer as expected.
-    """
-    from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
-
-    try:
-        client = MlflowClient(tracking_uri=config.mlflow.tracking_uri, registry_uri=config.registry_uri)
-        return str(client.get_model_version_by_alias(config.mlflow.model_name, PRODUCTION_ALIAS).version)
-    except MlflowException as exc:
-        # Not found: no registered model of that name (RESOURCE_DOES_NOT_EXIST) or no such
-        # alias (INVALID_PARAMETER_VALUE "... alias production not found").
-        if exc.error_code == "RESOURCE_DOES_NOT_EXIST" or (
-                exc.error_code == "INVALID_PARAMETER_VALUE" and "not found" in str(exc)):
-            return None
-        raise RegistryUnreachable(f"model registry {config.registry_uri} did not answer: "
-                                  f"{str(exc)[:300]}") from None
-    except Exception as exc:  # noqa: BLE001 - a broken store must not stop the stream
-        raise RegistryUnreachable(f"model registry {config.registry_uri} did not answer: "
-                                  f"{type(exc).__name__}: {str(exc)[:300]}") from None
-
-
-def build_model_udf(spark, config: Config, version: str) -> LoadedModel:
+def build_model_udf(spark, config: Config, version: str) -> ScoringUdf:
     """Download ``models:/<name>/<version>``, load it once here, and build its Spark UDF.
 
     Loading in the driver first makes a model that cannot load (refused format, missing
@@ -92,21 +70,21 @@ def build_model_udf(spark, config: Config, version: str) -> LoadedModel:
     models_dir.mkdir(parents=True, exist_ok=True)
     target = tempfile.mkdtemp(prefix=f"{name}-v{version}-", dir=models_dir)
     try:
-        local_path = mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}",
+        local_path = mlflow.artifacts.download_artifacts(artifact_uri=version_uri(config, version),
                                                          dst_path=target)
         mlflow.pyfunc.load_model(local_path)
         udf = mlflow.pyfunc.spark_udf(spark, local_path, result_type=RESULT_TYPE, env_manager="local")
     except BaseException:
         shutil.rmtree(target, ignore_errors=True)
         raise
-    return LoadedModel(name=name, version=str(version), udf=udf, local_path=target)
+    return ScoringUdf(name=name, version=str(version), udf=udf, local_path=target)
 
 
 class ModelCache:
     """Holds the UDF of the current ``production`` version; :meth:`refresh` before each batch."""
 
     def __init__(self, spark, config: Config, *, clock: Callable[[], float] = time.monotonic,
-                 builder: Callable[[object, Config, str], LoadedModel] = build_model_udf):
+                 builder: Callable[[object, Config, str], ScoringUdf] = build_model_udf):
         self._spark = spark
         self._config = config
         self._clock = clock
@@ -116,7 +94,7 @@ class ModelCache:
         self.state = ModelState(None, NO_MODEL, "not checked yet")
 
     @property
-    def model(self) -> LoadedModel | None:
+    def model(self) -> ScoringUdf | None:
         return self.state.model
 
     def failed_version(self) -> str | None:
@@ -146,9 +124,9 @@ class ModelCache:
         if version is None:
             if current is not None or self.state.status != NO_MODEL:
                 log.warning("no '%s' alias on model %s: submissions land in silver and wait to "
-                            "be scored", PRODUCTION_ALIAS, self._config.mlflow.model_name)
+                            "be scored", PRODUCTION, self._config.mlflow.model_name)
             self._drop(current)
-            self.state = ModelState(None, NO_MODEL, f"no {PRODUCTION_ALIAS} version of "
+            self.state = ModelState(None, NO_MODEL, f"no {PRODUCTION} version of "
                                                     f"{self._config.mlflow.model_name}")
             return self.state
         if current is not None and current.version == version:
@@ -159,7 +137,7 @@ class ModelCache:
             return self.state
         return self._swap(current, version, now)
 
-    def _swap(self, current: LoadedModel | None, version: str, now: float) -> ModelState:
+    def _swap(self, current: ScoringUdf | None, version: str, now: float) -> ModelState:
         started = time.monotonic()
         try:
             loaded = self._builder(self._spark, self._config, version)
@@ -180,7 +158,7 @@ class ModelCache:
         return self.state
 
     @staticmethod
-    def _drop(model: LoadedModel | None) -> None:
+    def _drop(model: ScoringUdf | None) -> None:
         # Batches run one after another, so no task still reads the previous model's files.
         if model is not None and model.local_path:
             shutil.rmtree(model.local_path, ignore_errors=True)

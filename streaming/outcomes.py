@@ -12,8 +12,8 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.window import Window
 
-from streaming.ingest import COORDINATES, DUPLICATE, delivery_column, delivery_rank, landed_coordinates
-from streaming.quarantine import DUPLICATE_EVENT_ID, DUPLICATE_OUTCOME, UNKNOWN_SUBMISSION
+from learnscore.streaming.ingest import COORDINATES, DUPLICATE, delivery_column, delivery_rank, landed_coordinates
+from learnscore.streaming.quarantine import DUPLICATE_EVENT_ID, DUPLICATE_OUTCOME, UNKNOWN_SUBMISSION
 
 PREDICTION_COLUMNS = ("event_id", "learner_key", "subject", "grade_level", "event_time",
                       "model_version", "progress_score", "comprehension_level")

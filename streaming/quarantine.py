@@ -1,7 +1,7 @@
 """Rows for ``silver.quarantine``: refused events with their raw bytes, coordinates and reason.
 
 The contract's own reason codes (``not_json``, ``missing_field``, ``out_of_range``, ...) come
-from ``schemas.events.validate_bytes``; the stream adds the codes below for events that are
+from ``learnscore.schemas.events.validate_bytes``; the stream adds the codes below for events that are
 valid on their own but cannot land.
 """
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from streaming.quarantine import INVALID_REQUEST_LOG
+from learnscore.streaming.quarantine import INVALID_REQUEST_LOG
 
 REQUEST_LOG_DDL = ("request_id string, received_at timestamp, status_code int, latency_ms double, "
                    "model_name string, model_version string, route string, items int, "

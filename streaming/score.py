@@ -1,7 +1,7 @@
 """Featurize + score silver submissions, check the model's output, shape gold rows and ScoreIssued.
 
-The model is the MLflow pyfunc Spark UDF (``streaming.model_cache``); the feature selection
-is the shared one in ``schemas.features`` so the stream, training and the REST endpoint
+The model is the MLflow pyfunc Spark UDF (``learnscore.streaming.model_cache``); the feature selection
+is the shared one in ``learnscore.model.features`` so the stream, training and the REST endpoint
 cannot disagree.
 """
 
@@ -13,13 +13,13 @@ import pandas as pd
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from learnscore.privacy import pseudonymise
-from schemas.events import LEVELS, SCORE_ISSUED
+from learnscore.core.privacy import pseudonymise
+from learnscore.registry.access import PRODUCTION
+from learnscore.schemas.events import LEVELS, SCORE_ISSUED
 
 RESULT_TYPE = ("progress_score double, comprehension_level string, p_beginner double, "
                "p_developing double, p_proficient double, p_advanced double")
 PROBABILITY_COLUMNS = tuple(f"p_{level}" for level in LEVELS)
-PRODUCTION_ALIAS = "production"
 PROBABILITY_TOLERANCE = 1e-3  # class probabilities must sum to 1 within this
 
 # One namespace for the ids of ScoreIssued events (uuid5 of submission and model version).
@@ -41,7 +41,7 @@ def score_event_id(submission_event_id: str, model_version: str) -> str:
 
 
 def pseudonym_column(learner_id: Column, key: str) -> Column:
-    """``learnscore.privacy.pseudonymise`` applied in Spark (the same function, one implementation)."""
+    """``learnscore.core.privacy.pseudonymise`` applied in Spark (the same function, one implementation)."""
 
     @F.pandas_udf("string")
     def pseudonyms(ids: pd.Series) -> pd.Series:
@@ -59,7 +59,7 @@ def score_event_id_column(submission_event_id: Column, model_version: Column) ->
     """
     digest = F.sha1(F.concat(F.unhex(F.lit(SCORE_EVENT_NAMESPACE.hex)),
                              F.encode(F.concat(submission_event_id, F.lit("/"), model_version), "UTF-8")))
-    part = lambda start, length: F.substring(digest, start, length)  # noqa: E731 - 1-based
+    part = lambda start, length: F.substring(digest, start, length)
     variant = F.lower(F.hex(F.conv(part(17, 1), 16, 10).cast("int").bitwiseAND(3).bitwiseOR(8)))
     return F.concat(part(1, 8), F.lit("-"), part(9, 4), F.lit("-5"), part(14, 3), F.lit("-"),
                     variant, part(18, 3), F.lit("-"), part(21, 12))
@@ -72,7 +72,7 @@ def score_submissions(submissions: DataFrame, model_udf, model_name: str, model_
     Nothing is filtered: rows whose output is not usable keep ``output_ok = false`` so the
     caller can count them and leave them pending.
     """
-    from schemas.features import spark_model_input_columns
+    from learnscore.model.features import spark_model_input_columns
 
     # Positional columns in the signature's order: that is how spark_udf names its arguments.
     prediction = model_udf(*spark_model_input_columns())
@@ -116,7 +116,7 @@ def prediction_rows(scored: DataFrame, batch_id: int, extra: tuple[str, ...] = (
 
 
 def score_issued_value() -> Column:
-    """The ``ScoreIssued`` JSON of a scored row (contract ``schemas.events.SCORE_ISSUED``)."""
+    """The ``ScoreIssued`` JSON of a scored row (contract ``learnscore.schemas.events.SCORE_ISSUED``)."""
     probabilities = F.create_map(*[item for level in LEVELS
                                    for item in (F.lit(level), F.col(f"p_{level}"))])
     event = F.struct(
@@ -126,6 +126,6 @@ def score_issued_value() -> Column:
         F.col("event_id").alias("submission_event_id"),
         "learner_id", "progress_score", "comprehension_level",
         probabilities.alias("probabilities"), "model_name", "model_version",
-        F.lit(PRODUCTION_ALIAS).alias("model_alias"), "scored_at",
+        F.lit(PRODUCTION).alias("model_alias"), "scored_at",
     )
     return F.to_json(event, {"timestampFormat": JSON_TIMESTAMP_FORMAT})

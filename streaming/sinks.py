@@ -23,9 +23,9 @@ import logging
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from learnscore.config import Config
-from learnscore.kafka_io import spark_kafka_options
-from schemas.tables import TABLES, Table
+from learnscore.core.config import Config
+from learnscore.core.kafka_io import spark_kafka_options
+from learnscore.schemas.tables import TABLES, Table
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ def append_once(rows: DataFrame, config: Config, table: str, app_id: str, batch_
                 may_be_replay: bool) -> bool:
     """Append ``rows`` to ``table`` unless this ``(app_id, batch_id)`` was committed before.
 
-    ``app_id`` names one logical write of one query (see ``streaming.job``): two different
+    ``app_id`` names one logical write of one query (see ``learnscore.streaming.job``): two different
     writes to the same table need two app ids, or the second would be skipped as a replay.
     Returns False when the write was skipped as already committed.
     """

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from learnscore.config import Config, load_config
-from learnscore.kafka_io import broker_answers
-from learnscore.stack.processes import free_port
+from learnscore.core.config import Config, load_config
+from learnscore.core.kafka_io import broker_answers
+from learnscore.core.ports import free_port
 
 os.environ["MLFLOW_ALLOW_PICKLE_DESERIALIZATION"] = "false"
 # A test that forgets to point MLflow at its store must not leave mlflow.db in the checkout.
@@ -54,7 +54,7 @@ def kafka_broker(base_config, session_dir):
     if broker_answers(base_config.kafka.bootstrap_servers, timeout_s=3):
         yield base_config.kafka.bootstrap_servers
         return
-    from learnscore.jars import resolve_jars
+    from learnscore.core.jars import resolve_jars
     from learnscore.stack.kafka_broker import KafkaBroker
 
     port, controller = free_port(), free_port()
@@ -92,7 +92,7 @@ def config(stack_config, tmp_path) -> Config:
 
 @pytest.fixture(scope="session")
 def spark(stack_config):
-    from learnscore.spark import create_spark_session
+    from learnscore.core.spark import create_spark_session
 
     session = create_spark_session(stack_config, app_name="learnscore-tests")
     yield session
@@ -104,7 +104,7 @@ def mlflow_store(stack_config):
     """The embedded MLflow store (SQLite + local artifacts) of this test session."""
     import mlflow
 
-    from learnscore.stack.mlflow_server import prepare_store
+    from learnscore.core.tracking import prepare_store
 
     prepare_store(stack_config)
     mlflow.set_tracking_uri(stack_config.mlflow.tracking_uri)
@@ -120,7 +120,7 @@ def small_history(session_dir) -> Path:
     """A seeded simulated history of 3,000 learners (one diagnostic each), written once."""
     from datetime import datetime, timezone
 
-    from simulator.history import HistoryOptions, write_history
+    from learnscore.simulator.history import HistoryOptions, write_history
 
     folder = session_dir / "history-3k"
     write_history(folder, HistoryOptions(learners=3000, days=30, seed=11,
@@ -142,8 +142,8 @@ def small_history_events(small_history) -> tuple[list[dict], list[dict]]:
 @pytest.fixture(scope="session")
 def fitted_model(small_history_events):
     """A small DiagnosticModel fitted on the first 2,000 submissions of ``small_history``."""
-    from batch.model import DiagnosticModel
-    from schemas.features import model_input_from_events
+    from learnscore.model.diagnostic import DiagnosticModel
+    from learnscore.model.features import model_input_from_events
 
     submissions, outcomes = small_history_events
     model_input = model_input_from_events(submissions[:2000])
@@ -160,7 +160,7 @@ def silver_history(spark, stack_config, small_history, tmp_path_factory):
     Returns ``(lake_config, versions)``; tests that only read silver (and write rows keyed by
     their own model name) share it instead of paying for the Delta set-up again.
     """
-    from batch.history import load_history
+    from learnscore.batch.history import load_history
 
     lake = tmp_path_factory.mktemp("silver-history")
     lake_config = stack_config.model_copy(update={"lake": stack_config.lake.model_copy(update={

@@ -10,10 +10,10 @@ import contextlib
 import os
 import threading
 import time
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
 
-from learnscore.config import Config
+from learnscore.core.config import Config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def wait_for(predicate: Callable[[], object], timeout_s: float = 120, what: str = "condition",
              interval_s: float = 0.25, *, scorer=None):
     """Call ``predicate`` until it returns something truthy (returned); fail after ``timeout_s``,
-    or as soon as ``scorer`` (a running ``streaming.job.Scorer``) reports a failure."""
+    or as soon as ``scorer`` (a running ``learnscore.streaming.job.Scorer``) reports a failure."""
     deadline = time.monotonic() + timeout_s
     while True:
         if scorer is not None and scorer.failure():
@@ -44,7 +44,7 @@ def running_endpoint(config: Config, *, request_log: bool = True, port: int | No
     """
     import uvicorn
 
-    from serving.app import create_app
+    from learnscore.serving.app import create_app
 
     port = port or config.serving.port
     server = uvicorn.Server(uvicorn.Config(create_app(config, request_log=request_log), host="127.0.0.1",
@@ -77,7 +77,7 @@ def register_production(config: Config, model_uri: str, alias: str | None = "pro
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    from learnscore.tracking import use_mlflow
+    from learnscore.core.tracking import use_mlflow
 
     use_mlflow(config)
     version = str(mlflow.register_model(model_uri, config.mlflow.model_name).version)

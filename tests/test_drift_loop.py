@@ -76,19 +76,19 @@ def test_concept_shift_is_detected_retrained_promoted_and_scored(config, spark, 
                                                                 tmp_path):
     from mlflow.tracking import MlflowClient
 
-    from batch.history import load_history
-    from batch.retrain_runs import runs
-    from batch.retrain_worker import RetrainWorker
-    from batch.train import train_model
-    from learnscore.kafka_io import create_topics
-    from registry.promote import promote
-    from registry.register import training_cutoff
-    from schemas import topics
-    from simulator.history import HistoryOptions, write_history
-    from simulator.scenarios import parse_scenario
-    from simulator.stream import StreamOptions, stream_to_kafka
-    from streaming.drift.hook import make_drift_hook
-    from streaming.job import QUERY_NAME, start_scorer
+    from learnscore.batch.history import load_history
+    from learnscore.batch.retrain_runs import runs
+    from learnscore.batch.retrain_worker import RetrainWorker
+    from learnscore.batch.train import train_model
+    from learnscore.core.kafka_io import create_topics
+    from learnscore.registry.access import training_cutoff
+    from learnscore.registry.promote import promote
+    from learnscore.schemas import topics
+    from learnscore.simulator.history import HistoryOptions, write_history
+    from learnscore.simulator.scenarios import parse_scenario
+    from learnscore.simulator.stream import StreamOptions, stream_to_kafka
+    from learnscore.streaming.drift.hook import make_drift_hook
+    from learnscore.streaming.job import QUERY_NAME, start_scorer
 
     config = _loop_config(config)
     create_topics(config, [topics.RETRAIN_REQUESTS, topics.LIFECYCLE])

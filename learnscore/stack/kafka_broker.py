@@ -12,15 +12,13 @@ import shutil
 import subprocess
 import time
 import uuid
-from pathlib import Path
 
-from learnscore.config import Config
-from learnscore.jars import jar_files
+from learnscore.core.config import Config
+from learnscore.core.jars import jar_files
+from learnscore.core.ports import port_is_free, port_owner
 from learnscore.stack.processes import (
     ProcessRecord,
     StackError,
-    port_is_free,
-    port_owner,
     start_background,
     stop_process,
     tail,
@@ -142,7 +140,7 @@ class KafkaBroker:
         )
 
     def answers_metadata(self, timeout_s: float = 2.0) -> bool:
-        from learnscore.kafka_io import broker_answers
+        from learnscore.core.kafka_io import broker_answers
 
         return broker_answers(self.bootstrap_servers, timeout_s=timeout_s)
 

@@ -14,7 +14,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from learnscore.config import Config, Secrets
+from learnscore.core.config import Config, Secrets
 from learnscore.stack.processes import StackError
 
 MECHANISM = "SCRAM-SHA-512"

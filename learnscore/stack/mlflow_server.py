@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import logging
 import sys
-from pathlib import Path
 
-from learnscore.config import Config
+from learnscore.core.config import Config
+from learnscore.core.ports import port_is_free, port_owner
+from learnscore.core.tracking import prepare_store
 from learnscore.stack.processes import (
     ProcessRecord,
     StackError,
-    port_is_free,
-    port_owner,
     start_background,
     stop_process,
     tail,
@@ -19,14 +18,6 @@ from learnscore.stack.processes import (
 )
 
 log = logging.getLogger(__name__)
-
-
-def prepare_store(config: Config) -> None:
-    """Create the folders of an embedded (sqlite + file) store; remote stores are left alone."""
-    if config.mlflow.tracking_uri.startswith("sqlite:///"):
-        Path(config.mlflow.tracking_uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
-    if "://" not in config.mlflow.artifact_root:
-        Path(config.mlflow.artifact_root).mkdir(parents=True, exist_ok=True)
 
 
 class MlflowUi:

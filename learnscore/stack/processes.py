@@ -5,16 +5,14 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
 
 import psutil
-
 
 # Every process we start refuses pickle-based model formats (models load through skops only),
 # whatever the environment it was started from says.
@@ -55,35 +53,6 @@ class ProcessRecord:
                     and process.status() != psutil.STATUS_ZOMBIE)
         except psutil.NoSuchProcess:
             return False
-
-
-def port_is_free(host: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-    return True
-
-
-def port_owner(port: int) -> str:
-    """Best-effort description of who listens on ``port`` (for error messages)."""
-    try:
-        for conn in psutil.net_connections(kind="tcp"):
-            if conn.laddr and conn.laddr.port == port and conn.status == psutil.CONN_LISTEN:
-                if conn.pid:
-                    proc = psutil.Process(conn.pid)
-                    return f"pid {conn.pid} ({' '.join(proc.cmdline()[:3])[:120]})"
-    except (psutil.Error, OSError):
-        pass
-    return "another process"
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def start_background(name: str, command: list[str], log_file: Path, endpoint: str,

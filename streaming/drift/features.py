@@ -3,14 +3,15 @@
 The detectors watch three features (accuracy, ability estimate, mean log response time). When
 the stream hands the drift hook its scored rows *with* those columns they are used as they are;
 when it hands the model input instead (the ``responses`` of ``silver.submissions``, or its
-flattened list columns), they are computed here with :func:`schemas.features.compute_features`
+flattened list columns), they are computed here with :func:`learnscore.model.features.compute_features`
 and the item bank of the model version that scored each row — the same numbers the model saw.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pandas as pd
 
@@ -23,35 +24,6 @@ KEY_COLUMNS = ("event_id", "event_time", "subject", "grade_level", "model_versio
 
 class MissingModelInput(KeyError):
     """Scored rows carry neither the drift features nor the model input to compute them."""
-
-
-def item_bank_loader(config) -> Callable[[str], Any]:
-    """``version → ItemBank`` of a registered version, each loaded once (safe skops loader)."""
-    cache: dict[str, Any] = {}
-
-    def item_bank(version: str):
-        if version not in cache:
-            import mlflow
-
-            uri = f"models:/{config.mlflow.model_name}/{version}"
-            cache[version] = raw_model(mlflow.pyfunc.load_model(uri)).item_bank
-            log.info("drift: loaded the item bank of %s for the covariate signals", uri)
-        return cache[version]
-
-    return item_bank
-
-
-def raw_model(pyfunc_model):
-    """The object a pyfunc model wraps (our ``DiagnosticModel``, built by its safe loader).
-
-    ``get_raw_model()`` is MLflow's public way, but models logged with a ``loader_module``
-    (ours: ``batch.model_loader``) do not implement it in MLflow 3; the wrapped object is then
-    the pyfunc's ``_model_impl`` (MLflow is pinned).
-    """
-    try:
-        return pyfunc_model.get_raw_model()
-    except NotImplementedError:
-        return pyfunc_model._model_impl
 
 
 def with_drift_features(frame, item_bank: Callable[[str], Any],
@@ -75,7 +47,7 @@ def with_drift_features(frame, item_bank: Callable[[str], Any],
         return frame.select(*KEY_COLUMNS, *DRIFT_FEATURES).toPandas()
     if isinstance(frame, pd.DataFrame):
         return _features_pandas(_model_input_pandas(frame), item_bank)
-    from schemas.features import MODEL_INPUT_COLUMNS
+    from learnscore.model.features import MODEL_INPUT_COLUMNS
 
     has_input = "responses" in columns or all(c in columns for c in MODEL_INPUT_COLUMNS)
     if not has_input and submissions is not None:
@@ -96,7 +68,7 @@ def _warn_join_once() -> None:
 
 
 def _model_input_pandas(frame: pd.DataFrame) -> pd.DataFrame:
-    from schemas.features import MODEL_INPUT_COLUMNS, RESPONSE_COLUMNS
+    from learnscore.model.features import MODEL_INPUT_COLUMNS, RESPONSE_COLUMNS
 
     if all(column in frame.columns for column in MODEL_INPUT_COLUMNS):
         return frame
@@ -111,7 +83,7 @@ def _model_input_pandas(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def _features_pandas(frame: pd.DataFrame, item_bank: Callable[[str], Any]) -> pd.DataFrame:
-    from schemas.features import MODEL_INPUT_COLUMNS, compute_features
+    from learnscore.model.features import MODEL_INPUT_COLUMNS, compute_features
 
     parts = []
     for version, rows in frame.groupby(frame["model_version"].astype(str), sort=False):
@@ -128,7 +100,7 @@ def _features_spark(frame, item_bank: Callable[[str], Any]) -> pd.DataFrame:
     there with the vectorised shared code (cheaper than a second job for per-version banks)."""
     from pyspark.sql import functions as F
 
-    from schemas.features import MODEL_INPUT_COLUMNS, spark_model_input_columns
+    from learnscore.model.features import MODEL_INPUT_COLUMNS, spark_model_input_columns
 
     columns = list(frame.columns)
     keys = [F.col(c) for c in KEY_COLUMNS if c not in ("subject", "grade_level", "model_version")]

@@ -18,18 +18,19 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
-from typing import Any, Callable
+from typing import Any
 
 import orjson
 import pandas as pd
 
-from learnscore.config import Config
-from schemas import topics
-from streaming.drift.monitor import DriftMonitor, DriftSettings, Finding
-from streaming.drift.records import drift_event_row, retrain_request_event
-from streaming.drift.state import DriftState, DriftStateStore
-from streaming.model_cache import RETRY_FAILED_LOAD_S
+from learnscore.core.config import Config
+from learnscore.schemas import topics
+from learnscore.streaming.drift.monitor import DriftMonitor, DriftSettings, Finding
+from learnscore.streaming.drift.records import drift_event_row, retrain_request_event
+from learnscore.streaming.drift.state import DriftState, DriftStateStore
+from learnscore.streaming.model_cache import RETRY_FAILED_LOAD_S
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +123,7 @@ class DriftHook:
             return None
         if all(column in frame.columns for column in PREDICTION_COLUMNS):
             return _pandas(frame, PREDICTION_COLUMNS)
-        from streaming.drift.features import with_drift_features
+        from learnscore.streaming.drift.features import with_drift_features
 
         if self.item_bank is None:
             raise ValueError("scored rows lack the drift features and no item bank loader was "
@@ -201,19 +202,19 @@ def make_drift_hook(config: Config, checkpoint_dir: str, *, spark=None, producer
 
     def send_requests(events: list[dict[str, Any]]) -> None:
         if not producers:
-            from learnscore.kafka_io import producer as make_producer
+            from learnscore.core.kafka_io import producer as make_producer
 
             producers.append(make_producer(config))
         send_retrain_requests(producers[0], config, events)
 
-    from streaming.drift.features import item_bank_loader
+    from learnscore.registry.artifacts import item_bank_loader
 
     def submissions():
         return ((spark or _active_spark()).read.format("delta")
                 .load(config.table_path("silver.submissions")))
 
     def training_cutoff(version: str) -> datetime | None:
-        from registry.register import training_cutoff as cutoff
+        from learnscore.registry.access import training_cutoff as cutoff
 
         return cutoff(config, version)
 
@@ -232,8 +233,8 @@ def write_drift_events(spark, config: Config, rows: list[dict[str, Any]], app_id
     """Append rows to ``ops.drift_events`` once per (app id, batch id) — Delta skips a repeat."""
     from pyspark.sql.types import StructType
 
-    from learnscore.lake import ensure_spark_tables
-    from schemas.tables import DRIFT_EVENTS
+    from learnscore.core.lake import ensure_spark_tables
+    from learnscore.schemas.tables import DRIFT_EVENTS
 
     ensure_spark_tables(spark, config, [DRIFT_EVENTS.name])
     frame = spark.createDataFrame([tuple(row[c] for c in DRIFT_EVENTS.column_names) for row in rows],

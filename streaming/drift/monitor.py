@@ -15,8 +15,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from streaming.drift.detectors import Detection, GatedADWIN
-from streaming.drift.signals import SIGNALS, Signal, segment_labels
+from learnscore.schemas.segments import segment_labels
+from learnscore.streaming.drift.detectors import Detection, GatedADWIN
+from learnscore.streaming.drift.signals import SIGNALS, Signal
 
 DETECTOR_NAME = "ADWIN"
 MONITOR_FORMAT = 1

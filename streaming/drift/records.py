@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from schemas.events import RETRAIN_REQUESTED, validate_event
-from streaming.drift.monitor import Finding
+from learnscore.schemas.events import RETRAIN_REQUESTED, validate_event
+from learnscore.streaming.drift.monitor import Finding
 
 
 class InvalidRetrainRequest(ValueError):
@@ -28,7 +28,7 @@ def statistic_name(kind: str, signal: str) -> str:
 
 
 def drift_event_row(finding: Finding) -> dict[str, Any]:
-    """One ``ops.drift_events`` row (columns of :data:`schemas.tables.DRIFT_EVENTS`)."""
+    """One ``ops.drift_events`` row (columns of :data:`learnscore.schemas.tables.DRIFT_EVENTS`)."""
     detection = finding.detection
     return {
         "drift_event_id": finding.drift_event_id,

@@ -3,8 +3,8 @@
 import numpy as np
 import pandas as pd
 
-from batch.compiled_trees import SMALL_BATCH, CompiledTrees, compiled_trees
-from schemas.features import flatten_events, model_input_from_events
+from learnscore.model.compiled_trees import SMALL_BATCH, CompiledTrees, compiled_trees
+from learnscore.model.features import flatten_events, model_input_from_events
 
 
 def _held_out_features(fitted_model, small_history_events) -> pd.DataFrame:

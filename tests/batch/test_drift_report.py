@@ -6,8 +6,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from batch.drift_report import DriftReportError, find_baseline, run_drift_report
-from schemas.tables import DRIFT_METRICS
+from learnscore.batch.drift_report import DriftReportError, find_baseline, run_drift_report
+from learnscore.schemas.tables import DRIFT_METRICS
 
 pytestmark = pytest.mark.integration
 END = datetime(2026, 1, 10, 12, tzinfo=timezone.utc)
@@ -20,11 +20,11 @@ def test_a_missing_production_model_is_a_clear_error(config, mlflow_store):
 
 def test_the_report_compares_windows_with_training_and_with_each_other(config, spark,
                                                                       mlflow_store, tmp_path):
-    from batch.history import load_history
-    from batch.train import train_model
-    from registry.promote import promote
-    from simulator.history import HistoryOptions, write_history
-    from simulator.scenarios import parse_scenario
+    from learnscore.batch.history import load_history
+    from learnscore.batch.train import train_model
+    from learnscore.registry.promote import promote
+    from learnscore.simulator.history import HistoryOptions, write_history
+    from learnscore.simulator.scenarios import parse_scenario
 
     training = tmp_path / "training"
     write_history(training, HistoryOptions(learners=2000, days=2, outcome_delay_s=3600, seed=3,

@@ -9,8 +9,8 @@ import pandas as pd
 from scipy.spatial.distance import jensenshannon
 from scipy.stats import ks_2samp
 
-from batch.distribution_metrics import js_distance, ks, psi, quantile_edges
-from batch.drift_report import bin_counts, metric_rows, window_starts
+from learnscore.batch.distribution_metrics import js_distance, ks, psi, quantile_edges
+from learnscore.batch.drift_report import bin_counts, metric_rows, window_starts
 
 NOW = datetime(2025, 3, 1, 12, 30, tzinfo=timezone.utc)
 

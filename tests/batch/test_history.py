@@ -5,7 +5,7 @@ import shutil
 
 import pytest
 
-from batch.history import HistoryNotFound, load_history, read_history_manifest
+from learnscore.batch.history import HistoryNotFound, load_history, read_history_manifest
 
 pytestmark = pytest.mark.integration
 

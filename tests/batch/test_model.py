@@ -4,9 +4,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from batch.model import PREDICTION_COLUMNS, DiagnosticModel
-from schemas.events import LEVELS
-from schemas.features import ModelInputError, model_input_from_events
+from learnscore.model.diagnostic import PREDICTION_COLUMNS, DiagnosticModel
+from learnscore.model.features import ModelInputError, model_input_from_events
+from learnscore.schemas.events import LEVELS
 
 
 @pytest.fixture(scope="module")

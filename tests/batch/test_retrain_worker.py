@@ -21,10 +21,10 @@ from pathlib import Path
 import orjson
 import pytest
 
-from batch.retrain_runs import request_statuses, runs
-from batch.retrain_worker import RetrainWorker, run_id_for
-from learnscore.kafka_io import create_topics, producer
-from schemas import topics
+from learnscore.batch.retrain_runs import request_statuses, runs
+from learnscore.batch.retrain_worker import RetrainWorker, run_id_for
+from learnscore.core.kafka_io import create_topics, producer
+from learnscore.schemas import topics
 from tests.support import process_env
 
 pytestmark = pytest.mark.integration
@@ -43,7 +43,7 @@ def tiny_train(spark, config, *, since, until, trigger, request_id):
     from mlflow.tracking import MlflowClient
     from sklearn.linear_model import LinearRegression
 
-    from learnscore.tracking import use_mlflow
+    from learnscore.core.tracking import use_mlflow
 
     if os.environ.get("RETRAIN_TEST_SLOW") == "train":
         _announce_and_wait()
@@ -297,7 +297,7 @@ def test_a_worker_killed_mid_run_finishes_the_request_exactly_once(worker_config
 def _committed_offsets(config) -> dict[int, int]:
     from kafka import TopicPartition
 
-    from learnscore.kafka_io import consumer
+    from learnscore.core.kafka_io import consumer
 
     reader = consumer(config, group_id=config.retrain.consumer_group, enable_auto_commit=False)
     try:
@@ -312,7 +312,7 @@ def _committed_offsets(config) -> dict[int, int]:
 def _end_offsets(config) -> dict[int, int]:
     from kafka import TopicPartition
 
-    from learnscore.kafka_io import consumer
+    from learnscore.core.kafka_io import consumer
 
     reader = consumer(config, group_id=None)
     try:

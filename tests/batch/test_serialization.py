@@ -8,8 +8,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from batch.model_loader import MODEL_FILE, TRUSTED_TYPES, UntrustedModelError, load_model_file, save_model_file
-from schemas.features import model_input_from_events
+from learnscore.model.features import model_input_from_events
+from learnscore.model.loader import MODEL_FILE, TRUSTED_TYPES, UntrustedModelError, load_model_file, save_model_file
 
 pytestmark = pytest.mark.integration
 
@@ -25,8 +25,8 @@ class NotOnTheList:
 def logged_model(mlflow_store, config, fitted_model, small_history_events):
     import mlflow
 
-    from batch.packaging import log_diagnostic_model
-    from learnscore.tracking import use_mlflow
+    from learnscore.core.tracking import use_mlflow
+    from learnscore.model.packaging import log_diagnostic_model
 
     use_mlflow(config)
     with mlflow.start_run():
@@ -43,7 +43,7 @@ def test_the_logged_model_is_skops_and_no_pickle(logged_model, tmp_path):
     assert not [f for f in files if f.endswith((".pkl", ".pickle", ".joblib", ".cloudpickle"))]
     assert f"data/diagnostic_model/{MODEL_FILE}" in files
     flavor = yaml.safe_load((local / "MLmodel").read_text())["flavors"]["python_function"]
-    assert flavor["loader_module"] == "batch.model_loader"
+    assert flavor["loader_module"] == "learnscore.model.loader"
     assert "python_model" not in flavor and "cloudpickle_version" not in flavor
     assert (local / "data" / "diagnostic_model" / MODEL_FILE).read_bytes()[:2] == b"PK"  # skops is a zip
 

@@ -5,7 +5,7 @@ from datetime import timedelta
 import pandas as pd
 import pytest
 
-from batch.train import TrainingDataError, _check_training_frame, read_labelled_submissions, split_by_time
+from learnscore.batch.train import TrainingDataError, _check_training_frame, read_labelled_submissions, split_by_time
 
 pytestmark = pytest.mark.integration
 

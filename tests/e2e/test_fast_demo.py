@@ -16,10 +16,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
-from learnscore.stack.processes import free_port
+from learnscore.core.ports import free_port
 
 # Bounds, not goals: --fast takes about 3 minutes on an idle 2-core machine, far longer on a busy one.
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(1800)]
@@ -47,7 +46,7 @@ def story_problems(config, sent: dict, first_version: str) -> list[str]:
     """
     from mlflow.tracking import MlflowClient
 
-    from learnscore.lake import read_table
+    from learnscore.core.lake import read_table
 
     problems: list[str] = []
     # v1 became production first, then exactly one newer version (see the test for why one).
@@ -105,7 +104,7 @@ def story_problems(config, sent: dict, first_version: str) -> list[str]:
 
 
 def test_fast_demo_tells_the_whole_story(kafka_broker, tmp_path):
-    from learnscore.config import load_config
+    from learnscore.core.config import load_config
 
     state = tmp_path / "state"
     environ = _demo_environ(state, kafka_broker)

@@ -1,6 +1,6 @@
 import pytest
 
-from learnscore.config import ConfigError, Secrets, load_config
+from learnscore.core.config import ConfigError, Secrets, load_config
 
 
 def test_local_config_loads_with_absolute_paths(tmp_path):

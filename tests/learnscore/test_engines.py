@@ -2,7 +2,7 @@
 
 import pytest
 
-from learnscore import kafka_io
+from learnscore.core import kafka_io
 
 pytestmark = pytest.mark.integration
 
@@ -19,7 +19,7 @@ def test_delta_write_read_and_time_travel(spark, config):
 def test_project_tables_are_created_with_their_checkpoint_interval_and_old_ones_brought_in_line(spark, config):
     from delta.tables import DeltaTable
 
-    from learnscore.lake import CHECKPOINT_INTERVAL, ensure_spark_tables
+    from learnscore.core.lake import CHECKPOINT_INTERVAL, ensure_spark_tables
 
     def interval(name):
         detail = DeltaTable.forPath(spark, config.table_path(name)).detail().first()
@@ -67,7 +67,7 @@ def test_mlflow_logs_a_run_and_registers_a_version(mlflow_store, config, tmp_pat
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    from learnscore.tracking import use_mlflow
+    from learnscore.core.tracking import use_mlflow
 
     use_mlflow(config)
     import numpy as np
@@ -92,7 +92,7 @@ def test_mlflow_logs_a_run_and_registers_a_version(mlflow_store, config, tmp_pat
 def test_vacuum_deletes_the_files_a_compaction_replaced_once_past_the_tables_retention(spark, config):
     from delta.tables import DeltaTable
 
-    from learnscore.lake import vacuum_tables
+    from learnscore.core.lake import vacuum_tables
 
     path = config.table_path("test.vacuumed")
     for first in range(0, 30, 10):  # three appends, then compacted into one file

@@ -4,12 +4,12 @@ import uuid
 
 import pytest
 
-from learnscore import kafka_io
-from learnscore.config import Secrets
-from learnscore.kafka_io import BrokerAuthenticationFailed
+from learnscore.core import kafka_io
+from learnscore.core.config import Secrets
+from learnscore.core.kafka_io import BrokerAuthenticationFailed
+from learnscore.core.ports import free_port
 from learnscore.stack.kafka_broker import KafkaBroker
 from learnscore.stack.kafka_security import sasl_ssl_client_config
-from learnscore.stack.processes import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

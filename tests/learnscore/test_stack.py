@@ -8,10 +8,11 @@ import uuid
 
 import pytest
 
-from learnscore import kafka_io
-from learnscore.kafka_io import BrokerUnreachable
+from learnscore.core import kafka_io
+from learnscore.core.kafka_io import BrokerUnreachable
 from learnscore.stack.kafka_broker import KafkaBroker, new_cluster_id
-from learnscore.stack.processes import StackError, free_port
+from learnscore.core.ports import free_port
+from learnscore.stack.processes import StackError
 
 pytestmark = pytest.mark.integration
 
@@ -81,7 +82,7 @@ def test_stack_cli_up_status_down_leaves_nothing_running(tmp_path):
     assert second.returncode == 0, second.stderr
     status = cli("status")
     assert "kafka" in status.stdout and "running" in status.stdout
-    from learnscore.config import load_config
+    from learnscore.core.config import load_config
 
     broker = KafkaBroker(load_config(environ=run_env))
     pid = broker.record().pid

@@ -8,10 +8,10 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from learnscore.config import Config
-from learnscore.lake import append_rows, ensure_spark_tables
-from schemas.events import LEVELS
-from schemas.tables import TABLES
+from learnscore.core.config import Config
+from learnscore.core.lake import append_rows, ensure_spark_tables
+from learnscore.schemas.events import LEVELS
+from learnscore.schemas.tables import TABLES
 
 START = datetime(2026, 11, 20, 9, 0, tzinfo=timezone.utc)
 

@@ -16,10 +16,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from learnscore.stack.processes import free_port
+from learnscore.core.ports import free_port
+from learnscore.monitoring.app import PANEL_IDS
 from tests.support import running_endpoint
 from tests.support import wait_for as _wait
-from monitoring.app import PANEL_IDS
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 
@@ -89,7 +89,7 @@ def chromedriver(tmp_path):
 def _serve_dashboard(config):
     import uvicorn
 
-    from monitoring.app import create_dashboard_app
+    from learnscore.monitoring.app import create_dashboard_app
 
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(create_dashboard_app(config), host="127.0.0.1", port=port,
@@ -157,7 +157,7 @@ NOT_WRITTEN_BY_THE_RUN = ("drift_events", "drift_metrics")
 
 def _endpoint_traffic(config, base: str, events: list[dict], pause_s: float, statuses: list[int]) -> None:
     """Scored, refused and unauthorised requests, like real clients, one every ``pause_s``."""
-    from learnscore.config import Secrets
+    from learnscore.core.config import Secrets
 
     headers = {"X-API-Key": Secrets(config).api_key.get_secret_value()}
     with httpx.Client(base_url=base, timeout=30) as client:
@@ -173,7 +173,7 @@ def _endpoint_traffic(config, base: str, events: list[dict], pause_s: float, sta
 
 
 def _rows_read(config) -> int:
-    from learnscore.lake import read_table
+    from learnscore.core.lake import read_table
 
     return int(read_table(config, "ops.stream_progress", columns=["rows_read"])["rows_read"].sum())
 
@@ -184,17 +184,17 @@ def test_every_panel_renders_with_data_from_a_real_run(spark, config, mlflow_sto
     """simulator → Kafka → the real stream → Delta; requests through the real endpoint; the page."""
     import mlflow
 
-    from batch.history import load_history
-    from batch.packaging import log_diagnostic_model
-    from learnscore.lake import read_table
-    from learnscore.tracking import use_mlflow
-    from registry.promote import promote
-    from registry.register import register_version
-    from schemas import topics
-    from schemas.features import model_input_from_events
-    from simulator import settings_from_config
-    from simulator.stream import StreamOptions, stream_to_kafka
-    from streaming.job import start_scorer
+    from learnscore.batch.history import load_history
+    from learnscore.core.lake import read_table
+    from learnscore.core.tracking import use_mlflow
+    from learnscore.model.features import model_input_from_events
+    from learnscore.model.packaging import log_diagnostic_model
+    from learnscore.registry.promote import promote
+    from learnscore.registry.register import register_version
+    from learnscore.schemas import topics
+    from learnscore.simulator import settings_from_config
+    from learnscore.simulator.stream import StreamOptions, stream_to_kafka
+    from learnscore.streaming.job import start_scorer
 
     config = config.model_copy(update={
         "streaming": config.streaming.model_copy(update={"trigger_seconds": 0.5, "alias_check_seconds": 0.5}),

@@ -7,7 +7,7 @@ import threading
 import pytest
 from fastapi.testclient import TestClient
 
-from monitoring.app import PANEL_IDS, create_dashboard_app
+from learnscore.monitoring.app import PANEL_IDS, create_dashboard_app
 
 pytestmark = pytest.mark.integration
 
@@ -45,7 +45,7 @@ def test_every_panel_has_data_from_the_tables(seeded_lake):
 def test_reads_keep_working_while_a_table_is_appended(seeded_lake):
     from datetime import datetime, timedelta, timezone
 
-    from learnscore.lake import append_rows
+    from learnscore.core.lake import append_rows
 
     app = create_dashboard_app(seeded_lake)
     failures: list[int] = []

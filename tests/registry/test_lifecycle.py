@@ -7,14 +7,12 @@ import uuid
 import orjson
 import pytest
 
-from batch.train import TrainingDataError, read_labelled_submissions, train_model
-from registry.aliases import PRODUCTION, STAGING, current_version
-from registry.gates import GateRefused
-from registry.history import LifecycleHistoryError, model_events
-from registry.promote import PromotionError, promote, rollback
-from registry.register import training_cutoff
-from schemas import topics
-from schemas.events import EVENTS, validate_event
+from learnscore.batch.train import TrainingDataError, read_labelled_submissions, train_model
+from learnscore.registry.access import PRODUCTION, STAGING, GateRefused, alias_version, training_cutoff
+from learnscore.registry.history import LifecycleHistoryError, model_events
+from learnscore.registry.promote import PromotionError, promote, rollback
+from learnscore.schemas import topics
+from learnscore.schemas.events import EVENTS, validate_event
 
 pytestmark = pytest.mark.integration
 
@@ -35,7 +33,7 @@ def _worse(config):
 
 
 def _lifecycle_messages(config) -> list[dict]:
-    from learnscore.kafka_io import consumer
+    from learnscore.core.kafka_io import consumer
 
     reader = consumer(config, config.topic(topics.LIFECYCLE), auto_offset_reset="earliest",
                       consumer_timeout_ms=5000, group_id=None)
@@ -58,7 +56,6 @@ def _cli(config, *args):
 
 
 def test_train_promote_refuse_promote_rollback(spark, lifecycle_config, small_history, mlflow_store):
-    import mlflow
     from mlflow.tracking import MlflowClient
 
     config = lifecycle_config
@@ -67,7 +64,7 @@ def test_train_promote_refuse_promote_rollback(spark, lifecycle_config, small_hi
     # -- version 1: trained, registered as staging, quality far above the baseline ---------------
     first = train_model(spark, config, history_dir=small_history, actor="test")
     m = first.metrics
-    assert first.version == "1" and current_version(config, STAGING) == "1"
+    assert first.version == "1" and alias_version(config, STAGING) == "1"
     assert first.rows_train == 2400 and first.rows_holdout == 600
     assert m["holdout_mae"] < 0.6 * m["baseline_mae"]
     assert m["holdout_r2"] > m["baseline_r2"] + 0.7
@@ -97,18 +94,18 @@ def test_train_promote_refuse_promote_rollback(spark, lifecycle_config, small_hi
 
     moved = promote(config, actor="test", reason="first model")
     assert (moved.version, moved.previous_version) == ("1", None)
-    assert current_version(config, PRODUCTION) == "1" and moved.report.passed
+    assert alias_version(config, PRODUCTION) == "1" and moved.report.passed
 
     # -- version 2: deliberately worse, refused with the gate and the margin -----------------------
     worse = train_model(spark, _worse(config), history_dir=small_history, actor="test")
-    assert worse.version == "2" and current_version(config, STAGING) == "2"
+    assert worse.version == "2" and alias_version(config, STAGING) == "2"
     with pytest.raises(GateRefused) as refused:
         promote(config, actor="test", reason="should not pass")
     failed = {result.name: result.message for result in refused.value.report.failures}
     assert {"vs_production_mae", "vs_production_macro_f1", "floor_mae"} <= set(failed)
     assert "worse, beyond the tolerance 0.500 by" in failed["vs_production_mae"]
     assert "vs production v1's" in failed["vs_production_mae"]
-    assert current_version(config, PRODUCTION) == "1"
+    assert alias_version(config, PRODUCTION) == "1"
     result = _cli(config, "promote")
     assert result.exit_code == 3
     assert "FAIL  vs_production_mae" in result.output and "by" in result.output
@@ -125,7 +122,7 @@ def test_train_promote_refuse_promote_rollback(spark, lifecycle_config, small_hi
     result = _cli(config, "rollback", "--reason", "alerts after the promotion")
     assert result.exit_code == 0, result.output
     assert "production → version 1 (was 3)" in result.output
-    assert current_version(config, PRODUCTION) == "1"
+    assert alias_version(config, PRODUCTION) == "1"
 
     history = model_events(config)
     assert list(zip(history.event_type, history.version, history.alias.fillna(""))) == [
@@ -160,7 +157,7 @@ def test_train_promote_refuse_promote_rollback(spark, lifecycle_config, small_hi
 
 
 def test_promote_and_rollback_refuse_clearly_without_versions(lifecycle_config, mlflow_store):
-    from learnscore.tracking import use_mlflow
+    from learnscore.core.tracking import use_mlflow
 
     use_mlflow(lifecycle_config)
     with pytest.raises(PromotionError, match="no version of .* has the alias 'staging'"):
@@ -175,7 +172,7 @@ def test_training_without_data_says_what_to_do(spark, config, mlflow_store):
 
 
 def test_without_kafka_nothing_moves_and_the_error_says_what_to_do(spark, lifecycle_config, mlflow_store):
-    from learnscore.kafka_io import BrokerUnreachable
+    from learnscore.core.kafka_io import BrokerUnreachable
 
     offline = lifecycle_config.model_copy(update={"kafka": lifecycle_config.kafka.model_copy(
         update={"bootstrap_servers": "127.0.0.1:1", "request_timeout_s": 2})})

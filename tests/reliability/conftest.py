@@ -6,15 +6,14 @@ so the few pieces these tests share live here, built from the same public functi
 
 from __future__ import annotations
 
-
 import pytest
 
-from learnscore import kafka_io
-from learnscore.config import Config
-from learnscore.stack.processes import free_port
+from learnscore.core import kafka_io
+from learnscore.core.config import Config
+from learnscore.core.ports import free_port
+from learnscore.schemas import topics
 from tests import support
 from tests.support import register_production, wait_for
-from schemas import topics
 
 
 @pytest.fixture(scope="session")
@@ -22,9 +21,9 @@ def logged_model_uri(mlflow_store, stack_config, fitted_model, small_history_eve
     """The session's small fitted model, logged once the way training logs it."""
     import mlflow
 
-    from batch.packaging import log_diagnostic_model
-    from learnscore.tracking import use_mlflow
-    from schemas.features import model_input_from_events
+    from learnscore.core.tracking import use_mlflow
+    from learnscore.model.features import model_input_from_events
+    from learnscore.model.packaging import log_diagnostic_model
 
     use_mlflow(stack_config)
     with mlflow.start_run(run_name="reliability-tests-model"):

@@ -28,8 +28,8 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from schemas import topics
-from schemas.events import LEVELS, MAX_EVENT_BYTES, SUBJECTS, SCORE_ISSUED, validate_bytes
+from learnscore.schemas import topics
+from learnscore.schemas.events import LEVELS, MAX_EVENT_BYTES, SCORE_ISSUED, SUBJECTS, validate_bytes
 
 pytestmark = pytest.mark.integration
 
@@ -482,7 +482,7 @@ def test_the_drawn_mix_covers_every_kind_of_hostile_input(hostile):
 
 
 def _record_contract(record: Record):
-    from schemas.events import DIAGNOSTIC_SUBMITTED, OUTCOME_OBSERVED
+    from learnscore.schemas.events import DIAGNOSTIC_SUBMITTED, OUTCOME_OBSERVED
 
     return (DIAGNOSTIC_SUBMITTED if record.topic == topics.SUBMISSIONS else OUTCOME_OBSERVED), record.value
 
@@ -490,7 +490,7 @@ def _record_contract(record: Record):
 @pytest.mark.slow
 def test_the_stream_scores_every_valid_event_once_and_quarantines_the_rest(spark, rel_config, production,
                                                                            hostile, rel):
-    from streaming.job import start_scorer
+    from learnscore.streaming.job import start_scorer
 
     config = rel_config
     rel.create_stream_topics(config)
@@ -506,7 +506,7 @@ def test_the_stream_scores_every_valid_event_once_and_quarantines_the_rest(spark
         rel.wait_for(lambda: scorer.failure() or rel.rows_read(spark, config) >= total, 600,
                      f"{total} records read")
         assert scorer.failure() is None and scorer.query.isActive
-        table = lambda name: spark.read.format("delta").load(config.table_path(name))  # noqa: E731
+        table = lambda name: spark.read.format("delta").load(config.table_path(name))
 
         silver = table("silver.submissions").select("event_id", "kafka_topic", "kafka_partition",
                                                     "kafka_offset").collect()
@@ -610,6 +610,6 @@ def _json_object(raw: bytes | None) -> bool:
 
 
 def _api_key(config) -> str:
-    from learnscore.config import Secrets
+    from learnscore.core.config import Secrets
 
     return Secrets(config).api_key.get_secret_value()

@@ -23,13 +23,13 @@ import orjson
 import psutil
 import pytest
 
-from learnscore import kafka_io
-from learnscore.config import Secrets
-from learnscore.lake import read_table
+from learnscore.core import kafka_io
+from learnscore.core.config import Secrets
+from learnscore.core.lake import read_table
+from learnscore.core.ports import free_port
+from learnscore.schemas import topics
 from learnscore.stack.kafka_broker import KafkaBroker
 from learnscore.stack.kafka_security import sasl_ssl_client_config
-from learnscore.stack.processes import free_port
-from schemas import topics
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
@@ -147,7 +147,7 @@ def test_simulator_scorer_and_worker_run_over_sasl_ssl_only(sasl_broker, logged_
     with ConnectionWatch() as watch:
         simulated = run_cli(["simulate", "stream", "--rate", "40", "--duration", "3s", "--invalid-ratio", "0.1",
                              "--outcome-delay", "1s", "--seed", "5", "--report", str(tmp_path / "sim.json")],
-                            env, logs / "simulator.log", watch)
+                            env, logs / "learnscore.simulator.log", watch)
         assert simulated.returncode == 0, simulated.stdout[-3000:]
         # Everything is in Kafka already: one micro-batch lands, scores and quarantines it all.
         scored = run_cli(["stream", "start", "--max-batches", "1"], env, logs / "scorer.log", watch)

@@ -19,7 +19,7 @@ import httpx
 import orjson
 import pytest
 
-from learnscore.config import Secrets
+from learnscore.core.config import Secrets
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -41,9 +41,9 @@ def secrets_env(monkeypatch):
 
 def test_every_process_we_start_refuses_pickle_even_if_its_parent_allows_it(tmp_path, monkeypatch, spark,
                                                                            stack_config):
+    from learnscore.core.spark import spark_conf
+    from learnscore.core.tracking import use_mlflow
     from learnscore.stack.processes import start_background, stop_process
-    from learnscore.spark import spark_conf
-    from learnscore.tracking import use_mlflow
 
     monkeypatch.setenv(PICKLE, "true")  # a careless parent environment
     out = tmp_path / "child.log"
@@ -80,7 +80,7 @@ def test_every_process_we_start_refuses_pickle_even_if_its_parent_allows_it(tmp_
 
 
 def test_the_serving_benchmark_starts_its_endpoint_with_pickle_refused():
-    source = (ROOT / "serving" / "bench.py").read_text()
+    source = (ROOT / "serving" / "learnscore.bench.py").read_text()
     assert f'"{PICKLE}": "false"' in source  # its only Popen; the rest go through start_background
     sources = subprocess.run(["git", "ls-files", "*.py"], cwd=ROOT, capture_output=True, text=True,
                              check=True).stdout.split()
@@ -94,8 +94,8 @@ def test_a_streaming_plan_does_not_show_the_kafka_password(spark, config, monkey
     """The Kafka source's ``kafka.sasl.jaas.config`` option holds the password; Spark must not
     print it in the plans that explain() and a failed query's error show (the session also
     redacts options named like it: ``spark.sql.redaction.options.regex`` in learnscore/spark.py)."""
-    from learnscore.kafka_io import spark_kafka_options
-    from learnscore.spark import spark_conf
+    from learnscore.core.kafka_io import spark_kafka_options
+    from learnscore.core.spark import spark_conf
 
     monkeypatch.setenv(Secrets.KAFKA_PASSWORD, "kafkapass-DO-NOT-LEAK-5e6f-plan")
     sasl = config.model_copy(update={"kafka": config.kafka.model_copy(update={
@@ -116,9 +116,9 @@ def test_the_endpoint_keeps_its_key_and_its_stack_traces_to_itself(rel_config, l
                                                                    small_history_events, tmp_path):
     import mlflow
 
-    from batch.model_loader import save_model_file
-    from batch.packaging import _log_pyfunc
-    from schemas import topics
+    from learnscore.model.loader import save_model_file
+    from learnscore.model.packaging import _log_pyfunc
+    from learnscore.schemas import topics
 
     config = rel_config.model_copy(update={"serving": rel_config.serving.model_copy(
         update={"max_body_bytes": 64 * 1024, "max_batch": 5})})
@@ -193,10 +193,10 @@ def string_values_by_table(spark, config, layers=("gold", "ops")) -> dict[str, l
 @pytest.mark.slow
 def test_no_raw_learner_id_reaches_a_gold_ops_or_bi_table(spark, rel_config, logged_model_uri, rel,
                                                           secrets_env, small_history_events):
-    from bi.daily_summary import refresh_daily_summary
-    from schemas import topics
-    from streaming.drift.hook import drift_hooks
-    from streaming.job import QUERY_NAME, start_scorer
+    from learnscore.bi.daily_summary import refresh_daily_summary
+    from learnscore.schemas import topics
+    from learnscore.streaming.drift.hook import drift_hooks
+    from learnscore.streaming.job import QUERY_NAME, start_scorer
 
     config = rel_config.model_copy(update={"privacy": rel_config.privacy.model_copy(
         update={"min_cell_learners": 1})})  # keep every BI cell: more rows to scan
@@ -254,7 +254,7 @@ def test_a_training_run_records_no_secret(spark, silver_history, mlflow_store, s
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    from batch.train import train_model
+    from learnscore.batch.train import train_model
 
     monkeypatch.setenv(Secrets.KAFKA_PASSWORD, "kafkapass-DO-NOT-LEAK-5e6f")
     lake_config, _ = silver_history

@@ -18,10 +18,10 @@ from pathlib import Path
 import psutil
 import pytest
 
-from learnscore import kafka_io
-from learnscore.lake import read_table
-from learnscore.stack.processes import free_port
-from schemas import topics
+from learnscore.core import kafka_io
+from learnscore.core.lake import read_table
+from learnscore.core.ports import free_port
+from learnscore.schemas import topics
 from tests.streaming.conftest import Events, as_messages, broken_submissions, produce, register_model, wait_for
 from tests.streaming.test_kill import scorer_env
 
@@ -179,7 +179,7 @@ def ids(config, table: str, column: str = "event_id") -> Counter:
 
 def test_scorer_on_a_standalone_cluster_counts_every_event_exactly_once(
         spark_cluster, config, fitted_model, small_history_events, mlflow_store, tmp_path):
-    from schemas.features import model_input_from_events
+    from learnscore.model.features import model_input_from_events
 
     config = config.model_copy(update={"kafka": config.kafka.model_copy(update={"partitions": PARTITIONS})})
     kafka_io.create_topics(config, [topics.SUBMISSIONS, topics.OUTCOMES, topics.ENDPOINT_REQUESTS,

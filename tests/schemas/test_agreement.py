@@ -10,17 +10,18 @@ timestamp violation as null — the validator must refuse both kinds before Spar
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Callable
+from typing import Any
 
 import jsonschema
 import orjson
 import pytest
 
-from schemas.contract import json_schema, parse_timestamp, spark_schema
-from schemas.events import EVENTS, validate_bytes
-from schemas.examples import example_events
+from learnscore.schemas.contract import json_schema, parse_timestamp, spark_schema
+from learnscore.schemas.events import EVENTS, validate_bytes
+from learnscore.schemas.examples import example_events
 
 NOW = datetime(2026, 6, 1, tzinfo=timezone.utc)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import doctest
 from datetime import datetime, timezone
 from typing import Any
 
@@ -11,22 +10,22 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import schemas.contract
-import schemas.events
-import schemas.examples
-import schemas.export
-from schemas.contract import Field, Integer, Record, compile_acceptor, find_problems, json_schema, parse_timestamp
-from schemas.events import DIAGNOSTIC_SUBMITTED, EVENTS, OUTCOME_OBSERVED, validate_bytes, validate_event
-from schemas.examples import example_events
+from learnscore.schemas.contract import (
+    Field,
+    Integer,
+    Record,
+    compile_acceptor,
+    find_problems,
+    json_schema,
+    parse_timestamp,
+)
+from learnscore.schemas.events import DIAGNOSTIC_SUBMITTED, EVENTS, OUTCOME_OBSERVED, validate_bytes, validate_event
+from learnscore.schemas.examples import example_events
 
 NOW = datetime(2026, 6, 1, tzinfo=timezone.utc)
 ACCEPTORS = {name: compile_acceptor(record) for name, record in EVENTS.items()}
 
 
-@pytest.mark.parametrize("module", [schemas.contract, schemas.events, schemas.examples, schemas.export])
-def test_doctests(module):
-    result = doctest.testmod(module)
-    assert result.failed == 0 and result.attempted > 0
 
 
 # -- mutations ---------------------------------------------------------------------------------

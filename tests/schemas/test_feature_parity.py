@@ -10,8 +10,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from schemas.features import (compute_features, feature_matrix, feature_names, flatten_events,
-                              model_input_from_arrow, model_input_from_events, spark_model_input_columns)
+from learnscore.model.features import (
+    compute_features,
+    feature_matrix,
+    feature_names,
+    flatten_events,
+    model_input_from_arrow,
+    model_input_from_events,
+    spark_model_input_columns,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -20,7 +27,6 @@ ROWS = 400
 
 def _features_in_spark_worker(spark, submissions, item_bank):
     """compute_features inside a pandas UDF: exactly how the stream's UDF receives the columns."""
-    from pyspark.sql import functions as F
     from pyspark.sql.functions import pandas_udf
 
     names = feature_names(item_bank)
@@ -44,7 +50,7 @@ def test_training_udf_endpoint_and_arrow_paths_give_identical_features(
         spark, silver_history, small_history_events, fitted_model):
     from deltalake import DeltaTable
 
-    from batch.train import read_labelled_submissions
+    from learnscore.batch.train import read_labelled_submissions
 
     silver, versions = silver_history
     bank = fitted_model.item_bank
@@ -81,9 +87,9 @@ def test_mlflow_spark_udf_on_the_alias_matches_the_endpoint(spark, silver_histor
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    from batch.packaging import PREDICTION_RESULT_TYPE, log_diagnostic_model
-    from learnscore.tracking import use_mlflow
-    from registry.aliases import staging_model_uri
+    from learnscore.core.tracking import use_mlflow
+    from learnscore.model.packaging import PREDICTION_RESULT_TYPE, log_diagnostic_model
+    from learnscore.registry.access import staging_model_uri
 
     silver, _ = silver_history
     use_mlflow(config)

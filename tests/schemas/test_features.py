@@ -7,10 +7,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from schemas.events import SUBJECTS
-from schemas.features import (FEATURE_NAMES, MODEL_INPUT_COLUMNS, SKILL_FEATURE_PREFIX,
-                              ModelInputError, as_model_input, compute_features, feature_names,
-                              model_input_from_events)
+from learnscore.model.features import (
+    FEATURE_NAMES,
+    MODEL_INPUT_COLUMNS,
+    SKILL_FEATURE_PREFIX,
+    ModelInputError,
+    as_model_input,
+    compute_features,
+    feature_names,
+    model_input_from_events,
+)
+from learnscore.schemas.events import SUBJECTS
 
 
 def _reference_features(event: dict, bank) -> dict[str, float]:

@@ -8,8 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from schemas.events import EVENTS
-from schemas.export import JSON_SCHEMA_DIR, render_json_schemas, schema_file_name, write_json_schemas
+from learnscore.schemas.events import EVENTS
+from learnscore.schemas.export import JSON_SCHEMA_DIR, render_json_schemas, schema_file_name, write_json_schemas
 
 ROOT = Path(__file__).resolve().parents[2]
 

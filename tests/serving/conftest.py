@@ -1,7 +1,7 @@
 """Fixtures for the endpoint tests: real registered model versions, a running endpoint, events.
 
-Two real :class:`batch.model.DiagnosticModel` versions are logged once per session with
-``batch.packaging.log_diagnostic_model`` (the training job's call): ``first`` is the session's
+Two real :class:`learnscore.model.diagnostic.DiagnosticModel` versions are logged once per session with
+``learnscore.model.packaging.log_diagnostic_model`` (the training job's call): ``first`` is the session's
 ``fitted_model``; ``second`` is fitted with other hyperparameters on a subset, so its
 predictions differ and a test can tell which version scored a request. Each test registers
 them under its own model name (``config.mlflow.model_name``), which costs milliseconds.
@@ -17,8 +17,8 @@ from typing import Any
 import httpx
 import pytest
 
-from learnscore.config import Config, Secrets
-from learnscore.stack.processes import free_port
+from learnscore.core.config import Config, Secrets
+from learnscore.core.ports import free_port
 from tests.support import running_endpoint, wait_for
 
 HELD_OUT = 2000  # fitted_model saw the first 2,000 submissions of small_history
@@ -36,10 +36,10 @@ class LoggedModels:
 def logged_models(mlflow_store, stack_config, fitted_model, small_history_events) -> LoggedModels:
     import mlflow
 
-    from batch.model import DiagnosticModel
-    from batch.packaging import log_diagnostic_model
-    from learnscore.tracking import use_mlflow
-    from schemas.features import model_input_from_events
+    from learnscore.core.tracking import use_mlflow
+    from learnscore.model.diagnostic import DiagnosticModel
+    from learnscore.model.features import model_input_from_events
+    from learnscore.model.packaging import log_diagnostic_model
 
     submissions, outcomes = small_history_events
     second = DiagnosticModel(score_params={"max_iter": 15, "max_leaf_nodes": 7},
@@ -110,7 +110,7 @@ class Helpers:
         """Register the logged ``which`` model as a new version of ``config.mlflow.model_name``."""
         import mlflow
 
-        from learnscore.tracking import use_mlflow
+        from learnscore.core.tracking import use_mlflow
 
         use_mlflow(config)  # an endpoint under test may have pointed MLflow elsewhere
         registered = mlflow.register_model(self.logged.uris[which], config.mlflow.model_name)
@@ -122,7 +122,7 @@ class Helpers:
 
     def expected(self, which: str, events: list[dict]) -> list[float]:
         """The progress scores the ``which`` model gives ``events``, computed in-process."""
-        from schemas.features import model_input_from_events
+        from learnscore.model.features import model_input_from_events
 
         predicted = self.logged.models[which].predict(model_input_from_events(events))
         return predicted["progress_score"].tolist()

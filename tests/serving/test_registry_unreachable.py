@@ -5,9 +5,9 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from learnscore.core.ports import free_port
+from learnscore.core.tracking import use_mlflow
 from learnscore.stack.mlflow_server import MlflowUi
-from learnscore.tracking import use_mlflow
-from learnscore.stack.processes import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -8,11 +8,11 @@ import httpx
 import orjson
 import pytest
 
-from learnscore.config import Secrets
-from learnscore.kafka_io import consumer
-from learnscore.stack.processes import free_port
-from schemas.topics import ENDPOINT_REQUESTS
-from serving.request_log import RECORD_FIELDS
+from learnscore.core.config import Secrets
+from learnscore.core.kafka_io import consumer
+from learnscore.core.ports import free_port
+from learnscore.schemas.topics import ENDPOINT_REQUESTS
+from learnscore.serving.request_log import RECORD_FIELDS
 
 pytestmark = pytest.mark.integration
 

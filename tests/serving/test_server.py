@@ -4,9 +4,9 @@ import socket
 
 import pytest
 
-from learnscore.stack.processes import StackError
-from monitoring.server import run_dashboard
-from serving.server import run_server
+from learnscore.core.ports import PortTaken
+from learnscore.monitoring.server import run_dashboard
+from learnscore.serving.server import run_server
 
 
 @pytest.mark.parametrize("start, setting", [(run_server, "LEARNSCORE__SERVING__PORT"),
@@ -16,5 +16,5 @@ def test_a_taken_port_is_named_with_the_fix(base_config, start, setting):
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        with pytest.raises(StackError, match=f"port {port} on 127.0.0.1 is already taken by .*{setting}"):
+        with pytest.raises(PortTaken, match=f"port {port} on 127.0.0.1 is already taken by .*{setting}"):
             start(base_config, host="127.0.0.1", port=port)

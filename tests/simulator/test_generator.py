@@ -2,24 +2,16 @@
 
 from __future__ import annotations
 
-import doctest
 from datetime import datetime, timedelta, timezone
 
 import numpy as np
 import orjson
 import pytest
 
-import simulator.generator
-import simulator.history
-import simulator.invalid
-import simulator.irt
-import simulator.outcomes
-import simulator.scenarios
-import simulator.stream
-from schemas.events import DIAGNOSTIC_SUBMITTED, LEVELS, OUTCOME_OBSERVED, SUBJECTS, validate_bytes
-from simulator.generator import BLOCK_SIZE, TRUTH_COLUMNS, Simulator, SimulatorSettings
-from simulator.irt import SKILLS, make_item_bank, p_correct
-from simulator.outcomes import LEVEL_THRESHOLDS, level_index
+from learnscore.schemas.events import DIAGNOSTIC_SUBMITTED, LEVELS, OUTCOME_OBSERVED, SUBJECTS, validate_bytes
+from learnscore.simulator.generator import BANK_SEED, BLOCK_SIZE, TRUTH_COLUMNS, Simulator, SimulatorSettings
+from learnscore.simulator.irt import SKILLS, make_item_bank, p_correct
+from learnscore.simulator.outcomes import LEVEL_THRESHOLDS, level_index
 
 START = datetime(2026, 3, 2, 8, 0, tzinfo=timezone.utc)
 
@@ -29,11 +21,6 @@ def batch():
     return Simulator(seed=11, start=START, interval_s=0.01).take(6000)
 
 
-@pytest.mark.parametrize("module", [simulator.generator, simulator.history, simulator.invalid, simulator.irt,
-                                    simulator.outcomes, simulator.scenarios, simulator.stream])
-def test_doctests(module):
-    result = doctest.testmod(module)
-    assert result.failed == 0 and result.attempted > 0
 
 
 def test_every_subject_has_its_skills():
@@ -59,7 +46,7 @@ def test_same_seed_same_events_however_they_are_taken():
 
 
 def test_another_seed_start_or_run_gives_other_learners():
-    ids = lambda sim: {e["event_id"] for e in sim.take(300).submissions}  # noqa: E731
+    ids = lambda sim: {e["event_id"] for e in sim.take(300).submissions}
     base = ids(Simulator(seed=5, start=START))
     assert base.isdisjoint(ids(Simulator(seed=6, start=START)))
     assert base.isdisjoint(ids(Simulator(seed=5, start=START + timedelta(seconds=1))))
@@ -69,8 +56,8 @@ def test_another_seed_start_or_run_gives_other_learners():
 def test_the_item_bank_is_the_same_for_every_seed():
     a = Simulator(seed=1, start=START).take(200).submissions
     b = Simulator(seed=2, start=START).take(200).submissions
-    items = lambda events: {r["item_id"] for e in events for r in e["responses"]}  # noqa: E731
-    bank = set(make_item_bank(simulator.generator.BANK_SEED).item_id.tolist())
+    items = lambda events: {r["item_id"] for e in events for r in e["responses"]}
+    bank = set(make_item_bank(BANK_SEED).item_id.tolist())
     assert items(a) <= bank and items(b) <= bank
 
 

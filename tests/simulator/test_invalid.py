@@ -11,11 +11,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from schemas.events import DIAGNOSTIC_SUBMITTED, OUTCOME_OBSERVED, validate_bytes
-from schemas.topics import OUTCOMES, SUBMISSIONS
-from simulator.generator import Simulator
-from simulator.invalid import DUPLICATE_REASON, INVALID_KINDS, InvalidMixer, break_event
-from simulator.scenarios import parse_scenario
+from learnscore.schemas.events import DIAGNOSTIC_SUBMITTED, OUTCOME_OBSERVED, validate_bytes
+from learnscore.schemas.topics import OUTCOMES, SUBMISSIONS
+from learnscore.simulator.generator import Simulator
+from learnscore.simulator.invalid import DUPLICATE_REASON, INVALID_KINDS, InvalidMixer, break_event
+from learnscore.simulator.scenarios import parse_scenario
 
 START = datetime(2026, 5, 4, 12, 0, tzinfo=timezone.utc)
 NOW = START + timedelta(minutes=1)

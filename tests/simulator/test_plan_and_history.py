@@ -10,12 +10,12 @@ import orjson
 import pyarrow.parquet as pq
 import pytest
 
-from schemas.events import DIAGNOSTIC_SUBMITTED, OUTCOME_OBSERVED, validate_bytes
-from schemas.topics import OUTCOMES, SUBMISSIONS
-from simulator.history import HistoryOptions, read_manifest, write_history
-from simulator.invalid import INVALID_KINDS
-from simulator.scenarios import parse_scenario
-from simulator.stream import OUTCOME, SUBMISSION, MessagePlan, StreamOptions
+from learnscore.schemas.events import DIAGNOSTIC_SUBMITTED, OUTCOME_OBSERVED, validate_bytes
+from learnscore.schemas.topics import OUTCOMES, SUBMISSIONS
+from learnscore.simulator.history import HistoryOptions, read_manifest, write_history
+from learnscore.simulator.invalid import INVALID_KINDS
+from learnscore.simulator.scenarios import parse_scenario
+from learnscore.simulator.stream import OUTCOME, SUBMISSION, MessagePlan, StreamOptions
 
 START = datetime(2026, 7, 1, 9, 0, tzinfo=timezone.utc)
 

@@ -8,9 +8,10 @@ from datetime import datetime, timezone
 import numpy as np
 import pytest
 
-from simulator.generator import Simulator
-from simulator.outcomes import BASE_RELATION
-from simulator.scenarios import ScenarioError, parse_duration, parse_scenario
+from learnscore.core.durations import DurationError, parse_duration
+from learnscore.simulator.generator import Simulator
+from learnscore.simulator.outcomes import BASE_RELATION
+from learnscore.simulator.scenarios import ScenarioError, parse_scenario
 
 START = datetime(2026, 4, 1, tzinfo=timezone.utc)
 N, SWITCH = 8000, 4000  # the scenario starts halfway
@@ -80,7 +81,7 @@ def test_concept_shift_breaks_the_old_relation_while_inputs_look_the_same(baseli
     # the levels move too
     _, level_after = _halves(batch.truth["observed_level"])
     _, base_level_after = _halves(baseline.truth["observed_level"])
-    share = lambda levels, name: float(np.mean(levels == name))  # noqa: E731
+    share = lambda levels, name: float(np.mean(levels == name))
     assert abs(share(level_after, "proficient") - share(base_level_after, "proficient")) > 0.2
 
 
@@ -114,5 +115,5 @@ def test_bad_scenarios_say_how_to_write_them(text, message):
 
 def test_durations():
     assert parse_duration("250ms") == 0.25 and parse_duration("1.5h") == 5400.0 and parse_duration("30") == 30.0
-    with pytest.raises(ScenarioError, match="write e.g. 500ms, 10s, 2m, 1h or 7d"):
+    with pytest.raises(DurationError, match="write e.g. 500ms, 10s, 2m, 24h, 7d or 1w"):
         parse_duration("ten seconds")

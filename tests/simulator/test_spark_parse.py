@@ -7,11 +7,11 @@ from datetime import datetime, timezone
 import orjson
 import pytest
 
-from schemas.contract import parse_timestamp, spark_schema
-from schemas.events import DIAGNOSTIC_SUBMITTED, OUTCOME_OBSERVED
-from simulator.generator import Simulator
-from simulator.history import HistoryOptions, write_history
-from simulator.scenarios import SCENARIOS, parse_scenario
+from learnscore.schemas.contract import parse_timestamp, spark_schema
+from learnscore.schemas.events import DIAGNOSTIC_SUBMITTED, OUTCOME_OBSERVED
+from learnscore.simulator.generator import Simulator
+from learnscore.simulator.history import HistoryOptions, write_history
+from learnscore.simulator.scenarios import SCENARIOS, parse_scenario
 
 pytestmark = pytest.mark.integration
 START = datetime(2026, 2, 2, tzinfo=timezone.utc)

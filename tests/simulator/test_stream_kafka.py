@@ -14,13 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from learnscore.kafka_io import consumer
-from learnscore.stack.processes import free_port
-from schemas.events import DIAGNOSTIC_SUBMITTED, OUTCOME_OBSERVED, validate_bytes
-from schemas.topics import OUTCOMES, SUBMISSIONS
-from simulator.invalid import DUPLICATE_REASON
-from simulator.scenarios import parse_scenario
-from simulator.stream import StreamOptions, stream_to_kafka
+from learnscore.core.kafka_io import consumer
+from learnscore.core.ports import free_port
+from learnscore.schemas.events import DIAGNOSTIC_SUBMITTED, OUTCOME_OBSERVED, validate_bytes
+from learnscore.schemas.topics import OUTCOMES, SUBMISSIONS
+from learnscore.simulator.invalid import DUPLICATE_REASON
+from learnscore.simulator.scenarios import parse_scenario
+from learnscore.simulator.stream import StreamOptions, stream_to_kafka
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]

@@ -9,10 +9,10 @@ from datetime import datetime, timedelta, timezone
 import orjson
 import pytest
 
-from learnscore import kafka_io
-from schemas import topics
-from tests.support import wait_for  # noqa: F401 - StreamKit and test_spark_cluster use it
-from schemas.events import LEVELS, SUBJECTS
+from learnscore.core import kafka_io
+from learnscore.schemas import topics
+from learnscore.schemas.events import LEVELS, SUBJECTS
+from tests.support import wait_for
 
 # Submissions 60 days ago, outcomes 30 days later: all in the past, stable within a session.
 BASE_TIME = (datetime.now(timezone.utc) - timedelta(days=60)).replace(hour=9, minute=0, second=0,
@@ -148,7 +148,7 @@ def kit(spark, stream_config) -> StreamKit:
 @pytest.fixture(scope="session")
 def small_model(fitted_model, small_history_events):
     """The session's small fitted DiagnosticModel and a little model input for its signature."""
-    from schemas.features import model_input_from_events
+    from learnscore.model.features import model_input_from_events
 
     return fitted_model, model_input_from_events(small_history_events[0][:20])
 
@@ -158,8 +158,8 @@ def register_model(config, model, model_input, alias: str | None = "production")
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    from batch.packaging import log_diagnostic_model
-    from learnscore.tracking import use_mlflow
+    from learnscore.core.tracking import use_mlflow
+    from learnscore.model.packaging import log_diagnostic_model
 
     use_mlflow(config)
     with mlflow.start_run(run_name="scorer-test-model"):

@@ -10,13 +10,13 @@ import orjson
 import pandas as pd
 import pytest
 
-from learnscore.kafka_io import consumer, create_topics
-from schemas import topics
-from schemas.events import RETRAIN_REQUESTED, validate_bytes
-from schemas.tables import DRIFT_EVENTS
-from streaming.drift.hook import DriftHook, make_drift_hook
-from streaming.drift.state import DriftStateError, DriftStateStore
-from streaming.model_cache import RETRY_FAILED_LOAD_S
+from learnscore.core.kafka_io import consumer, create_topics
+from learnscore.schemas import topics
+from learnscore.schemas.events import RETRAIN_REQUESTED, validate_bytes
+from learnscore.schemas.tables import DRIFT_EVENTS
+from learnscore.streaming.drift.hook import DriftHook, make_drift_hook
+from learnscore.streaming.drift.state import DriftStateError, DriftStateStore
+from learnscore.streaming.model_cache import RETRY_FAILED_LOAD_S
 
 pytestmark = pytest.mark.integration
 NOW = datetime(2025, 3, 1, tzinfo=timezone.utc)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from schemas import topics
-from streaming.job import start_scorer
+from learnscore.schemas import topics
+from learnscore.streaming.job import start_scorer
 
 pytestmark = pytest.mark.integration
 

@@ -17,9 +17,9 @@ from pathlib import Path
 import orjson
 import pytest
 
-from learnscore import kafka_io
-from schemas import topics
-from schemas.events import SCORE_ISSUED, validate_bytes
+from learnscore.core import kafka_io
+from learnscore.schemas import topics
+from learnscore.schemas.events import SCORE_ISSUED, validate_bytes
 from tests.support import process_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -10,10 +10,10 @@ from urllib.parse import urlparse
 import orjson
 import pytest
 
-from learnscore.lake import ensure_spark_tables
-from learnscore.stack.processes import free_port
-from streaming.job import STREAM_TABLES, ScorerState, ScorerTopics, WriterIds, make_batch_handler
-from streaming.model_cache import REGISTRY_UNREACHABLE, ModelCache
+from learnscore.core.lake import ensure_spark_tables
+from learnscore.core.ports import free_port
+from learnscore.streaming.job import STREAM_TABLES, ScorerState, ScorerTopics, WriterIds, make_batch_handler
+from learnscore.streaming.model_cache import REGISTRY_UNREACHABLE, ModelCache
 
 pytestmark = pytest.mark.integration
 

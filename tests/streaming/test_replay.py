@@ -7,8 +7,8 @@ from datetime import datetime, timedelta, timezone
 import orjson
 import pytest
 
-from learnscore.lake import ensure_spark_tables
-from streaming.job import (
+from learnscore.core.lake import ensure_spark_tables
+from learnscore.streaming.job import (
     STREAM_TABLES,
     ScorerState,
     ScorerTopics,
@@ -16,7 +16,7 @@ from streaming.job import (
     count_pending,
     make_batch_handler,
 )
-from streaming.model_cache import ModelCache
+from learnscore.streaming.model_cache import ModelCache
 
 pytestmark = pytest.mark.integration
 

@@ -9,12 +9,12 @@ import time
 import orjson
 import pytest
 
-from learnscore import kafka_io
-from learnscore.config import Secrets
-from learnscore.privacy import pseudonymise
-from schemas import topics
-from schemas.events import SCORE_ISSUED, validate_bytes
-from streaming.job import run_scorer, start_scorer
+from learnscore.core import kafka_io
+from learnscore.core.config import Secrets
+from learnscore.core.privacy import pseudonymise
+from learnscore.schemas import topics
+from learnscore.schemas.events import SCORE_ISSUED, validate_bytes
+from learnscore.streaming.job import run_scorer, start_scorer
 
 pytestmark = pytest.mark.integration
 

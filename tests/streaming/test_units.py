@@ -7,8 +7,8 @@ import uuid
 import pytest
 from pyspark.sql import functions as F
 
-from learnscore.privacy import pseudonymise
-from streaming.score import pseudonym_column, score_event_id, score_event_id_column
+from learnscore.core.privacy import pseudonymise
+from learnscore.streaming.score import pseudonym_column, score_event_id, score_event_id_column
 
 
 def test_score_event_ids_in_spark_equal_the_python_uuid5(spark):

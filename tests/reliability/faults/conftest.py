@@ -10,8 +10,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from learnscore.config import Config
-from learnscore.stack.processes import free_port
+from learnscore.core.config import Config
+from learnscore.core.ports import free_port
 from tests import support
 from tests.support import wait_for
 
@@ -31,8 +31,8 @@ def register_production(config: Config, model, model_input, alias: str | None = 
     """Log ``model`` as training does, register it under the config's name, point ``alias`` at it."""
     import mlflow
 
-    from batch.packaging import log_diagnostic_model
-    from learnscore.tracking import use_mlflow
+    from learnscore.core.tracking import use_mlflow
+    from learnscore.model.packaging import log_diagnostic_model
 
     use_mlflow(config)
     with mlflow.start_run(run_name="reliability-test-model"):
@@ -51,7 +51,7 @@ def messages(events: list[dict]) -> list[tuple[bytes, bytes]]:
 
 def table_count(config: Config, table: str) -> int:
     """Rows in a Delta table of ``config``'s lake (read without Spark); 0 before it exists."""
-    from learnscore.lake import read_table
+    from learnscore.core.lake import read_table
 
     return len(read_table(config, table))
 
@@ -71,7 +71,7 @@ class ScorerThread:
         self._thread = threading.Thread(target=self._run, args=(config,), daemon=True)
 
     def _run(self, config) -> None:
-        from streaming.job import run_scorer
+        from learnscore.streaming.job import run_scorer
 
         try:
             self.summary = run_scorer(config, handle_signals=False, stop=self._stop)
@@ -122,6 +122,6 @@ def fault_config(config) -> Config:
 def restore_mlflow(stack_config):
     """Point MLflow back at the session's store after a test that pointed it at a server."""
     yield
-    from learnscore.tracking import use_mlflow
+    from learnscore.core.tracking import use_mlflow
 
     use_mlflow(stack_config)

@@ -12,13 +12,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from learnscore.lake import read_table
-from registry.aliases import PRODUCTION, current_version
-from registry.gates import GateRefused, check_smoke
-from registry.history import model_events
-from registry.promote import promote
-from schemas import topics
-from schemas.events import LEVELS
+from learnscore.core.lake import read_table
+from learnscore.registry.access import PRODUCTION, GateRefused, alias_version
+from learnscore.registry.gates import check_smoke
+from learnscore.registry.history import model_events
+from learnscore.registry.promote import promote
+from learnscore.schemas import topics
+from learnscore.schemas.events import LEVELS
 
 pytestmark = pytest.mark.integration
 
@@ -65,9 +65,10 @@ def test_the_smoke_gate_refuses_out_of_range_output_with_the_reason():
 def test_bad_versions_are_refused_and_a_forced_one_is_rolled_back(spark, registry_config, fault_config,
                                                                    kit, mlflow_store, fitted_model,
                                                                    small_history_events):
-    from learnscore import kafka_io
     from mlflow.tracking import MlflowClient
-    from schemas.features import model_input_from_events
+
+    from learnscore.core import kafka_io
+    from learnscore.model.features import model_input_from_events
 
     config = registry_config
     submissions, _ = small_history_events
@@ -87,7 +88,7 @@ def test_bad_versions_are_refused_and_a_forced_one_is_rolled_back(spark, registr
         promote(config, broken, actor="test", reason="must not pass")
     smoke = {r.name: r for r in refused.value.report.results}["smoke"]
     assert not smoke.passed and smoke.message.startswith("could not load or score")
-    assert current_version(config, PRODUCTION) == good
+    assert alias_version(config, PRODUCTION) == good
 
     # Forced past the gates, straight in the registry: the stream must not write its output.
     MlflowClient().set_registered_model_alias(config.mlflow.model_name, PRODUCTION, nonsense)
@@ -149,9 +150,9 @@ def test_rollback_without_a_recorded_production_says_what_to_do(fault_config, ki
                                                                  fitted_model, small_history_events):
     from mlflow.tracking import MlflowClient
 
-    from registry.history import LifecycleHistoryError
-    from registry.promote import rollback
-    from schemas.features import model_input_from_events
+    from learnscore.model.features import model_input_from_events
+    from learnscore.registry.history import LifecycleHistoryError
+    from learnscore.registry.promote import rollback
 
     config = fault_config
     version = kit.register_production(config, fitted_model,

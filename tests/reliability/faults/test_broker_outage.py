@@ -11,11 +11,11 @@ import time
 import httpx
 import pytest
 
-from learnscore import kafka_io
-from learnscore.config import Secrets
-from learnscore.jars import resolve_jars
+from learnscore.core import kafka_io
+from learnscore.core.config import Secrets
+from learnscore.core.jars import resolve_jars
+from learnscore.schemas import topics
 from learnscore.stack.kafka_broker import KafkaBroker
-from schemas import topics
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -24,7 +24,7 @@ OUTAGE_S = 30
 
 def test_a_30s_broker_outage_loses_and_doubles_nothing(spark, fault_config, kit, mlflow_store,
                                                       fitted_model, small_history_events, tmp_path):
-    from schemas.features import model_input_from_events
+    from learnscore.model.features import model_input_from_events
 
     config = kit.with_own_broker(fault_config, tmp_path / "own-broker")
     submissions, outcomes = small_history_events

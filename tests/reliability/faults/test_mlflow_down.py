@@ -16,14 +16,14 @@ import httpx
 import orjson
 import pytest
 
-from batch.retrain_runs import runs
-from batch.retrain_worker import RetrainWorker
-from learnscore import kafka_io
-from learnscore.config import Secrets
+from learnscore.core import kafka_io
+from learnscore.batch.retrain_runs import runs
+from learnscore.batch.retrain_worker import RetrainWorker
+from learnscore.core.config import Secrets
+from learnscore.core.ports import free_port
+from learnscore.schemas import topics
 from learnscore.stack.mlflow_server import MlflowUi
-from learnscore.stack.processes import free_port
-from schemas import topics
-from streaming.model_cache import OK, REGISTRY_UNREACHABLE
+from learnscore.streaming.model_cache import OK, REGISTRY_UNREACHABLE
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -34,7 +34,7 @@ def tiny_train(spark, config, *, since, until, trigger, request_id):
     import numpy as np
     from sklearn.linear_model import LinearRegression
 
-    from learnscore.tracking import use_mlflow
+    from learnscore.core.tracking import use_mlflow
 
     use_mlflow(config)
     model = LinearRegression().fit(np.arange(6.0).reshape(-1, 1), np.arange(6.0))
@@ -56,7 +56,7 @@ def retrain_request() -> dict:
 
 def test_a_killed_mlflow_server_stops_nothing(spark, fault_config, kit, fitted_model, small_history_events,
                                               tmp_path, monkeypatch, caplog, restore_mlflow):
-    from schemas.features import model_input_from_events
+    from learnscore.model.features import model_input_from_events
 
     # One quick try per registry call: the back-off under test is the worker's, not MLflow's.
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
@@ -166,6 +166,6 @@ def produce(config, base_topic: str, pairs: list[tuple[bytes, bytes]]) -> None:
 
 
 def ledger(config) -> dict[str, str]:
-    from batch.retrain_runs import request_statuses
+    from learnscore.batch.retrain_runs import request_statuses
 
     return request_statuses(config)

@@ -28,8 +28,8 @@ import httpx
 import numpy as np
 import orjson
 
-from learnscore.config import Config, Secrets
-from learnscore.stack.processes import free_port
+from learnscore.core.config import Config, Secrets
+from learnscore.core.ports import free_port
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ def bench_submissions(count: int, seed: int = 11) -> list[dict[str, Any]]:
     """``count`` simulated DiagnosticSubmitted events (the platform's item bank), all in the past."""
     from datetime import timedelta
 
-    from simulator.generator import Simulator
+    from learnscore.simulator.generator import Simulator
 
     start = datetime.now(timezone.utc) - timedelta(seconds=count + 3600)
     return Simulator(seed=seed, start=start, interval_s=1.0, run="bench-serve").take(count).submissions
@@ -115,7 +115,7 @@ async def steady_rate(url: str, api_key: str, bodies: list[bytes], rate: float, 
         await asyncio.sleep(max(0.0, scheduled - time.perf_counter()))
         try:
             outcome = str(await asyncio.wait_for(pool.post(bodies[index % len(bodies)]), timeout=10))
-        except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError, ValueError, AttributeError) as exc:
+        except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError, AttributeError) as exc:
             outcome = type(exc).__name__
         if outcome == "200":
             latencies.append(time.perf_counter() - scheduled)
@@ -237,7 +237,7 @@ def run_serve_benchmark(config: Config, rate: float = 100.0, seconds: float = 20
     With ``max_load``, first wait (up to ``max_wait_s``) for the machine's 1-minute load
     average to fall to it; the load averages during each phase are recorded either way.
     """
-    from serving.server import fastest_loop_and_parser
+    from learnscore.serving.server import fastest_loop_and_parser
 
     api_key = Secrets(config).api_key.get_secret_value()
     port = free_port()

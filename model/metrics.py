@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from schemas.events import LEVELS
+from learnscore.schemas.events import LEVELS
 
 KEY_METRICS = ("mae", "rmse", "r2", "accuracy", "macro_f1", "qwk", "brier", "ece")
 

@@ -1,7 +1,7 @@
 """Load a saved :class:`~batch.model.DiagnosticModel` safely: skops with a reviewed type list.
 
 MLflow's pyfunc calls :func:`_load_pyfunc` (the model is logged with
-``loader_module="batch.model_loader"``, see :mod:`batch.packaging`).
+``loader_module="learnscore.model.loader"``, see :mod:`learnscore.model.packaging`).
 
 Why our own loader: a skops file can name any Python type to rebuild, and loading it runs that
 type's code, so the list of trusted types must live in reviewed code here — not in the model
@@ -25,8 +25,8 @@ MODEL_FILE = "model.skops"
 #: TreePredictor holds the fitted trees of a HistGradientBoosting model as numpy arrays.
 #: Adding a type here is a code change that goes through review, on purpose.
 TRUSTED_TYPES = (
-    "batch.model.DiagnosticModel",
-    "schemas.irt.ItemBank",
+    "learnscore.model.diagnostic.DiagnosticModel",
+    "learnscore.model.item_bank.ItemBank",
     "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
 )
 

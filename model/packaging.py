@@ -3,8 +3,8 @@
 The streaming scorer and every other Spark job score with exactly this call::
 
     import mlflow
-    from batch.packaging import PREDICTION_RESULT_TYPE   # the string below
-    from schemas.features import spark_model_input_columns
+    from learnscore.model.packaging import PREDICTION_RESULT_TYPE   # the string below
+    from learnscore.model.features import spark_model_input_columns
 
     predict = mlflow.pyfunc.spark_udf(
         spark, "models:/<model_name>@production",         # registry.aliases.production_model_uri(config)
@@ -23,13 +23,13 @@ Two MLflow details decided here:
 
 * Serialization: MLflow 3.17 refuses every sklearn-flavour model (skops included) while
   ``MLFLOW_ALLOW_PICKLE_DESERIALIZATION=false``, which all our processes set. So the model is a
-  pyfunc with ``loader_module="batch.model_loader"``: the data folder holds ``model.skops`` and
+  pyfunc with ``loader_module="learnscore.model.loader"``: the data folder holds ``model.skops`` and
   the loader checks it against a type list kept in our code (see that module).
 * Input checking: the signature declares the list columns as ``Array`` types (the contract,
   checked by the registry gates). MLflow's own enforcement of Array columns walks every cell in
   Python (≈3.8k rows/s measured), slower than the stream must run, so the signature is marked as
-  checked by the model itself: :func:`schemas.features.flatten_model_input` validates the whole
-  batch vectorised and raises :class:`schemas.features.ModelInputError` naming row and column.
+  checked by the model itself: :func:`learnscore.model.features.flatten_model_input` validates the whole
+  batch vectorised and raises :class:`learnscore.model.features.ModelInputError` naming row and column.
 """
 
 from __future__ import annotations
@@ -42,10 +42,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from batch.model import DiagnosticModel
-from batch.model_loader import save_model_file
-from schemas.events import LEVELS
-from schemas.features import MODEL_INPUT_COLUMNS, RESPONSE_COLUMNS
+from learnscore.model.diagnostic import DiagnosticModel
+from learnscore.model.features import MODEL_INPUT_COLUMNS, RESPONSE_COLUMNS
+from learnscore.model.loader import save_model_file
+from learnscore.schemas.events import LEVELS
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +109,7 @@ def log_diagnostic_model(model: DiagnosticModel, signature_example_df: pd.DataFr
 def _log_pyfunc(mlflow, data_dir: Path, example: list[dict]):
     return mlflow.pyfunc.log_model(
         name=ARTIFACT_NAME,
-        loader_module="batch.model_loader",
+        loader_module="learnscore.model.loader",
         data_path=str(data_dir),
         signature=model_signature(),
         input_example=example,

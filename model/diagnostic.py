@@ -1,10 +1,10 @@
 """The diagnostic model: one estimator predicting the progress score and the comprehension level.
 
 :class:`DiagnosticModel` holds the IRT item bank it estimated from its training data and two
-scikit-learn pipelines over the shared features (:mod:`schemas.features`): a
+scikit-learn pipelines over the shared features (:mod:`learnscore.model.features`): a
 HistGradientBoostingRegressor for the score and a HistGradientBoostingClassifier for the
 ordered level. It takes *model input* (one row per submission, see ``schemas/features.py``)
-and is saved with skops (:mod:`batch.model_loader`), never with pickle.
+and is saved with skops (:mod:`learnscore.model.loader`), never with pickle.
 """
 
 from __future__ import annotations
@@ -16,11 +16,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from batch.compiled_trees import SMALL_BATCH, compiled_trees
-from schemas.events import LEVELS
-from schemas.features import (FlatResponses, as_model_input, compute_features, feature_matrix,
-                              features_from_flat, flatten_model_input)
-from schemas.irt import ItemBank, fit_item_bank
+from learnscore.model.compiled_trees import SMALL_BATCH, compiled_trees
+from learnscore.model.features import (
+    FlatResponses,
+    as_model_input,
+    compute_features,
+    feature_matrix,
+    features_from_flat,
+    flatten_model_input,
+)
+from learnscore.model.item_bank import ItemBank, fit_item_bank
+from learnscore.schemas.events import LEVELS
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +43,7 @@ class DiagnosticModel:
     arguments (``conf/`` ``model.score`` / ``model.level``).
     """
 
-    #: The model validates its input itself (:func:`schemas.features.flatten_model_input`), so
+    #: The model validates its input itself (:func:`learnscore.model.features.flatten_model_input`), so
     #: callers such as the endpoint may skip MLflow's per-call schema enforcement.
     checks_own_input = True
 
@@ -52,7 +58,7 @@ class DiagnosticModel:
         self.fit_threads = fit_threads
 
     # -- fitting ----------------------------------------------------------------------------
-    def fit(self, model_input: pd.DataFrame, progress_score, comprehension_level) -> "DiagnosticModel":
+    def fit(self, model_input: pd.DataFrame, progress_score, comprehension_level) -> DiagnosticModel:
         """Estimate the item bank, then fit both pipelines on the features."""
         from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
         from sklearn.pipeline import Pipeline
@@ -93,7 +99,7 @@ class DiagnosticModel:
         """One row per submission: :data:`PREDICTION_COLUMNS`, in the input's row order.
 
         ``model_input`` is a DataFrame (or a list of row dicts / a dict of columns); ``params``
-        (the pyfunc protocol's inference parameters) are not used. The score is clipped to 0–100; the probabilities are in :data:`schemas.events.LEVELS`
+        (the pyfunc protocol's inference parameters) are not used. The score is clipped to 0–100; the probabilities are in :data:`learnscore.schemas.events.LEVELS`
         order and sum to 1; the level is the most probable one.
         """
         self._check_fitted()
@@ -111,8 +117,8 @@ class DiagnosticModel:
     def predict_flat(self, flat: FlatResponses) -> dict[str, np.ndarray]:
         """:meth:`predict` on flattened responses, as columns: the endpoint's path, no DataFrame.
 
-        ``flat`` comes from :func:`schemas.features.flatten_events` (events the contract
-        accepted) or :func:`schemas.features.flatten_model_input`.
+        ``flat`` comes from :func:`learnscore.model.features.flatten_events` (events the contract
+        accepted) or :func:`learnscore.model.features.flatten_model_input`.
         """
         self._check_fitted()
         return self._predict_matrix(feature_matrix(flat, self.item_bank_))

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import os
 import secrets as _secrets
+from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 ENV_PREFIX = "LEARNSCORE__"
 
 
@@ -241,7 +241,7 @@ class Config(_Section):
         return self.mlflow.registry_uri or self.mlflow.tracking_uri
 
     def topic(self, base_name: str) -> str:
-        """The deployed name of a topic from :mod:`schemas.topics`."""
+        """The deployed name of a topic from :mod:`learnscore.schemas.topics`."""
         return f"{self.kafka.topic_prefix}{base_name}"
 
 
@@ -384,18 +384,22 @@ def load_config(
     """
     environ = dict(os.environ if environ is None else environ)
     env = env or environ.get("LEARNSCORE_ENV") or "local"
-    conf_dir = conf_dir or Path(environ.get("LEARNSCORE_CONF_DIR", CONF_DIR))
     base_dir = (base_dir or Path.cwd()).resolve()
+    if conf_dir is None and environ.get("LEARNSCORE_CONF_DIR"):
+        conf_dir = Path(environ["LEARNSCORE_CONF_DIR"])
+    search = [conf_dir] if conf_dir is not None else [base_dir / "conf", packaged_conf_dir()]
 
-    base_file = conf_dir / "base.yaml"
-    env_file = conf_dir / f"{env}.yaml"
-    if not env_file.exists():
-        known = sorted(p.stem for p in conf_dir.glob("*.yaml") if p.stem != "base")
+    base_file = _first_file(search, "base.yaml")
+    env_file = _first_file(search, f"{env}.yaml")
+    if env_file is None:
+        known = sorted({p.stem for folder in search if folder.is_dir() for p in folder.glob("*.yaml")
+                        if p.stem != "base"})
         raise ConfigError(
-            f"no configuration for environment {env!r}: {env_file} does not exist "
-            f"(known: {', '.join(known) or 'none'}); create it or pick one of those"
+            f"no configuration for environment {env!r}: no {env}.yaml in "
+            f"{' or '.join(str(folder) for folder in search)} (known: {', '.join(known) or 'none'}); "
+            f"create it or pick one of those"
         )
-    data = _deep_merge(_read_yaml(base_file) if base_file.exists() else {}, _read_yaml(env_file))
+    data = _deep_merge(_read_yaml(base_file) if base_file else {}, _read_yaml(env_file))
     data = _deep_merge(data, _env_overrides(environ))
     data["env"] = env
 
@@ -412,7 +416,7 @@ def load_config(
     for section in ("spark", "broker"):
         jars = data.get(section, {}).get("jars_dir")
         if jars and not Path(jars).is_absolute():
-            data[section]["jars_dir"] = str((_project_root() / jars).resolve())
+            data[section]["jars_dir"] = str((base_dir / jars).resolve())
 
     try:
         return Config.model_validate(data)
@@ -427,6 +431,12 @@ def load_config(
         ) from None
 
 
-def _project_root() -> Path:
-    """The checkout holding ``jvm/`` (jars are resolved relative to it, not to the cwd)."""
-    return Path(__file__).resolve().parent.parent
+def packaged_conf_dir() -> Path:
+    """The ``conf/`` files shipped inside the package (``learnscore.conf``)."""
+    return Path(str(resources.files("learnscore.conf")))
+
+
+def _first_file(folders: list[Path], name: str) -> Path | None:
+    """``name`` in the first folder holding it: a project's own ``conf/`` (in the folder
+    learnscore runs from) comes before the defaults shipped in the package."""
+    return next((folder / name for folder in folders if (folder / name).is_file()), None)

@@ -30,7 +30,7 @@ from typing import Any
 
 import orjson
 
-from learnscore.config import Config
+from learnscore.core.config import Config
 
 log = logging.getLogger(__name__)
 
@@ -92,9 +92,9 @@ def produce_backlog(config: Config, events: int, seed: int = 2026) -> dict[str, 
     """
     from datetime import timedelta
 
-    from learnscore.kafka_io import create_topics, producer
-    from schemas import topics
-    from simulator.stream import OUTCOME, SUBMISSION, MessagePlan, StreamOptions, producer_compression
+    from learnscore.core.kafka_io import create_topics, producer
+    from learnscore.schemas import topics
+    from learnscore.simulator.stream import OUTCOME, SUBMISSION, MessagePlan, StreamOptions, producer_compression
 
     create_topics(config, [topics.SUBMISSIONS, topics.OUTCOMES, topics.ENDPOINT_REQUESTS])
     rate = 5000.0
@@ -135,7 +135,7 @@ def sample_submissions(events: int, seed: int = 2026) -> list[dict]:
     """The first ``events`` valid submissions of the backlog (same seed), decoded."""
     from datetime import timedelta
 
-    from simulator.generator import Simulator
+    from learnscore.simulator.generator import Simulator
 
     simulator = Simulator(seed=seed, start=datetime.now(timezone.utc) - timedelta(hours=2),
                           interval_s=1 / 5000.0)
@@ -154,12 +154,12 @@ def register_production_model(config: Config, seed: int = 11, learners: int = 60
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    from batch.model import model_from_config
-    from batch.packaging import log_diagnostic_model
-    from learnscore.tracking import use_mlflow
-    from registry.aliases import PRODUCTION
-    from schemas.features import model_input_from_events
-    from simulator.generator import Simulator
+    from learnscore.core.tracking import use_mlflow
+    from learnscore.model.diagnostic import model_from_config
+    from learnscore.model.features import model_input_from_events
+    from learnscore.model.packaging import log_diagnostic_model
+    from learnscore.registry.access import PRODUCTION
+    from learnscore.simulator.generator import Simulator
 
     use_mlflow(config)
     history = Simulator(seed=seed, start=datetime(2026, 1, 5, tzinfo=timezone.utc), interval_s=1.0,
@@ -179,7 +179,7 @@ def raw_model_eps(config: Config, version: str, submissions: list[dict], chunk: 
     """Featurize + predict ``submissions`` with the registered model in a plain Python loop."""
     import mlflow
 
-    from schemas.features import model_input_from_events
+    from learnscore.model.features import model_input_from_events
 
     model = mlflow.pyfunc.load_model(f"models:/{config.mlflow.model_name}/{version}")
     model.predict(model_input_from_events(submissions[:100]))  # warm up
@@ -257,10 +257,10 @@ def run_stream_benchmark(config: Config, *, events: int = 200_000, rate: float =
     """
     import uuid
 
-    from learnscore.kafka_io import BrokerUnreachable, broker_answers, unreachable_message
-    from learnscore.spark import create_spark_session
-    from simulator.stream import StreamOptions, stream_to_kafka
-    from streaming.job import start_scorer
+    from learnscore.core.kafka_io import BrokerUnreachable, broker_answers, unreachable_message
+    from learnscore.core.spark import create_spark_session
+    from learnscore.simulator.stream import StreamOptions, stream_to_kafka
+    from learnscore.streaming.job import start_scorer
 
     if not broker_answers(config.kafka.bootstrap_servers, timeout_s=5):
         raise BrokerUnreachable(unreachable_message(config.kafka.bootstrap_servers))
@@ -306,7 +306,7 @@ def run_stream_benchmark(config: Config, *, events: int = 200_000, rate: float =
                                                      latency_seconds + 3600.0, seed=seed + 1,
                                                      drain_outcomes=False), keep_truth=False)
         live_ids = set(live.valid_event_ids)
-        gold = lambda: spark.read.format("delta").load(config.table_path("gold.predictions"))  # noqa: E731
+        gold = lambda: spark.read.format("delta").load(config.table_path("gold.predictions"))
         from pyspark.sql import functions as F
 
         ids = spark.createDataFrame([(i,) for i in live_ids], "event_id string")

@@ -6,7 +6,7 @@ endpoint all hand the model the same *model input* — one row per submission:
 =====================  =========================================================
 column                 type
 =====================  =========================================================
-``subject``            str, one of :data:`schemas.events.SUBJECTS`
+``subject``            str, one of :data:`learnscore.schemas.events.SUBJECTS`
 ``grade_level``        int64
 ``item_id``            list[str]   one value per response, in answer order
 ``skill``              list[str]
@@ -32,16 +32,17 @@ test holds this path to the others, bit for bit.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from schemas.events import SUBJECTS
-from schemas.irt import ItemBank, estimate_ability, index_of
+from learnscore.model.item_bank import ItemBank, estimate_ability, index_of
+from learnscore.schemas.events import SUBJECTS
 
 MODEL_INPUT_COLUMNS = ("subject", "grade_level", "item_id", "skill", "correct",
                        "response_time_ms", "attempts", "hint_used")
@@ -213,7 +214,7 @@ def flatten_events(events: Sequence[dict[str, Any]]) -> FlatResponses:
 
     The endpoint's fast path: the same arrays as
     ``flatten_model_input(model_input_from_events(events))`` without the DataFrame in between.
-    It checks nothing that the contract (``schemas.events.validate_event``) already checked —
+    It checks nothing that the contract (``learnscore.schemas.events.validate_event``) already checked —
     at least one response, the types of every field — so only validated events may come here.
 
     >>> event = {"subject": "math", "grade_level": 4, "responses": [

@@ -41,19 +41,18 @@ def measure_onset_to_production(config, *, warmup_s: float = 90.0, rate: float =
                                 outcome_delay_s: float = 10.0, learners: int = 6000,
                                 timeout_s: float = 1200.0, seed: int = 13) -> dict[str, Any]:
     """Run the loop once; return the figures (seconds are wall-clock, from the onset)."""
-    from batch.history import load_history
-    from batch.retrain_worker import RetrainWorker
-    from batch.train import train_model
-    from learnscore.kafka_io import (BrokerUnreachable, broker_answers, create_topics,
-                                     unreachable_message)
-    from learnscore.spark import create_spark_session
-    from registry.promote import promote
-    from schemas import topics
-    from simulator.history import HistoryOptions, write_history
-    from simulator.scenarios import ScenarioSpec
-    from simulator.stream import StreamOptions, stream_to_kafka
-    from streaming.drift.hook import make_drift_hook
-    from streaming.job import QUERY_NAME, start_scorer
+    from learnscore.batch.history import load_history
+    from learnscore.batch.retrain_worker import RetrainWorker
+    from learnscore.batch.train import train_model
+    from learnscore.core.kafka_io import BrokerUnreachable, broker_answers, create_topics, unreachable_message
+    from learnscore.core.spark import create_spark_session
+    from learnscore.registry.promote import promote
+    from learnscore.schemas import topics
+    from learnscore.simulator.history import HistoryOptions, write_history
+    from learnscore.simulator.scenarios import ScenarioSpec
+    from learnscore.simulator.stream import StreamOptions, stream_to_kafka
+    from learnscore.streaming.drift.hook import make_drift_hook
+    from learnscore.streaming.job import QUERY_NAME, start_scorer
 
     if not broker_answers(config.kafka.bootstrap_servers, timeout_s=5):
         raise BrokerUnreachable(unreachable_message(config.kafka.bootstrap_servers))

@@ -7,10 +7,11 @@ do not run Spark (registry CLI, retrain worker, dashboard) use ``deltalake`` her
 from __future__ import annotations
 
 import logging
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
-from learnscore.config import Config
-from schemas.tables import TABLES, Table, arrow_schema
+from learnscore.core.config import Config
+from learnscore.schemas.tables import TABLES, Table, arrow_schema
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from learnscore.config import Config, Secrets
+from learnscore.core.config import Config, Secrets
 
 log = logging.getLogger(__name__)
 

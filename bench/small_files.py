@@ -3,7 +3,7 @@
 
 Every micro-batch adds 1–4 files to each table it writes, and each batch probes
 ``silver.submissions``, ``silver.outcomes`` and ``gold.predictions`` in full. This measures one
-such probe (:func:`streaming.ingest.delivery_verdicts`, the batch's keys against the table) on
+such probe (:func:`learnscore.streaming.ingest.delivery_verdicts`, the batch's keys against the table) on
 the same rows held in 40 to 4,000 files, then after a compaction: why the stream compacts its
 tables (``streaming.compact_after_writes``). Needs Spark only (no broker, no MLflow).
 """
@@ -20,8 +20,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from learnscore.config import Config
-from streaming.bench import machine, write_result
+from learnscore.bench.stream import machine, write_result
+from learnscore.core.config import Config
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ def _probe_seconds(spark, path: str, keys: int, repeats: int) -> float:
     """Median wall time of one delivery check of ``keys`` new events against the table."""
     from pyspark.sql import functions as F
 
-    from streaming.ingest import delivery_verdicts
+    from learnscore.streaming.ingest import delivery_verdicts
 
     times = []
     for attempt in range(repeats + 1):  # the first one warms the JVM and caches: not counted
@@ -63,12 +63,12 @@ def run_small_files_benchmark(config: Config, *, rows: int = 200_000, keys: int 
                               ) -> dict[str, Any]:
     from delta.tables import DeltaTable
 
-    from learnscore.spark import create_spark_session
+    from learnscore.core.spark import create_spark_session
 
     spark = create_spark_session(config, app_name="learnscore-bench-files")
     result: dict[str, Any] = {"benchmark": "small_files", "started_at": datetime.now(timezone.utc).isoformat(),
                               "machine": machine(), "rows": rows, "keys_probed": keys,
-                              "probe": "streaming.ingest.delivery_verdicts (the stream's duplicate check)",
+                              "probe": "learnscore.streaming.ingest.delivery_verdicts (the stream's duplicate check)",
                               "probe_seconds_by_files": {}}
     home = Path(tempfile.mkdtemp(prefix="learnscore-bench-files-"))
     try:

@@ -1,7 +1,9 @@
 """JVM jars from Maven Central, resolved by ``mvn`` from the manifests in ``jvm/``.
 
 Two separate classpaths: Spark's extras (Delta, the Kafka connector) and the local Kafka broker.
-Nothing is downloaded by Spark's own ``spark.jars.packages`` at run time.
+Nothing is downloaded by Spark's own ``spark.jars.packages`` at run time. The manifests ship
+inside the package (``learnscore.jvm``); Maven runs on a copy beside the target folder, so an
+installed, read-only package is never written to.
 """
 
 from __future__ import annotations
@@ -9,14 +11,14 @@ from __future__ import annotations
 import logging
 import shutil
 import subprocess
+from importlib import resources
 from pathlib import Path
 
-from learnscore.config import Config, ConfigError
+from learnscore.core.config import Config, ConfigError
 
 log = logging.getLogger(__name__)
 
-JVM_DIR = Path(__file__).resolve().parent.parent / "jvm"
-MANIFESTS = {"spark": JVM_DIR / "spark-jars.xml", "kafka": JVM_DIR / "kafka-broker.xml"}
+MANIFESTS = {"spark": "spark-jars.xml", "kafka": "kafka-broker.xml"}
 
 
 class JarsMissing(ConfigError):
@@ -32,18 +34,32 @@ def resolve_jars(config: Config, force: bool = False) -> dict[str, list[Path]]:
     for name, target in targets.items():
         if force or not list(Path(target).glob("*.jar")):
             Path(target).mkdir(parents=True, exist_ok=True)
-            log.info("resolving %s jars from %s into %s", name, MANIFESTS[name].name, target)
-            command = ["mvn", "-B", "-q", "-f", str(MANIFESTS[name]),
+            log.info("resolving %s jars from %s into %s", name, MANIFESTS[name], target)
+            manifest = _manifest_copy(name, Path(target))
+            command = ["mvn", "-B", "-q", "-f", str(manifest),
                        "dependency:copy-dependencies", f"-DoutputDirectory={target}"]
             result = subprocess.run(command, capture_output=True, text=True)
             if result.returncode != 0:
                 raise JarsMissing(
-                    f"mvn could not resolve the {name} jars ({MANIFESTS[name]}):\n"
+                    f"mvn could not resolve the {name} jars (learnscore/jvm/{MANIFESTS[name]}):\n"
                     f"{(result.stdout + result.stderr)[-2000:]}\n"
                     "Check that Maven Central is reachable (or a mirror in ~/.m2/settings.xml)."
                 )
         resolved[name] = jar_files(Path(target), name)
     return resolved
+
+
+def manifest_text(name: str) -> str:
+    """The Maven manifest of one jar set (``spark`` or ``kafka``) as shipped in the package."""
+    return resources.files("learnscore.jvm").joinpath(MANIFESTS[name]).read_text()
+
+
+def _manifest_copy(name: str, target: Path) -> Path:
+    folder = target.parent / f".maven-{name}"
+    folder.mkdir(parents=True, exist_ok=True)
+    manifest = folder / "pom.xml"
+    manifest.write_text(manifest_text(name))
+    return manifest
 
 
 def jar_files(jars_dir: Path, name: str) -> list[Path]:

@@ -78,7 +78,7 @@ class CompiledTrees:
         return np.cumsum(np.concatenate([start, leaves]), axis=0)[-1].T
 
 
-_COMPILED: "weakref.WeakKeyDictionary[object, CompiledTrees | None]" = weakref.WeakKeyDictionary()
+_COMPILED: weakref.WeakKeyDictionary[object, CompiledTrees | None] = weakref.WeakKeyDictionary()
 
 
 def compiled_trees(estimator) -> CompiledTrees | None:

@@ -2,7 +2,7 @@
 
 The fast path runs outside Spark over the *same* code the stream runs: simulated submissions
 (:mod:`simulator`) → the shared features and a model trained on a simulated history
-(:mod:`schemas.features`, :mod:`batch.model`) → :class:`~streaming.drift.monitor.DriftMonitor`
+(:mod:`learnscore.model.features`, :mod:`learnscore.model.diagnostic`) → :class:`~streaming.drift.monitor.DriftMonitor`
 in micro-batches, exactly as the stream's ``foreachBatch`` feeds it:
 
 * submissions arrive at ``rate`` per second and are scored at once; one micro-batch holds one
@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from streaming.drift.monitor import DriftMonitor, DriftSettings
+from learnscore.streaming.drift.monitor import DriftMonitor, DriftSettings
 
 log = logging.getLogger(__name__)
 
@@ -55,9 +55,9 @@ class StreamRun:
 
 def train_bench_model(config, learners: int, seed: int):
     """A model fitted on a simulated stationary history (same code path as training)."""
-    from batch.model import model_from_config
-    from schemas.features import model_input_from_events
-    from simulator.generator import Simulator
+    from learnscore.model.diagnostic import model_from_config
+    from learnscore.model.features import model_input_from_events
+    from learnscore.simulator.generator import Simulator
 
     history = Simulator(seed=seed, start=START - timedelta(days=30), interval_s=1.0,
                         run="history").take(learners)
@@ -78,9 +78,9 @@ def simulate_stream(model, variants: dict[str, DriftSettings], *, submissions: i
     With ``stop_at_first_request`` it ends once every variant has asked for a retrain after
     the onset.
     """
-    from schemas.features import model_input_from_events
-    from simulator.generator import Simulator
-    from simulator.scenarios import ScenarioSpec
+    from learnscore.model.features import model_input_from_events
+    from learnscore.simulator.generator import Simulator
+    from learnscore.simulator.scenarios import ScenarioSpec
 
     scenarios = (ScenarioSpec(scenario, at_event=onset),) if scenario else ()
     simulator = Simulator(seed=seed, start=START, interval_s=1.0 / rate, scenarios=scenarios,

@@ -2,7 +2,7 @@
 
 A keyed hash (HMAC-SHA256) rather than a plain hash: learner ids are guessable, so without the
 key anyone could hash candidate ids and re-identify rows. The key comes from
-``learnscore.config.Secrets(config).pseudonym_key``; rotating it changes every pseudonym.
+``learnscore.core.config.Secrets(config).pseudonym_key``; rotating it changes every pseudonym.
 """
 
 from __future__ import annotations

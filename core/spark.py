@@ -6,8 +6,8 @@ import logging
 import os
 import sys
 
-from learnscore.config import Config
-from learnscore.jars import jar_files
+from learnscore.core.config import Config
+from learnscore.core.jars import jar_files
 
 log = logging.getLogger(__name__)
 

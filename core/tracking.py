@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
-from learnscore.config import Config
-from learnscore.stack.mlflow_server import prepare_store
+from learnscore.core.config import Config
 
 
 def use_mlflow(config: Config) -> str:
@@ -27,3 +27,11 @@ def use_mlflow(config: Config) -> str:
         experiment_id = experiment.experiment_id
     mlflow.set_experiment(experiment_id=experiment_id)
     return experiment_id
+
+
+def prepare_store(config: Config) -> None:
+    """Create the folders of an embedded (sqlite + file) store; remote stores are left alone."""
+    if config.mlflow.tracking_uri.startswith("sqlite:///"):
+        Path(config.mlflow.tracking_uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+    if "://" not in config.mlflow.artifact_root:
+        Path(config.mlflow.artifact_root).mkdir(parents=True, exist_ok=True)

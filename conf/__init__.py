@@ -1,0 +1,1 @@
+"""Configuration shipped with learnscore: base.yaml and the environment files laid over it."""
