@@ -17,11 +17,12 @@ TEST_JVM := JAVA_TOOL_OPTIONS=-XX:TieredStopAtLevel=1
 # subprocesses, so two halve the wall time on 2 cores. PYTEST_WORKERS=0 runs them in one.
 PYTEST_WORKERS ?= 2
 
-.PHONY: install jars demo test test-fast bench stack-up stack-down clean help
+.PHONY: install jars demo test check lint test-fast bench stack-up stack-down clean help
 
 help:
 	@echo "make demo    install, resolve jars, run the live demo (learnscore demo)"
 	@echo "make test    install, resolve jars, start a test broker, run every test, stop it"
+	@echo "make check   the fast tier: ruff, import contracts, doctests, unit tests (no broker)"
 	@echo "make bench   run the benchmarks; figures go to bench/results/"
 	@echo "make clean   stop the local stack and remove all local state"
 
@@ -51,6 +52,18 @@ test: jars
 	$(TEST_ENV) $(BIN)/learnscore stack up
 	set -o pipefail; trap '$(TEST_ENV) $(BIN)/learnscore stack down' EXIT; \
 	  $(TEST_ENV) $(TEST_JVM) $(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=30 $(PYTEST_ARGS)
+
+# The fast tier: lint, the import contracts (.ci/lint_imports.py), every >>> example, and the
+# tests that need no broker, Spark job or MLflow store (a unit test asking for the broker fails).
+PRODUCT_DIRS := learnscore core schemas model registry streaming batch serving monitoring bi simulator bench
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/python .ci/lint_imports.py
+	$(BIN)/python -m pytest -q --doctest-modules $(PRODUCT_DIRS)
+
+check: lint
+	LEARNSCORE_TEST_TIER=unit $(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) -m "not integration and not slow" $(PYTEST_ARGS)
 
 test-fast: jars
 	$(TEST_ENV) $(BIN)/learnscore stack up

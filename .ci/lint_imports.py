@@ -9,6 +9,7 @@ from pyproject.toml), and the linter runs on that copy.
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 import tomllib
@@ -34,6 +35,9 @@ def build_tree() -> Path:
 
 def main() -> int:
     tree = build_tree()
+    # import-linter puts the working directory first on sys.path: run from the copy, so that the
+    # checkout's learnscore/ (the shell alone) cannot shadow the full package.
+    os.chdir(tree)
     sys.path.insert(0, str(tree))
     from importlinter.cli import lint_imports
 

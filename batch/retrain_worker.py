@@ -184,7 +184,7 @@ class RetrainWorker:
             version, mlflow_run_id, data_versions = self._registered_version(run, window)
         except RetrainError as exc:
             return self._deferred(run, "training", exc, may_defer)
-        except Exception as exc:  # recorded and logged; the worker lives on
+        except Exception as exc:  # noqa: BLE001 - recorded and logged; the worker lives on
             log.error("retrain run %s failed while training: %s", run.run_id, exc)
             return run.finished("failed", message=f"{run.message}; training failed: {exc}")
         run = replace(run, mlflow_run_id=mlflow_run_id, model_version=version,
@@ -207,7 +207,7 @@ class RetrainWorker:
         except RetrainError as exc:
             return self._deferred(replace(run, promoted=False), f"promoting version {version}", exc,
                                   may_defer)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - recorded and logged; the worker lives on
             log.error("retrain run %s failed while promoting: %s", run.run_id, exc)
             return run.finished("failed", promoted=False,
                                 message=f"{run.message}; promotion failed: {exc}")
@@ -303,7 +303,7 @@ class RetrainWorker:
 
         def start():
             try:
-                self.spark
+                _ = self.spark  # starts the session
             except Exception as exc:  # noqa: BLE001 - the first run starts it again and reports it
                 log.warning("retrain worker: could not start Spark ahead of a run: %s", exc)
 
@@ -484,7 +484,7 @@ def _version_of_run(config: Config, run: RetrainRun) -> dict[str, str] | None:
 def _last_registration_at(config: Config) -> datetime | None:
     try:
         versions = registry_client(config).search_model_versions(f"name = '{config.mlflow.model_name}'")
-    except Exception as exc:  # the schedule then relies on the ledger alone
+    except Exception as exc:  # noqa: BLE001 - the schedule then relies on the ledger alone
         log.warning("could not read the registry for the schedule: %s", exc)
         return None
     if not versions:

@@ -11,7 +11,7 @@ ones the way each caller does:
   submissions on ``spark.master`` cores, written to a no-op sink: the UDF end to end.
 
 Wall-clock and CPU rates are both reported: on a shared machine the CPU rate is the steadier one.
-Results go to ``bench/results/model_scoring.json``.
+Results go to ``bench/results/model_scoring.json`` in the working directory (``--output``).
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ import pyarrow as pa
 
 log = logging.getLogger(__name__)
 
-RESULTS = Path(__file__).resolve().parent / "results" / "model_scoring.json"
+# Relative to the folder the benchmark runs in (never inside the installed package).
+RESULTS = Path("bench/results/model_scoring.json")
 
 
 def _simulated(rows: int, seed: int):
@@ -90,9 +91,9 @@ def run_model_benchmark(config, *, train_rows: int = 20_000, score_rows: int = 2
         batches = [score_input.iloc[i:i + size] for i in range(0, min(score_rows, 20 * size), size)]
         rows = sum(len(b) for b in batches)
         log.info("direct scoring in batches of %d", size)
-        results["direct"][str(size)] = _rate(lambda: [model.predict(b) for b in batches], rows, 3)
+        results["direct"][str(size)] = _rate(lambda batches=batches: [model.predict(b) for b in batches], rows, 3)
         results["features_only"][str(size)] = _rate(
-            lambda: [compute_features(b, model.item_bank_) for b in batches], rows, 3)
+            lambda batches=batches: [compute_features(b, model.item_bank_) for b in batches], rows, 3)
     results["single_row_ms"] = round(1000 / _rate(lambda: model.predict(score_input.iloc[:1]), 1, 20)
                                      ["rows_per_s_wall"], 3)
 
@@ -106,7 +107,7 @@ def run_model_benchmark(config, *, train_rows: int = 20_000, score_rows: int = 2
         loaded = mlflow.pyfunc.load_model(str(model_dir))
         for size in (10_000, 1_000):
             batches = [score_input.iloc[i:i + size] for i in range(0, score_rows, size)]
-            results["pyfunc"][str(size)] = _rate(lambda: [loaded.predict(b) for b in batches],
+            results["pyfunc"][str(size)] = _rate(lambda batches=batches: [loaded.predict(b) for b in batches],
                                                  sum(len(b) for b in batches), 3)
         if spark:
             results["spark_udf"] = _spark_udf_rate(config, str(model_dir), score_batch.submissions)

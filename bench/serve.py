@@ -33,7 +33,8 @@ from learnscore.core.ports import free_port
 
 log = logging.getLogger(__name__)
 
-RESULTS = Path(__file__).resolve().parent.parent / "bench" / "results" / "serve.json"
+# Relative to the folder the benchmark runs in (never inside the installed package).
+RESULTS = Path("bench/results/serve.json")
 
 
 def bench_submissions(count: int, seed: int = 11) -> list[dict[str, Any]]:
@@ -185,8 +186,7 @@ def _start_endpoint(config: Config, port: int, log_file: Path) -> subprocess.Pop
     with open(log_file, "ab") as out:
         return subprocess.Popen([sys.executable, "-m", "learnscore", "--env", config.env, "serve",
                                  "--port", str(port)], stdout=out, stderr=subprocess.STDOUT,
-                                env=env, start_new_session=True,
-                                cwd=Path(__file__).resolve().parent.parent)
+                                env=env, start_new_session=True)
 
 
 def _wait_ready(base: str, process: subprocess.Popen, log_file: Path, timeout_s: float = 180) -> str:

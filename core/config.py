@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+
+from learnscore.schemas.domain import Domain
 
 ENV_PREFIX = "LEARNSCORE__"
 
@@ -25,6 +27,27 @@ class ConfigError(ValueError):
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DomainConfig(_Section):
+    """What the platform's diagnostics are about (:class:`learnscore.schemas.domain.Domain`)."""
+
+    subjects: tuple[str, ...] = Domain.subjects
+    grade_min: int = Field(Domain.grade_min, ge=1)
+    grade_max: int = Field(Domain.grade_max, ge=1)
+    skills: tuple[str, ...] | None = None
+    level_cut_scores: tuple[float, ...] = Domain.level_cut_scores
+
+    @model_validator(mode="after")
+    def _is_a_domain(self) -> DomainConfig:
+        self.contract()  # raises ValueError naming the problem
+        return self
+
+    def contract(self) -> Domain:
+        """The domain the contracts, features and simulator follow."""
+        return Domain(subjects=tuple(self.subjects), grade_min=self.grade_min, grade_max=self.grade_max,
+                      skills=None if self.skills is None else tuple(self.skills),
+                      level_cut_scores=tuple(self.level_cut_scores))
 
 
 class SparkConfig(_Section):
@@ -124,13 +147,6 @@ class DriftConfig(_Section):
     min_effect_sigma: float = Field(0.25, ge=0)
     cooldown_seconds: float = Field(900, ge=0)
 
-    @field_validator("grade_bands")
-    @classmethod
-    def _bands_cover_grades(cls, bands: tuple[tuple[int, int], ...]) -> tuple[tuple[int, int], ...]:
-        grades = sorted(g for low, high in bands for g in range(low, high + 1))
-        if grades != list(range(1, 13)):
-            raise ValueError(f"grade_bands must cover grades 1-12 once each, got {bands}")
-        return bands
 
 
 class RetrainConfig(_Section):
@@ -202,6 +218,7 @@ class Config(_Section):
 
     env: str = "local"
     state_dir: Path = Path(".state")
+    domain: DomainConfig = DomainConfig()
     spark: SparkConfig = SparkConfig()
     kafka: KafkaConfig = KafkaConfig()
     broker: BrokerConfig = BrokerConfig()
@@ -217,6 +234,16 @@ class Config(_Section):
     simulator: SimulatorConfig = SimulatorConfig()
     model: ModelConfig = ModelConfig()
     gates: GatesConfig = GatesConfig()
+
+    @model_validator(mode="after")
+    def _bands_cover_grades(self) -> Config:
+        bands = self.drift.grade_bands
+        grades = sorted(g for low, high in bands for g in range(low, high + 1))
+        wanted = list(range(self.domain.grade_min, self.domain.grade_max + 1))
+        if grades != wanted:
+            raise ValueError(f"drift.grade_bands must cover the grades of domain.grade_min..grade_max "
+                             f"({wanted[0]}-{wanted[-1]}) once each, got {[list(b) for b in bands]}")
+        return self
 
     @field_validator("env")
     @classmethod
@@ -422,7 +449,8 @@ def load_config(
         return Config.model_validate(data)
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']} (got {err.get('input')!r})"
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']} (got {err.get('input')!r})" if err["loc"]
+            else err["msg"].removeprefix("Value error, ")
             for err in exc.errors()
         )
         raise ConfigError(

@@ -25,10 +25,9 @@ def port_owner(port: int) -> str:
     """Best-effort description of who listens on ``port`` (for error messages)."""
     try:
         for conn in psutil.net_connections(kind="tcp"):
-            if conn.laddr and conn.laddr.port == port and conn.status == psutil.CONN_LISTEN:
-                if conn.pid:
-                    proc = psutil.Process(conn.pid)
-                    return f"pid {conn.pid} ({' '.join(proc.cmdline()[:3])[:120]})"
+            if conn.laddr and conn.laddr.port == port and conn.status == psutil.CONN_LISTEN and conn.pid:
+                proc = psutil.Process(conn.pid)
+                return f"pid {conn.pid} ({' '.join(proc.cmdline()[:3])[:120]})"
     except (psutil.Error, OSError):
         pass
     return "another process"

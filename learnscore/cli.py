@@ -362,12 +362,13 @@ def bench_serve(
     connections: Annotated[int, typer.Option(help="Concurrent connections for max_rps.")] = 32,
     max_load: Annotated[Optional[float], typer.Option(help="First wait (up to --max-wait) for the 1-minute load average to fall to this.")] = None,
     max_wait: Annotated[float, typer.Option(help="Seconds to wait for --max-load at most.")] = 600.0,
+    output: Annotated[Path, typer.Option(help="Where the JSON goes.")] = Path("bench/results/serve.json"),
 ) -> None:
     """Latency at a steady rate and max throughput of the endpoint on loopback."""
     from learnscore.bench.serve import run_serve_benchmark
 
     result = run_serve_benchmark(get_config(), rate=rate, seconds=seconds, connections=connections,
-                                 max_load=max_load, max_wait_s=max_wait)
+                                 results=output, max_load=max_load, max_wait_s=max_wait)
     for key in ("p50_ms", "p99_ms", "max_rps"):
         typer.echo(f"{key:<8} {result[key]}")
     typer.echo(f"load     {result['load_average']}")
@@ -392,6 +393,20 @@ def bench_stream(
     for key in ("throughput_eps", "latency_p50_s", "latency_p95_s", "latency_p99_s", "raw_model_eps",
                 "ratio_to_raw"):
         typer.echo(f"{key:<16} {result.get(key)}")
+    typer.echo(f"written to {output}")
+
+
+@bench_app.command("validation")
+def bench_validation(
+    events: Annotated[int, typer.Option(min=1000, help="Simulated submissions to validate.")] = 50_000,
+    output: Annotated[Path, typer.Option(help="Where the JSON goes.")] = Path("bench/results/validation.json"),
+) -> None:
+    """Contract validation speed: raw bytes → verdict, for the same seeded submissions every run."""
+    from learnscore.bench.validation import run_validation_benchmark
+
+    result = run_validation_benchmark(events=events, output=output)
+    typer.echo(f"validate_bytes  {result['events_per_s']:,.0f} events/s ({result['events']:,} events of "
+               f"{result['mean_bytes']:,.0f} bytes; decode only {result['decode_only_events_per_s']:,.0f}/s)")
     typer.echo(f"written to {output}")
 
 
@@ -529,21 +544,23 @@ def simulate_history(
 # -- schemas ----------------------------------------------------------------------------------
 @schemas_app.command("export")
 def schemas_export(
-    out: Annotated[Optional[Path], typer.Option(help="Folder to write (default schemas/json in the checkout).")] = None,
+    out: Annotated[Path, typer.Option(help="Folder to write.")] = Path("schemas/json"),
     check: Annotated[bool, typer.Option("--check", help="Only check that the files are up to date.")] = False,
 ) -> None:
-    """Write the JSON Schema of every event to schemas/json/<EventName>.v<version>.json."""
-    from learnscore.schemas.export import JSON_SCHEMA_DIR, render_json_schemas, write_json_schemas
+    """Write the JSON Schema of every event (for the configured domain) to <out>/<EventName>.v<version>.json."""
+    from learnscore.schemas.events import contracts_for
+    from learnscore.schemas.export import render_json_schemas, write_json_schemas
 
-    folder = out or JSON_SCHEMA_DIR
+    folder = out
+    events = contracts_for(get_config().domain.contract()).events
     if check:
-        stale = [name for name, text in render_json_schemas().items()
+        stale = [name for name, text in render_json_schemas(events).items()
                  if not (folder / name).exists() or (folder / name).read_text(encoding="utf-8") != text]
         if stale:
             fail(f"out of date in {folder}: {', '.join(stale)}; run \"learnscore schemas export\"")
         typer.echo(f"{folder}: up to date")
         return
-    for path in write_json_schemas(folder):
+    for path in write_json_schemas(folder, events):
         typer.echo(str(path))
 
 
@@ -696,7 +713,7 @@ def models() -> None:
         created = datetime.fromtimestamp(v["created"] / 1000, timezone.utc).strftime("%Y-%m-%d %H:%M")
         m = v["metrics"]
 
-        def cell(key, width, scale=1.0, digits=3):
+        def cell(key, width, scale=1.0, digits=3, m=m):
             return f"{m[key] * scale:>{width}.{digits}f}" if key in m else " " * (width - 1) + "-"
 
         typer.echo(f"  {v['version']:<8} {','.join(v['aliases']) or '-':<20} {created:<17} "
@@ -717,11 +734,12 @@ def models() -> None:
 def bench_model(
     rows: Annotated[int, typer.Option(help="Simulated submissions to fit on and to score.")] = 20000,
     spark: Annotated[bool, typer.Option("--spark", help="Also time mlflow.pyfunc.spark_udf end to end.")] = False,
+    output: Annotated[Path, typer.Option(help="Where the JSON goes.")] = Path("bench/results/model_scoring.json"),
 ) -> None:
     """Featurize + predict throughput of the diagnostic model (direct, pyfunc, Spark UDF)."""
-    from learnscore.bench.model_scoring import RESULTS, run_model_benchmark
+    from learnscore.bench.model_scoring import run_model_benchmark
 
-    results = run_model_benchmark(get_config(), train_rows=rows, score_rows=rows, spark=spark)
+    results = run_model_benchmark(get_config(), train_rows=rows, score_rows=rows, spark=spark, out=output)
     for path in ("direct", "features_only", "pyfunc"):
         for size, rate in results[path].items():
             typer.echo(f"{path:<14} batch {size:>6}: {rate['rows_per_s_wall']:>9,.0f} rows/s wall, "
@@ -731,7 +749,7 @@ def bench_model(
         udf = results["spark_udf"]
         typer.echo(f"spark_udf      {udf['rows_per_s_wall']:,.0f} rows/s on {udf['master']} "
                    f"({udf['rows']} rows, {udf['partitions']} partitions)")
-    typer.echo(f"load average {results['machine']['load_average']}; written to {RESULTS}")
+    typer.echo(f"load average {results['machine']['load_average']}; written to {output}")
 
 
 @bench_app.command("all")
@@ -741,7 +759,8 @@ def bench_all() -> None:
     Each runs with its defaults; a failing one is reported and the others still run.
     """
     failed = []
-    for name, run in (("model", bench_model), ("stream", bench_stream), ("files", bench_files),
+    for name, run in (("validation", bench_validation), ("model", bench_model), ("stream", bench_stream),
+                      ("files", bench_files),
                       ("serve", bench_serve), ("drift", bench_drift)):
         typer.secho(f"== bench {name}", bold=True)
         try:

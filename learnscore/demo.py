@@ -686,10 +686,11 @@ def story_complete(status: dict, first_version: str) -> bool:
 def format_status(elapsed_s: float | None, status: dict) -> str:
     """One status line.
 
-    >>> format_status(30, {"submissions": 3600, "scored": 3590, "quarantined": 40, "outcomes": 3000,
-    ...                    "production": "1", "drift_events": 0, "retrain_runs": 0,
-    ...                    "versions_scored": {"1": 3590}})
-    '  t=  30s  in=3,600 scored=3,590 quarantined=40 outcomes=3,000 production=v1 drift=0 retrain=0 by-version[v1:3,590]'
+    >>> print(format_status(30, {"submissions": 3600, "scored": 3590, "quarantined": 40, "outcomes": 3000,
+    ...                          "production": "1", "drift_events": 0, "retrain_runs": 0,
+    ...                          "versions_scored": {"1": 3590}}))
+    t=  30s  in=3,600 scored=3,590 quarantined=40 outcomes=3,000 production=v1 drift=0 retrain=0
+    by-version[v1:3,590]
     """
     when = "final" if elapsed_s is None else f"t={elapsed_s:4.0f}s"
     versions = ", ".join(f"v{v}:{n:,}" for v, n in sorted(status["versions_scored"].items(),

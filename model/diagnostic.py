@@ -99,7 +99,8 @@ class DiagnosticModel:
         """One row per submission: :data:`PREDICTION_COLUMNS`, in the input's row order.
 
         ``model_input`` is a DataFrame (or a list of row dicts / a dict of columns); ``params``
-        (the pyfunc protocol's inference parameters) are not used. The score is clipped to 0–100; the probabilities are in :data:`learnscore.schemas.events.LEVELS`
+        (the pyfunc protocol's inference parameters) are not used. The score is clipped to 0–100;
+        the probabilities are in :data:`learnscore.schemas.events.LEVELS`
         order and sum to 1; the level is the most probable one.
         """
         self._check_fitted()
@@ -135,7 +136,8 @@ class DiagnosticModel:
 
     def _score_raw(self, features: np.ndarray) -> np.ndarray:
         regressor = self.score_pipeline_[-1]
-        compiled = compiled_trees(regressor) if len(features) <= SMALL_BATCH and len(self.score_pipeline_) == 1 else None
+        small = len(features) <= SMALL_BATCH and len(self.score_pipeline_) == 1
+        compiled = compiled_trees(regressor) if small else None
         if compiled is not None:
             return regressor._loss.link.inverse(compiled.raw_predict(features).ravel())
         # One OpenMP thread: the stream runs a Python worker per core, and tree threads spinning
@@ -146,7 +148,8 @@ class DiagnosticModel:
     def level_probabilities(self, features) -> np.ndarray:
         """Class probabilities with one column per level of ``LEVELS`` (0 for unseen levels)."""
         classifier = self.level_pipeline_[-1]
-        compiled = compiled_trees(classifier) if len(features) <= SMALL_BATCH and len(self.level_pipeline_) == 1 else None
+        small = len(features) <= SMALL_BATCH and len(self.level_pipeline_) == 1
+        compiled = compiled_trees(classifier) if small else None
         if compiled is not None:
             raw = classifier._loss.predict_proba(compiled.raw_predict(np.asarray(features, dtype=np.float64)))
         else:

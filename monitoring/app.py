@@ -55,7 +55,7 @@ def build_panels(config: Config, reader: TableReader, probe: dict[str, Any]) -> 
 
 
 def _asset(name: str) -> str:
-    return resources.files("monitoring").joinpath("static", name).read_text(encoding="utf-8")
+    return resources.files("learnscore.monitoring").joinpath("static", name).read_text(encoding="utf-8")
 
 
 def create_dashboard_app(config: Config) -> FastAPI:

@@ -59,7 +59,7 @@ class TableReader:
             for attempt in range(self.retries + 1):
                 try:
                     return self._read(name)
-                except Exception as exc:  # a commit raced the read: read again from the log
+                except Exception as exc:  # noqa: BLE001 - a commit raced the read: read again from the log
                     if attempt == self.retries:
                         log.warning("could not read %s after %d attempts: %s", name, attempt + 1, exc)
                         cached = self._cache.get(name)

@@ -191,7 +191,7 @@ def run_gates(config: Config, version: str) -> GateReport:
         if smoke_input.empty:
             smoke_input = pd.DataFrame(get_model_info(uri).load_input_example() or [])
         results.append(check_smoke(candidate.predict(smoke_input), len(smoke_input)))
-    except Exception as exc:  # a model that cannot load or score fails the gate, with the reason
+    except Exception as exc:  # noqa: BLE001 - a model that cannot load or score fails the gate, with the reason
         results.append(check_smoke(None, 0, error=f"could not load or score: {exc}"))
         return GateReport(version, tuple(results))
     if labels.empty:

@@ -1,212 +1,219 @@
-"""The event contracts of learnscore (DESIGN §4), each written once.
+"""The event contracts of learnscore, each declared once (see :mod:`learnscore.schemas.contract`).
 
-``validate_bytes`` is the one validator: the stream, the REST endpoint and the tests call it.
+The values a submission may carry (subjects, grades, skills) come from the platform's
+:class:`~learnscore.schemas.domain.Domain`; :func:`contracts_for` builds the contracts of a
+domain, and the module-level names (``DIAGNOSTIC_SUBMITTED``, ``EVENTS``, …) are those of the
+default domain. ``validate_bytes`` is the one validator: the stream, the REST endpoint, the
+history import and the tests call it.
 """
 
-from __future__ import annotations
-
-import logging
+# No "from __future__ import annotations": the contracts are built per domain inside a function,
+# and pydantic must see their field types as objects, not as names it cannot resolve there.
+import functools
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
-from typing import Any
+from datetime import datetime
+from typing import Any, NotRequired
 
-import orjson
+# typing_extensions: pydantic needs its TypedDict on Python < 3.12.
+from typing_extensions import TypedDict
 
 from learnscore.schemas.contract import (
-    Array,
-    Boolean,
-    Field,
-    Integer,
-    Number,
-    NumberMap,
-    Problem,
-    Record,
-    String,
+    MAX_FUTURE,
+    STRICT,
+    Contract,
+    EventTime,
     Timestamp,
     Uuid,
-    compile_acceptor,
-    find_problems,
+    Verdict,
+    described,
+    integer,
+    number,
+    one_of,
+    text,
 )
+from learnscore.schemas.domain import DEFAULT_DOMAIN, LEVELS, Domain
 
-SUBJECTS = ("math", "reading", "science")
-LEVELS = ("beginner", "developing", "proficient", "advanced")  # ordered, lowest first
 MAX_EVENT_BYTES = 256 * 1024
-MAX_FUTURE = timedelta(minutes=5)  # producers' clocks may run a little ahead, not more
 ONE_HOUR_MS = 3_600_000
+__all__ = ["DIAGNOSTIC_SUBMITTED", "EVENTS", "LEVELS", "MAX_EVENT_BYTES", "MAX_FUTURE", "MODEL_PROMOTED",
+           "MODEL_REGISTERED", "MODEL_ROLLED_BACK", "OUTCOME_OBSERVED", "RETRAIN_REQUESTED", "SCORE_ISSUED",
+           "SUBJECTS", "EventContracts", "contracts_for", "validate_bytes", "validate_event"]
 
-log = logging.getLogger(__name__)
-
-_ID = String(min_length=1, max_length=128)
-
-
-def _envelope(version: int) -> tuple[Field, ...]:
-    return (
-        Field("event_id", Uuid(), doc="UUID; the idempotency key of the event"),
-        Field("schema_version", Integer(minimum=version, maximum=version), doc="contract version"),
-        Field("event_time", Timestamp(max_future=MAX_FUTURE),
-              doc="when it happened, RFC 3339 such as 2026-01-31T09:30:00.250Z or "
-                  "2026-01-31T10:30:00+01:00; at most 5 minutes ahead of the reader's clock"),
-    )
-
-
-RESPONSE = Record(
-    "Response",
-    (
-        Field("item_id", String(min_length=1, max_length=64)),
-        Field("skill", String(min_length=1, max_length=64)),
-        Field("correct", Boolean()),
-        Field("response_time_ms", Integer(minimum=0, maximum=ONE_HOUR_MS)),
-        Field("attempts", Integer(minimum=1, maximum=100)),
-        Field("hint_used", Boolean()),
-    ),
-    doc="One answered item of a diagnostic test.",
-)
-
-DIAGNOSTIC_SUBMITTED = Record(
-    "DiagnosticSubmitted",
-    _envelope(1) + (
-        Field("learner_id", _ID, doc="the platform's learner id (pseudonymised in BI tables)"),
-        Field("assessment_id", _ID),
-        Field("subject", String(enum=SUBJECTS)),
-        Field("grade_level", Integer(minimum=1, maximum=12)),
-        Field("responses", Array(RESPONSE, min_items=1, max_items=200)),
-    ),
-    doc="A learner submitted a diagnostic test. Topic diagnostic.submissions, key = learner_id.",
-    version=1,
-)
-
-OUTCOME_OBSERVED = Record(
-    "OutcomeObserved",
-    _envelope(1) + (
-        Field("submission_event_id", Uuid(), doc="event_id of the DiagnosticSubmitted it measures"),
-        Field("learner_id", _ID),
-        Field("observed_progress_score", Number(minimum=0, maximum=100)),
-        Field("observed_comprehension_level", String(enum=LEVELS)),
-    ),
-    doc="The observed outcome of a learner, weeks after the diagnostic. Topic diagnostic.outcomes.",
-    version=1,
-)
-
-SCORE_ISSUED = Record(
-    "ScoreIssued",
-    _envelope(1) + (
-        Field("submission_event_id", Uuid()),
-        Field("learner_id", _ID),
-        Field("progress_score", Number(minimum=0, maximum=100)),
-        Field("comprehension_level", String(enum=LEVELS)),
-        Field("probabilities", NumberMap(max_entries=len(LEVELS)), doc="level → probability"),
-        Field("model_name", _ID),
-        Field("model_version", _ID),
-        Field("model_alias", String(max_length=64), required=False),
-        Field("scored_at", Timestamp()),
-    ),
-    doc="Predictions for one submission. Topic diagnostic.scores, key = learner_id; "
-        "event_id is derived from (submission_event_id, model_version) so redeliveries dedupe.",
-    version=1,
-)
-
-RETRAIN_REQUESTED = Record(
-    "RetrainRequested",
-    _envelope(1) + (
-        Field("trigger", String(enum=("drift", "schedule", "manual"))),
-        Field("detector", String(max_length=128), required=False),
-        Field("segment", String(max_length=128), required=False),
-        Field("statistic", String(max_length=128), required=False),
-        Field("evidence", NumberMap(max_entries=50), required=False,
-              doc="window means before/after, counts, detector statistic"),
-        Field("evidence_window_start", Timestamp(), required=False),
-        Field("evidence_window_end", Timestamp(), required=False),
-        Field("detected_at", Timestamp()),
-    ),
-    doc="Ask the retrain worker for a new model. Topic model.retrain-requests; event_id is the request id.",
-    version=1,
-)
-
-_LIFECYCLE_FIELDS = _envelope(1) + (
-    Field("model_name", _ID),
-    Field("version", _ID, doc="the version this event is about"),
-    Field("alias", String(max_length=64), required=False),
-    Field("previous_version", String(max_length=128), required=False,
-          doc="the version the alias pointed to before"),
-    Field("actor", String(max_length=128), doc="who or what acted (user, retrain-worker, ...)"),
-    Field("reason", String(max_length=2000)),
-    Field("metrics", NumberMap(), required=False),
-)
-
-MODEL_REGISTERED = Record("ModelRegistered", _LIFECYCLE_FIELDS,
-                          doc="A new model version was registered. Topic model.lifecycle.", version=1)
-MODEL_PROMOTED = Record("ModelPromoted", _LIFECYCLE_FIELDS,
-                        doc="An alias moved forward to a version. Topic model.lifecycle.", version=1)
-MODEL_ROLLED_BACK = Record("ModelRolledBack", _LIFECYCLE_FIELDS,
-                           doc="`production` moved back to its previous version. Topic model.lifecycle.",
-                           version=1)
-
-EVENTS: dict[str, Record] = {
-    record.name: record
-    for record in (DIAGNOSTIC_SUBMITTED, OUTCOME_OBSERVED, SCORE_ISSUED, RETRAIN_REQUESTED,
-                   MODEL_REGISTERED, MODEL_PROMOTED, MODEL_ROLLED_BACK)
-}
+_Id = text(1, 128)
+_EVENT_ID = described(Uuid, "UUID; the idempotency key of the event")
+_VERSION = described(integer(1, 1), "contract version")
+_LEARNER = described(_Id, "the platform's learner id (pseudonymised in BI tables)")
 
 
 @dataclass(frozen=True)
-class Verdict:
-    """The result of validating one raw event: the decoded event, or why it was refused."""
+class EventContracts:
+    """Every event contract of one domain."""
 
-    event: dict[str, Any] | None
-    problems: tuple[Problem, ...]
-
-    @property
-    def ok(self) -> bool:
-        return not self.problems
-
-    @property
-    def reason_code(self) -> str | None:
-        return self.problems[0].code if self.problems else None
+    diagnostic_submitted: Contract
+    outcome_observed: Contract
+    score_issued: Contract
+    retrain_requested: Contract
+    model_registered: Contract
+    model_promoted: Contract
+    model_rolled_back: Contract
 
     @property
-    def reason(self) -> str | None:
-        """Human message: the first few problems, enough to fix the producer."""
-        if not self.problems:
-            return None
-        shown = "; ".join(str(p) for p in self.problems[:3])
-        more = len(self.problems) - 3
-        return shown + (f"; and {more} more" if more > 0 else "")
+    def events(self) -> dict[str, Contract]:
+        return {contract.name: contract for contract in (
+            self.diagnostic_submitted, self.outcome_observed, self.score_issued, self.retrain_requested,
+            self.model_registered, self.model_promoted, self.model_rolled_back)}
 
 
-_ACCEPTORS = {name: compile_acceptor(record) for name, record in EVENTS.items()}
+@functools.cache
+def contracts_for(domain: Domain = DEFAULT_DOMAIN) -> EventContracts:
+    """The contracts of ``domain`` (built once per domain)."""
+    # Distinct names: a class body cannot see a function's local of the same name as a field.
+    skill_type = one_of(domain.skills) if domain.skills else text(1, 64)
+    subject_type = one_of(domain.subjects)
+    level_type = one_of(LEVELS)
+
+    class Response(TypedDict):
+        """One answered item of a diagnostic test."""
+
+        __pydantic_config__ = STRICT  # type: ignore[misc]
+        item_id: text(1, 64)
+        skill: skill_type
+        correct: bool
+        response_time_ms: integer(0, ONE_HOUR_MS)
+        attempts: integer(1, 100)
+        hint_used: bool
+
+    class DiagnosticSubmitted(TypedDict):
+        """A learner submitted a diagnostic test. Topic diagnostic.submissions, key = learner_id."""
+
+        __pydantic_config__ = STRICT  # type: ignore[misc]
+        event_id: _EVENT_ID
+        schema_version: _VERSION
+        event_time: EventTime
+        learner_id: _LEARNER
+        assessment_id: _Id
+        subject: subject_type
+        grade_level: integer(domain.grade_min, domain.grade_max)
+        responses: _list_of(Response, 1, 200)
+
+    class OutcomeObserved(TypedDict):
+        """The observed outcome of a learner, weeks after the diagnostic. Topic diagnostic.outcomes."""
+
+        __pydantic_config__ = STRICT  # type: ignore[misc]
+        event_id: _EVENT_ID
+        schema_version: _VERSION
+        event_time: EventTime
+        submission_event_id: described(Uuid, "event_id of the DiagnosticSubmitted it measures")
+        learner_id: _Id
+        observed_progress_score: number(0, 100)
+        observed_comprehension_level: level_type
+
+    class ScoreIssued(TypedDict):
+        """Predictions for one submission. Topic diagnostic.scores, key = learner_id; event_id is
+        derived from submission_event_id alone, so a redelivered or replayed score dedupes."""
+
+        __pydantic_config__ = STRICT  # type: ignore[misc]
+        event_id: _EVENT_ID
+        schema_version: _VERSION
+        event_time: EventTime
+        submission_event_id: Uuid
+        learner_id: _Id
+        progress_score: number(0, 100)
+        comprehension_level: level_type
+        probabilities: described(_number_map(len(LEVELS)), "level → probability")
+        model_name: _Id
+        model_version: _Id
+        model_alias: NotRequired[text(0, 64) | None]
+        scored_at: Timestamp
+
+    class RetrainRequested(TypedDict):
+        """Ask the retrain worker for a new model. Topic model.retrain-requests; event_id is the request id."""
+
+        __pydantic_config__ = STRICT  # type: ignore[misc]
+        event_id: _EVENT_ID
+        schema_version: _VERSION
+        event_time: EventTime
+        trigger: one_of(("drift", "schedule", "manual"))
+        detector: NotRequired[text(0, 128) | None]
+        segment: NotRequired[text(0, 128) | None]
+        statistic: NotRequired[text(0, 128) | None]
+        evidence: NotRequired[described(_number_map(50), "window means before/after, counts, detector "
+                                                           "statistic") | None]
+        evidence_window_start: NotRequired[Timestamp | None]
+        evidence_window_end: NotRequired[Timestamp | None]
+        detected_at: Timestamp
+
+    class _Lifecycle(TypedDict):
+        __pydantic_config__ = STRICT  # type: ignore[misc]
+        event_id: _EVENT_ID
+        schema_version: _VERSION
+        event_time: EventTime
+        model_name: _Id
+        version: described(_Id, "the version this event is about")
+        alias: NotRequired[text(0, 64) | None]
+        previous_version: NotRequired[described(text(0, 128), "the version the alias pointed to before") | None]
+        actor: described(text(0, 128), "who or what acted (user, retrain-worker, ...)")
+        reason: text(0, 2000)
+        metrics: NotRequired[_number_map(100) | None]
+
+    class ModelRegistered(_Lifecycle):
+        """A new model version was registered. Topic model.lifecycle."""
+
+        __pydantic_config__ = STRICT  # type: ignore[misc]
+
+    class ModelPromoted(_Lifecycle):
+        """An alias moved forward to a version. Topic model.lifecycle."""
+
+        __pydantic_config__ = STRICT  # type: ignore[misc]
+
+    class ModelRolledBack(_Lifecycle):
+        """`production` moved back to its previous version. Topic model.lifecycle."""
+
+        __pydantic_config__ = STRICT  # type: ignore[misc]
+
+    return EventContracts(*(Contract(declaration, version=1) for declaration in (
+        DiagnosticSubmitted, OutcomeObserved, ScoreIssued, RetrainRequested, ModelRegistered, ModelPromoted,
+        ModelRolledBack)))
 
 
-def validate_event(record: Record, event: Any, now: datetime | None = None) -> Verdict:
-    now = now or datetime.now(timezone.utc)
-    if _ACCEPTORS[record.name](event, now):
-        return Verdict(event, ())
-    problems = find_problems(record, event, now)
-    if not problems:  # the two derivations disagree: refuse (never a silent accept) and say so
-        log.error("contract acceptor and validator disagree on a %s", record.name)
-        problems = [Problem("contract_mismatch", "", "the fast and the explaining validator "
-                            "disagree on this event; report it with the raw event")]
-    return Verdict(None, tuple(problems))
+def _list_of(item: Any, min_items: int, max_items: int) -> Any:
+    from typing import Annotated
+
+    from pydantic import Field
+
+    return Annotated[list[item], Field(min_length=min_items, max_length=max_items)]
 
 
-def validate_bytes(record: Record, raw: bytes | None, now: datetime | None = None) -> Verdict:
+def _number_map(max_entries: int) -> Any:
+    """A JSON object of string → finite number (metrics, probabilities)."""
+    from typing import Annotated
+
+    from pydantic import Field
+
+    return Annotated[dict[str, number()], Field(max_length=max_entries)]
+
+
+_DEFAULT = contracts_for(DEFAULT_DOMAIN)
+SUBJECTS = DEFAULT_DOMAIN.subjects
+DIAGNOSTIC_SUBMITTED = _DEFAULT.diagnostic_submitted
+OUTCOME_OBSERVED = _DEFAULT.outcome_observed
+SCORE_ISSUED = _DEFAULT.score_issued
+RETRAIN_REQUESTED = _DEFAULT.retrain_requested
+MODEL_REGISTERED = _DEFAULT.model_registered
+MODEL_PROMOTED = _DEFAULT.model_promoted
+MODEL_ROLLED_BACK = _DEFAULT.model_rolled_back
+EVENTS: dict[str, Contract] = _DEFAULT.events
+
+
+def validate_bytes(contract: Contract, raw: bytes | None, now: datetime | None = None) -> Verdict:
     """Decode and validate one raw Kafka value (or HTTP body item).
 
     >>> validate_bytes(DIAGNOSTIC_SUBMITTED, b"not json").reason_code
     'not_json'
     """
-    if raw is None:
-        return Verdict(None, (Problem("empty", "", "the message has no value"),))
-    if len(raw) > MAX_EVENT_BYTES:
-        return Verdict(None, (Problem("too_large", "", f"{len(raw)} bytes; the limit is {MAX_EVENT_BYTES}"),))
-    try:
-        raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        return Verdict(None, (Problem("not_utf8", "", f"not valid UTF-8 at byte {exc.start}"),))
-    try:
-        # orjson refuses NaN/Infinity literals, as RFC 8259 JSON does.
-        event = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        return Verdict(None, (Problem("not_json", "", f"not a JSON document: {str(exc)[:120]}"),))
-    if not isinstance(event, dict):
-        return Verdict(None, (Problem("not_an_object", "", "the event must be a JSON object"),))
-    return validate_event(record, event, now)
+    return contract.validate_bytes(raw, now, max_bytes=MAX_EVENT_BYTES)
+
+
+def validate_event(contract: Contract, event: Any, now: datetime | None = None) -> Verdict:
+    """Validate a decoded event (a dict)."""
+    return contract.validate(event, now)

@@ -91,12 +91,12 @@ def _score_jobs(jobs: list[_Job]) -> list[list[dict[str, Any]] | BaseException]:
         events = [event for index in indexes for event in jobs[index].events]
         try:
             scored = score_events(model, events)
-        except Exception:
+        except Exception:  # noqa: BLE001 - a model error must not fail the neighbours
             # One bad job must not fail its neighbours: score them one by one.
             for index in indexes:
                 try:
                     results[index] = score_events(model, jobs[index].events)
-                except Exception as exc:  # reported to that request's handler
+                except Exception as exc:  # noqa: BLE001 - reported to that request's handler
                     results[index] = exc
             continue
         start = 0
@@ -145,7 +145,7 @@ class ScoreBatcher:
                 jobs = self._take()
                 try:
                     results = await loop.run_in_executor(self._pool, _score_jobs, jobs)
-                except Exception as exc:
+                except Exception as exc:  # noqa: BLE001 - every waiting request gets the error
                     results = [exc] * len(jobs)
                 for job, result in zip(jobs, results):
                     if job.future.done():

@@ -27,7 +27,8 @@ def run_server(config: Config, host: str | None = None, port: int | None = None)
     loop, http = fastest_loop_and_parser()
     host = host or config.serving.host
     port = port or config.serving.port
-    require_free_port(host, port, "the scoring endpoint", "choose another port with --port or LEARNSCORE__SERVING__PORT")
+    require_free_port(host, port, "the scoring endpoint",
+                      "choose another port with --port or LEARNSCORE__SERVING__PORT")
     log.info("scoring endpoint on http://%s:%d (loop %s, http %s, model %s)", host, port, loop,
              http, config.mlflow.model_name)
     server = uvicorn.Server(uvicorn.Config(

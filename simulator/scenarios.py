@@ -65,7 +65,7 @@ def parse_scenario(text: str) -> ScenarioSpec:
     >>> parse_scenario("colder-winter@3s")
     Traceback (most recent call last):
     ...
-    learnscore.simulator.scenarios.ScenarioError: unknown scenario 'colder-winter'; known: weaker-cohort, item-bank-change, concept-shift, response-time-unit-change
+    learnscore.simulator.scenarios.ScenarioError: unknown scenario 'colder-winter'; known: ...
     """
     name, _, start = text.strip().partition("@")
     if name not in SCENARIOS:

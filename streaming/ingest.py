@@ -14,7 +14,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.window import Window
 
-from learnscore.schemas.contract import Record, spark_schema
+from learnscore.schemas.contract import Contract, spark_schema
 from learnscore.schemas.events import EVENTS, validate_bytes
 
 COORDINATES = ("kafka_topic", "kafka_partition", "kafka_offset")
@@ -60,11 +60,11 @@ def validation_moment(sent_at: datetime | None, now: datetime) -> datetime:
 
 
 @dataclass(frozen=True)
-class Contract:
+class TopicContract:
     """The contract the events of one topic must meet, and where their decoded form goes."""
 
     topic: str  # deployed topic name
-    record: Record
+    record: Contract
     column: str  # the struct column that holds the decoded event
     required: tuple[str, ...] = ()  # fields that must not be null after Spark decodes them
 
@@ -91,7 +91,7 @@ def _verdict_udf():
     return verdicts
 
 
-def validate_events(rows: DataFrame, contracts: Sequence[Contract]) -> DataFrame:
+def validate_events(rows: DataFrame, contracts: Sequence[TopicContract]) -> DataFrame:
     """Add ``reason_code``/``reason`` (null when valid) and one decoded struct column per contract.
 
     The one Python validator (``learnscore.schemas.events.validate_bytes``) decides, for the events of
@@ -188,7 +188,7 @@ def with_verdicts(events: DataFrame, verdicts: DataFrame) -> DataFrame:
     return events.join(F.broadcast(verdicts), list(COORDINATES), "inner")
 
 
-def event_columns(rows: DataFrame, contract: Contract) -> DataFrame:
+def event_columns(rows: DataFrame, contract: TopicContract) -> DataFrame:
     """Flatten ``contract.column`` into top-level columns next to the raw bytes and coordinates."""
     return rows.select(*[F.col(f"{contract.column}.{field.name}").alias(field.name)
                          for field in contract.record.fields],

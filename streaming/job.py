@@ -51,7 +51,7 @@ from learnscore.streaming.ingest import (
     DUPLICATE,
     NEW,
     REPLAY,
-    Contract,
+    TopicContract,
     bronze_rows,
     delivery_verdicts,
     event_columns,
@@ -211,8 +211,8 @@ def make_batch_handler(spark: SparkSession, config: Config, *, models: ModelCach
                        hooks: Sequence[AfterScoringHook] = ()) -> Callable[[DataFrame, int], None]:
     """The ``foreachBatch`` handler of the scorer: ``handle(batch_df, batch_id)``."""
     names = ScorerTopics.of(config)
-    contracts = (Contract(names.submissions, DIAGNOSTIC_SUBMITTED, "submission", SUBMISSION_REQUIRED),
-                 Contract(names.outcomes, OUTCOME_OBSERVED, "outcome", OUTCOME_REQUIRED))
+    contracts = (TopicContract(names.submissions, DIAGNOSTIC_SUBMITTED, "submission", SUBMISSION_REQUIRED),
+                 TopicContract(names.outcomes, OUTCOME_OBSERVED, "outcome", OUTCOME_REQUIRED))
 
     def handle(batch_df: DataFrame, batch_id: int) -> None:
         state.enter_batch()

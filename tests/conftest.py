@@ -51,6 +51,9 @@ def base_config(session_dir) -> Config:
 @pytest.fixture(scope="session")
 def kafka_broker(base_config, session_dir):
     """The test broker: the one `make test` started, or one started here for a bare `pytest`."""
+    if os.environ.get("LEARNSCORE_TEST_TIER") == "unit":
+        pytest.fail("a test of the fast tier (make check) asked for the Kafka broker: mark it "
+                    "@pytest.mark.integration")
     if broker_answers(base_config.kafka.bootstrap_servers, timeout_s=3):
         yield base_config.kafka.bootstrap_servers
         return

@@ -1,6 +1,7 @@
 """End to end: `learnscore demo --fast` as a user runs it, checked against the tables.
 
-The demo runs as a real subprocess with its own state folder and its own free ports for the
+The demo runs as a real subprocess of the installed wheel (``installed_learnscore``), from an
+empty folder outside the checkout, with its own state folder and its own free ports for the
 MLflow UI, the endpoint and the dashboard; it uses the test broker (the one `make test` runs,
 or the session's own) through ``kafka.bootstrap_servers`` and its own per-run topics. The
 assertions read Delta (``deltalake``) and the MLflow registry, and compare them with what the
@@ -13,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -27,10 +27,12 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def _demo_environ(state: Path, kafka_broker: str) -> dict[str, str]:
     environ = {key: value for key, value in os.environ.items()
-               if not key.startswith(("LEARNSCORE__", "MLFLOW_"))}
+               if not key.startswith(("LEARNSCORE__", "MLFLOW_", "PYTHONPATH"))}
     environ.update({
-        "PYTHONPATH": str(ROOT),
         "LEARNSCORE__STATE_DIR": str(state),
+        # the jars the checkout resolved (`learnscore jars` from an empty folder: test_wheel.py)
+        "LEARNSCORE__SPARK__JARS_DIR": str(ROOT / ".cache" / "jars" / "spark"),
+        "LEARNSCORE__BROKER__JARS_DIR": str(ROOT / ".cache" / "jars" / "kafka"),
         "LEARNSCORE__KAFKA__BOOTSTRAP_SERVERS": kafka_broker,
         "LEARNSCORE__MLFLOW__UI_PORT": str(free_port()),
         "LEARNSCORE__SERVING__PORT": str(free_port()),
@@ -103,12 +105,13 @@ def story_problems(config, sent: dict, first_version: str) -> list[str]:
     return problems
 
 
-def test_fast_demo_tells_the_whole_story(kafka_broker, tmp_path):
+def test_fast_demo_tells_the_whole_story(kafka_broker, installed_learnscore, tmp_path):
     from learnscore.core.config import load_config
 
-    state = tmp_path / "state"
+    state, empty = tmp_path / "state", tmp_path / "empty"
+    empty.mkdir()
     environ = _demo_environ(state, kafka_broker)
-    finished = subprocess.run([sys.executable, "-m", "learnscore", "demo", "--fast"], cwd=ROOT,
+    finished = subprocess.run([str(installed_learnscore), "demo", "--fast"], cwd=empty,
                               env=environ, capture_output=True, text=True, timeout=1700)
     output = finished.stdout + finished.stderr
     assert finished.returncode == 0, f"demo exited {finished.returncode}:\n{output[-6000:]}"
@@ -133,4 +136,4 @@ def test_fast_demo_tells_the_whole_story(kafka_broker, tmp_path):
 
     # Nothing the demo started is left running.
     leftovers = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
-    assert str(state) not in leftovers, [l for l in leftovers.splitlines() if str(state) in l]
+    assert str(state) not in leftovers, [line for line in leftovers.splitlines() if str(state) in line]

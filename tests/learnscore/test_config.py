@@ -55,7 +55,7 @@ def test_secrets_come_from_the_environment_only(tmp_path):
     assert (local.state_dir / "secrets" / "learnscore_pseudonym_key").stat().st_mode & 0o077 == 0
     cluster = load_config("cluster", environ={}, base_dir=tmp_path)
     with pytest.raises(ConfigError, match="LEARNSCORE_PSEUDONYM_KEY is not set"):
-        Secrets(cluster, environ={}).pseudonym_key
+        _ = Secrets(cluster, environ={}).pseudonym_key
     with pytest.raises(ConfigError, match="LEARNSCORE_KAFKA_PASSWORD is not set"):
-        Secrets(cluster, environ={}).kafka_password
+        _ = Secrets(cluster, environ={}).kafka_password
     assert "hunter2" not in repr(Secrets(cluster, environ={"LEARNSCORE_KAFKA_PASSWORD": "hunter2"}).kafka_password)

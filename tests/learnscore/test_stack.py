@@ -10,8 +10,8 @@ import pytest
 
 from learnscore.core import kafka_io
 from learnscore.core.kafka_io import BrokerUnreachable
-from learnscore.stack.kafka_broker import KafkaBroker, new_cluster_id
 from learnscore.core.ports import free_port
+from learnscore.stack.kafka_broker import KafkaBroker, new_cluster_id
 from learnscore.stack.processes import StackError
 
 pytestmark = pytest.mark.integration

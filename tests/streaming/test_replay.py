@@ -54,7 +54,7 @@ def kafka_batch(spark, names: ScorerTopics, kit):
         add(names.submissions, 1, None, raw)
     add(names.submissions, 1, b"dup", orjson.dumps(subs[0]))  # a true duplicate
     outcomes = [kit.events.outcome(subs[i], i) for i in range(4)]
-    for index, outcome in enumerate(outcomes):
+    for outcome in outcomes:
         add(names.outcomes, 0, outcome["learner_id"].encode(), orjson.dumps(outcome))
     add(names.outcomes, 0, b"x", orjson.dumps(kit.events.outcome(kit.events.submission(999), 9)))
     add(names.outcomes, 0, b"x", orjson.dumps({**kit.events.outcome(subs[0], 5)}))  # second outcome

@@ -11,6 +11,7 @@ from learnscore.core.privacy import pseudonymise
 from learnscore.streaming.score import pseudonym_column, score_event_id, score_event_id_column
 
 
+@pytest.mark.integration
 def test_score_event_ids_in_spark_equal_the_python_uuid5(spark):
     rows = [(str(uuid.UUID(int=i * 7919 + 13, version=4)), str(v)) for i in range(200) for v in (1, 2, 17)]
     frame = spark.createDataFrame(rows, "submission string, version string")
@@ -20,6 +21,7 @@ def test_score_event_ids_in_spark_equal_the_python_uuid5(spark):
     assert {uuid.UUID(row.id).version for row in got} == {5}
 
 
+@pytest.mark.integration
 def test_pseudonyms_in_spark_are_the_python_ones(spark):
     key = "k" * 40
     frame = spark.createDataFrame([("learner-1",), ("learner-2",), (None,)], "learner_id string")

@@ -16,9 +16,9 @@ import httpx
 import orjson
 import pytest
 
-from learnscore.core import kafka_io
 from learnscore.batch.retrain_runs import runs
 from learnscore.batch.retrain_worker import RetrainWorker
+from learnscore.core import kafka_io
 from learnscore.core.config import Secrets
 from learnscore.core.ports import free_port
 from learnscore.schemas import topics
