@@ -126,9 +126,9 @@ def _spark_udf_rate(config, model_dir: str, submissions: list[dict]) -> dict[str
 
     from learnscore.core.spark import create_spark_session
     from learnscore.model.features import spark_model_input_columns
-    from learnscore.model.packaging import PREDICTION_RESULT_TYPE
     from learnscore.schemas.contract import spark_schema
     from learnscore.schemas.events import DIAGNOSTIC_SUBMITTED
+    from learnscore.schemas.scoring import PREDICTION_RESULT_TYPE
 
     session = create_spark_session(config, app_name="learnscore-bench-model")
     try:

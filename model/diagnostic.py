@@ -3,7 +3,7 @@
 :class:`DiagnosticModel` holds the IRT item bank it estimated from its training data and two
 scikit-learn pipelines over the shared features (:mod:`learnscore.model.features`): a
 HistGradientBoostingRegressor for the score and a HistGradientBoostingClassifier for the
-ordered level. It takes *model input* (one row per submission, see ``schemas/features.py``)
+ordered level. It takes *model input* (one row per submission, see ``schemas/scoring.py``)
 and is saved with skops (:mod:`learnscore.model.loader`), never with pickle.
 """
 
@@ -27,12 +27,10 @@ from learnscore.model.features import (
 )
 from learnscore.model.item_bank import ItemBank, fit_item_bank
 from learnscore.schemas.events import LEVELS
+from learnscore.schemas.scoring import SCORE_RANGE
 
 log = logging.getLogger(__name__)
 
-PREDICTION_COLUMNS = ("progress_score", "comprehension_level",
-                      *(f"p_{level}" for level in LEVELS))
-SCORE_RANGE = (0.0, 100.0)
 
 
 class DiagnosticModel:
@@ -96,7 +94,7 @@ class DiagnosticModel:
         return compute_features(model_input, self.item_bank_)
 
     def predict(self, model_input, params: dict | None = None) -> pd.DataFrame:
-        """One row per submission: :data:`PREDICTION_COLUMNS`, in the input's row order.
+        """One row per submission: :data:`learnscore.schemas.scoring.PREDICTION_COLUMNS`, in the input's row order.
 
         ``model_input`` is a DataFrame (or a list of row dicts / a dict of columns); ``params``
         (the pyfunc protocol's inference parameters) are not used. The score is clipped to 0–100;

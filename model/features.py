@@ -43,10 +43,8 @@ import pyarrow.compute as pc
 
 from learnscore.model.item_bank import ItemBank, estimate_ability, index_of
 from learnscore.schemas.events import SUBJECTS
+from learnscore.schemas.scoring import MODEL_INPUT_COLUMNS, RESPONSE_COLUMNS
 
-MODEL_INPUT_COLUMNS = ("subject", "grade_level", "item_id", "skill", "correct",
-                       "response_time_ms", "attempts", "hint_used")
-RESPONSE_COLUMNS = MODEL_INPUT_COLUMNS[2:]
 _STRING_LISTS = ("item_id", "skill")
 _LIST_DTYPES = {"correct": np.bool_, "response_time_ms": np.int64, "attempts": np.int64,
                 "hint_used": np.bool_}
@@ -183,7 +181,7 @@ def flatten_model_input(model_input: pd.DataFrame) -> FlatResponses:
     if missing:
         raise ModelInputError(
             f"model input lacks column(s) {', '.join(missing)}; it needs "
-            f"{', '.join(MODEL_INPUT_COLUMNS)} (see schemas/features.py)")
+            f"{', '.join(MODEL_INPUT_COLUMNS)} (see learnscore/schemas/scoring.py)")
     n_rows = len(model_input)
     cells = {column: model_input[column].to_numpy() for column in RESPONSE_COLUMNS}
     lengths = _list_lengths("item_id", cells["item_id"])

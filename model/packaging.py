@@ -3,7 +3,7 @@
 The streaming scorer and every other Spark job score with exactly this call::
 
     import mlflow
-    from learnscore.model.packaging import PREDICTION_RESULT_TYPE   # the string below
+    from learnscore.schemas.scoring import PREDICTION_RESULT_TYPE   # the string below
     from learnscore.model.features import spark_model_input_columns
 
     predict = mlflow.pyfunc.spark_udf(
@@ -43,15 +43,13 @@ from pathlib import Path
 import pandas as pd
 
 from learnscore.model.diagnostic import DiagnosticModel
-from learnscore.model.features import MODEL_INPUT_COLUMNS, RESPONSE_COLUMNS
 from learnscore.model.loader import save_model_file
 from learnscore.schemas.events import LEVELS
+from learnscore.schemas.scoring import MODEL_INPUT_COLUMNS, RESPONSE_COLUMNS
 
 log = logging.getLogger(__name__)
 
 ARTIFACT_NAME = "model"
-PREDICTION_RESULT_TYPE = ("progress_score double, comprehension_level string, p_beginner double, "
-                          "p_developing double, p_proficient double, p_advanced double")
 _RUNTIME_PACKAGES = ("mlflow", "scikit-learn", "skops", "numpy", "pandas", "pyarrow")
 
 

@@ -23,10 +23,10 @@ from learnscore.core.config import Config
 from learnscore.model.metrics import level_metrics, score_metrics
 from learnscore.registry.access import PRODUCTION, alias_version, version_uri
 from learnscore.schemas.events import LEVELS
+from learnscore.schemas.scoring import PREDICTION_COLUMNS
 
 log = logging.getLogger(__name__)
 
-_PREDICTION_COLUMNS = ("progress_score", "comprehension_level", *(f"p_{level}" for level in LEVELS))
 
 
 @dataclass(frozen=True)
@@ -101,8 +101,8 @@ def check_smoke(predictions: pd.DataFrame | None, rows_in: int, error: str | Non
         return GateResult("smoke", False, error)
     problems = []
     columns = list(predictions.columns)
-    if columns != list(_PREDICTION_COLUMNS):
-        problems.append(f"columns are {columns}, expected {list(_PREDICTION_COLUMNS)}")
+    if columns != list(PREDICTION_COLUMNS):
+        problems.append(f"columns are {columns}, expected {list(PREDICTION_COLUMNS)}")
     elif len(predictions) != rows_in:
         problems.append(f"{len(predictions)} rows out for {rows_in} rows in")
     else:

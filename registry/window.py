@@ -9,7 +9,8 @@ from __future__ import annotations
 import pandas as pd
 
 from learnscore.core.config import Config
-from learnscore.model.features import MODEL_INPUT_COLUMNS, model_input_from_arrow
+from learnscore.model.features import model_input_from_arrow
+from learnscore.schemas.scoring import MODEL_INPUT_COLUMNS
 from learnscore.schemas.tables import OUTCOMES, SUBMISSIONS
 
 LABEL_COLUMNS = ("event_id", "event_time", "observed_progress_score", "observed_comprehension_level")

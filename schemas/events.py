@@ -110,7 +110,8 @@ def contracts_for(domain: Domain = DEFAULT_DOMAIN) -> EventContracts:
 
     class ScoreIssued(TypedDict):
         """Predictions for one submission. Topic diagnostic.scores, key = learner_id; event_id is
-        derived from submission_event_id alone, so a redelivered or replayed score dedupes."""
+        derived from submission_event_id alone, so a re-published score (a replayed micro-batch, also
+        after the production alias moved) has the same id: the first one published counts."""
 
         __pydantic_config__ = STRICT  # type: ignore[misc]
         event_id: _EVENT_ID
@@ -125,6 +126,14 @@ def contracts_for(domain: Domain = DEFAULT_DOMAIN) -> EventContracts:
         model_version: _Id
         model_alias: NotRequired[text(0, 64) | None]
         scored_at: Timestamp
+        # Optional, added in place (readers ignore what they do not know): what the gold table and
+        # the monitors need, so they are written from the published score alone.
+        assessment_id: NotRequired[_Id | None]
+        subject: NotRequired[text(1, 64) | None]
+        grade_level: NotRequired[integer() | None]
+        submission_time: NotRequired[described(Timestamp, "event_time of the submission") | None]
+        signals: NotRequired[described(_number_map(32), "per-submission measures the monitors watch "
+                                                        "(accuracy, mean log response time, ...)") | None]
 
     class RetrainRequested(TypedDict):
         """Ask the retrain worker for a new model. Topic model.retrain-requests; event_id is the request id."""

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from learnscore.core.config import Config
 from learnscore.registry.access import PRODUCTION, RegistryUnreachable, production_version, version_uri
-from learnscore.streaming.score import RESULT_TYPE
+from learnscore.schemas.scoring import PREDICTION_RESULT_TYPE
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ def build_model_udf(spark, config: Config, version: str) -> ScoringUdf:
         local_path = mlflow.artifacts.download_artifacts(artifact_uri=version_uri(config, version),
                                                          dst_path=target)
         mlflow.pyfunc.load_model(local_path)
-        udf = mlflow.pyfunc.spark_udf(spark, local_path, result_type=RESULT_TYPE, env_manager="local")
+        udf = mlflow.pyfunc.spark_udf(spark, local_path, result_type=PREDICTION_RESULT_TYPE, env_manager="local")
     except BaseException:
         shutil.rmtree(target, ignore_errors=True)
         raise

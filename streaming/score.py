@@ -16,10 +16,8 @@ from pyspark.sql import functions as F
 from learnscore.core.privacy import pseudonymise
 from learnscore.registry.access import PRODUCTION
 from learnscore.schemas.events import LEVELS, SCORE_ISSUED
+from learnscore.schemas.scoring import PROBABILITY_COLUMNS
 
-RESULT_TYPE = ("progress_score double, comprehension_level string, p_beginner double, "
-               "p_developing double, p_proficient double, p_advanced double")
-PROBABILITY_COLUMNS = tuple(f"p_{level}" for level in LEVELS)
 PROBABILITY_TOLERANCE = 1e-3  # class probabilities must sum to 1 within this
 
 # One namespace for the ids of ScoreIssued events (uuid5 of submission and model version).

@@ -11,9 +11,9 @@ Delta 4.4 every such write looks the app id up by reconstructing the table state
 extra Spark jobs per append, measured at 1–1.5 s each on the 2-core machine, several seconds
 per micro-batch. :func:`append_once` keeps the same contract (one app id per logical write,
 version = batch id, recorded atomically in the commit itself as its ``userMetadata``) and
-looks at recent commits only when a replay is possible: the first batch a (re)started query
-runs. Every table here has exactly one writer, this stream, so the commit of a crashed
-attempt is among the table's last few commits.
+looks at the commit history only when a replay is possible: the first batch a (re)started
+query runs. It reads back until it finds a commit of the same logical write, so commits by
+other writers in between (BI, compactions, vacuum) cannot hide the crashed attempt's commit.
 """
 
 from __future__ import annotations
@@ -44,7 +44,9 @@ def conform(rows: DataFrame, table: Table | str) -> DataFrame:
 
 
 MARKER_PREFIX = "learnscore-write:"
-RECENT_COMMITS = 25  # how far back a replay looks for the commit of its crashed attempt
+# How far back a replay looks for the commit of its crashed attempt, growing until found: other
+# writers (BI, ``train --initial``, OPTIMIZE, VACUUM) may have committed many times since.
+HISTORY_WINDOWS = (25, 250, 2500, None)
 
 
 def write_marker(app_id: str, batch_id: int) -> str:
@@ -56,29 +58,45 @@ def write_marker(app_id: str, batch_id: int) -> str:
     return f"{MARKER_PREFIX}{app_id}@{batch_id}"
 
 
-def recent_markers(spark: SparkSession, config: Config, table: str) -> set[str]:
-    """Write markers of the table's latest commits."""
+def last_committed_batch(spark: SparkSession, config: Config, table: str, app_id: str) -> int | None:
+    """The highest batch id ``app_id`` committed to ``table``, or None if it never wrote.
+
+    Looks at the latest commits first and further back only while none of them is ours, so
+    a flood of foreign commits cannot hide our last write (and make a replay land twice).
+    """
     from delta.tables import DeltaTable
 
-    history = DeltaTable.forPath(spark, config.table_path(table)).history(RECENT_COMMITS)
-    return {row.userMetadata for row in history.select("userMetadata").collect()
-            if row.userMetadata and row.userMetadata.startswith(MARKER_PREFIX)}
+    prefix = f"{MARKER_PREFIX}{app_id}@"
+    target = DeltaTable.forPath(spark, config.table_path(table))
+    for window in HISTORY_WINDOWS:
+        history = target.history(window) if window is not None else target.history()
+        rows = history.select("version", "userMetadata").collect()
+        ours = [int(row.userMetadata[len(prefix):]) for row in rows
+                if row.userMetadata and row.userMetadata.startswith(prefix)]
+        if ours:
+            return max(ours)
+        if window is None or len(rows) < window or (rows and min(r.version for r in rows) == 0):
+            return None  # the whole history was read
+    return None
 
 
 def append_once(rows: DataFrame, config: Config, table: str, app_id: str, batch_id: int, *,
                 may_be_replay: bool) -> bool:
     """Append ``rows`` to ``table`` unless this ``(app_id, batch_id)`` was committed before.
 
-    ``app_id`` names one logical write of one query (see ``learnscore.streaming.job``): two different
-    writes to the same table need two app ids, or the second would be skipped as a replay.
+    ``app_id`` names one logical write of one query: two different writes to the same table
+    need two app ids, or the second would be skipped as a replay. Batches of one app id are
+    committed in order, so a batch id at or below the last committed one is a replay.
     Returns False when the write was skipped as already committed.
     """
-    marker = write_marker(app_id, batch_id)
     spark = rows.sparkSession
-    if may_be_replay and marker in recent_markers(spark, config, table):
-        log.info("%s: batch %s was committed before the restart; not written again", table, batch_id)
-        return False
-    (conform(rows, table).write.format("delta").mode("append").option("userMetadata", marker)
+    if may_be_replay:
+        last = last_committed_batch(spark, config, table, app_id)
+        if last is not None and batch_id <= last:
+            log.info("%s: batch %s was committed before the restart; not written again", table, batch_id)
+            return False
+    (conform(rows, table).write.format("delta").mode("append")
+     .option("userMetadata", write_marker(app_id, batch_id))
      .save(config.table_path(table)))
     return True
 

@@ -47,7 +47,7 @@ def with_drift_features(frame, item_bank: Callable[[str], Any],
         return frame.select(*KEY_COLUMNS, *DRIFT_FEATURES).toPandas()
     if isinstance(frame, pd.DataFrame):
         return _features_pandas(_model_input_pandas(frame), item_bank)
-    from learnscore.model.features import MODEL_INPUT_COLUMNS
+    from learnscore.schemas.scoring import MODEL_INPUT_COLUMNS
 
     has_input = "responses" in columns or all(c in columns for c in MODEL_INPUT_COLUMNS)
     if not has_input and submissions is not None:
@@ -68,7 +68,7 @@ def _warn_join_once() -> None:
 
 
 def _model_input_pandas(frame: pd.DataFrame) -> pd.DataFrame:
-    from learnscore.model.features import MODEL_INPUT_COLUMNS, RESPONSE_COLUMNS
+    from learnscore.schemas.scoring import MODEL_INPUT_COLUMNS, RESPONSE_COLUMNS
 
     if all(column in frame.columns for column in MODEL_INPUT_COLUMNS):
         return frame
@@ -83,7 +83,8 @@ def _model_input_pandas(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def _features_pandas(frame: pd.DataFrame, item_bank: Callable[[str], Any]) -> pd.DataFrame:
-    from learnscore.model.features import MODEL_INPUT_COLUMNS, compute_features
+    from learnscore.model.features import compute_features
+    from learnscore.schemas.scoring import MODEL_INPUT_COLUMNS
 
     parts = []
     for version, rows in frame.groupby(frame["model_version"].astype(str), sort=False):
@@ -100,7 +101,8 @@ def _features_spark(frame, item_bank: Callable[[str], Any]) -> pd.DataFrame:
     there with the vectorised shared code (cheaper than a second job for per-version banks)."""
     from pyspark.sql import functions as F
 
-    from learnscore.model.features import MODEL_INPUT_COLUMNS, spark_model_input_columns
+    from learnscore.model.features import spark_model_input_columns
+    from learnscore.schemas.scoring import MODEL_INPUT_COLUMNS
 
     columns = list(frame.columns)
     keys = [F.col(c) for c in KEY_COLUMNS if c not in ("subject", "grade_level", "model_version")]

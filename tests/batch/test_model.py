@@ -4,9 +4,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from learnscore.model.diagnostic import PREDICTION_COLUMNS, DiagnosticModel
+from learnscore.model.diagnostic import DiagnosticModel
 from learnscore.model.features import ModelInputError, model_input_from_events
 from learnscore.schemas.events import LEVELS
+from learnscore.schemas.scoring import PREDICTION_COLUMNS
 
 
 @pytest.fixture(scope="module")

@@ -88,8 +88,9 @@ def test_mlflow_spark_udf_on_the_alias_matches_the_endpoint(spark, silver_histor
     from mlflow.tracking import MlflowClient
 
     from learnscore.core.tracking import use_mlflow
-    from learnscore.model.packaging import PREDICTION_RESULT_TYPE, log_diagnostic_model
+    from learnscore.model.packaging import log_diagnostic_model
     from learnscore.registry.access import staging_model_uri
+    from learnscore.schemas.scoring import PREDICTION_RESULT_TYPE
 
     silver, _ = silver_history
     use_mlflow(config)
