@@ -97,12 +97,20 @@ class MlflowConfig(_Section):
 
 
 class StreamingConfig(_Section):
-    trigger_seconds: float = Field(1.0, ge=0)
+    """The streaming scorer's queries (streaming/README.md says why these values)."""
+
+    trigger_seconds: float = Field(0.0, ge=0)  # 0: the next micro-batch starts when one ends
+    landing_trigger_seconds: float = Field(1.0, ge=0)  # the Delta side: fewer, larger commits
     max_offsets_per_trigger: int = Field(100_000, ge=1)
+    score_max_offsets_per_trigger: int = Field(20_000, ge=1)  # keeps a catch-up's batches short
     starting_offsets: Literal["earliest", "latest"] = "earliest"
     alias_check_seconds: float = Field(2.0, ge=0)
-    score_batch_rows: int = Field(50000, ge=1)
     compact_after_writes: int = Field(50, ge=0)
+    dedupe_horizon: str = "7 days"  # a copy delivered later than this is not recognised as one
+    outcome_horizon: str = "60 days"  # predictions wait this long for their outcome to pair
+    max_batch_attempts: int = Field(3, ge=1)  # then a failing micro-batch is quarantined raw
+    lease_ttl_seconds: float = Field(60.0, gt=0)
+    data_loss_check_seconds: float = Field(30.0, gt=0)
 
 
 class PrivacyConfig(_Section):

@@ -26,13 +26,23 @@ def spark_conf(config: Config) -> dict[str, str]:
         "spark.sql.shuffle.partitions": str(config.spark.shuffle_partitions),
         "spark.default.parallelism": str(config.spark.shuffle_partitions),
         "spark.sql.execution.arrow.pyspark.enabled": "true",
-        "spark.sql.execution.arrow.maxRecordsPerBatch": "10000",
+        # Rows per Arrow batch to a Python worker: at most 1,000 events of the 256 KiB the contract
+        # allows (256 MiB), so one batch of oversized messages cannot exhaust a worker.
+        "spark.sql.execution.arrow.maxRecordsPerBatch": "1000",
         "spark.sql.session.timeZone": "UTC",
         "spark.sql.warehouse.dir": str(config.state_dir / "spark-warehouse"),
         "spark.driver.extraJavaOptions": f"-Dderby.system.home={config.state_dir / 'derby'}",
         "spark.ui.showConsoleProgress": "false",
         "spark.ui.enabled": "false",
         "spark.sql.streaming.stopGracefullyOnShutdown": "true",
+        # The stream's deduplication and pairing state: RocksDB keeps it on disk (millions of
+        # keys over the dedupe horizon), changelogs make each commit small. The checkpoint pins
+        # the provider: it is set for every session, before any query first runs.
+        "spark.sql.streaming.stateStore.providerClass":
+            "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider",
+        "spark.sql.streaming.stateStore.rocksdb.changelogCheckpointing.enabled": "true",
+        # The scorer runs several queries in one driver: each gets its own pool (streaming/job.py).
+        "spark.scheduler.mode": "FAIR",
         # Delta: small local tables, no need for the optimiser's background work.
         "spark.databricks.delta.snapshotPartitions": "2",
         "spark.databricks.delta.autoCompact.enabled": "false",

@@ -271,13 +271,14 @@ def stream_start(
         "--max-batches", min=1, help="Stop after this many micro-batches.")] = None,
 ) -> None:
     """Run the streaming scorer until stopped (Ctrl-C / SIGTERM finish the micro-batch in flight)."""
-    from learnscore.streaming.drift.hook import drift_hooks
-    from learnscore.streaming.job import QUERY_NAME, ScorerFailed, run_scorer
+    from learnscore.streaming.job import ScorerFailed, run_scorer
+    from learnscore.streaming.lease import LeaseHeld
 
     config = get_config()
     try:
-        summary = run_scorer(config, until_idle_s=until_idle, max_batches=max_batches,
-                             hooks=drift_hooks(config, config.checkpoint_path(QUERY_NAME)))
+        summary = run_scorer(config, until_idle_s=until_idle, max_batches=max_batches)
+    except LeaseHeld as exc:
+        fail(str(exc))
     except ScorerFailed as exc:
         fail(f"{exc}. Fix the cause and start it again: it resumes from its checkpoint.")
     typer.echo(f"scorer stopped ({summary.stopped_because}) after {summary.batches} micro-batches; "
@@ -407,21 +408,6 @@ def bench_validation(
     result = run_validation_benchmark(events=events, output=output)
     typer.echo(f"validate_bytes  {result['events_per_s']:,.0f} events/s ({result['events']:,} events of "
                f"{result['mean_bytes']:,.0f} bytes; decode only {result['decode_only_events_per_s']:,.0f}/s)")
-    typer.echo(f"written to {output}")
-
-
-@bench_app.command("files")
-def bench_files(
-    output: Annotated[str, typer.Option(help="Where the JSON goes.")] = "bench/results/small_files.json",
-) -> None:
-    """The stream's duplicate probe over a table in 40 to 4,000 small files, then compacted."""
-    from learnscore.bench.small_files import run_small_files_benchmark
-
-    result = run_small_files_benchmark(get_config(), output=output)
-    for files, seconds in result["probe_seconds_by_files"].items():
-        typer.echo(f"{files:>5} files  probe {seconds} s")
-    typer.echo(f"compacted in {result['compaction_seconds']} s into {result['files_after_compaction']} "
-               f"file(s): probe {result['probe_seconds_after_compaction']} s")
     typer.echo(f"written to {output}")
 
 
@@ -760,7 +746,7 @@ def bench_all() -> None:
     """
     failed = []
     for name, run in (("validation", bench_validation), ("model", bench_model), ("stream", bench_stream),
-                      ("files", bench_files),
+
                       ("serve", bench_serve), ("drift", bench_drift)):
         typer.secho(f"== bench {name}", bold=True)
         try:

@@ -74,7 +74,9 @@ PREDICTIONS = Table("gold.predictions", (
     ("p_beginner", "double"), ("p_developing", "double"), ("p_proficient", "double"),
     ("p_advanced", "double"), ("model_name", "string"), ("model_version", "string"),
     ("scored_at", "timestamp"), ("latency_s", "double"), ("batch_id", "bigint"),
-), "One row per scored submission with the model version that scored it.", bi_facing=True)
+    ("score_event_id", "string"), ("published_at", "timestamp"), ("landed_at", "timestamp"),
+), "One row per scored submission: the first ScoreIssued published for it, with the version that "
+   "scored it.", bi_facing=True)
 
 PREDICTION_OUTCOMES = Table("gold.prediction_outcomes", (
     ("event_id", "string"), ("learner_key", "string"), ("subject", "string"),
@@ -95,13 +97,14 @@ DAILY_SUMMARY = Table("gold.daily_summary", (
     bi_facing=True)
 
 STREAM_PROGRESS = Table("ops.stream_progress", (
+    ("query", "string"), ("query_id", "string"),
     ("batch_id", "bigint"), ("started_at", "timestamp"), ("duration_s", "double"),
     ("rows_read", "bigint"), ("submissions_valid", "bigint"), ("quarantined", "bigint"),
     ("duplicates", "bigint"), ("scored", "bigint"), ("failed", "bigint"),
     ("pending_unscored", "bigint"), ("outcomes", "bigint"), ("endpoint_requests", "bigint"),
     ("latency_p50_s", "double"), ("latency_p95_s", "double"), ("latency_p99_s", "double"),
     ("model_version", "string"), ("model_status", "string"), ("message", "string"),
-), "One row per micro-batch of the streaming scorer.")
+), "One row per micro-batch of each query of the streaming scorer (score, land, gold, pairs).")
 
 DRIFT_EVENTS = Table("ops.drift_events", (
     ("drift_event_id", "string"), ("detected_at", "timestamp"), ("batch_id", "bigint"),

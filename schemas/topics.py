@@ -6,9 +6,11 @@ SCORES = "diagnostic.scores"
 RETRAIN_REQUESTS = "model.retrain-requests"
 LIFECYCLE = "model.lifecycle"
 ENDPOINT_REQUESTS = "serving.requests"
-# Internal: the scorer sends itself a message here to run a micro-batch when rows wait to be
-# scored but no data arrives (Spark starts a batch only for new data).
-SCORER_WAKEUPS = "streaming.scorer-wakeups"
+# Internal to the stream. Valid submissions the scoring query could not score (no production
+# model, or unusable output): they wait here, raw, and are scored when the version changes.
+SCORE_RETRIES = "streaming.score-retries"
+# The scoring query's per-batch progress (it commits no Delta table); landed in ops.stream_progress.
+SCORER_PROGRESS = "streaming.scorer-progress"
 
 ALL_TOPICS = [SUBMISSIONS, OUTCOMES, SCORES, RETRAIN_REQUESTS, LIFECYCLE, ENDPOINT_REQUESTS,
-              SCORER_WAKEUPS]
+              SCORE_RETRIES, SCORER_PROGRESS]

@@ -1,4 +1,4 @@
-"""One ``ops.stream_progress`` row per micro-batch: what was read, landed, refused and scored."""
+"""One ``ops.stream_progress`` row per micro-batch of each query: what it read, landed, refused, scored."""
 
 from __future__ import annotations
 
@@ -8,8 +8,13 @@ from datetime import datetime
 
 @dataclass
 class BatchReport:
-    """Counters of one micro-batch, filled in as the handler goes."""
+    """Counters of one micro-batch of one query, filled in as its handler goes.
 
+    ``latency_*`` are the query's own latency: event time → published score for ``score``,
+    event time → the gold row's commit for ``gold``.
+    """
+
+    query: str
     batch_id: int
     started_at: datetime
     rows_read: int = 0
@@ -27,6 +32,7 @@ class BatchReport:
     model_version: str | None = None
     model_status: str | None = None
     duration_s: float = 0.0
+    query_id: str | None = None
     notes: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)  # stage → seconds (not in the row)
 
@@ -36,11 +42,11 @@ class BatchReport:
     def row(self) -> dict:
         """The ``ops.stream_progress`` row.
 
-        >>> report = BatchReport(7, datetime(2026, 1, 1), rows_read=3, model_status="no_model")
+        >>> report = BatchReport("score", 7, datetime(2026, 1, 1), rows_read=3, model_status="no_model")
         >>> report.note("no production model: 3 submissions wait")
         >>> row = report.row()
-        >>> row["batch_id"], row["rows_read"], row["message"]
-        (7, 3, 'no production model: 3 submissions wait')
+        >>> row["query"], row["batch_id"], row["rows_read"], row["message"]
+        ('score', 7, 3, 'no production model: 3 submissions wait')
         """
         values = asdict(self)
         notes = values.pop("notes")
@@ -49,9 +55,9 @@ class BatchReport:
 
     def summary(self) -> str:
         """One status line for the log."""
-        latency = (f" p95 {self.latency_p95_s:.2f}s" if self.latency_p95_s is not None else "")
-        return (f"batch {self.batch_id}: read {self.rows_read}, valid {self.submissions_valid}, "
+        latency = f" p95 {self.latency_p95_s:.2f}s" if self.latency_p95_s is not None else ""
+        return (f"{self.query} batch {self.batch_id}: read {self.rows_read}, valid {self.submissions_valid}, "
                 f"quarantined {self.quarantined} (dup {self.duplicates}), scored {self.scored}, "
                 f"failed {self.failed}, pending {self.pending_unscored}, outcomes {self.outcomes}, "
                 f"requests {self.endpoint_requests}, model {self.model_version or '-'} "
-                f"[{self.model_status}]{latency}")
+                f"[{self.model_status or '-'}]{latency}")

@@ -14,6 +14,8 @@ DUPLICATE_EVENT_ID = "duplicate_event_id"
 UNKNOWN_SUBMISSION = "unknown_submission"
 DUPLICATE_OUTCOME = "duplicate_outcome"
 INVALID_REQUEST_LOG = "invalid_request_log"
+POISON_BATCH = "poison_batch"
+INVALID_SCORE = "invalid_score"
 
 REASONS = {
     DUPLICATE_EVENT_ID: "event_id {id} was already delivered at another Kafka offset; "
@@ -21,6 +23,9 @@ REASONS = {
     UNKNOWN_SUBMISSION: "submission_event_id {id} is not a known submission "
                         "(never received, or refused)",
     DUPLICATE_OUTCOME: "an outcome for submission {id} was already received; only the first counts",
+    POISON_BATCH: "the micro-batch holding this message (topic {id}) failed repeatedly, so its messages "
+                  "were set aside undecoded; send them again once the cause is fixed",
+    INVALID_SCORE: "a message on the scores topic that is not a ScoreIssued learnscore can read ({id})",
 }
 
 

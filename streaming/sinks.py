@@ -140,3 +140,25 @@ def publish(rows: DataFrame, config: Config, topic: str, key: Column, value: Col
     """
     (rows.select(key.cast("string").alias("key"), value.cast("string").alias("value"))
      .write.format("kafka").options(**spark_kafka_options(config)).option("topic", topic).save())
+
+
+class BatchWriter:
+    """The Delta writes of one micro-batch of one query, each exactly once.
+
+    One app id per logical write: ``learnscore.<query>.<query id>.<table>[.<part>]``; the query
+    id lives in the checkpoint, so a new checkpoint gets new app ids (its batch ids restart).
+    ``first_of_run``: Spark re-runs at most one batch, the first a (re)started query executes,
+    so only that one looks for the commit of a crashed attempt.
+    """
+
+    def __init__(self, config: Config, query: str, query_id: str, batch_id: int, *, first_of_run: bool):
+        self.config, self.query, self.query_id = config, query, query_id
+        self.batch_id, self.first_of_run = int(batch_id), first_of_run
+
+    def app_id(self, table: str, part: str | None = None) -> str:
+        return ".".join(["learnscore", self.query, self.query_id, table, *([part] if part else [])])
+
+    def append(self, rows: DataFrame, table: str, part: str | None = None) -> bool:
+        """Append ``rows`` once per (write, batch); False when a replay skipped it."""
+        return append_once(rows, self.config, table, self.app_id(table, part), self.batch_id,
+                           may_be_replay=self.first_of_run)

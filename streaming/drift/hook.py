@@ -222,10 +222,25 @@ def make_drift_hook(config: Config, checkpoint_dir: str, *, spark=None, producer
                      item_bank_loader(config), submissions, training_cutoff)
 
 
-def drift_hooks(config: Config, checkpoint_dir: str, *, spark=None) -> list[DriftHook]:
-    """The after-scoring hooks the scorer runs for drift: ``[hook]``, or ``[]`` when
-    ``drift.enabled`` is false. ``checkpoint_dir`` is the scorer query's checkpoint folder."""
-    return [make_drift_hook(config, checkpoint_dir, spark=spark)] if config.drift.enabled else []
+def drift_hooks(config: Config, gold_checkpoint: str, pairs_checkpoint: str, *, spark=None):
+    """The scorer's drift detectors: on gold rows (covariate and prediction signals, state in the
+    gold query's checkpoint) and on pairs (concept signals, state in the pairs query's): two
+    monitors, each applied once per micro-batch of its own query. Empty when ``drift.enabled`` is
+    false."""
+    from learnscore.streaming.runtime import ScorerHooks
+
+    if not config.drift.enabled:
+        return ScorerHooks()
+    on_predictions = make_drift_hook(config, gold_checkpoint, spark=spark)
+    on_pairs = make_drift_hook(config, pairs_checkpoint, spark=spark)
+
+    def drift_predictions(batch_id: int, rows) -> None:
+        on_predictions(batch_id, rows, None)
+
+    def drift_pairs(batch_id: int, rows) -> None:
+        on_pairs(batch_id, None, rows)
+
+    return ScorerHooks(predictions=(drift_predictions,), pairs=(drift_pairs,))
 
 
 def write_drift_events(spark, config: Config, rows: list[dict[str, Any]], app_id: str,

@@ -220,6 +220,7 @@ class DriftMonitor:
                 detector = self._detector_for(signal, segment)
                 use = current[rows] if signal.model_dependent else np.ones(len(rows), dtype=bool)
                 column = values[signal.name][rows]
+                use = use & np.isfinite(column)  # a signal the batch does not carry (NaN) is not fed
                 positions = np.flatnonzero(use)
                 for position, value in zip(positions.tolist(), column[positions].tolist()):
                     if detector.update(value).drift_detected:

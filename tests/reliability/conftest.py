@@ -12,6 +12,7 @@ from learnscore.core import kafka_io
 from learnscore.core.config import Config
 from learnscore.core.ports import free_port
 from learnscore.schemas import topics
+from learnscore.streaming.runtime import ScorerTopics
 from tests import support
 from tests.support import register_production, wait_for
 
@@ -93,8 +94,7 @@ class Reliability:
 
     @staticmethod
     def create_stream_topics(config: Config) -> None:
-        kafka_io.create_topics(config, [topics.SUBMISSIONS, topics.OUTCOMES, topics.ENDPOINT_REQUESTS,
-                                        topics.SCORES, topics.SCORER_WAKEUPS])
+        kafka_io.create_topics(config, [*ScorerTopics.BASE_NAMES])
 
 
 @pytest.fixture

@@ -22,6 +22,7 @@ from learnscore.core import kafka_io
 from learnscore.core.lake import read_table
 from learnscore.core.ports import free_port
 from learnscore.schemas import topics
+from learnscore.streaming.runtime import ScorerTopics
 from tests.streaming.conftest import Events, as_messages, broken_submissions, produce, register_model, wait_for
 from tests.streaming.test_kill import scorer_env
 
@@ -182,8 +183,7 @@ def test_scorer_on_a_standalone_cluster_counts_every_event_exactly_once(
     from learnscore.model.features import model_input_from_events
 
     config = config.model_copy(update={"kafka": config.kafka.model_copy(update={"partitions": PARTITIONS})})
-    kafka_io.create_topics(config, [topics.SUBMISSIONS, topics.OUTCOMES, topics.ENDPOINT_REQUESTS,
-                                    topics.SCORES, topics.SCORER_WAKEUPS])
+    kafka_io.create_topics(config, [*ScorerTopics.BASE_NAMES])
     version = register_model(config, fitted_model, model_input_from_events(small_history_events[0][:20]))
     events = Events(seed=23)
     valid = [events.submission(i) for i in range(150)]

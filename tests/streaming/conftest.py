@@ -11,6 +11,7 @@ import pytest
 
 from learnscore.core import kafka_io
 from learnscore.schemas import topics
+from learnscore.streaming.runtime import ScorerTopics
 from learnscore.schemas.events import LEVELS, SUBJECTS
 from tests.support import wait_for
 
@@ -137,8 +138,7 @@ def stream_config(config):
 
 @pytest.fixture
 def kit(spark, stream_config) -> StreamKit:
-    kafka_io.create_topics(stream_config, [topics.SUBMISSIONS, topics.OUTCOMES, topics.ENDPOINT_REQUESTS,
-                                           topics.SCORES, topics.SCORER_WAKEUPS])
+    kafka_io.create_topics(stream_config, [*ScorerTopics.BASE_NAMES])
     return StreamKit(spark, stream_config)
 
 

@@ -18,6 +18,7 @@ from learnscore.registry.gates import check_smoke
 from learnscore.registry.history import model_events
 from learnscore.registry.promote import promote
 from learnscore.schemas import topics
+from learnscore.streaming.runtime import ScorerTopics
 from learnscore.schemas.events import LEVELS
 
 pytestmark = pytest.mark.integration
@@ -93,8 +94,7 @@ def test_bad_versions_are_refused_and_a_forced_one_is_rolled_back(spark, registr
     # Forced past the gates, straight in the registry: the stream must not write its output.
     MlflowClient().set_registered_model_alias(config.mlflow.model_name, PRODUCTION, nonsense)
     stream_config = fault_config.model_copy(update={"mlflow": config.mlflow})
-    kafka_io.create_topics(stream_config, [topics.SUBMISSIONS, topics.OUTCOMES, topics.ENDPOINT_REQUESTS,
-                                           topics.SCORES, topics.SCORER_WAKEUPS])
+    kafka_io.create_topics(stream_config, [*ScorerTopics.BASE_NAMES])
     events = submissions[2000:2030]
     producer = kafka_io.producer(stream_config)
     for key, value in kit.messages(events):

@@ -15,6 +15,7 @@ from learnscore.core import kafka_io
 from learnscore.core.config import Secrets
 from learnscore.core.jars import resolve_jars
 from learnscore.schemas import topics
+from learnscore.streaming.runtime import ScorerTopics
 from learnscore.stack.kafka_broker import KafkaBroker
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -40,8 +41,7 @@ def test_a_30s_broker_outage_loses_and_doubles_nothing(spark, fault_config, kit,
     api_key = Secrets(config).api_key.get_secret_value()
     request_ids: list[str] = []
     try:
-        kafka_io.create_topics(config, [topics.SUBMISSIONS, topics.OUTCOMES, topics.ENDPOINT_REQUESTS,
-                                        topics.SCORES, topics.SCORER_WAKEUPS])
+        kafka_io.create_topics(config, [*ScorerTopics.BASE_NAMES])
         # A producer that outlives the outage: sends buffer while the broker is away.
         producer = kafka_io.producer(config, max_block_ms=120_000, delivery_timeout_ms=180_000)
         scorer.start()

@@ -22,6 +22,7 @@ from learnscore.core import kafka_io
 from learnscore.core.config import Secrets
 from learnscore.core.ports import free_port
 from learnscore.schemas import topics
+from learnscore.streaming.runtime import ScorerTopics
 from learnscore.stack.mlflow_server import MlflowUi
 from learnscore.streaming.model_cache import OK, REGISTRY_UNREACHABLE
 
@@ -77,8 +78,7 @@ def test_a_killed_mlflow_server_stops_nothing(spark, fault_config, kit, fitted_m
     })
     submissions, _ = small_history_events
     waves = [submissions[2000:2030], submissions[2030:2060], submissions[2060:2090]]
-    kafka_io.create_topics(config, [topics.SUBMISSIONS, topics.OUTCOMES, topics.ENDPOINT_REQUESTS,
-                                    topics.SCORES, topics.SCORER_WAKEUPS, topics.RETRAIN_REQUESTS])
+    kafka_io.create_topics(config, [*ScorerTopics.BASE_NAMES, topics.RETRAIN_REQUESTS])
     api_key = Secrets(config).api_key.get_secret_value()
     scorer = kit.ScorerThread(config)
     stop_worker = threading.Event()

@@ -1,0 +1,156 @@
+"""What every query of the scorer shares: its topics, its per-batch bookkeeping, its progress.
+
+A :class:`QueryRuntime` belongs to one query. Its :meth:`QueryRuntime.batch` context wraps one
+micro-batch: it refuses to start a batch once a stop was asked (the batch runs again on restart),
+counts the attempt (``streaming.attempts``), hands the handler a :class:`BatchWriter` for its
+exactly-once appends and a :class:`BatchReport` to fill in, and records when the batch ended
+(the runner's idle and status checks read that, from the main thread, under a lock).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+from learnscore.core.config import Config
+from learnscore.schemas import topics
+from learnscore.schemas.tables import STREAM_PROGRESS
+from learnscore.streaming.attempts import AttemptLog
+from learnscore.streaming.progress import BatchReport
+from learnscore.streaming.sinks import BatchWriter
+
+log = logging.getLogger(__name__)
+
+STOP_MARKER = "learnscore-stop-requested"
+
+
+class StopRequested(RuntimeError):
+    """Raised by a batch that starts after a stop was asked: it wrote nothing, and Spark runs
+    it again (same offsets) when the scorer restarts."""
+
+    def __init__(self):
+        super().__init__(f"{STOP_MARKER}: the scorer is stopping; this batch runs again on restart")
+
+
+@dataclass(frozen=True)
+class ScorerTopics:
+    """Deployed names of the topics the scorer reads and writes."""
+
+    submissions: str
+    outcomes: str
+    requests: str
+    scores: str
+    retries: str
+    progress: str
+
+    @classmethod
+    def of(cls, config: Config) -> ScorerTopics:
+        return cls(submissions=config.topic(topics.SUBMISSIONS), outcomes=config.topic(topics.OUTCOMES),
+                   requests=config.topic(topics.ENDPOINT_REQUESTS), scores=config.topic(topics.SCORES),
+                   retries=config.topic(topics.SCORE_RETRIES), progress=config.topic(topics.SCORER_PROGRESS))
+
+    BASE_NAMES = (topics.SUBMISSIONS, topics.OUTCOMES, topics.ENDPOINT_REQUESTS, topics.SCORES,
+                  topics.SCORE_RETRIES, topics.SCORER_PROGRESS)
+
+
+@dataclass(frozen=True)
+class ScorerHooks:
+    """What runs after the Delta side landed a batch: ``predictions(batch_id, gold_rows)`` on gold
+    rows (with the submissions' signals) and ``pairs(batch_id, pair_rows)`` on prediction–outcome
+    pairs. Drift detection plugs in here (``streaming/drift/hook.py``)."""
+
+    predictions: Sequence[Callable] = ()
+    pairs: Sequence[Callable] = ()
+
+
+@contextmanager
+def timed(report: BatchReport, stage: str) -> Iterator[None]:
+    """Wall time per stage, for the log and the benchmark's "where does the time go"."""
+    started = time.monotonic()
+    try:
+        yield
+    finally:
+        report.timings[stage] = report.timings.get(stage, 0.0) + time.monotonic() - started
+
+
+@dataclass
+class QueryRuntime:
+    """Per-query state the handler (stream thread) and the runner (main thread) share."""
+
+    name: str
+    config: Config
+    checkpoint: str
+    query_id: str | None = None
+    batches: int = 0  # finished in this run
+    rows_read_total: int = 0
+    in_batch: bool = False
+    stopping: bool = False
+    last_rows_at: float = field(default_factory=time.monotonic)
+    last_batch_ended_at: float = field(default_factory=time.monotonic)
+    last_report: BatchReport | None = None
+    reports: deque = field(default_factory=lambda: deque(maxlen=10_000), repr=False)
+    _ready: threading.Event = field(default_factory=threading.Event, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def set_query_id(self, query_id: str) -> None:
+        self.query_id = str(query_id)
+        self._ready.set()
+
+    def request_stop(self) -> None:
+        with self._lock:
+            self.stopping = True
+
+    def idle_for(self) -> float:
+        with self._lock:
+            return 0.0 if self.in_batch else time.monotonic() - self.last_rows_at
+
+    @contextmanager
+    def batch(self, batch_id: int) -> Iterator[tuple[BatchWriter, BatchReport, int]]:
+        with self._lock:
+            if self.stopping:
+                raise StopRequested()
+            self.in_batch = True
+        started = time.monotonic()
+        try:
+            # The first batch may start before start() returned the query (and its id) to us.
+            if not self._ready.wait(timeout=120):
+                raise RuntimeError(f"the {self.name} query's id was never set")
+            attempts = AttemptLog(self.checkpoint)
+            attempt = attempts.begin(batch_id)
+            report = BatchReport(self.name, int(batch_id), datetime.now(timezone.utc), query_id=self.query_id)
+            writer = BatchWriter(self.config, self.name, self.query_id, batch_id, first_of_run=self.batches == 0)
+            yield writer, report, attempt
+            attempts.done(batch_id)
+            report.duration_s = time.monotonic() - started
+            with self._lock:
+                self.batches += 1
+                self.rows_read_total += report.rows_read
+                if report.rows_read:
+                    self.last_rows_at = time.monotonic()
+                self.last_report = report
+                self.reports.append(report)
+            log.info("%s (%.2fs)", report.summary(), report.duration_s)
+            log.debug("%s batch %s stages: %s", self.name, batch_id,
+                      ", ".join(f"{name} {seconds:.2f}s" for name, seconds in report.timings.items()))
+        finally:
+            with self._lock:
+                self.in_batch = False
+                self.last_batch_ended_at = time.monotonic()
+
+    def write_progress(self, spark, writer: BatchWriter, report: BatchReport) -> None:
+        """Append this batch's ``ops.stream_progress`` row (once per batch)."""
+        report.duration_s = report.duration_s or (time.monotonic() - _monotonic_of(report))
+        frame = spark.createDataFrame([report.row()], schema=STREAM_PROGRESS.ddl)
+        with timed(report, "ops.stream_progress"):
+            writer.append(frame, "ops.stream_progress")
+
+
+def _monotonic_of(report: BatchReport) -> float:
+    """When the report's batch started, on the monotonic clock (approximately)."""
+    return time.monotonic() - (datetime.now(timezone.utc) - report.started_at).total_seconds()

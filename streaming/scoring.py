@@ -1,0 +1,297 @@
+"""The scoring query: submissions in, ``ScoreIssued`` out, and no Delta commit in between.
+
+Plan: Kafka → decode and validate once (``streaming.decode``, one Arrow pass) → keep valid
+events → first delivery of each ``event_id`` within ``streaming.dedupe_horizon`` (state store)
+→ ``foreachBatch``: the production model's Spark UDF (rebuilt when the alias moves,
+``streaming.model_cache``) → one Kafka write. That write holds the ``ScoreIssued`` of every
+row the model scored usably, and the raw submission of every row it could not (no production
+model, the model raised, NaN or out-of-range output) on ``streaming.score-retries`` with the
+version that failed it. Nothing valid is dropped: the retries wait in Kafka and are scored by
+the next version (:class:`RetryCatchUp`) — the catch-up of unscored rows. The batch's progress
+goes to ``streaming.scorer-progress``; the landing query lands it in ``ops.stream_progress``.
+
+Replays: Kafka writes are at-least-once. A replayed batch scores again and publishes under the
+same ``ScoreIssued`` ids (they depend on the submission only); gold keeps the first published.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from learnscore.core.config import Config
+from learnscore.registry.access import PRODUCTION
+from learnscore.streaming.decode import SUBMISSION, decode_events
+from learnscore.streaming.ingest import kafka_rows
+from learnscore.streaming.model_cache import NO_MODEL, OK, SCORE_FAILED, ModelCache, ScoringUdf
+from learnscore.streaming.progress import BatchReport
+from learnscore.streaming.runtime import QueryRuntime, ScorerTopics, timed
+from learnscore.streaming.score import score_issued_value, score_submissions
+
+log = logging.getLogger(__name__)
+
+QUERY = "score"
+FAILED_VERSION_HEADER = "learnscore.failed-version"
+NO_VERSION = "none"
+
+
+def scoring_stream(spark: SparkSession, config: Config, names: ScorerTopics) -> DataFrame:
+    """The streaming plan: valid first deliveries of submissions, decoded."""
+    from learnscore.core.kafka_io import spark_kafka_options
+
+    source = (spark.readStream.format("kafka").options(**spark_kafka_options(config))
+              .option("subscribe", names.submissions)
+              .option("startingOffsets", config.streaming.starting_offsets)
+              .option("maxOffsetsPerTrigger", str(config.streaming.score_max_offsets_per_trigger))
+              .option("failOnDataLoss", "false")
+              .load())
+    decoded = decode_events(kafka_rows(source), SUBMISSION, config.domain.contract())
+    return (decoded.where(F.col("reason_code").isNull())
+            .withColumn("_seen_at", F.current_timestamp())
+            .withWatermark("_seen_at", config.streaming.dedupe_horizon)
+            .dropDuplicatesWithinWatermark(["event_id"])
+            .drop("_seen_at"))
+
+
+def publish(rows: DataFrame, config: Config) -> None:
+    """One Kafka write: ``topic``, ``key``, ``value`` and ``headers`` columns per row."""
+    from learnscore.core.kafka_io import spark_kafka_options
+
+    rows.write.format("kafka").options(**spark_kafka_options(config)).save()
+
+
+def outgoing(scored: DataFrame, names: ScorerTopics, failed_version: Column) -> DataFrame:
+    """Usable rows → their ``ScoreIssued`` on the scores topic; the others → their raw bytes on the
+    retries topic, with the version that failed them in a header."""
+    ok = F.col("output_ok")
+    header = F.array(F.struct(F.lit(FAILED_VERSION_HEADER).alias("key"), failed_version.cast("binary").alias("value")))
+    return scored.select(
+        F.when(ok, F.lit(names.scores)).otherwise(F.lit(names.retries)).alias("topic"),
+        F.col("learner_id").cast("binary").alias("key"),
+        F.when(ok, score_issued_value(PRODUCTION).cast("binary")).otherwise(F.col("raw_value")).alias("value"),
+        F.when(ok, F.array().cast("array<struct<key:string,value:binary>>")).otherwise(header).alias("headers"))
+
+
+def waiting(rows: DataFrame, names: ScorerTopics, failed_version: str) -> DataFrame:
+    """Rows nobody could score now, bound for the retries topic."""
+    return (rows.withColumn("output_ok", F.lit(False))
+            .transform(lambda frame: outgoing(frame, names, F.lit(failed_version))))
+
+
+@dataclass
+class ScoreOutcome:
+    scored: int = 0
+    failed: int = 0
+    latency: tuple[float, float, float] | None = None
+
+
+def score_and_publish(rows: DataFrame, model: ScoringUdf, config: Config, names: ScorerTopics,
+                      report: BatchReport) -> ScoreOutcome:
+    """Score ``rows`` (decoded submissions) with ``model`` and publish scores and retries in one write."""
+    scored = score_submissions(rows, model.udf, model.name, model.version).persist()
+    try:
+        with timed(report, "score"):
+            stats = scored.agg(
+                F.sum(F.col("output_ok").cast("long")).alias("ok"),
+                F.sum((~F.col("output_ok")).cast("long")).alias("bad"),
+                F.percentile_approx(F.when(F.col("output_ok"), F.unix_micros("scored_at") - F.unix_micros("event_time")),
+                                    [0.5, 0.95, 0.99], 10000).alias("latency")).collect()[0]
+        with timed(report, "kafka"):
+            publish(outgoing(scored, names, F.lit(model.version)), config)
+    finally:
+        scored.unpersist()
+    latency = tuple(value / 1e6 for value in stats.latency) if stats.latency else None
+    return ScoreOutcome(stats.ok or 0, stats.bad or 0, latency)
+
+
+class RetryCatchUp:
+    """Scores what waits on the retries topic once a version other than the one that failed it
+    is in production; remembers how far it got in a cursor file beside the checkpoint.
+
+    Runs at the start of a batch, and from the runner when the stream is idle; a lock keeps the
+    two apart. A crash after publishing and before the cursor moved publishes those scores again
+    under the same ids (gold keeps the first).
+    """
+
+    def __init__(self, spark: SparkSession, config: Config, names: ScorerTopics, checkpoint: str):
+        self.spark, self.config, self.names = spark, config, names
+        self.path = Path(checkpoint.removeprefix("file://")) / "retries-cursor.json"
+        self.lock = threading.Lock()
+
+    def cursor(self) -> dict:
+        try:
+            return json.loads(self.path.read_text())
+        except (FileNotFoundError, ValueError):
+            return {"offsets": {}, "version": None}
+
+    def pending(self) -> int:
+        """Retries not caught up yet (Kafka end offsets minus the cursor)."""
+        end = self._end_offsets()
+        done = self.cursor()["offsets"]
+        return sum(max(0, offset - done.get(str(partition), 0)) for partition, offset in end.items())
+
+    def due(self, model: ScoringUdf | None) -> bool:
+        return model is not None and self.cursor()["version"] != model.version and self.pending() > 0
+
+    def run(self, model: ScoringUdf, report: BatchReport | None = None) -> int:
+        """Score every waiting row with ``model``; return how many got a usable score."""
+        with self.lock:
+            if not self.due(model):
+                return 0
+            end = self._end_offsets()
+            start = {str(p): self.cursor()["offsets"].get(str(p), 0) for p in end}
+            topic = self.names.retries
+            from learnscore.core.kafka_io import spark_kafka_options
+
+            raw = (self.spark.read.format("kafka").options(**spark_kafka_options(self.config))
+                   .option("subscribe", topic)
+                   .option("startingOffsets", json.dumps({topic: {p: o for p, o in start.items()}}))
+                   .option("endingOffsets", json.dumps({topic: {str(p): o for p, o in end.items()}}))
+                   .load())
+            rows = (decode_events(kafka_rows(raw), SUBMISSION, self.config.domain.contract())
+                    .where(F.col("reason_code").isNull()))
+            local = report or BatchReport(QUERY, -1, _utcnow())
+            outcome = score_and_publish(rows, model, self.config, self.names, local)
+            self._save({str(p): o for p, o in end.items()}, model.version)
+            log.info("caught up %d waiting submissions with version %s (%d still unusable)", outcome.scored,
+                     model.version, outcome.failed)
+            return outcome.scored
+
+    def _end_offsets(self) -> dict[int, int]:
+        from kafka import TopicPartition
+
+        from learnscore.core.kafka_io import consumer
+
+        client = consumer(self.config)
+        try:
+            partitions = client.partitions_for_topic(self.names.retries) or set()
+            ends = client.end_offsets([TopicPartition(self.names.retries, p) for p in partitions])
+            return {tp.partition: offset for tp, offset in ends.items()}
+        finally:
+            client.close()
+
+    def _save(self, offsets: dict, version: str) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"offsets": offsets, "version": version}))
+        os.replace(tmp, self.path)
+
+
+def make_scoring_handler(spark: SparkSession, config: Config, runtime: QueryRuntime, models: ModelCache,
+                         catch_up: RetryCatchUp) -> Callable[[DataFrame, int], None]:
+    """The query's ``foreachBatch`` handler."""
+    names = ScorerTopics.of(config)
+    progress = ProgressPublisher(config, names)
+
+    def handle(batch_df: DataFrame, batch_id: int) -> None:
+        with runtime.batch(batch_id) as (_writer, report, attempt):
+            rows = batch_df.persist()
+            try:
+                with timed(report, "decode"):
+                    report.rows_read = report.submissions_valid = rows.count()
+                with timed(report, "model.refresh"):
+                    state = models.refresh()
+                model = state.model
+                report.model_status, report.model_version = state.status, model.version if model else None
+                if state.message:
+                    report.note(state.message)
+                if model is not None and catch_up.due(model):
+                    with timed(report, "catch_up"):
+                        caught_up = catch_up.run(model, report)
+                    report.note(f"caught up {caught_up} waiting submissions")
+                if not report.rows_read:
+                    pass
+                elif model is None or attempt >= config.streaming.max_batch_attempts:
+                    if model is not None:
+                        report.model_status = SCORE_FAILED
+                        report.note(f"batch failed {attempt - 1} times: its rows wait for the next version")
+                    with timed(report, "kafka"):
+                        publish(waiting(rows, names, model.version if model else NO_VERSION), config)
+                    report.failed = report.rows_read
+                    if model is None:
+                        report.model_status = report.model_status or NO_MODEL
+                else:
+                    outcome = _score_or_park(rows, model, config, names, report)
+                    report.scored, report.failed = outcome.scored, outcome.failed
+                    if outcome.latency:
+                        report.latency_p50_s, report.latency_p95_s, report.latency_p99_s = outcome.latency
+                    if outcome.failed:
+                        report.note(f"{outcome.failed} rows with unusable model output wait for the next version")
+            finally:
+                rows.unpersist()
+            report.pending_unscored = _safe_pending(catch_up)
+            with timed(report, "progress"):
+                progress.send(report)
+
+    return handle
+
+
+def _score_or_park(rows: DataFrame, model: ScoringUdf, config: Config, names: ScorerTopics,
+                   report: BatchReport) -> ScoreOutcome:
+    try:
+        return score_and_publish(rows, model, config, names, report)
+    except Exception as exc:  # noqa: BLE001 - a model that raises must not stop the stream
+        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        log.error("%s batch %s: version %s raised while scoring; the rows wait for another version: %s",
+                  QUERY, report.batch_id, model.version, first)
+        report.model_status = SCORE_FAILED
+        report.note(f"scoring raised: {first}")
+        publish(waiting(rows, names, model.version), config)
+        return ScoreOutcome(0, report.rows_read, None)
+
+
+def _safe_pending(catch_up: RetryCatchUp) -> int:
+    try:
+        return catch_up.pending()
+    except Exception as exc:  # noqa: BLE001 - a count for the report; the broker may be away
+        log.debug("could not count waiting submissions: %s", exc)
+        return 0
+
+
+class ProgressPublisher:
+    """Sends the scoring query's batch reports to ``streaming.scorer-progress`` (key: query id)."""
+
+    def __init__(self, config: Config, names: ScorerTopics):
+        self.config, self.topic = config, names.progress
+        self._producer = None
+
+    def send(self, report: BatchReport) -> None:
+        from learnscore.core.kafka_io import producer
+
+        if self._producer is None:
+            self._producer = producer(self.config)
+        row = report.row()
+        row["duration_s"] = round(_seconds_since(report), 3)
+        value = orjson.dumps(row, default=_iso)
+        self._producer.send(self.topic, key=(report.query_id or "").encode(), value=value).get(
+            timeout=self.config.kafka.request_timeout_s)
+
+    def close(self) -> None:
+        if self._producer is not None:
+            self._producer.close(timeout=5)
+
+
+def _seconds_since(report: BatchReport) -> float:
+    return (_utcnow() - report.started_at).total_seconds()
+
+
+def _utcnow():
+    from datetime import datetime, timezone
+
+    return datetime.now(timezone.utc)
+
+
+def _iso(value):
+    return value.isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+__all__ = ["OK", "QUERY", "RetryCatchUp", "make_scoring_handler", "scoring_stream"]
