@@ -73,6 +73,7 @@ class Scorer:
     models: ModelCache
     catch_up: scoring.RetryCatchUp
     lease: CheckpointLease
+    progress: scoring.ProgressPublisher
     _last_catch_up_check: float = 0.0
     _positions: dict = field(default_factory=dict)
     _last_loss_check: float = 0.0
@@ -119,12 +120,20 @@ class Scorer:
                 try:
                     model = self.models.refresh().model
                     if self.catch_up.due(model):
-                        self.catch_up.run(model)
+                        self.catch_up.run_reported(model, runtime.query_id, self.progress)
                 except Exception as exc:  # noqa: BLE001 - the next tick (or batch) tries again
                     log.warning("catch-up of waiting submissions failed (tried again later): %s", exc)
         if now - self._last_loss_check >= self.config.streaming.data_loss_check_seconds:
             self._last_loss_check = now
-            check_data_loss(self)
+            try:
+                check_data_loss(self)
+            except Exception as exc:  # noqa: BLE001 - a check, not the stream: tried again next time
+                log.warning("the data-loss check failed (tried again in %.0f s): %s",
+                            self.config.streaming.data_loss_check_seconds, exc)
+
+    def pending_unscored(self) -> int:
+        """Valid submissions waiting on the retries topic for a version that can score them."""
+        return scoring._safe_pending(self.catch_up)
 
     def catch_up_due(self) -> bool:
         try:
@@ -144,6 +153,7 @@ class Scorer:
                 query.stop()
             except Exception as exc:  # noqa: BLE001 - stopping the others matters more
                 log.warning("stopping a query: %s", exc)
+        self.progress.close()
         self.lease.release()
 
 
@@ -209,7 +219,7 @@ def start_scorer(spark: SparkSession, config: Config, hooks: ScorerHooks | None 
         raise
     lease.start_renewing()
     log.info("scorer started: %s → scores on %s, Delta under %s", names.submissions, names.scores, config.lake.root)
-    return Scorer(spark, config, queries, runtimes, models, catch_up, lease)
+    return Scorer(spark, config, queries, runtimes, models, catch_up, lease, scoring.ProgressPublisher(config, names))
 
 
 def check_data_loss(scorer: Scorer) -> list[str]:
@@ -260,7 +270,8 @@ def _offsets(value) -> dict[tuple[str, int], int]:
     if not value:
         return {}
     data = json.loads(value) if isinstance(value, str) else value
-    return {(topic, int(partition)): int(offset) for topic, parts in data.items() for partition, offset in parts.items()}
+    return {(topic, int(partition)): int(offset)
+            for topic, parts in data.items() for partition, offset in parts.items()}
 
 
 def with_task_retries(config: Config, attempts: int = 4) -> Config:

@@ -77,7 +77,8 @@ def landing_stream(spark: SparkSession, config: Config, names: ScorerTopics) -> 
     return with_first_deliveries(rows, key, config.streaming.dedupe_horizon)
 
 
-def make_landing_handler(spark: SparkSession, config: Config, runtime: QueryRuntime) -> Callable[[DataFrame, int], None]:
+def make_landing_handler(spark: SparkSession, config: Config,
+                         runtime: QueryRuntime) -> Callable[[DataFrame, int], None]:
     """The query's ``foreachBatch`` handler."""
     names = ScorerTopics.of(config)
     domain = config.domain.contract()
@@ -182,7 +183,7 @@ def _land_requests(rows: DataFrame, topic: str, writer: sinks.BatchWriter, repor
     report.endpoint_requests += landed
     parts = [quarantine_rows(refused, writer.batch_id, F.col("reason_code"), F.col("reason")),
              quarantine_rows(later, writer.batch_id, F.lit(DUPLICATE_EVENT_ID),
-                             reason_for(DUPLICATE_EVENT_ID, "request_id"), F.col("request.request_id"))]
+                             reason_for(DUPLICATE_EVENT_ID, "request.request_id"), F.col("request.request_id"))]
     report.quarantined += refused.count() + later.count()
     return parts
 

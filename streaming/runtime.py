@@ -95,6 +95,7 @@ class QueryRuntime:
     last_batch_ended_at: float = field(default_factory=time.monotonic)
     last_report: BatchReport | None = None
     reports: deque = field(default_factory=lambda: deque(maxlen=10_000), repr=False)
+    writes_since_compaction: dict = field(default_factory=dict, repr=False)  # table → appends
     _ready: threading.Event = field(default_factory=threading.Event, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -124,7 +125,8 @@ class QueryRuntime:
             attempts = AttemptLog(self.checkpoint)
             attempt = attempts.begin(batch_id)
             report = BatchReport(self.name, int(batch_id), datetime.now(timezone.utc), query_id=self.query_id)
-            writer = BatchWriter(self.config, self.name, self.query_id, batch_id, first_of_run=self.batches == 0)
+            writer = BatchWriter(self.config, self.name, self.query_id, batch_id, first_of_run=self.batches == 0,
+                                 on_write=self.count_write)
             yield writer, report, attempt
             attempts.done(batch_id)
             report.duration_s = time.monotonic() - started
@@ -143,12 +145,33 @@ class QueryRuntime:
                 self.in_batch = False
                 self.last_batch_ended_at = time.monotonic()
 
+    def count_write(self, table: str) -> None:
+        self.writes_since_compaction[table] = self.writes_since_compaction.get(table, 0) + 1
+
+    def compact_if_due(self, spark, report: BatchReport) -> None:
+        """Compact the table this query wrote most often, once ``streaming.compact_after_writes``
+        times since its last compaction (Delta OPTIMIZE of the small files each batch adds; one
+        table a batch, between two batches of this query). No row changes; readers keep their
+        snapshot; a crash here replays the batch's (skipped) writes, and maybe this."""
+        from learnscore.streaming.sinks import compact
+
+        every = self.config.streaming.compact_after_writes
+        due = sorted(((n, table) for table, n in self.writes_since_compaction.items() if n >= every), reverse=True)
+        if not every or not due:
+            return
+        table = due[0][1]
+        with timed(report, f"compact.{table}"):
+            removed, added = compact(spark, self.config, table)
+        self.writes_since_compaction[table] = 0
+        log.info("%s: compacted %s (%d small files into %d)", self.name, table, removed, added)
+
     def write_progress(self, spark, writer: BatchWriter, report: BatchReport) -> None:
         """Append this batch's ``ops.stream_progress`` row (once per batch)."""
         report.duration_s = report.duration_s or (time.monotonic() - _monotonic_of(report))
         frame = spark.createDataFrame([report.row()], schema=STREAM_PROGRESS.ddl)
         with timed(report, "ops.stream_progress"):
             writer.append(frame, "ops.stream_progress")
+        self.compact_if_due(spark, report)
 
 
 def _monotonic_of(report: BatchReport) -> float:

@@ -69,22 +69,26 @@ def publish(rows: DataFrame, config: Config) -> None:
     rows.write.format("kafka").options(**spark_kafka_options(config)).save()
 
 
+def _failed_header(failed_version: Column) -> Column:
+    return F.array(F.struct(F.lit(FAILED_VERSION_HEADER).alias("key"), failed_version.cast("binary").alias("value")))
+
+
 def outgoing(scored: DataFrame, names: ScorerTopics, failed_version: Column) -> DataFrame:
     """Usable rows → their ``ScoreIssued`` on the scores topic; the others → their raw bytes on the
     retries topic, with the version that failed them in a header."""
     ok = F.col("output_ok")
-    header = F.array(F.struct(F.lit(FAILED_VERSION_HEADER).alias("key"), failed_version.cast("binary").alias("value")))
     return scored.select(
         F.when(ok, F.lit(names.scores)).otherwise(F.lit(names.retries)).alias("topic"),
         F.col("learner_id").cast("binary").alias("key"),
         F.when(ok, score_issued_value(PRODUCTION).cast("binary")).otherwise(F.col("raw_value")).alias("value"),
-        F.when(ok, F.array().cast("array<struct<key:string,value:binary>>")).otherwise(header).alias("headers"))
+        F.when(ok, F.array().cast("array<struct<key:string,value:binary>>"))
+        .otherwise(_failed_header(failed_version)).alias("headers"))
 
 
 def waiting(rows: DataFrame, names: ScorerTopics, failed_version: str) -> DataFrame:
-    """Rows nobody could score now, bound for the retries topic."""
-    return (rows.withColumn("output_ok", F.lit(False))
-            .transform(lambda frame: outgoing(frame, names, F.lit(failed_version))))
+    """Rows nobody could score now, bound for the retries topic (raw, as they came)."""
+    return rows.select(F.lit(names.retries).alias("topic"), F.col("learner_id").cast("binary").alias("key"),
+                       F.col("raw_value").alias("value"), _failed_header(F.lit(failed_version)).alias("headers"))
 
 
 @dataclass
@@ -103,8 +107,9 @@ def score_and_publish(rows: DataFrame, model: ScoringUdf, config: Config, names:
             stats = scored.agg(
                 F.sum(F.col("output_ok").cast("long")).alias("ok"),
                 F.sum((~F.col("output_ok")).cast("long")).alias("bad"),
-                F.percentile_approx(F.when(F.col("output_ok"), F.unix_micros("scored_at") - F.unix_micros("event_time")),
-                                    [0.5, 0.95, 0.99], 10000).alias("latency")).collect()[0]
+                F.percentile_approx(
+                    F.when(F.col("output_ok"), F.unix_micros("scored_at") - F.unix_micros("event_time")),
+                    [0.5, 0.95, 0.99], 10000).alias("latency")).collect()[0]
         with timed(report, "kafka"):
             publish(outgoing(scored, names, F.lit(model.version)), config)
     finally:
@@ -142,6 +147,17 @@ class RetryCatchUp:
     def due(self, model: ScoringUdf | None) -> bool:
         return model is not None and self.cursor()["version"] != model.version and self.pending() > 0
 
+    def run_reported(self, model: ScoringUdf, query_id: str | None, progress: ProgressPublisher) -> int:
+        """:meth:`run` from the runner (no micro-batch): its own progress record, ``query`` ``catch_up``."""
+        report = BatchReport("catch_up", self.cursor().get("runs", 0) + 1, _utcnow(), query_id=f"{query_id}.catch_up",
+                             model_version=model.version, model_status=OK)
+        caught_up = self.run(model, report)
+        report.scored = report.rows_read = caught_up
+        report.note(f"caught up {caught_up} waiting submissions")
+        report.pending_unscored = _safe_pending(self)
+        progress.send(report)
+        return caught_up
+
     def run(self, model: ScoringUdf, report: BatchReport | None = None) -> int:
         """Score every waiting row with ``model``; return how many got a usable score."""
         with self.lock:
@@ -161,7 +177,7 @@ class RetryCatchUp:
                     .where(F.col("reason_code").isNull()))
             local = report or BatchReport(QUERY, -1, _utcnow())
             outcome = score_and_publish(rows, model, self.config, self.names, local)
-            self._save({str(p): o for p, o in end.items()}, model.version)
+            self._save({str(p): o for p, o in end.items()}, model.version, self.cursor().get("runs", 0) + 1)
             log.info("caught up %d waiting submissions with version %s (%d still unusable)", outcome.scored,
                      model.version, outcome.failed)
             return outcome.scored
@@ -179,10 +195,10 @@ class RetryCatchUp:
         finally:
             client.close()
 
-    def _save(self, offsets: dict, version: str) -> None:
+    def _save(self, offsets: dict, version: str, runs: int) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"offsets": offsets, "version": version}))
+        tmp.write_text(json.dumps({"offsets": offsets, "version": version, "runs": runs}))
         os.replace(tmp, self.path)
 
 

@@ -151,14 +151,19 @@ class BatchWriter:
     so only that one looks for the commit of a crashed attempt.
     """
 
-    def __init__(self, config: Config, query: str, query_id: str, batch_id: int, *, first_of_run: bool):
+    def __init__(self, config: Config, query: str, query_id: str, batch_id: int, *, first_of_run: bool,
+                 on_write=None):
         self.config, self.query, self.query_id = config, query, query_id
         self.batch_id, self.first_of_run = int(batch_id), first_of_run
+        self._on_write = on_write
 
     def app_id(self, table: str, part: str | None = None) -> str:
         return ".".join(["learnscore", self.query, self.query_id, table, *([part] if part else [])])
 
     def append(self, rows: DataFrame, table: str, part: str | None = None) -> bool:
         """Append ``rows`` once per (write, batch); False when a replay skipped it."""
-        return append_once(rows, self.config, table, self.app_id(table, part), self.batch_id,
-                           may_be_replay=self.first_of_run)
+        written = append_once(rows, self.config, table, self.app_id(table, part), self.batch_id,
+                              may_be_replay=self.first_of_run)
+        if self._on_write is not None:
+            self._on_write(table)
+        return written

@@ -115,8 +115,10 @@ class StreamKit:
         return self.spark.read.format("delta").load(self.config.table_path(name))
 
     def rows_read(self) -> int:
+        """Messages the landing query has read (the other queries read what it lands, or parts)."""
         try:
-            return self.table("ops.stream_progress").agg({"rows_read": "sum"}).collect()[0][0] or 0
+            return (self.table("ops.stream_progress").where("query = 'land'").agg({"rows_read": "sum"})
+                    .collect()[0][0] or 0)
         except Exception:  # noqa: BLE001 - the table does not exist before the scorer starts
             return 0
 
@@ -126,7 +128,11 @@ class StreamKit:
                 raise AssertionError(f"the scorer failed: {scorer.failure()}")
             return self.rows_read() >= total
 
-        wait_for(done, timeout_s, what=f"{total} rows read by the scorer")
+        wait_for(done, timeout_s, what=f"{total} rows read by the landing query")
+
+    def progress(self, query: str):
+        """The ``ops.stream_progress`` rows of one query, in batch order."""
+        return self.table("ops.stream_progress").where(f"query = '{query}'").orderBy("batch_id").collect()
 
 
 @pytest.fixture

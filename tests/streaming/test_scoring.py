@@ -43,10 +43,10 @@ def test_counts_match_end_to_end(kit, production_model):
                 + [(b"x", b"not json")])
     first = len(valid) + len(broken) + 2 + len(early_outcomes) + len(requests) + 1
 
-    # What `learnscore stream start --max-batches 1`, then `--until-idle 2` do: the second run
-    # resumes from the checkpoint.
-    summary = run_scorer(kit.config, max_batches=1, handle_signals=False)
-    assert (summary.batches, summary.stopped_because) == (1, "1 batches")
+    # What `learnscore stream start --until-idle 2` does, twice: the second run resumes from
+    # the checkpoints of the four queries.
+    summary = run_scorer(kit.config, until_idle_s=2, handle_signals=False)
+    assert summary.stopped_because == "idle for 2s" and summary.pending_unscored == 0
     assert kit.rows_read() == first
     kit.produce(topics.OUTCOMES, kit.as_messages(late_outcomes))  # after their predictions
     summary = run_scorer(kit.config, until_idle_s=2, handle_signals=False)
@@ -73,10 +73,14 @@ def test_counts_match_end_to_end(kit, production_model):
         assert pair.abs_error == pytest.approx(abs(pair.progress_score - outcome["observed_progress_score"]))
         assert pair.level_correct == (pair.comprehension_level == outcome["observed_comprehension_level"])
     assert sorted(r.request_id for r in kit.table("ops.endpoint_requests").collect()) == ["req-0", "req-1", "req-2"]
-    progress = kit.table("ops.stream_progress").collect()
-    assert sum(r.scored for r in progress) == len(valid) and sum(r.failed for r in progress) == 0
-    assert sum(r.outcomes for r in progress) == len(outcomes)
-    assert {r.model_status for r in progress} == {"ok"}
+    scoring_progress = kit.progress("score")
+    assert sum(r.scored for r in scoring_progress) == len(valid)
+    assert sum(r.failed for r in scoring_progress) == 0
+    assert {r.model_status for r in scoring_progress} == {"ok"}
+    assert sum(r.outcomes for r in kit.progress("land")) == len(outcomes)
+    assert sum(r.outcomes for r in kit.progress("pairs")) == len(outcomes)
+    assert sum(r.scored for r in kit.progress("gold")) == len(valid)
+    assert all(r.published_at is not None and r.landed_at >= r.published_at for r in gold)
 
     issued = consume_scores(kit.config)
     assert all(v.ok for v in issued), [v.reason for v in issued if not v.ok][:3]
@@ -95,27 +99,30 @@ def test_no_model_then_a_model_appears_and_the_backlog_is_scored(kit, models):
     scorer = start_scorer(kit.spark, kit.config)
     try:
         kit.wait_rows_read(len(events), scorer)
+        kit.wait_for(lambda: scorer.pending_unscored() == len(events), 120, "the submissions to wait for a model",
+                     scorer=scorer)
         assert kit.table("silver.submissions").count() == len(events)
         assert kit.table("gold.predictions").count() == 0
-        assert scorer.state.pending_unscored == len(events)
 
-        version = models.register()  # no new events arrive: the scorer wakes itself up
+        version = models.register()  # no new events arrive: the idle scorer catches up by itself
         deadline = time.monotonic() + 180
         while kit.table("gold.predictions").count() < len(events):
-            scorer.wake_up_if_needed()  # what the `stream start` loop does every half second
+            scorer.tick()  # what the `stream start` loop does every half second
             assert time.monotonic() < deadline, "the backlog was not scored"
             assert not scorer.failure(), scorer.failure()
             time.sleep(0.5)
+        kit.wait_for(lambda: any(r.query == "catch_up" for r in kit.table("ops.stream_progress").collect()),
+                     120, "the catch-up's progress row", scorer=scorer)
     finally:
         scorer.stop()
     gold = kit.table("gold.predictions").collect()
     assert sorted(r.event_id for r in gold) == sorted(e["event_id"] for e in events)
     assert {r.model_version for r in gold} == {version}
-    assert scorer.state.pending_unscored == 0
-    progress = kit.table("ops.stream_progress").orderBy("batch_id").collect()
-    assert progress[0].model_status == "no_model" and progress[0].pending_unscored == len(events)
-    assert progress[-1].model_status == "ok" and progress[-1].pending_unscored == 0
-    assert any("caught up" in (r.message or "") for r in progress)
+    assert scorer.pending_unscored() == 0
+    scoring = kit.progress("score")
+    assert scoring[0].model_status == "no_model" and scoring[0].scored == 0
+    catch_up = kit.progress("catch_up")
+    assert len(catch_up) == 1 and catch_up[0].scored == len(events) and catch_up[0].pending_unscored == 0
 
 
 def test_hot_swap_mid_stream(kit, models):
@@ -149,20 +156,16 @@ def test_hot_swap_mid_stream(kit, models):
     finally:
         scorer.stop()
     gold = kit.table("gold.predictions").collect()
-    assert len(gold) == len(before) + len(after)
-    versions_by_batch = {}
-    for row in gold:
-        versions_by_batch.setdefault(row.batch_id, set()).add(row.model_version)
-    assert all(len(v) == 1 for v in versions_by_batch.values())  # one version per micro-batch
-    old = [b for b, v in versions_by_batch.items() if v == {first}]
-    new = [b for b, v in versions_by_batch.items() if v == {second}]
-    assert old and new and max(old) < min(new)  # before the swap the old version, after it the new
+    assert len(gold) == len(before) + len(after) == len({row.event_id for row in gold})
+    # One swap: in the order the scores were published, the versions go v1 … v1, v2 … v2.
+    published = [row.model_version for row in sorted(gold, key=lambda row: (row.published_at, row.scored_at))]
+    switch = published.index(second)
+    assert set(published[:switch]) == {first} and set(published[switch:]) == {second}
     version_of = {row.event_id: row.model_version for row in gold}
     assert {version_of[e["event_id"]] for e in after} == {second}  # sent after the swap
-    progress = kit.table("ops.stream_progress").collect()
-    assert sum(r.failed for r in progress) == 0 and {r.model_status for r in progress} == {"ok"}
-    # Old and new versions wrote gold in two batches at least: after the second, gold (probed by
-    # every batch, compacted first) had its files bin-packed into one.
+    scoring = kit.progress("score")
+    assert sum(r.failed for r in scoring) == 0 and {r.model_status for r in scoring} == {"ok"}
+    # Gold was written in two batches at least: after the second, its files were bin-packed.
     from delta.tables import DeltaTable
 
     history = DeltaTable.forPath(kit.spark, kit.config.table_path("gold.predictions")).history().collect()
