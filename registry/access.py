@@ -52,6 +52,10 @@ def production_model_uri(config: Config) -> str:
     return alias_uri(config, PRODUCTION)
 
 
+def staging_model_uri(config: Config) -> str:
+    return alias_uri(config, STAGING)
+
+
 def version_uri(config: Config, version: str | int) -> str:
     """``models:/<name>/<version>``: one fixed version, whatever the aliases do.
 

@@ -36,7 +36,7 @@ from typing import Annotated, Any, Literal
 
 import typing_extensions
 from pydantic import AfterValidator, ConfigDict, Field, TypeAdapter, ValidationError, ValidationInfo, WithJsonSchema
-from pydantic_core import PydanticCustomError
+from pydantic_core import PydanticCustomError, from_json
 
 # -- the building blocks ---------------------------------------------------------------------------
 
@@ -236,7 +236,7 @@ def _path(loc: tuple) -> str:
 def _problem(error: dict) -> Problem:
     kind, loc, value = error["type"], tuple(error.get("loc", ())), error.get("input")
     path = _path(loc)
-    if kind == "missing" or (value is None and kind in _EXPECTED):
+    if kind == "missing" or value is None:
         # A required field sent as null counts as missing (readers treat null as absent).
         return Problem("missing_field", path, f"required field {str(loc[-1])!r} is missing")
     if kind in _EXPECTED:
@@ -258,7 +258,7 @@ def _problem(error: dict) -> Problem:
     if code == "too_short":
         return Problem(code, path, f"needs at least {(error.get('ctx') or {}).get('min_length')} characters")
     if code == "unknown_value":
-        expected = (error.get("ctx") or {}).get("expected", "")
+        expected = str((error.get("ctx") or {}).get("expected", "")).replace("'", "").replace(" or ", ", ")
         return Problem(code, path, f"{str(value)[:64]!r} is not one of {expected}")
     return Problem(code, path, error.get("msg", kind))
 
@@ -307,6 +307,13 @@ class Contract:
             raw.decode("utf-8")
         except UnicodeDecodeError as exc:
             return refused("not_utf8", f"not valid UTF-8 at byte {exc.start}")
+        if b"NaN" in raw or b"Infinity" in raw:
+            # pydantic's parser reads these literals, RFC 8259 does not: only on this rare path,
+            # a strict parse tells whether one sits outside a string.
+            try:
+                from_json(raw, allow_inf_nan=False)
+            except ValueError as exc:
+                return refused("not_json", f"not a JSON document: {str(exc)[:120]}")
         try:
             event = self._adapter.validate_json(raw, strict=True, context={"now": now})
         except ValidationError as exc:
@@ -328,6 +335,9 @@ class Contract:
             return refused("not_json", f"not a JSON document: {errors[0]['msg'][:120]}")
         if errors and not errors[0].get("loc") and errors[0]["type"] in _EXPECTED:
             return refused("not_an_object", "the event must be a JSON object")
+        if event is None and any(isinstance(e.get("input"), float) and not math.isfinite(e["input"]) for e in errors):
+            # A number past the range of a double (1e400) reads as infinity: not a JSON number we keep.
+            return refused("not_json", "not a JSON document: a number is too large for a double")
         for error in errors:
             # Only another integer is another version; "1" or 1.0 are wrong types.
             if (error.get("loc") == ("schema_version",) and type(error.get("input")) is int

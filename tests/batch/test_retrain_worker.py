@@ -24,6 +24,7 @@ import pytest
 from learnscore.batch.retrain_runs import request_statuses, runs
 from learnscore.batch.retrain_worker import RetrainWorker, run_id_for
 from learnscore.core.kafka_io import create_topics, producer
+from learnscore.registry.access import GateRefused
 from learnscore.schemas import topics
 from tests.support import process_env
 
@@ -33,8 +34,15 @@ ROOT = HERE.parent.parent
 
 
 # -- a tiny trainer and promoter (also loaded by the worker subprocess: module test_retrain_worker)
-class GateRefused(Exception):
-    pass
+class _Refusal:
+    """What a gate report looks like to GateRefused: the version and its failed gates."""
+
+    def __init__(self, version: str, message: str):
+        self.version = version
+        self.failures = [type("Failure", (), {"name": "vs_production_mae", "message": message})()]
+
+    def summary(self) -> str:
+        return self.failures[0].message
 
 
 def tiny_train(spark, config, *, since, until, trigger, request_id):
@@ -67,8 +75,8 @@ def tiny_promote(config, version, actor, reason):
     if os.environ.get("RETRAIN_TEST_SLOW") == "promote":
         _announce_and_wait()
     if os.environ.get("RETRAIN_TEST_REFUSE"):
-        raise GateRefused(f"version {version}: MAE 9.1 is worse than production's 7.0 by 30% "
-                          f"(tolerance 5%)")
+        raise GateRefused(_Refusal(version, f"version {version}: MAE 9.1 is worse than production's 7.0 "
+                                            f"by 30% (tolerance 5%)"))
     MlflowClient(config.mlflow.tracking_uri, config.registry_uri).set_registered_model_alias(
         config.mlflow.model_name, "production", version)
     return {"promoted": True, "report": "all gates passed"}

@@ -110,7 +110,7 @@ def test_thrift_server_and_deltalake_agree_on_gold_predictions(spark, config, tm
     _seed(spark, config)
     refresh_daily_summary(spark, config)
     port = free_port()
-    log_file = tmp_path / "learnscore.bi.log"
+    log_file = tmp_path / "bi.log"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "LEARNSCORE__STATE_DIR": str(tmp_path / "state"),
            "LEARNSCORE__LAKE__ROOT": config.lake.root, "LEARNSCORE__BI__THRIFT_PORT": str(port),
            "LEARNSCORE__SPARK__MASTER": "local[1]"}

@@ -147,7 +147,7 @@ def test_simulator_scorer_and_worker_run_over_sasl_ssl_only(sasl_broker, logged_
     with ConnectionWatch() as watch:
         simulated = run_cli(["simulate", "stream", "--rate", "40", "--duration", "3s", "--invalid-ratio", "0.1",
                              "--outcome-delay", "1s", "--seed", "5", "--report", str(tmp_path / "sim.json")],
-                            env, logs / "learnscore.simulator.log", watch)
+                            env, logs / "simulator.log", watch)
         assert simulated.returncode == 0, simulated.stdout[-3000:]
         # Everything is in Kafka already: one micro-batch lands, scores and quarantines it all.
         scored = run_cli(["stream", "start", "--max-batches", "1"], env, logs / "scorer.log", watch)

@@ -80,12 +80,12 @@ def test_every_process_we_start_refuses_pickle_even_if_its_parent_allows_it(tmp_
 
 
 def test_the_serving_benchmark_starts_its_endpoint_with_pickle_refused():
-    source = (ROOT / "serving" / "learnscore.bench.py").read_text()
+    source = (ROOT / "bench" / "serve.py").read_text()
     assert f'"{PICKLE}": "false"' in source  # its only Popen; the rest go through start_background
     sources = subprocess.run(["git", "ls-files", "*.py"], cwd=ROOT, capture_output=True, text=True,
                              check=True).stdout.split()
     starters = [name for name in sources if not name.startswith("tests/") and "Popen(" in (ROOT / name).read_text()]
-    assert sorted(starters) == ["learnscore/demo.py", "learnscore/stack/processes.py", "serving/bench.py"]
+    assert sorted(starters) == ["bench/serve.py", "learnscore/demo.py", "learnscore/stack/processes.py"]
     # The demo's one-shot steps (train, promote) start their own processes: SAFE_ENV wins there too.
     assert "**SAFE_ENV}" in (ROOT / "learnscore" / "demo.py").read_text()
 
