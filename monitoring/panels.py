@@ -141,22 +141,36 @@ def versions_panel(requests: pd.DataFrame, minutes: int) -> Panel:
 
 
 def stream_panel(progress: pd.DataFrame, quarantine: pd.DataFrame, minutes: int) -> Panel:
-    """Stream throughput, lag and quarantine rate per micro-batch (ops.stream_progress)."""
-    title = "Stream: throughput, lag, quarantine rate"
+    """Stream throughput, the two latencies and the quarantine rate (ops.stream_progress).
+
+    The landing query reads every message once: its batches give throughput and quarantine;
+    the scoring query's give the event → score latency and the rows waiting for a model; the
+    gold query's the event → gold latency.
+    """
+    title = "Stream: throughput, score and gold latency, quarantine rate"
     frame = window(progress, "started_at", minutes).sort_values("started_at")
-    if frame.empty:
+    if "query" in frame.columns:
+        landing = frame[frame["query"] == "land"]
+        scoring, gold = frame[frame["query"] == "score"], frame[frame["query"] == "gold"]
+    else:  # rows written before the stream was split in queries
+        landing = scoring = gold = frame
+    if landing.empty:
         return _empty("stream", title, "the streaming scorer has not finished a micro-batch yet")
+    frame = landing
     duration = frame["duration_s"].astype(float).clip(lower=1e-3)
     rows = frame["rows_read"].fillna(0).astype(float)
     throughput = rows / duration
     quarantine_rate = (frame["quarantined"].fillna(0).astype(float) / rows.where(rows > 0)).fillna(0)
     x = _iso(frame["started_at"])
     charts = [
-        {"type": "line", "title": "throughput (rows/s per micro-batch)", "x": x,
+        {"type": "line", "title": "throughput (rows/s per landing micro-batch)", "x": x,
          "series": [{"name": "rows/s", "values": _numbers(throughput)}]},
-        {"type": "line", "title": "lag: event → scored latency (s) and waiting rows", "x": x, "series": [
-            {"name": "p95 latency s", "values": _numbers(frame["latency_p95_s"])},
-            {"name": "unscored rows", "values": _numbers(frame["pending_unscored"])}]},
+        {"type": "line", "title": "event → score latency p95 (s) and rows waiting for a model",
+         "x": _iso(scoring["started_at"]), "series": [
+            {"name": "score p95 s", "values": _numbers(scoring["latency_p95_s"])},
+            {"name": "waiting rows", "values": _numbers(scoring["pending_unscored"])}]},
+        {"type": "line", "title": "event → gold latency p95 (s)", "x": _iso(gold["started_at"]),
+         "series": [{"name": "gold p95 s", "values": _numbers(gold["latency_p95_s"])}]},
         {"type": "line", "title": "quarantine rate", "x": x, "percent": True,
          "series": [{"name": "quarantined / read", "values": _numbers(quarantine_rate)}]},
     ]

@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 COLUMNS: dict[str, list[str]] = {
     "ops.endpoint_requests": ["request_id", "received_at", "status_code", "latency_ms",
                               "model_version", "route", "items", "error_code"],
-    "ops.stream_progress": ["batch_id", "started_at", "duration_s", "rows_read", "submissions_valid",
+    "ops.stream_progress": ["query", "batch_id", "started_at", "duration_s", "rows_read", "submissions_valid",
                             "quarantined", "duplicates", "scored", "failed", "pending_unscored",
                             "latency_p50_s", "latency_p95_s", "latency_p99_s", "model_version"],
     "silver.quarantine": ["quarantined_at", "reason_code"],

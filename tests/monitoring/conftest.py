@@ -45,12 +45,14 @@ def seed_dashboard_tables(spark, config: Config, seed: int = 7) -> dict[str, int
     for batch in range(60):
         at = START + timedelta(seconds=10 * batch)
         read = 200 + rnd.randint(0, 100)
-        progress.append({"batch_id": batch, "started_at": at, "duration_s": 0.5 + rnd.random(),
-                         "rows_read": read, "submissions_valid": read - 4, "quarantined": 4, "duplicates": 1,
-                         "scored": read - 4, "failed": 0, "pending_unscored": rnd.randint(0, 20),
-                         "outcomes": 20, "endpoint_requests": 5, "latency_p50_s": 0.8,
-                         "latency_p95_s": 1.5 + rnd.random(), "latency_p99_s": 2.5,
-                         "model_version": "1" if batch < 36 else "2", "model_status": "ok", "message": None})
+        for query in ("land", "score", "gold"):  # the queries whose rows the stream panel reads
+            progress.append({"query": query, "query_id": f"q-{query}", "batch_id": batch, "started_at": at,
+                             "duration_s": 0.5 + rnd.random(),
+                             "rows_read": read, "submissions_valid": read - 4, "quarantined": 4, "duplicates": 1,
+                             "scored": read - 4, "failed": 0, "pending_unscored": rnd.randint(0, 20),
+                             "outcomes": 20, "endpoint_requests": 5, "latency_p50_s": 0.8,
+                             "latency_p95_s": 1.5 + rnd.random(), "latency_p99_s": 2.5,
+                             "model_version": "1" if batch < 36 else "2", "model_status": "ok", "message": None})
     for i in range(400):
         at = START + timedelta(seconds=1.5 * i)
         score = min(100.0, max(0.0, rnd.gauss(55, 18)))

@@ -175,7 +175,8 @@ def _endpoint_traffic(config, base: str, events: list[dict], pause_s: float, sta
 def _rows_read(config) -> int:
     from learnscore.core.lake import read_table
 
-    return int(read_table(config, "ops.stream_progress", columns=["rows_read"])["rows_read"].sum())
+    progress = read_table(config, "ops.stream_progress", columns=["query", "rows_read"])
+    return int(progress[progress["query"] == "land"]["rows_read"].sum())
 
 
 @pytest.mark.slow
