@@ -1,20 +1,23 @@
-"""``learnscore bench stream``: how fast the scorer drains a backlog, and how quickly it answers.
+"""``learnscore bench stream``: the scorer's two latencies, its drain, and its cost as tables grow.
 
-Three figures, written to ``bench/results/stream.json``:
+Figures written to ``bench/results/stream.json`` (every query of the scorer running):
 
-- ``throughput_eps``: submissions per second while the scorer drains a pre-loaded backlog
-  (default 200,000 simulated submissions of 20–40 responses, plus their outcomes for a tenth
-  of them, some broken events and request-log lines) through every table: bronze,
-  silver, quarantine, gold predictions, ScoreIssued on Kafka, prediction-outcome pairs and the
-  progress table. Measured from the start of the first micro-batch to the end of the last one.
-- ``latency_p50_s``/``p95``/``p99``: event time → the row committed in ``gold.predictions``
-  (the modification time of the Delta data file that holds it; the commit follows within
-  milliseconds) while submissions are produced live at a steady rate (default 500/s).
-- ``raw_model_eps``: the same featurize + predict on the same submissions in a plain Python
-  loop (no Kafka, Spark or Delta), and ``ratio_to_raw`` = throughput / raw.
+- ``score_latency_p50/p95/p99_s``: event time → the ``ScoreIssued`` record's Kafka timestamp,
+  and ``gold_latency_p50/p95/p99_s``: event time → the commit of the event's ``gold.predictions``
+  row (the Delta commit's timestamp), while submissions are produced live at 500/s and at 2,000/s
+  (``latency_runs``);
+- ``throughput_eps``: submissions per second draining a pre-loaded backlog (default 200,000
+  simulated submissions, outcomes for half of them, 1% broken events and duplicates, request-log
+  lines) through every table: bronze, silver, quarantine, ScoreIssued, gold, pairs, progress —
+  from the start of the first micro-batch of any query to the end of the last;
+- ``parse_only_eps``: Spark's ``from_json`` with the contract's schema + a count over the same
+  backlog in the same session, and ``ratio_to_parse_only``;
+- ``raw_model_eps``: featurize + predict of the same submissions in a plain Python loop;
+- ``batch_cost_by_table_rows``: the seconds a micro-batch of each Delta query takes with 0, 1M and
+  10M rows already in silver and gold (``--table-rows``);
+- ``stage_seconds`` per query: where the drain's time goes (streaming/README.md reads them).
 
-The backlog is generated and produced before the clock starts. Per-stage wall times summed over
-the drain's micro-batches (``stage_seconds``) show where the time goes; bench/README.md reads them.
+The backlog is generated and produced before the clock starts.
 """
 
 from __future__ import annotations
@@ -202,24 +205,26 @@ def _wait(predicate, timeout_s: float, what: str, scorer=None, interval_s: float
         time.sleep(interval_s)
 
 
-def drain_figures(reports) -> dict[str, Any]:
-    """Throughput and per-stage time of the micro-batches that drained the backlog."""
-    reports = [r for r in reports if r.rows_read or r.scored]
-    first = min(r.started_at for r in reports)
-    last = max(r.started_at.timestamp() + r.duration_s for r in reports)
-    seconds = last - first.timestamp()
-    submissions = sum(r.submissions_valid for r in reports)
+def drain_figures(runtimes) -> dict[str, Any]:
+    """Throughput and per-stage time of every query's micro-batches that drained the backlog."""
+    reports = {name: [r for r in runtime.reports if r.rows_read or r.scored or r.outcomes]
+               for name, runtime in runtimes.items()}
+    every = [r for rs in reports.values() for r in rs]
+    first = min(r.started_at.timestamp() for r in every)
+    last = max(r.started_at.timestamp() + r.duration_s for r in every)
+    seconds = last - first
+    submissions = sum(r.submissions_valid for r in reports.get("land", []))
     return {
         "drain_seconds": round(seconds, 2),
         "throughput_eps": round(submissions / seconds, 1),
-        "batches": len(reports),
         "submissions_landed": submissions,
-        "scored": sum(r.scored for r in reports),
-        "quarantined": sum(r.quarantined for r in reports),
-        "outcomes": sum(r.outcomes for r in reports),
-        "endpoint_requests": sum(r.endpoint_requests for r in reports),
-        "stage_seconds": stage_seconds(reports),
-        "batch_seconds": [round(r.duration_s, 2) for r in reports],
+        "scored": sum(r.scored for r in reports.get("score", [])),
+        "gold_rows": sum(r.scored for r in reports.get("gold", [])),
+        "pairs": sum(r.outcomes for r in reports.get("pairs", [])),
+        "quarantined": sum(r.quarantined for r in reports.get("land", [])),
+        "batches": {name: len(rs) for name, rs in reports.items()},
+        "query_seconds": {name: round(sum(r.duration_s for r in rs), 2) for name, rs in reports.items()},
+        "stage_seconds": {name: stage_seconds(rs) for name, rs in reports.items()},
     }
 
 
@@ -233,33 +238,170 @@ def stage_seconds(reports, per_batch: bool = False) -> dict[str, float]:
     return {k: round(v * scale, 3 if per_batch else 2) for k, v in sorted(stages.items(), key=lambda kv: -kv[1])}
 
 
-def committed_latencies(spark, config: Config, event_ids: set[str]) -> list[float]:
-    """Seconds from each event's time to the write of the Delta file holding its gold row."""
+def score_latencies(config: Config, event_ids: set[str]) -> list[float]:
+    """Seconds from each event's time to the Kafka timestamp of its first ``ScoreIssued``."""
+    from learnscore.core.kafka_io import consumer
+    from learnscore.schemas import topics
+
+    seen: dict[str, float] = {}
+    reader = consumer(config, config.topic(topics.SCORES), auto_offset_reset="earliest", consumer_timeout_ms=5000)
+    try:
+        for message in reader:
+            event = orjson.loads(message.value)
+            sid = event.get("submission_event_id")
+            if sid in event_ids and sid not in seen:
+                sent = datetime.fromisoformat(event["submission_time"]).timestamp()
+                seen[sid] = message.timestamp / 1000 - sent
+    finally:
+        reader.close()
+    return list(seen.values())
+
+
+def gold_latencies(spark, config: Config, event_ids: set[str]) -> list[float]:
+    """Seconds from each event's time to the Delta commit that made its gold row visible."""
+    from delta.tables import DeltaTable
     from pyspark.sql import functions as F
 
+    from learnscore.streaming.sinks import MARKER_PREFIX
+
+    history = DeltaTable.forPath(spark, config.table_path("gold.predictions")).history().collect()
+    committed = {int(h.userMetadata.rsplit("@", 1)[1]): h.timestamp.timestamp() for h in history
+                 if h.userMetadata and h.userMetadata.startswith(MARKER_PREFIX)}
     ids = spark.createDataFrame([(event_id,) for event_id in event_ids], "event_id string")
-    gold = (spark.read.format("delta").load(config.table_path("gold.predictions"))
-            .select("event_id", "event_time", F.col("_metadata.file_modification_time").alias("written")))
-    rows = (gold.join(F.broadcast(ids), "event_id")
-            .select((F.unix_micros("written") - F.unix_micros("event_time")).alias("micros"))
-            .collect())
-    return [row.micros / 1e6 for row in rows]
+    rows = (spark.read.format("delta").load(config.table_path("gold.predictions"))
+            .join(F.broadcast(ids), "event_id").select("batch_id", "event_time").collect())
+    return [committed[row.batch_id] - row.event_time.replace(tzinfo=timezone.utc).timestamp()
+            for row in rows if row.batch_id in committed]
 
 
-def run_stream_benchmark(config: Config, *, events: int = 200_000, rate: float = 500.0,
+def parse_only_eps(spark, config: Config, messages: int) -> float:
+    """``from_json`` with the contract's Spark schema + a count over the backlog's submissions."""
+    from pyspark.sql import functions as F
+
+    from learnscore.core.kafka_io import spark_kafka_options
+    from learnscore.schemas import topics
+    from learnscore.schemas.events import DIAGNOSTIC_SUBMITTED
+
+    raw = (spark.read.format("kafka").options(**spark_kafka_options(config))
+           .option("subscribe", config.topic(topics.SUBMISSIONS)).option("startingOffsets", "earliest").load())
+    parsed = raw.select(F.from_json(F.col("value").cast("string"), DIAGNOSTIC_SUBMITTED.spark_schema()).alias("e"))
+    began = time.perf_counter()
+    count = parsed.where(F.col("e.event_id").isNotNull()).count()
+    return count / (time.perf_counter() - began)
+
+
+def latency_run(spark, config: Config, scorer, rate: float, seconds: float, seed: int,
+                live_outcomes: bool) -> dict[str, Any]:
+    """Produce live submissions at ``rate`` for ``seconds``; both latencies of every one of them."""
+    from pyspark.sql import functions as F
+
+    from learnscore.simulator.stream import StreamOptions, stream_to_kafka
+
+    before = {name: len(runtime.reports) for name, runtime in scorer.runtimes.items()}
+    live = stream_to_kafka(config, StreamOptions(rate=rate, duration_s=seconds,
+                                                 outcome_delay_s=5.0 if live_outcomes else seconds + 3600.0,
+                                                 seed=seed, drain_outcomes=False), keep_truth=False)
+    live_ids = set(live.valid_event_ids)
+    ids = spark.createDataFrame([(i,) for i in live_ids], "event_id string")
+    gold = lambda: spark.read.format("delta").load(config.table_path("gold.predictions"))
+    _wait(lambda: gold().join(F.broadcast(ids), "event_id").count() >= len(live_ids),
+          timeout_s=600, what="the live submissions to reach gold", scorer=scorer, interval_s=2.0)
+    score = percentiles(score_latencies(config, live_ids))
+    landed = percentiles(gold_latencies(spark, config, live_ids))
+    reports = {name: list(runtime.reports)[before[name]:] for name, runtime in scorer.runtimes.items()}
+    return {
+        "rate": rate, "seconds": seconds, "events": len(live_ids), "sent_rate": round(live.rate_achieved, 1)
+        if hasattr(live, "rate_achieved") else None,
+        **{f"score_latency_p{p}_s": _round(score[p]) for p in (50, 95, 99)},
+        **{f"gold_latency_p{p}_s": _round(landed[p]) for p in (50, 95, 99)},
+        "batches": {name: len(rs) for name, rs in reports.items()},
+        "batch_seconds_mean": {name: round(sum(r.duration_s for r in rs) / max(1, len(rs)), 2)
+                               for name, rs in reports.items()},
+        "stage_seconds_per_batch": {name: stage_seconds(rs, per_batch=True) for name, rs in reports.items()},
+    }
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
+
+
+def fill_tables(spark, config: Config, rows: int) -> None:
+    """``rows`` synthetic rows in silver.submissions and gold.predictions (one response each):
+    the tables a running platform has after months; written in one Spark job each."""
+    from pyspark.sql import functions as F
+
+    from learnscore.core.lake import ensure_spark_tables
+    from learnscore.schemas.domain import LEVELS
+    from learnscore.streaming.sinks import conform
+
+    ensure_spark_tables(spark, config, ["silver.submissions", "gold.predictions"])
+    if rows <= 0:
+        return
+    base = spark.range(rows).select(
+        F.expr("uuid()").alias("event_id"), F.lit(1).alias("schema_version"),
+        F.expr("timestamp_seconds(1700000000 + id)").alias("event_time"),
+        F.concat(F.lit("filler-"), F.col("id").cast("string")).alias("learner_id"),
+        F.lit("filler").alias("assessment_id"),
+        F.lit("math").alias("subject"), (F.col("id") % 12 + 1).alias("grade_level"),
+        F.array(F.struct(F.lit("i").alias("item_id"), F.lit("s").alias("skill"), F.lit(True).alias("correct"),
+                         F.lit(1000).cast("bigint").alias("response_time_ms"),
+                         F.lit(1).cast("bigint").alias("attempts"),
+                         F.lit(False).alias("hint_used"))).alias("responses"),
+        F.lit("filler").alias("kafka_topic"), F.lit(0).alias("kafka_partition"), F.col("id").alias("kafka_offset"),
+        F.current_timestamp().alias("kafka_timestamp"), F.current_timestamp().alias("ingested_at"))
+    conform(base, "silver.submissions").write.format("delta").mode("append").save(
+        config.table_path("silver.submissions"))
+    gold = base.select("event_id", F.col("learner_id").alias("learner_key"), "assessment_id", "subject",
+                       "grade_level", "event_time", F.lit(50.0).alias("progress_score"),
+                       F.lit("developing").alias("comprehension_level"),
+                       *[F.lit(0.25).alias(f"p_{level}") for level in LEVELS],
+                       F.lit("filler").alias("model_name"), F.lit("0").alias("model_version"),
+                       F.col("event_time").alias("scored_at"), F.lit(1.0).alias("latency_s"),
+                       F.lit(-1).cast("bigint").alias("batch_id"), F.col("event_id").alias("score_event_id"),
+                       F.col("event_time").alias("published_at"), F.col("event_time").alias("landed_at"))
+    conform(gold, "gold.predictions").write.format("delta").mode("append").save(config.table_path("gold.predictions"))
+
+
+def batch_cost(spark, config: Config, rows: int, events: int, seed: int) -> dict[str, Any]:
+    """The seconds of one micro-batch per query over ``events`` submissions, with ``rows`` already landed."""
+    import uuid
+
+    from learnscore.streaming.job import start_scorer
+
+    tag = uuid.uuid4().hex[:6]
+    home = Path(config.state_dir) / "bench" / f"cost-{tag}"
+    config = config.model_copy(update={
+        "kafka": config.kafka.model_copy(update={"topic_prefix": f"{config.kafka.topic_prefix}cost-{tag}."}),
+        "lake": config.lake.model_copy(update={"root": str(home / "lake"), "checkpoints": str(home / "checkpoints")}),
+    })
+    began = time.monotonic()
+    fill_tables(spark, config, rows)
+    filled_s = time.monotonic() - began
+    counts = produce_backlog(config, events, seed)
+    scorer = start_scorer(spark, config, drift=False)
+    try:
+        _wait(lambda: scorer.runtimes["gold"].rows_read_total >= counts.get("submission", events) * 0.98
+              and scorer.runtimes["land"].rows_read_total >= sum(counts.values()) - counts.get("request_log", 0)
+              and not any(r.in_batch for r in scorer.runtimes.values()),
+              timeout_s=1800, what=f"{events} events through every query with {rows:,} rows landed", scorer=scorer)
+        cost = {name: [round(r.duration_s, 2) for r in runtime.reports if r.rows_read or r.scored]
+                for name, runtime in scorer.runtimes.items()}
+    finally:
+        scorer.stop()
+    return {"rows_landed": rows, "fill_seconds": round(filled_s, 1), "events": events, "batch_seconds": cost,
+            "batch_seconds_total": {name: round(sum(values), 2) for name, values in cost.items()}}
+
+
+def run_stream_benchmark(config: Config, *, events: int = 200_000, rates: tuple[float, ...] = (500.0, 2000.0),
                          latency_seconds: float = 60.0, output: str | Path = "bench/results/stream.json",
-                         seed: int = 2026, live_outcomes: bool = True) -> dict[str, Any]:
-    """Run the whole benchmark against the configured broker; write and return the figures.
-
-    ``live_outcomes=False`` sends no outcomes during the latency run (they would follow after
-    it): the latency of the submission path on its own, what splitting the outcome work off
-    the scorer's batch could win at best.
-    """
+                         seed: int = 2026, live_outcomes: bool = True,
+                         table_rows: tuple[int, ...] = (0, 1_000_000, 10_000_000),
+                         cost_events: int = 5000) -> dict[str, Any]:
+    """Run the whole benchmark against the configured broker; write and return the figures."""
     import uuid
 
     from learnscore.core.kafka_io import BrokerUnreachable, broker_answers, unreachable_message
     from learnscore.core.spark import create_spark_session
-    from learnscore.simulator.stream import StreamOptions, stream_to_kafka
     from learnscore.streaming.job import start_scorer
 
     if not broker_answers(config.kafka.bootstrap_servers, timeout_s=5):
@@ -272,14 +414,16 @@ def run_stream_benchmark(config: Config, *, events: int = 200_000, rate: float =
                                                "checkpoints": str(home / "checkpoints")}),
         "mlflow": config.mlflow.model_copy(update={"model_name": f"learnscore-bench-{tag}"}),
     })
-    result: dict[str, Any] = {"benchmark": "stream", "started_at": datetime.now(timezone.utc).isoformat(),
-                              "machine": machine(), "events": events, "rate": rate,
-                              "live_outcomes": live_outcomes,
-                              "settings": {"max_offsets_per_trigger": config.streaming.max_offsets_per_trigger,
-                                           "trigger_seconds": config.streaming.trigger_seconds,
-                                           "kafka_partitions": config.kafka.partitions,
-                                           "spark_master": config.spark.master,
-                                           "shuffle_partitions": config.spark.shuffle_partitions}}
+    result: dict[str, Any] = {
+        "benchmark": "stream", "command": "learnscore bench stream",
+        "started_at": datetime.now(timezone.utc).isoformat(),
+        "machine": machine(), "events": events, "live_outcomes": live_outcomes,
+        "settings": {"max_offsets_per_trigger": config.streaming.max_offsets_per_trigger,
+                     "score_max_offsets_per_trigger": config.streaming.score_max_offsets_per_trigger,
+                     "trigger_seconds": config.streaming.trigger_seconds,
+                     "landing_trigger_seconds": config.streaming.landing_trigger_seconds,
+                     "kafka_partitions": config.kafka.partitions, "spark_master": config.spark.master,
+                     "shuffle_partitions": config.spark.shuffle_partitions}}
     log.info("bench: training and registering a model as %s", config.mlflow.model_name)
     version = register_production_model(config)
     log.info("bench: producing a backlog of %d submissions", events)
@@ -288,48 +432,42 @@ def run_stream_benchmark(config: Config, *, events: int = 200_000, rate: float =
     messages = sum(counts.values())
 
     spark = create_spark_session(config, app_name="learnscore-bench-stream")
-    scorer = start_scorer(spark, config)
+    scorer = start_scorer(spark, config, drift=False)
     try:
-        _wait(lambda: scorer.state.rows_read_total >= messages and scorer.state.pending_unscored == 0
-              and not scorer.state.in_batch, timeout_s=3600, what="the backlog to drain", scorer=scorer)
-        drained = drain_figures(list(scorer.state.reports))
-        result.update(drained)
+        landing, gold = scorer.runtimes["land"], scorer.runtimes["gold"]
+        _wait(lambda: landing.rows_read_total >= messages and gold.rows_read_total >= counts.get("submission", 0)
+              and scorer.runtimes["pairs"].rows_read_total >= counts.get("outcome", 0) * 0.98
+              and not any(r.in_batch for r in scorer.runtimes.values()),
+              timeout_s=3600, what="the backlog to drain through every table", scorer=scorer)
+        result.update(drain_figures(scorer.runtimes))
         result["machine"]["load_average_after_drain"] = _load_average()
         write_result(result, output)  # the drain figures, even if a later step fails
-        log.info("bench: drained %d submissions in %.1fs: %.0f/s", drained["submissions_landed"],
-                 drained["drain_seconds"], drained["throughput_eps"])
-
-        log.info("bench: latency run, %g submissions/s for %gs", rate, latency_seconds)
-        batches_before = len(scorer.state.reports)
-        live = stream_to_kafka(config, StreamOptions(rate=rate, duration_s=latency_seconds,
-                                                     outcome_delay_s=5.0 if live_outcomes else
-                                                     latency_seconds + 3600.0, seed=seed + 1,
-                                                     drain_outcomes=False), keep_truth=False)
-        live_ids = set(live.valid_event_ids)
-        gold = lambda: spark.read.format("delta").load(config.table_path("gold.predictions"))
-        from pyspark.sql import functions as F
-
-        ids = spark.createDataFrame([(i,) for i in live_ids], "event_id string")
-        _wait(lambda: gold().join(F.broadcast(ids), "event_id").count() >= len(live_ids),
-              timeout_s=300, what="the live submissions to be scored", scorer=scorer, interval_s=2.0)
-        latencies = committed_latencies(spark, config, live_ids)
-        points = percentiles(latencies)
-        live_reports = list(scorer.state.reports)[batches_before:]
-        result.update({
-            "latency_p50_s": round(points[50], 3), "latency_p95_s": round(points[95], 3),
-            "latency_p99_s": round(points[99], 3), "latency_events": len(latencies),
-            "latency_batches": len(live_reports),
-            "latency_batch_seconds_mean": round(sum(r.duration_s for r in live_reports)
-                                                / max(1, len(live_reports)), 2),
-            # The fixed cost of a micro-batch shows here: at 500/s a batch holds a few thousand rows.
-            "latency_stage_seconds_per_batch": stage_seconds(live_reports, per_batch=True),
-        })
+        log.info("bench: drained %d submissions in %.1fs: %.0f/s", result["submissions_landed"],
+                 result["drain_seconds"], result["throughput_eps"])
+        result["parse_only_eps"] = round(parse_only_eps(spark, config, messages), 1)
+        result["ratio_to_parse_only"] = round(result["throughput_eps"] / result["parse_only_eps"], 3)
+        runs = []
+        for index, rate in enumerate(rates):
+            log.info("bench: latency run, %g submissions/s for %gs", rate, latency_seconds)
+            runs.append(latency_run(spark, config, scorer, rate, latency_seconds, seed + 1 + index, live_outcomes))
+            write_result({**result, "latency_runs": runs}, output)
+        result["latency_runs"] = runs
+        at_500 = next((run for run in runs if run["rate"] == 500.0), runs[0] if runs else None)
+        if at_500:
+            result.update({key: value for key, value in at_500.items() if "latency_p" in key})
     finally:
         scorer.stop()
     log.info("bench: raw model speed")
     raw = raw_model_eps(config, version, sample_submissions(min(events, 50_000), seed))
     result["raw_model_eps"] = round(raw, 1)
     result["ratio_to_raw"] = round(result["throughput_eps"] / raw, 3)
+    write_result(result, output)
+    costs = []
+    for rows in table_rows:
+        log.info("bench: batch cost with %d rows in silver and gold", rows)
+        costs.append(batch_cost(spark, config, rows, cost_events, seed + 100))
+        write_result({**result, "batch_cost_by_table_rows": costs}, output)
+    result["batch_cost_by_table_rows"] = costs
     result["machine"]["load_average_at_end"] = _load_average()
     result["finished_at"] = datetime.now(timezone.utc).isoformat()
     write_result(result, output)

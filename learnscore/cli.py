@@ -379,21 +379,29 @@ def bench_serve(
 @bench_app.command("stream")
 def bench_stream(
     events: Annotated[int, typer.Option(min=1000, help="Backlog of submissions to drain.")] = 200_000,
-    rate: Annotated[float, typer.Option(min=1, help="Submissions per second for the latency run.")] = 500.0,
-    latency_seconds: Annotated[float, typer.Option(min=5, help="Length of the latency run.")] = 60.0,
+    rate: Annotated[Optional[list[float]], typer.Option(help="Live submissions per second for a latency run; repeatable (default 500 and 2000).")] = None,
+    latency_seconds: Annotated[float, typer.Option(min=5, help="Length of each latency run.")] = 60.0,
+    table_rows: Annotated[str, typer.Option(help="Rows landed before the batch-cost runs, comma-separated.")] = "0,1000000,10000000",
     output: Annotated[str, typer.Option(help="Where the JSON goes.")] = "bench/results/stream.json",
     live_outcomes: Annotated[bool, typer.Option(
-        help="Send outcomes during the latency run (--no-live-outcomes: the submission path alone).")] = True,
+        help="Send outcomes during the latency runs (--no-live-outcomes: submissions only).")] = True,
 ) -> None:
-    """Throughput draining a backlog, latency at a steady rate, and the raw model speed."""
+    """Score and gold latency at live rates, drain throughput through every table, parse-only and
+    raw-model speed, and a micro-batch's cost as the tables grow."""
     from learnscore.bench.stream import run_stream_benchmark
 
-    result = run_stream_benchmark(get_config(), events=events, rate=rate,
-                                  latency_seconds=latency_seconds, output=output,
-                                  live_outcomes=live_outcomes)
-    for key in ("throughput_eps", "latency_p50_s", "latency_p95_s", "latency_p99_s", "raw_model_eps",
-                "ratio_to_raw"):
-        typer.echo(f"{key:<16} {result.get(key)}")
+    rows = tuple(int(part) for part in table_rows.split(",") if part.strip())
+    result = run_stream_benchmark(get_config(), events=events, rates=tuple(rate or (500.0, 2000.0)),
+                                  latency_seconds=latency_seconds, output=output, live_outcomes=live_outcomes,
+                                  table_rows=rows)
+    for key in ("throughput_eps", "parse_only_eps", "ratio_to_parse_only", "raw_model_eps",
+                "score_latency_p50_s", "score_latency_p95_s", "score_latency_p99_s",
+                "gold_latency_p50_s", "gold_latency_p95_s", "gold_latency_p99_s"):
+        typer.echo(f"{key:<22} {result.get(key)}")
+    for run in result.get("latency_runs", []):
+        typer.echo(f"at {run['rate']:g}/s: score p95 {run['score_latency_p95_s']} s, gold p95 {run['gold_latency_p95_s']} s")
+    for cost in result.get("batch_cost_by_table_rows", []):
+        typer.echo(f"{cost['rows_landed']:>10,} rows landed: query seconds {cost['batch_seconds_total']}")
     typer.echo(f"written to {output}")
 
 

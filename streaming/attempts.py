@@ -1,12 +1,17 @@
-"""How often a micro-batch was tried: a batch that keeps failing must not be replayed forever.
+"""How often a micro-batch failed: a batch that keeps failing must not be replayed forever.
 
 Spark re-runs a failed micro-batch with the same offsets on every restart. A batch that fails
-for its content (a message that crashes the decoder, a batch too large for memory) would stop
-the stream for good. Each query counts its attempts of the batch in flight in a small file
-beside its checkpoint; on attempt ``streaming.max_batch_attempts`` the handler does not process
-the batch's content at all: it copies the raw messages to ``silver.quarantine`` with reason
-``poison_batch`` (bytes and Kafka coordinates, nothing decoded) and lets the stream move on.
-They can be sent again once the cause is fixed (docs/reliability.md).
+for its content (a message that crashes a handler) would stop the stream for good. Each query
+counts the failures (exceptions) of the batch in flight in a small file beside its checkpoint;
+once a batch failed ``streaming.max_batch_attempts - 1`` times, its next attempt does not
+process the content at all: the landing query copies the raw messages to ``silver.quarantine``
+with reason ``poison_batch`` (bytes and Kafka coordinates, nothing decoded), the scoring query
+parks the rows on the retries topic; the stream moves on. They can be sent again once the cause
+is fixed (docs/reliability.md).
+
+A process killed in the middle of a batch (Ctrl-C twice, SIGKILL, a machine that dies) is not a
+failure of the batch: it is not counted, and the batch simply runs again. Memory is bounded per
+batch instead: ``maxOffsetsPerTrigger`` messages at most, handed to Python 1,000 at a time.
 """
 
 from __future__ import annotations
@@ -17,18 +22,21 @@ from pathlib import Path
 
 
 class AttemptLog:
-    """``begin(batch_id)`` returns the attempt number (1 for the first), ``done(batch_id)`` clears it.
+    """``failed_before(batch_id)`` says how often the batch failed; ``failed(batch_id)`` records one
+    more failure; ``done()`` clears the log when a batch succeeded.
 
     >>> import tempfile
     >>> log = AttemptLog(tempfile.mkdtemp())
-    >>> log.begin(4), log.begin(4), log.begin(5)
-    (1, 2, 1)
-    >>> log.done(5); log.begin(5)
-    1
+    >>> log.failed_before(4)
+    0
+    >>> log.failed(4); log.failed(4); log.failed_before(4), log.failed_before(5)
+    (2, 0)
+    >>> log.done(); log.failed_before(4)
+    0
     """
 
     def __init__(self, folder: str | os.PathLike):
-        self.path = Path(str(folder).removeprefix("file://")) / "batch-attempts.json"
+        self.path = Path(str(folder).removeprefix("file://")) / "batch-failures.json"
 
     def _read(self) -> dict:
         try:
@@ -36,14 +44,15 @@ class AttemptLog:
         except (FileNotFoundError, ValueError):
             return {}
 
-    def begin(self, batch_id: int) -> int:
+    def failed_before(self, batch_id: int) -> int:
         current = self._read()
-        attempt = current.get("attempt", 0) + 1 if current.get("batch_id") == batch_id else 1
-        self._write({"batch_id": batch_id, "attempt": attempt})
-        return attempt
+        return current.get("failures", 0) if current.get("batch_id") == batch_id else 0
 
-    def done(self, batch_id: int) -> None:
-        if self._read().get("batch_id") == batch_id:
+    def failed(self, batch_id: int) -> None:
+        self._write({"batch_id": batch_id, "failures": self.failed_before(batch_id) + 1})
+
+    def done(self) -> None:
+        if self.path.exists():
             self._write({})
 
     def _write(self, value: dict) -> None:

@@ -34,6 +34,7 @@ import signal
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from pyspark.sql import SparkSession
 
@@ -201,6 +202,10 @@ def start_scorer(spark: SparkSession, config: Config, hooks: ScorerHooks | None 
                           pairs.make_pairs_handler(spark, config, runtimes[pairs.QUERY], key, hooks.pairs),
                           config.streaming.landing_trigger_seconds),
         }
+        for name in QUERIES:  # a restart after an outage longer than the topics' retention
+            positions = checkpoint_positions(scorer_checkpoint(config, name))
+            if positions:
+                _report_loss(runtimes[name], lost_messages(positions, _beginnings(config, positions), name))
         queries = {}
         context = spark.sparkContext
         for name, (plan, handler, trigger_s) in plans.items():
@@ -222,46 +227,78 @@ def start_scorer(spark: SparkSession, config: Config, hooks: ScorerHooks | None 
     return Scorer(spark, config, queries, runtimes, models, catch_up, lease, scoring.ProgressPublisher(config, names))
 
 
+def checkpoint_positions(checkpoint: str) -> dict[tuple[str, int], int]:
+    """Where a query's checkpoint says it goes on reading: the offsets of its last planned batch
+    (the ``offsets/<batch>`` file: a version line, metadata, then one JSON line per source)."""
+    import json
+
+    folder = Path(checkpoint.removeprefix("file://")) / "offsets"
+    batches = sorted((int(p.name) for p in folder.glob("[0-9]*") if p.name.isdigit()), reverse=True) \
+        if folder.is_dir() else []
+    if not batches:
+        return {}
+    positions: dict[tuple[str, int], int] = {}
+    for line in (folder / str(batches[0])).read_text().splitlines()[2:]:
+        if line.strip().startswith("{"):
+            positions.update(_offsets(json.loads(line)))
+    return positions
+
+
+def lost_messages(positions: dict[tuple[str, int], int], beginnings: dict[tuple[str, int], int],
+                  query: str) -> list[str]:
+    """A message for each partition whose oldest retained offset is past where ``query`` reads next.
+
+    >>> lost_messages({("t", 0): 10, ("t", 1): 4}, {("t", 0): 15, ("t", 1): 0}, "land")
+    ["5 messages of t[0] (offsets 10–14) were deleted by Kafka's retention before the land query read them..."]
+    """
+    out = []
+    for (topic, partition), position in sorted(positions.items()):
+        first = beginnings.get((topic, partition), 0)
+        if first > position:
+            out.append(f"{first - position} messages of {topic}[{partition}] (offsets {position}–{first - 1}) were "
+                       f"deleted by Kafka's retention before the {query} query read them: lost to it. Raise the "
+                       f"topic's retention.ms above the longest outage you expect")
+    return out
+
+
+def _beginnings(config: Config, partitions) -> dict[tuple[str, int], int]:
+    from kafka import TopicPartition
+
+    from learnscore.core.kafka_io import consumer
+
+    client = consumer(config)
+    try:
+        starts = client.beginning_offsets([TopicPartition(t, p) for t, p in partitions])
+        return {(tp.topic, tp.partition): offset for tp, offset in starts.items()}
+    finally:
+        client.close()
+
+
 def check_data_loss(scorer: Scorer) -> list[str]:
     """Messages Kafka deleted (retention) before a query read them: logged and returned.
 
     The sources run with ``failOnDataLoss=false``: after an outage longer than the topics'
     retention the scorer goes on from the oldest message still there rather than stopping for
     good. What was lost is not silent: each gap (topic, partition, offsets) is logged as an
-    error with the query and noted in that query's next progress row.
+    error and noted in that query's progress row. Checked at start (against the checkpoints)
+    and every ``streaming.data_loss_check_seconds`` (against where each query reads next).
     """
-    from kafka import TopicPartition
-
-    from learnscore.core.kafka_io import consumer
-
     lost = []
-    try:
-        client = consumer(scorer.config)
-    except Exception as exc:  # noqa: BLE001 - the broker is away: nothing to compare now
-        log.debug("data-loss check skipped: %s", exc)
-        return lost
-    try:
-        for name, query in scorer.queries.items():
-            progress = query.lastProgress
-            for source in (progress or {}).get("sources", []):
-                offsets = _offsets(source.get("endOffset"))
-                if not offsets:
-                    continue
-                starts = client.beginning_offsets([TopicPartition(t, p) for t, p in offsets])
-                for (topic, partition), position in offsets.items():
-                    first = starts.get(TopicPartition(topic, partition), 0)
-                    if first > position:
-                        message = (f"{first - position} messages of {topic}[{partition}] (offsets {position}–"
-                                   f"{first - 1}) were deleted by Kafka's retention before the {name} query "
-                                   f"read them: lost to it. Raise the topic's retention.ms above the longest "
-                                   f"outage you expect")
-                        log.error(message)
-                        if scorer.runtimes[name].last_report is not None:
-                            scorer.runtimes[name].last_report.note(message)
-                        lost.append(message)
-    finally:
-        client.close()
+    for name, query in scorer.queries.items():
+        positions: dict[tuple[str, int], int] = {}
+        for source in (query.lastProgress or {}).get("sources", []):
+            positions.update(_offsets(source.get("endOffset")))
+        if positions:
+            found = lost_messages(positions, _beginnings(scorer.config, positions), name)
+            lost += _report_loss(scorer.runtimes[name], found)
     return lost
+
+
+def _report_loss(runtime: QueryRuntime, messages: list[str]) -> list[str]:
+    for message in messages:
+        log.error(message)
+        runtime.notes.append(message)
+    return messages
 
 
 def _offsets(value) -> dict[tuple[str, int], int]:

@@ -96,6 +96,7 @@ class QueryRuntime:
     last_report: BatchReport | None = None
     reports: deque = field(default_factory=lambda: deque(maxlen=10_000), repr=False)
     writes_since_compaction: dict = field(default_factory=dict, repr=False)  # table → appends
+    notes: list = field(default_factory=list, repr=False)  # for the next batch's progress row
     _ready: threading.Event = field(default_factory=threading.Event, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -123,12 +124,21 @@ class QueryRuntime:
             if not self._ready.wait(timeout=120):
                 raise RuntimeError(f"the {self.name} query's id was never set")
             attempts = AttemptLog(self.checkpoint)
-            attempt = attempts.begin(batch_id)
+            attempt = attempts.failed_before(batch_id) + 1
             report = BatchReport(self.name, int(batch_id), datetime.now(timezone.utc), query_id=self.query_id)
+            with self._lock:
+                report.notes.extend(self.notes)
+                self.notes.clear()
             writer = BatchWriter(self.config, self.name, self.query_id, batch_id, first_of_run=self.batches == 0,
                                  on_write=self.count_write)
-            yield writer, report, attempt
-            attempts.done(batch_id)
+            try:
+                yield writer, report, attempt
+            except StopRequested:
+                raise
+            except Exception:
+                attempts.failed(batch_id)  # a kill is not counted: only what the batch raised
+                raise
+            attempts.done()
             report.duration_s = time.monotonic() - started
             with self._lock:
                 self.batches += 1

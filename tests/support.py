@@ -104,3 +104,74 @@ def process_env(config: Config, pythonpath: Iterable[Path | str] = (), **extra: 
     })
     env.update(extra)
     return env
+
+
+# -- the scoring query's handler, driven directly (tests/streaming) ----------------------------
+KAFKA_ROWS = ("raw_key binary, raw_value binary, kafka_topic string, kafka_partition int, kafka_offset bigint, "
+              "kafka_timestamp timestamp")
+
+
+def decoded_batch(spark, config, events, first_offset=0):
+    """A micro-batch as the scoring query's plan hands it to the handler."""
+    from datetime import datetime, timedelta, timezone
+
+    import orjson
+
+    from learnscore.streaming.decode import SUBMISSION, decode_events
+    from learnscore.streaming.runtime import ScorerTopics
+
+    sent = datetime.now(timezone.utc) - timedelta(seconds=5)
+    topic = ScorerTopics.of(config).submissions
+    rows = [(e["learner_id"].encode(), orjson.dumps(e), topic, 0, first_offset + i, sent)
+            for i, e in enumerate(events)]
+    return decode_events(spark.createDataFrame(rows, KAFKA_ROWS), SUBMISSION, config.domain.contract())
+
+
+class ScoringHandler:
+    """The scoring query's handler, driven directly; what it published, read back from Kafka."""
+
+    def __init__(self, kit, config, tmp_path):
+        from learnscore.core import kafka_io
+        from learnscore.streaming.model_cache import ModelCache
+        from learnscore.streaming.runtime import QueryRuntime, ScorerTopics
+        from learnscore.streaming.scoring import RetryCatchUp, make_scoring_handler
+
+        names = ScorerTopics.of(config)
+        kafka_io.create_topics(config, list(ScorerTopics.BASE_NAMES))
+        checkpoint = str(tmp_path / "score")
+        self.runtime = QueryRuntime("score", config, checkpoint)
+        self.runtime.set_query_id("model-states")
+        self.catch_up = RetryCatchUp(kit.spark, config, names, checkpoint)
+        self.handle = make_scoring_handler(kit.spark, config, self.runtime, ModelCache(kit.spark, config),
+                                           self.catch_up)
+        self.config, self.names = config, names
+
+    def __call__(self, batch, batch_id):
+        self.handle(batch, batch_id)
+
+    def read(self, topic):
+        from learnscore.core import kafka_io
+
+        consumer = kafka_io.consumer(self.config, topic, auto_offset_reset="earliest", consumer_timeout_ms=3000)
+        try:
+            return list(consumer)
+        finally:
+            consumer.close()
+
+    def scores(self):
+        from learnscore.schemas.events import SCORE_ISSUED, validate_bytes
+
+        return [validate_bytes(SCORE_ISSUED, m.value).event for m in self.read(self.names.scores)]
+
+    def retries(self):
+        import orjson
+
+        from learnscore.streaming.scoring import FAILED_VERSION_HEADER
+
+        return [(orjson.loads(m.value)["event_id"], dict(m.headers)[FAILED_VERSION_HEADER].decode())
+                for m in self.read(self.names.retries)]
+
+    def progress(self):
+        import orjson
+
+        return [orjson.loads(m.value) for m in self.read(self.names.progress)]

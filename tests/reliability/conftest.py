@@ -11,7 +11,6 @@ import pytest
 from learnscore.core import kafka_io
 from learnscore.core.config import Config
 from learnscore.core.ports import free_port
-from learnscore.schemas import topics
 from learnscore.streaming.runtime import ScorerTopics
 from tests import support
 from tests.support import register_production, wait_for

@@ -10,9 +10,8 @@ import orjson
 import pytest
 
 from learnscore.core import kafka_io
-from learnscore.schemas import topics
-from learnscore.streaming.runtime import ScorerTopics
 from learnscore.schemas.events import LEVELS, SUBJECTS
+from learnscore.streaming.runtime import ScorerTopics
 from tests.support import wait_for
 
 # Submissions 60 days ago, outcomes 30 days later: all in the past, stable within a session.

@@ -1,112 +1,157 @@
-"""A micro-batch run again after a crash (same query, same batch id) changes no table."""
+"""The stream's exactly-once holes, each closed: a replay after the alias moved, a second scorer,
+foreign commits before a replay, a failing hook, a poison batch, data lost to Kafka's retention."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+import time
 
-import orjson
 import pytest
 
-from learnscore.core.lake import ensure_spark_tables
-from learnscore.streaming.job import (
-    STREAM_TABLES,
-    ScorerState,
-    ScorerTopics,
-    WriterIds,
-    count_pending,
-    make_batch_handler,
-)
-from learnscore.streaming.model_cache import ModelCache
+from learnscore.core import kafka_io
+from learnscore.schemas import topics
+from learnscore.streaming.job import scorer_checkpoint, start_scorer
+from learnscore.streaming.lease import LeaseHeld
+from learnscore.streaming.runtime import ScorerHooks
+from tests.support import ScoringHandler as Handler
+from tests.support import decoded_batch
 
 pytestmark = pytest.mark.integration
 
-# Columns that differ between two honest runs (clocks), not between a run and its replay.
-VOLATILE = {"ingested_at", "quarantined_at", "scored_at", "latency_s", "joined_at", "kafka_timestamp",
-            "started_at", "duration_s"}
-KAFKA_BATCH = ("key binary, value binary, topic string, partition int, offset bigint, "
-               "timestamp timestamp, timestampType int")
+
+def test_a_replay_after_the_alias_moved_keeps_the_first_published_score(kit, models, tmp_path):
+    first = models.register()
+    second = models.register(alias=None)
+    events = [kit.events.submission(i) for i in range(6)]
+    handle = Handler(kit, kit.config, tmp_path)
+    batch = decoded_batch(kit.spark, kit.config, events)
+    handle(batch, 0)  # the first attempt publishes its scores, then the process dies before the commit
+    models.promote(second)
+    time.sleep(kit.config.streaming.alias_check_seconds)
+    handle(batch, 0)  # Spark runs batch 0 again, now with the other version in production
+
+    scores = handle.scores()
+    assert len(scores) == 12 and len({s["event_id"] for s in scores}) == 6  # the same ids, twice
+    versions: dict[str, list[str]] = {}  # per submission, in the order of its partition
+    for score in scores:
+        versions.setdefault(score["submission_event_id"], []).append(score["model_version"])
+    assert list(versions.values()) == [[first, second]] * 6
+    kit.produce(topics.OUTCOMES, kit.as_messages([kit.events.outcome(e, i) for i, e in enumerate(events)]))
+    scorer = start_scorer(kit.spark, kit.config)
+    try:
+        kit.wait_for(lambda: kit.table("gold.prediction_outcomes").count() >= 6, 300, "the pairs", scorer=scorer)
+    finally:
+        scorer.stop()
+    gold = kit.table("gold.predictions").collect()
+    assert sorted(r.event_id for r in gold) == sorted(e["event_id"] for e in events)
+    assert {r.model_version for r in gold} == {first}  # the first published, not the replay's
+    assert {r.score_event_id for r in gold} == {s["event_id"] for s in scores}
+    assert {r.model_version for r in kit.table("gold.prediction_outcomes").collect()} == {first}
 
 
-class CrashOnce:
-    """An after-scoring hook that fails the first batch it sees, like a crash mid-batch."""
-
-    def __init__(self):
-        self.calls = 0
-
-    def __call__(self, batch_id, predictions, pairs):
-        self.calls += 1
-        if self.calls == 1:
-            raise RuntimeError("simulated crash after the gold writes")
-
-
-def kafka_batch(spark, names: ScorerTopics, kit):
-    """A Kafka-source-shaped batch: valid and broken submissions, a duplicate, outcomes, requests."""
-    sent = datetime.now(timezone.utc) - timedelta(seconds=5)
-    subs = [kit.events.submission(i) for i in range(12)]
-    rows = []
-
-    def add(topic, partition, key, value):
-        rows.append((key, value, topic, partition, len(rows), sent, 0))
-
-    for event in subs:
-        add(names.submissions, 0, event["learner_id"].encode(), orjson.dumps(event))
-    for raw, _ in kit.broken_submissions()[:3]:
-        add(names.submissions, 1, None, raw)
-    add(names.submissions, 1, b"dup", orjson.dumps(subs[0]))  # a true duplicate
-    outcomes = [kit.events.outcome(subs[i], i) for i in range(4)]
-    for outcome in outcomes:
-        add(names.outcomes, 0, outcome["learner_id"].encode(), orjson.dumps(outcome))
-    add(names.outcomes, 0, b"x", orjson.dumps(kit.events.outcome(kit.events.submission(999), 9)))
-    add(names.outcomes, 0, b"x", orjson.dumps({**kit.events.outcome(subs[0], 5)}))  # second outcome
-    add(names.requests, 0, b"r1", orjson.dumps({"request_id": "r-1", "status_code": 200,
-                                                  "received_at": "2026-11-01T10:00:00.250Z"}))
-    add(names.requests, 0, b"r2", b"not json")
-    return spark.createDataFrame(rows, KAFKA_BATCH)
+def test_a_second_scorer_on_the_same_checkpoint_refuses_to_start(kit):
+    scorer = start_scorer(kit.spark, kit.config, drift=False)
+    try:
+        with pytest.raises(LeaseHeld, match="another scorer holds the checkpoint .* one scorer per checkpoint"):
+            start_scorer(kit.spark, kit.config, drift=False)
+    finally:
+        scorer.stop()
+    again = start_scorer(kit.spark, kit.config, drift=False)  # released on stop: the next one may start
+    again.stop()
 
 
-def contents(kit, config) -> dict[str, list]:
-    out = {}
-    for name in STREAM_TABLES:
-        frame = kit.spark.read.format("delta").load(config.table_path(name))
-        columns = [c for c in frame.columns if c not in VOLATILE]
-        out[name] = sorted(tuple(sorted((k, str(v)) for k, v in row.asDict().items()))
-                           for row in frame.select(*columns).collect())
-    return out
+def test_foreign_commits_cannot_make_a_replayed_append_land_twice(kit):
+    from learnscore.core.lake import ensure_spark_tables
+    from learnscore.streaming.sinks import append_once
+
+    ensure_spark_tables(kit.spark, kit.config, ["ops.endpoint_requests"])
+    table = "ops.endpoint_requests"
+    rows = kit.spark.createDataFrame([("r-1",)], "request_id string")
+    from pyspark.sql import functions as F
+
+    rows = rows.select("request_id", *[F.lit(None).alias(c) for c in (
+        "received_at", "status_code", "latency_ms", "model_name", "model_version", "route", "items", "error_code",
+        "error", "kafka_topic", "kafka_partition", "kafka_offset", "kafka_timestamp")])
+    assert append_once(rows, kit.config, table, "learnscore.land.q1.ops.endpoint_requests", 7, may_be_replay=True)
+    for _ in range(30):  # BI, compactions, a vacuum: commits of other writers pile up after ours
+        rows.limit(0).write.format("delta").mode("append").save(kit.config.table_path(table))
+    assert not append_once(rows, kit.config, table, "learnscore.land.q1.ops.endpoint_requests", 7, may_be_replay=True)
+    assert kit.table(table).count() == 1
 
 
-def column(rows, name):
-    return [dict(row)[name] for row in rows]
+def test_a_failing_hook_is_recorded_and_the_stream_goes_on(kit, production_model):
+    def broken_hook(batch_id, rows):
+        raise RuntimeError("the drift store is on fire")
+
+    events = [kit.events.submission(i) for i in range(10)]
+    kit.produce(topics.SUBMISSIONS, kit.as_messages(events))
+    scorer = start_scorer(kit.spark, kit.config, hooks=ScorerHooks(predictions=[broken_hook]))
+    try:
+        kit.wait_for(lambda: kit.table("gold.predictions").count() >= 10, 300, "gold", scorer=scorer)
+        kit.produce(topics.SUBMISSIONS, kit.as_messages([kit.events.submission(100)]))
+        kit.wait_for(lambda: kit.table("gold.predictions").count() >= 11, 300, "gold after the failure",
+                     scorer=scorer)
+        assert not scorer.failure()
+    finally:
+        scorer.stop()
+    notes = [r.message for r in kit.progress("gold") if r.message]
+    assert any("hook broken_hook failed" in note and "on fire" in note for note in notes), notes
 
 
-def run_batches(kit, config, hooks, batch_ids):
-    """Run the batch once per id, each time as a freshly (re)started scorer would."""
-    ensure_spark_tables(kit.spark, config, STREAM_TABLES)
-    batch = kafka_batch(kit.spark, ScorerTopics.of(config), kit)
-    for batch_id in batch_ids:
-        ids = WriterIds()
-        ids.set_query_id("test-query")  # the same checkpoint: the same query id
-        handler = make_batch_handler(kit.spark, config, models=ModelCache(kit.spark, config),
-                                     state=ScorerState(pending_unscored=count_pending(kit.spark, config)),
-                                     writer_ids=ids, pseudonym_key="k" * 32, hooks=hooks)
-        try:
-            handler(batch, batch_id)
-        except Exception as exc:  # noqa: BLE001 - the simulated crash
-            assert "simulated crash" in str(exc)
+def test_a_batch_that_keeps_failing_is_quarantined_raw_and_the_stream_moves_on(kit):
+    from learnscore.streaming.attempts import AttemptLog
+
+    events = [kit.events.submission(i) for i in range(5)]
+    kit.produce(topics.SUBMISSIONS, kit.as_messages(events))
+    # Two attempts of the landing query's first batch failed before (raised on its content):
+    log = AttemptLog(scorer_checkpoint(kit.config, "land"))
+    log.failed(0)
+    log.failed(0)
+    scorer = start_scorer(kit.spark, kit.config, drift=False)
+    try:
+        kit.wait_for(lambda: kit.table("silver.quarantine").count() >= 5, 300, "the poison batch quarantined",
+                     scorer=scorer)
+        kit.produce(topics.SUBMISSIONS, kit.as_messages([kit.events.submission(50)]))
+        kit.wait_for(lambda: kit.table("silver.submissions").count() >= 1, 300, "the next batch landed",
+                     scorer=scorer)
+    finally:
+        scorer.stop()
+    quarantine = kit.table("silver.quarantine").collect()
+    assert {r.reason_code for r in quarantine} == {"poison_batch"} and len(quarantine) == 5
+    assert all(r.raw_value for r in quarantine)  # the bytes are kept, to send again
+    assert kit.table("silver.submissions").count() == 1
 
 
-def test_a_replayed_batch_leaves_every_table_as_one_clean_run(kit, stream_config, tmp_path):
-    clean = stream_config.model_copy(update={"lake": stream_config.lake.model_copy(update={
-        "root": str(tmp_path / "clean-lake")})})
-    run_batches(kit, clean, [], [0])
-    expected = contents(kit, clean)
-    assert len(expected["silver.submissions"]) == 12
-    assert sorted(column(expected["silver.quarantine"], "reason_code")) == sorted(
-        ["duplicate_event_id", "duplicate_outcome", "invalid_request_log", "unknown_submission",
-         *(code for _, code in kit.broken_submissions()[:3])])
-    assert len(expected["silver.outcomes"]) == 4
-    assert len(expected["ops.endpoint_requests"]) == 1
+def test_messages_deleted_by_retention_while_the_scorer_was_down_are_reported_not_waited_for(kit):
+    from kafka import TopicPartition
+    from kafka.admin import KafkaAdminClient
 
-    # Crash after the gold writes, then Spark runs batch 0 again; then once more for good measure.
-    kit.events = type(kit.events)(seed=7)  # the same events again
-    run_batches(kit, stream_config, [CrashOnce()], [0, 0, 0])
-    assert contents(kit, stream_config) == expected
+    from learnscore.core.kafka_io import client_options
+
+    kit.produce(topics.SUBMISSIONS, kit.as_messages([kit.events.submission(i) for i in range(10)]))
+    scorer = start_scorer(kit.spark, kit.config, drift=False)
+    try:
+        kit.wait_for(lambda: kit.table("silver.submissions").count() >= 10, 300, "the first ten", scorer=scorer)
+    finally:
+        scorer.stop()
+    later = [kit.events.submission(100 + i) for i in range(20)]
+    kit.produce(topics.SUBMISSIONS, kit.as_messages(later))
+    # The outage outlasts the retention: Kafka deletes what the scorer has not read yet.
+    topic = kit.config.topic(topics.SUBMISSIONS)
+    consumer = kafka_io.consumer(kit.config)
+    partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
+    ends = consumer.end_offsets(partitions)
+    consumer.close()
+    admin = KafkaAdminClient(**client_options(kit.config))
+    admin.delete_records({tp: max(0, offset - 2) for tp, offset in ends.items()})
+    admin.close()
+    survivors = sum(min(2, offset) for offset in ends.values())
+    scorer = start_scorer(kit.spark, kit.config, drift=False)
+    try:
+        kit.wait_for(lambda: kit.table("silver.submissions").count() >= 10 + survivors, 300, "the survivors",
+                     scorer=scorer)
+        time.sleep(3)
+        assert kit.table("silver.submissions").count() == 10 + survivors  # the lost ones never come
+    finally:
+        scorer.stop()
+    notes = " ".join(r.message or "" for r in kit.progress("land"))
+    assert "deleted by Kafka's retention before the land query read them" in notes, notes

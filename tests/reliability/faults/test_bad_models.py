@@ -18,8 +18,8 @@ from learnscore.registry.gates import check_smoke
 from learnscore.registry.history import model_events
 from learnscore.registry.promote import promote
 from learnscore.schemas import topics
-from learnscore.streaming.runtime import ScorerTopics
 from learnscore.schemas.events import LEVELS
+from learnscore.streaming.runtime import ScorerTopics
 
 pytestmark = pytest.mark.integration
 

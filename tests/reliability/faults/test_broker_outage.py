@@ -15,8 +15,8 @@ from learnscore.core import kafka_io
 from learnscore.core.config import Secrets
 from learnscore.core.jars import resolve_jars
 from learnscore.schemas import topics
-from learnscore.streaming.runtime import ScorerTopics
 from learnscore.stack.kafka_broker import KafkaBroker
+from learnscore.streaming.runtime import ScorerTopics
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -22,9 +22,9 @@ from learnscore.core import kafka_io
 from learnscore.core.config import Secrets
 from learnscore.core.ports import free_port
 from learnscore.schemas import topics
-from learnscore.streaming.runtime import ScorerTopics
 from learnscore.stack.mlflow_server import MlflowUi
 from learnscore.streaming.model_cache import OK, REGISTRY_UNREACHABLE
+from learnscore.streaming.runtime import ScorerTopics
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
