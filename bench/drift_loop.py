@@ -51,8 +51,7 @@ def measure_onset_to_production(config, *, warmup_s: float = 90.0, rate: float =
     from learnscore.simulator.history import HistoryOptions, write_history
     from learnscore.simulator.scenarios import ScenarioSpec
     from learnscore.simulator.stream import StreamOptions, stream_to_kafka
-    from learnscore.streaming.drift.hook import make_drift_hook
-    from learnscore.streaming.job import QUERY_NAME, start_scorer
+    from learnscore.streaming.job import start_scorer
 
     if not broker_answers(config.kafka.bootstrap_servers, timeout_s=5):
         raise BrokerUnreachable(unreachable_message(config.kafka.bootstrap_servers))
@@ -67,8 +66,7 @@ def measure_onset_to_production(config, *, warmup_s: float = 90.0, rate: float =
     initial = train_model(spark, config, history_dir=home / "history", actor="bench drift")
     promote(config, version=initial.version, actor="bench drift", reason="initial model")
 
-    scorer = start_scorer(spark, config, hooks=[make_drift_hook(
-        config, config.checkpoint_path(QUERY_NAME), spark=spark)])
+    scorer = start_scorer(spark, config)  # with the drift detectors on gold rows and pairs
     stop = threading.Event()
     runs: list = []
     worker = RetrainWorker(config, policy="auto", spark_factory=lambda: spark)

@@ -36,9 +36,19 @@ def ensure_spark_tables(spark, config: Config, names: Iterable[str]) -> None:
         delta = builder.property(CHECKPOINT_INTERVAL, interval).execute()
         # A table made before the setting existed (or with another value) is brought in line;
         # one made just now has it (the check is a Spark job: ~0.6 s a table on a fresh lake).
-        if existed and delta.detail().first().properties.get(CHECKPOINT_INTERVAL) != interval:
+        if not existed:
+            continue
+        if delta.detail().first().properties.get(CHECKPOINT_INTERVAL) != interval:
             spark.sql(f"ALTER TABLE delta.`{config.table_path(name)}` "
                       f"SET TBLPROPERTIES ('{CHECKPOINT_INTERVAL}' = '{interval}')")
+        # A table made by an earlier release lacks the columns added since (always nullable,
+        # at the end): added in place, the rows it holds read them as null.
+        present = set(delta.toDF().columns)
+        missing = [(column, kind) for column, kind in table.columns if column not in present]
+        if missing:
+            added = ", ".join(f"`{column}` {kind}" for column, kind in missing)
+            spark.sql(f"ALTER TABLE delta.`{config.table_path(name)}` ADD COLUMNS ({added})")
+            log.info("%s: added the columns %s of this release", name, ", ".join(c for c, _ in missing))
 
 
 def vacuum_tables(spark, config: Config, names: Iterable[str] | None = None) -> dict[str, int]:

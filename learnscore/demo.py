@@ -1,4 +1,4 @@
-"""The live demo (DESIGN §9): the whole system on one machine, started and stopped by one command.
+"""The live demo: the whole system on one machine, started and stopped by one command.
 
 The demo is an orchestrator only: every part runs as its own ``learnscore`` process, exactly as
 an operator would run it, and the demo watches the tables and the registry to tell the story.

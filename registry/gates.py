@@ -1,4 +1,4 @@
-"""Gates a model version must pass before it may become ``production`` (DESIGN §6).
+"""Gates a model version must pass before it may become ``production``.
 
 1. ``signature``: its MLflow signature is the contract's (:func:`learnscore.model.packaging.model_signature`).
 2. ``smoke``: it loads (through the safe skops loader) and scores a smoke batch sanely: one row

@@ -1,4 +1,4 @@
-"""Delta table definitions (DESIGN §5), in one place.
+"""Delta table definitions, in one place (docs/architecture.md#tables-delta).
 
 Each table is written by exactly one kind of writer: the Spark stream/batch jobs, or a
 Spark-free process (registry CLI, retrain worker) through ``deltalake``. Column types are

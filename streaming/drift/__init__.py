@@ -1,4 +1,4 @@
-"""Drift detection inside the stream (DESIGN §7).
+"""Drift detection inside the stream (docs/architecture.md).
 
 - :mod:`.detectors` — :class:`GatedADWIN`, River's ADWIN with a learned reference and an
   effect-size gate (why these parameters: its module docstring);

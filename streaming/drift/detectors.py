@@ -1,6 +1,6 @@
 """A River ADWIN detector with a learned reference, an effect-size gate and a saveable state.
 
-Why ADWIN, and why these parameters (measured on this machine's family, see FIELD-NOTES and
+Why ADWIN, and why these parameters (measured on this machine's family, see
 ``bench/results/drift.json``):
 
 * **ADWIN** (Bifet & Gavaldà 2007) compares the means of every split of an adaptive window with

@@ -448,7 +448,12 @@ def first_by_coordinates(records: list[Record], key) -> tuple[list[Record], list
 
 
 def expected_outcome_of_stream(made: Materializer):
-    """(landed submissions, landed outcomes, coordinates → allowed reason codes)."""
+    """(landed submissions, landed outcomes, pairs, coordinates → allowed reason codes).
+
+    One outcome lands per submission it names (the first delivered; later ones, a resend of the
+    same event or another outcome of the submission, are ``duplicate_outcome``). An outcome is
+    landed whether or not its submission is known; it pairs only with a scored submission.
+    """
     refused: dict[tuple, frozenset[str]] = {}
     for record in made.submissions + made.outcomes:
         if not record.valid:
@@ -456,14 +461,11 @@ def expected_outcome_of_stream(made: Materializer):
     landed, repeats = first_by_coordinates([r for r in made.submissions if r.valid], lambda r: r.event_id)
     refused.update({r.coordinates: frozenset({"duplicate_event_id"}) for r in repeats})
     known = {r.event_id for r in landed}
-    candidates, repeats = first_by_coordinates([r for r in made.outcomes if r.valid], lambda r: r.event_id)
-    refused.update({r.coordinates: frozenset({"duplicate_event_id"}) for r in repeats})
-    refused.update({r.coordinates: frozenset({"unknown_submission"}) for r in candidates
-                    if r.submission_event_id not in known})
-    landed_outcomes, repeats = first_by_coordinates(
-        [r for r in candidates if r.submission_event_id in known], lambda r: r.submission_event_id)
+    landed_outcomes, repeats = first_by_coordinates([r for r in made.outcomes if r.valid],
+                                                    lambda r: r.submission_event_id)
     refused.update({r.coordinates: frozenset({"duplicate_outcome"}) for r in repeats})
-    return landed, landed_outcomes, refused
+    pairs = [r for r in landed_outcomes if r.submission_event_id in known]
+    return landed, landed_outcomes, pairs, refused
 
 
 # -- the tests ----------------------------------------------------------------------------------
@@ -498,13 +500,17 @@ def test_the_stream_scores_every_valid_event_once_and_quarantines_the_rest(spark
         located = rel.produce_located(config, base, [(r.key, r.value) for r in records])
         for record, coordinates in zip(records, located):
             record.coordinates = coordinates
-    landed, landed_outcomes, refused = expected_outcome_of_stream(hostile)
+    landed, landed_outcomes, paired, refused = expected_outcome_of_stream(hostile)
     total = len(hostile.submissions) + len(hostile.outcomes)
 
     scorer = start_scorer(spark, config)
     try:
-        rel.wait_for(lambda: scorer.failure() or rel.rows_read(spark, config) >= total, 600,
-                     f"{total} records read")
+        gold_rows = lambda: spark.read.format("delta").load(config.table_path("gold.predictions")).count()  # noqa: E731
+        pair_rows = lambda: spark.read.format("delta").load(  # noqa: E731
+            config.table_path("gold.prediction_outcomes")).count()
+        rel.wait_for(lambda: scorer.failure() or (rel.rows_read(spark, config) >= total and gold_rows() >= len(landed)
+                                                  and pair_rows() >= len(paired)), 600,
+                     f"{total} records read, scored and paired")
         assert scorer.failure() is None and scorer.query.isActive
         table = lambda name: spark.read.format("delta").load(config.table_path(name))
 
@@ -518,7 +524,7 @@ def test_the_stream_scores_every_valid_event_once_and_quarantines_the_rest(spark
         outcomes = table("silver.outcomes").select("kafka_topic", "kafka_partition", "kafka_offset").collect()
         assert {tuple(r) for r in outcomes} == {r.coordinates for r in landed_outcomes}
         pairs = [r.event_id for r in table("gold.prediction_outcomes").select("event_id").collect()]
-        assert sorted(pairs) == sorted(r.submission_event_id for r in landed_outcomes)
+        assert sorted(pairs) == sorted(r.submission_event_id for r in paired)
 
         quarantine = {(r.source_topic, r.kafka_partition, r.kafka_offset): r
                       for r in table("silver.quarantine").collect()}
@@ -540,7 +546,7 @@ def test_the_stream_scores_every_valid_event_once_and_quarantines_the_rest(spark
         rel.wait_for(lambda: scorer.failure() or table("gold.predictions").where(
             f"event_id = '{late['event_id']}'").count() == 1, 300, "the late event to be scored")
         assert scorer.failure() is None and scorer.query.isActive
-        progress = table("ops.stream_progress").collect()
+        progress = table("ops.stream_progress").where("query = 'score'").collect()
         assert sum(r.failed for r in progress) == 0
     finally:
         scorer.stop()

@@ -195,8 +195,7 @@ def test_no_raw_learner_id_reaches_a_gold_ops_or_bi_table(spark, rel_config, log
                                                           secrets_env, small_history_events):
     from learnscore.bi.daily_summary import refresh_daily_summary
     from learnscore.schemas import topics
-    from learnscore.streaming.drift.hook import drift_hooks
-    from learnscore.streaming.job import QUERY_NAME, start_scorer
+    from learnscore.streaming.job import start_scorer
 
     config = rel_config.model_copy(update={"privacy": rel_config.privacy.model_copy(
         update={"min_cell_learners": 1})})  # keep every BI cell: more rows to scan
@@ -223,10 +222,13 @@ def test_no_raw_learner_id_reaches_a_gold_ops_or_bi_table(spark, rel_config, log
             assert client.post("/v1/score", json={**event, "grade_level": 13}).status_code == 422
     expected_rows = len(submissions) + len(outcomes) + 15
 
-    scorer = start_scorer(spark, config, hooks=drift_hooks(config, config.checkpoint_path(QUERY_NAME)))
+    scorer = start_scorer(spark, config)  # the drift detectors included: they write ops tables too
+    gold = lambda name: spark.read.format("delta").load(config.table_path(name)).count()  # noqa: E731
     try:
-        rel.wait_for(lambda: scorer.failure() or rel.rows_read(spark, config) >= expected_rows, 300,
-                     "the submissions, outcomes and request log")
+        rel.wait_for(lambda: scorer.failure() or (rel.rows_read(spark, config) >= expected_rows
+                                                  and gold("gold.predictions") >= len(submissions)
+                                                  and gold("gold.prediction_outcomes") >= len(outcomes)),
+                     300, "the submissions, outcomes and request log landed, scored and paired")
         assert scorer.failure() is None
     finally:
         scorer.stop()

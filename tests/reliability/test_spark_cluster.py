@@ -248,5 +248,6 @@ def test_scorer_on_a_standalone_cluster_counts_every_event_exactly_once(
     quarantine = read_table(config, "silver.quarantine", columns=["reason_code"])
     assert sorted(quarantine.reason_code) == sorted([code for _, code in broken] + ["duplicate_event_id"] * 2)
     progress = read_table(config, "ops.stream_progress")
+    progress = progress[progress["query"] == "score"]
     assert progress.scored.sum() == len(valid) and progress.failed.sum() == 0
     assert set(progress.model_status) == {"ok"}

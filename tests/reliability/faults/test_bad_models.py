@@ -107,7 +107,7 @@ def test_bad_versions_are_refused_and_a_forced_one_is_rolled_back(spark, registr
         def first_report():
             scorer.check()
             progress = read_table(stream_config, "ops.stream_progress")
-            read = progress[progress.rows_read > 0]
+            read = progress[(progress["query"] == "score") & (progress.rows_read > 0)]
             return read.sort_values("batch_id").iloc[0] if len(read) else None
 
         kit.wait_for(lambda: first_report() is not None, 600, "a micro-batch with the forced version")
