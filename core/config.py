@@ -57,6 +57,10 @@ class SparkConfig(_Section):
     shuffle_partitions: int = Field(4, ge=1)
     jars_dir: Path = Path(".cache/jars/spark")
     extra_conf: dict[str, str] = Field(default_factory=dict)
+    # FAIR scheduler pool weights (a pool per scorer query): the scoring query's jobs go first
+    # when the two cores are busy; unknown pools get weight 1.
+    scheduler_pools: dict[str, int] = Field(default_factory=lambda: {"score": 4, "gold": 2, "pairs": 1,
+                                                                      "land": 1, "shadow": 1})
 
 
 class KafkaConfig(_Section):
@@ -111,6 +115,17 @@ class StreamingConfig(_Section):
     max_batch_attempts: int = Field(3, ge=1)  # then a failing micro-batch is quarantined raw
     lease_ttl_seconds: float = Field(60.0, gt=0)
     data_loss_check_seconds: float = Field(30.0, gt=0)
+    # Registry aliases scored beside production on the same micro-batches (streaming/shadow.py),
+    # when they point to another version than production.
+    shadow_aliases: list[str] = Field(default_factory=lambda: ["staging"])
+
+    @field_validator("shadow_aliases")
+    @classmethod
+    def _no_production_shadow(cls, aliases: list[str]) -> list[str]:
+        if "production" in aliases:
+            raise ValueError("streaming.shadow_aliases lists 'production': production is always scored; "
+                             "list challenger aliases only (e.g. [staging])")
+        return aliases
 
 
 class PrivacyConfig(_Section):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from pathlib import Path
+from xml.sax.saxutils import escape
 
 from learnscore.core.config import Config
 from learnscore.core.jars import jar_files
@@ -46,8 +48,10 @@ def spark_conf(config: Config) -> dict[str, str]:
         "spark.sql.streaming.stateStore.providerClass":
             "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider",
         "spark.sql.streaming.stateStore.rocksdb.changelogCheckpointing.enabled": "true",
-        # The scorer runs several queries in one driver: each gets its own pool (streaming/job.py).
+        # The scorer runs several queries in one driver: each gets its own pool (streaming/job.py),
+        # weighted by spark.scheduler_pools through an allocation file.
         "spark.scheduler.mode": "FAIR",
+        "spark.scheduler.allocation.file": str(fair_pools_file(config)),
         # Delta: small local tables, no need for the optimiser's background work.
         "spark.databricks.delta.snapshotPartitions": "2",
         "spark.databricks.delta.autoCompact.enabled": "false",
@@ -65,6 +69,19 @@ def spark_conf(config: Config) -> dict[str, str]:
     }
     conf.update(config.spark.extra_conf)
     return conf
+
+
+def fair_pools_file(config: Config) -> Path:
+    """Write the FAIR scheduler's allocation file (``spark.scheduler_pools``) under the state dir."""
+    pools = "".join(f'  <pool name="{escape(name)}"><schedulingMode>FIFO</schedulingMode>'
+                    f"<weight>{int(weight)}</weight><minShare>0</minShare></pool>\n"
+                    for name, weight in sorted(config.spark.scheduler_pools.items()))
+    path = Path(config.state_dir) / "spark" / "fairscheduler.xml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = f'<?xml version="1.0"?>\n<allocations>\n{pools}</allocations>\n'
+    if not path.exists() or path.read_text() != text:
+        path.write_text(text)
+    return path.resolve()
 
 
 def create_spark_session(config: Config, app_name: str | None = None):

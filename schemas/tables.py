@@ -87,6 +87,16 @@ PREDICTION_OUTCOMES = Table("gold.prediction_outcomes", (
     ("joined_at", "timestamp"),
 ), "A prediction next to its observed outcome: live model quality.", bi_facing=True)
 
+SHADOW_PREDICTIONS = Table("gold.shadow_predictions", (
+    *PREDICTIONS.columns, ("model_alias", "string"),
+), "Challenger scores (streaming.shadow_aliases) of the same live submissions as gold.predictions: "
+   "one row per submission and alias. No application ever saw them.", bi_facing=True)
+
+SHADOW_PREDICTION_OUTCOMES = Table("gold.shadow_prediction_outcomes", (
+    *PREDICTION_OUTCOMES.columns, ("model_alias", "string"),
+), "A challenger's score next to the observed outcome; the same learners as gold.prediction_outcomes, "
+   "so production and challenger compare on equal ground.", bi_facing=True)
+
 DAILY_SUMMARY = Table("gold.daily_summary", (
     ("day", "date"), ("subject", "string"), ("grade_level", "bigint"),
     ("submissions", "bigint"), ("learners", "bigint"), ("mean_predicted_score", "double"),
@@ -147,8 +157,8 @@ ENDPOINT_REQUESTS = Table("ops.endpoint_requests", (
 TABLES: dict[str, Table] = {
     table.name: table
     for table in (SUBMISSIONS_RAW, OUTCOMES_RAW, SUBMISSIONS, QUARANTINE, OUTCOMES, PREDICTIONS,
-                  PREDICTION_OUTCOMES, DAILY_SUMMARY, STREAM_PROGRESS, DRIFT_EVENTS,
-                  DRIFT_METRICS, RETRAIN_RUNS, MODEL_EVENTS, ENDPOINT_REQUESTS)
+                  PREDICTION_OUTCOMES, SHADOW_PREDICTIONS, SHADOW_PREDICTION_OUTCOMES, DAILY_SUMMARY,
+                  STREAM_PROGRESS, DRIFT_EVENTS, DRIFT_METRICS, RETRAIN_RUNS, MODEL_EVENTS, ENDPOINT_REQUESTS)
 }
 
 

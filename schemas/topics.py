@@ -11,6 +11,9 @@ ENDPOINT_REQUESTS = "serving.requests"
 SCORE_RETRIES = "streaming.score-retries"
 # The scoring query's per-batch progress (it commits no Delta table); landed in ops.stream_progress.
 SCORER_PROGRESS = "streaming.scorer-progress"
+# Challenger scores (streaming.shadow_aliases): ScoreIssued with the alias that scored them. Never
+# on diagnostic.scores, so no application sees them; landed in gold.shadow_predictions.
+SHADOW_SCORES = "streaming.shadow-scores"
 
 ALL_TOPICS = [SUBMISSIONS, OUTCOMES, SCORES, RETRAIN_REQUESTS, LIFECYCLE, ENDPOINT_REQUESTS,
-              SCORE_RETRIES, SCORER_PROGRESS]
+              SCORE_RETRIES, SCORER_PROGRESS, SHADOW_SCORES]

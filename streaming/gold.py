@@ -1,5 +1,8 @@
 """The gold query: ``gold.predictions`` from the scores that were published, and the drift watch.
 
+It also lands the challengers' scores (``streaming.shadow-scores``, :mod:`streaming.shadow`) in
+``gold.shadow_predictions``, one row per submission and alias; the drift watch sees production only.
+
 Reads ``diagnostic.scores``; keeps the first ``ScoreIssued`` of each submission within the
 dedupe horizon (state store; later ones are the same score published again by a replay, or a
 rescore after the alias moved: the first published counts), writes it to ``gold.predictions``
@@ -16,6 +19,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from learnscore.core.config import Config
+from learnscore.registry.access import PRODUCTION
 from learnscore.schemas.domain import LEVELS
 from learnscore.schemas.events import SCORE_ISSUED
 from learnscore.schemas.tables import PREDICTIONS
@@ -27,7 +31,7 @@ from learnscore.streaming.score import JSON_TIMESTAMP_FORMAT, pseudonym_column
 log = logging.getLogger(__name__)
 
 QUERY = "gold"
-TABLES = ("gold.predictions", "silver.quarantine", "ops.stream_progress")
+TABLES = ("gold.predictions", "gold.shadow_predictions", "silver.quarantine", "ops.stream_progress")
 REQUIRED = ("event_id", "submission_event_id", "learner_id", "progress_score", "comprehension_level",
             "model_name", "model_version", "scored_at")
 # (batch_id, gold rows of the batch with their signals): the drift hook's signature
@@ -48,25 +52,38 @@ def readable() -> F.Column:
     return ok
 
 
+def score_key() -> F.Column:
+    """What makes a score the same score again: the submission, per alias (production's scores
+    and each challenger's are deduplicated apart)."""
+    alias = F.coalesce(F.col("s.model_alias"), F.lit(PRODUCTION))
+    return F.concat_ws("/", alias, F.col("s.submission_event_id"))
+
+
+def is_production() -> F.Column:
+    """A score from the production scoring query (``ScoreIssued`` without an alias is one too)."""
+    return F.coalesce(F.col("s.model_alias"), F.lit(PRODUCTION)) == PRODUCTION
+
+
 def gold_stream(spark: SparkSession, config: Config, names: ScorerTopics) -> DataFrame:
     from learnscore.core.kafka_io import spark_kafka_options
 
     source = (spark.readStream.format("kafka").options(**spark_kafka_options(config))
-              .option("subscribe", names.scores)
+              .option("subscribe", f"{names.scores},{names.shadow}")
               .option("startingOffsets", config.streaming.starting_offsets)
               .option("maxOffsetsPerTrigger", str(config.streaming.max_offsets_per_trigger))
               .option("failOnDataLoss", "false")
               .load())
     scores = parsed_scores(kafka_rows(source))
-    key = F.when(readable(), F.col("s.submission_event_id")).otherwise(coordinate_key())
+    key = F.when(readable(), score_key()).otherwise(coordinate_key())
     return (scores.withColumn("_key", key).withColumn("_seen_at", F.current_timestamp())
             .withWatermark("_seen_at", config.streaming.dedupe_horizon)
             .dropDuplicatesWithinWatermark(["_key"])
             .drop("_key", "_seen_at"))
 
 
-def gold_rows(scores: DataFrame, batch_id: int, pseudonym_key: str) -> DataFrame:
-    """``gold.predictions`` rows (plus the signals) from readable parsed scores."""
+def gold_rows(scores: DataFrame, batch_id: int, pseudonym_key: str, with_alias: bool = False) -> DataFrame:
+    """``gold.predictions`` rows (plus the signals) from readable parsed scores; with the alias
+    that scored them for ``gold.shadow_predictions``."""
     probability = {f"p_{level}": F.col("s.probabilities").getItem(level) for level in LEVELS}
     return scores.select(
         F.col("s.submission_event_id").alias("event_id"),
@@ -83,6 +100,7 @@ def gold_rows(scores: DataFrame, batch_id: int, pseudonym_key: str) -> DataFrame
         F.col("s.signals").getItem("accuracy").alias("accuracy"),
         F.col("s.signals").getItem("mean_log_time").alias("mean_log_time"),
         F.col("s.signals").getItem("ability").alias("ability"),
+        *([F.col("s.model_alias").alias("model_alias")] if with_alias else []),
     )
 
 
@@ -93,16 +111,25 @@ def make_gold_handler(spark: SparkSession, config: Config, runtime: QueryRuntime
             batch = batch_df.persist()
             try:
                 readable_rows = batch.where(readable())
+                shadow = readable_rows.where(~is_production())
+                readable_rows = readable_rows.where(is_production())
                 rows = gold_rows(readable_rows, writer.batch_id, pseudonym_key).localCheckpoint(eager=True)
                 unreadable = batch.where(~readable())
                 with timed(report, "count"):
-                    counts = {r.ok: r["count"] for r in batch.groupBy(readable().alias("ok")).count().collect()}
-                report.rows_read = sum(counts.values())
+                    kind = (F.when(~readable(), F.lit("unreadable")).when(is_production(), F.lit("production"))
+                            .otherwise(F.lit("shadow")))
+                    kinds = {r.kind: r["count"] for r in batch.groupBy(kind.alias("kind")).count().collect()}
+                counts = {True: kinds.get("production", 0), False: kinds.get("unreadable", 0)}
+                report.rows_read = sum(kinds.values())
                 report.scored = counts.get(True, 0)
                 if counts.get(False) and attempt < config.streaming.max_batch_attempts:
                     writer.append(quarantine_rows(unreadable, writer.batch_id, F.lit(INVALID_SCORE),
                                                   reason_for(INVALID_SCORE, "kafka_topic")), "silver.quarantine")
                     report.quarantined = counts[False]
+                if kinds.get("shadow"):
+                    with timed(report, "gold.shadow_predictions"):
+                        writer.append(gold_rows(shadow, writer.batch_id, pseudonym_key, with_alias=True),
+                                      "gold.shadow_predictions")
                 if report.scored:
                     with timed(report, "gold.predictions"):
                         writer.append(rows, "gold.predictions")

@@ -1,4 +1,4 @@
-"""The streaming scorer: four Structured Streaming queries in one driver, each with its own job.
+"""The streaming scorer: four Structured Streaming queries (five with a challenger) in one driver.
 
 Users feel two latencies: the score reaching the application and the row reaching BI. So the
 path from an event to its score commits no Delta table, and the Delta side lands apart from it:
@@ -15,12 +15,15 @@ query             reads → writes                                          why 
                   (streaming/gold.py)
 ``pairs``         scores ⋈ outcomes (state) → ``gold.prediction_outcomes``  no table probe per batch
                   + concept drift (streaming/pairs.py)
+``shadow``        submissions → challengers' UDFs → ``streaming.shadow-      a challenger never delays
+                  scores`` (streaming/shadow.py; when shadow_aliases)       a learner's score
 ================  ====================================================  ===========================
 
 Each query has its own checkpoint (``<lake.checkpoints>/scorer/<query>``) and FAIR scheduler
-pool (the scoring pool has the highest weight), so a seconds-long Delta commit does not hold up
-a score. Dedupe and pairing state live in Spark's RocksDB state store; no batch reads a table,
-so a batch costs the same with 0 or 10 million rows landed.
+pool (weights from ``spark.scheduler_pools``: the scoring pool's is the highest), so a
+seconds-long Delta commit does not hold up a score. Dedupe and pairing state live in Spark's
+RocksDB state store; no batch reads a table, so a batch costs the same with 0 or 10 million rows
+landed.
 
 One scorer per checkpoint: a lease (``streaming.lease``) refuses a second one. Kafka outputs are
 at-least-once with stable ids; every Delta write is an idempotent append per (write, batch).
@@ -39,7 +42,7 @@ from pathlib import Path
 from pyspark.sql import SparkSession
 
 from learnscore.core.config import Config, Secrets
-from learnscore.streaming import gold, landing, pairs, scoring
+from learnscore.streaming import gold, landing, pairs, scoring, shadow
 from learnscore.streaming.lease import CheckpointLease
 from learnscore.streaming.model_cache import ModelCache
 from learnscore.streaming.runtime import STOP_MARKER, QueryRuntime, ScorerHooks, ScorerTopics
@@ -48,9 +51,8 @@ log = logging.getLogger(__name__)
 
 QUERY_NAME = "scorer"
 QUERIES = (scoring.QUERY, landing.QUERY, gold.QUERY, pairs.QUERY)
-STREAM_TABLES = tuple(dict.fromkeys((*landing.TABLES, *gold.TABLES, "gold.prediction_outcomes")))
-# FAIR pool weights: the scoring query's jobs go first when the cores are busy.
-POOL_WEIGHTS = {scoring.QUERY: 4, landing.QUERY: 1, gold.QUERY: 2, pairs.QUERY: 1}
+STREAM_TABLES = tuple(dict.fromkeys((*landing.TABLES, *gold.TABLES, "gold.prediction_outcomes",
+                                     "gold.shadow_prediction_outcomes")))
 
 
 class ScorerFailed(RuntimeError):
@@ -186,7 +188,8 @@ def start_scorer(spark: SparkSession, config: Config, hooks: ScorerHooks | None 
         names = ScorerTopics.of(config)
         key = Secrets(config).pseudonym_key.get_secret_value()
         models = models or ModelCache(spark, config)
-        runtimes = {name: QueryRuntime(name, config, scorer_checkpoint(config, name)) for name in QUERIES}
+        names_run = QUERIES + ((shadow.QUERY,) if config.streaming.shadow_aliases else ())
+        runtimes = {name: QueryRuntime(name, config, scorer_checkpoint(config, name)) for name in names_run}
         catch_up = scoring.RetryCatchUp(spark, config, names, scorer_checkpoint(config, scoring.QUERY))
         plans = {
             scoring.QUERY: (scoring.scoring_stream(spark, config, names),
@@ -202,7 +205,11 @@ def start_scorer(spark: SparkSession, config: Config, hooks: ScorerHooks | None 
                           pairs.make_pairs_handler(spark, config, runtimes[pairs.QUERY], key, hooks.pairs),
                           config.streaming.landing_trigger_seconds),
         }
-        for name in QUERIES:  # a restart after an outage longer than the topics' retention
+        if shadow.QUERY in runtimes:
+            plans[shadow.QUERY] = (scoring.scoring_stream(spark, config, names),
+                                   shadow.make_shadow_handler(spark, config, runtimes[shadow.QUERY], models),
+                                   config.streaming.landing_trigger_seconds)
+        for name in runtimes:  # a restart after an outage longer than the topics' retention
             positions = checkpoint_positions(scorer_checkpoint(config, name))
             if positions:
                 _report_loss(runtimes[name], lost_messages(positions, _beginnings(config, positions), name))

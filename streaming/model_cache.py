@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from learnscore.core.config import Config
-from learnscore.registry.access import PRODUCTION, RegistryUnreachable, production_version, version_uri
+from learnscore.registry.access import PRODUCTION, RegistryUnreachable, alias_version, version_uri
 from learnscore.schemas.scoring import PREDICTION_RESULT_TYPE
 
 log = logging.getLogger(__name__)
@@ -81,12 +81,15 @@ def build_model_udf(spark, config: Config, version: str) -> ScoringUdf:
 
 
 class ModelCache:
-    """Holds the UDF of the current ``production`` version; :meth:`refresh` before each batch."""
+    """Holds the UDF of the version ``alias`` (``production`` unless a shadow cache) points to;
+    :meth:`refresh` before each batch."""
 
     def __init__(self, spark, config: Config, *, clock: Callable[[], float] = time.monotonic,
-                 builder: Callable[[object, Config, str], ScoringUdf] = build_model_udf):
+                 builder: Callable[[object, Config, str], ScoringUdf] = build_model_udf,
+                 alias: str = PRODUCTION):
         self._spark = spark
         self._config = config
+        self.alias = alias
         self._clock = clock
         self._builder = builder
         self._checked_at: float | None = None
@@ -114,7 +117,7 @@ class ModelCache:
         self._checked_at = now
         current = self.state.model
         try:
-            version = production_version(self._config)
+            version = alias_version(self._config, self.alias)
         except RegistryUnreachable as exc:
             if self.state.status != REGISTRY_UNREACHABLE:
                 log.warning("%s; scoring %s", exc,
@@ -123,10 +126,11 @@ class ModelCache:
             return self.state
         if version is None:
             if current is not None or self.state.status != NO_MODEL:
-                log.warning("no '%s' alias on model %s: submissions land in silver and wait to "
-                            "be scored", PRODUCTION, self._config.mlflow.model_name)
+                log.log(logging.WARNING if self.alias == PRODUCTION else logging.INFO,
+                        "no '%s' alias on model %s%s", self.alias, self._config.mlflow.model_name,
+                        ": submissions land in silver and wait to be scored" if self.alias == PRODUCTION else "")
             self._drop(current)
-            self.state = ModelState(None, NO_MODEL, f"no {PRODUCTION} version of "
+            self.state = ModelState(None, NO_MODEL, f"no {self.alias} version of "
                                                     f"{self._config.mlflow.model_name}")
             return self.state
         if current is not None and current.version == version:

@@ -48,15 +48,17 @@ class ScorerTopics:
     scores: str
     retries: str
     progress: str
+    shadow: str
 
     @classmethod
     def of(cls, config: Config) -> ScorerTopics:
         return cls(submissions=config.topic(topics.SUBMISSIONS), outcomes=config.topic(topics.OUTCOMES),
                    requests=config.topic(topics.ENDPOINT_REQUESTS), scores=config.topic(topics.SCORES),
-                   retries=config.topic(topics.SCORE_RETRIES), progress=config.topic(topics.SCORER_PROGRESS))
+                   retries=config.topic(topics.SCORE_RETRIES), progress=config.topic(topics.SCORER_PROGRESS),
+                   shadow=config.topic(topics.SHADOW_SCORES))
 
     BASE_NAMES = (topics.SUBMISSIONS, topics.OUTCOMES, topics.ENDPOINT_REQUESTS, topics.SCORES,
-                  topics.SCORE_RETRIES, topics.SCORER_PROGRESS)
+                  topics.SCORE_RETRIES, topics.SCORER_PROGRESS, topics.SHADOW_SCORES)
 
 
 @dataclass(frozen=True)
