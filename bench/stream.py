@@ -148,8 +148,8 @@ def sample_submissions(events: int, seed: int = 2026) -> list[dict]:
 # -- a model to score with ---------------------------------------------------------------------
 
 
-def register_production_model(config: Config, seed: int = 11, learners: int = 6000) -> str:
-    """Fit the project's model on a small simulated history, register it, alias it production.
+def register_production_model(config: Config, seed: int = 11, learners: int = 6000, alias: str = "production") -> str:
+    """Fit the project's model on a small simulated history, register it, give it ``alias``.
 
     Returns the version. The benchmark measures the pipeline, not model quality, so the
     history is small; the model is the real one (same features, same packaging).
@@ -161,7 +161,6 @@ def register_production_model(config: Config, seed: int = 11, learners: int = 60
     from learnscore.model.diagnostic import model_from_config
     from learnscore.model.features import model_input_from_events
     from learnscore.model.packaging import log_diagnostic_model
-    from learnscore.registry.access import PRODUCTION
     from learnscore.simulator.generator import Simulator
 
     use_mlflow(config)
@@ -174,7 +173,7 @@ def register_production_model(config: Config, seed: int = 11, learners: int = 60
     with mlflow.start_run(run_name="bench-stream-model"):
         model_uri = log_diagnostic_model(model, model_input)
     version = mlflow.register_model(model_uri, config.mlflow.model_name).version
-    MlflowClient().set_registered_model_alias(config.mlflow.model_name, PRODUCTION, version)
+    MlflowClient().set_registered_model_alias(config.mlflow.model_name, alias, version)
     return str(version)
 
 
@@ -396,7 +395,7 @@ def run_stream_benchmark(config: Config, *, events: int = 200_000, rates: tuple[
                          latency_seconds: float = 60.0, output: str | Path = "bench/results/stream.json",
                          seed: int = 2026, live_outcomes: bool = True,
                          table_rows: tuple[int, ...] = (0, 1_000_000, 10_000_000),
-                         cost_events: int = 5000) -> dict[str, Any]:
+                         cost_events: int = 5000, shadow: bool = False) -> dict[str, Any]:
     """Run the whole benchmark against the configured broker; write and return the figures."""
     import uuid
 
@@ -413,11 +412,13 @@ def run_stream_benchmark(config: Config, *, events: int = 200_000, rates: tuple[
         "lake": config.lake.model_copy(update={"root": str(home / "lake"),
                                                "checkpoints": str(home / "checkpoints")}),
         "mlflow": config.mlflow.model_copy(update={"model_name": f"learnscore-bench-{tag}"}),
+        # --shadow: a challenger ("staging") scored beside production by the shadow query.
+        "streaming": config.streaming.model_copy(update={"shadow_aliases": ["staging"] if shadow else []}),
     })
     result: dict[str, Any] = {
         "benchmark": "stream", "command": "learnscore bench stream",
         "started_at": datetime.now(timezone.utc).isoformat(),
-        "machine": machine(), "events": events, "live_outcomes": live_outcomes,
+        "machine": machine(), "events": events, "live_outcomes": live_outcomes, "shadow_model": shadow,
         "settings": {"max_offsets_per_trigger": config.streaming.max_offsets_per_trigger,
                      "score_max_offsets_per_trigger": config.streaming.score_max_offsets_per_trigger,
                      "trigger_seconds": config.streaming.trigger_seconds,
@@ -426,6 +427,8 @@ def run_stream_benchmark(config: Config, *, events: int = 200_000, rates: tuple[
                      "shuffle_partitions": config.spark.shuffle_partitions}}
     log.info("bench: training and registering a model as %s", config.mlflow.model_name)
     version = register_production_model(config)
+    if shadow:
+        result["shadow_version"] = register_production_model(config, seed=12, alias="staging")
     log.info("bench: producing a backlog of %d submissions", events)
     counts = produce_backlog(config, events, seed)
     result["backlog"] = counts

@@ -385,6 +385,7 @@ def bench_stream(
     output: Annotated[str, typer.Option(help="Where the JSON goes.")] = "bench/results/stream.json",
     live_outcomes: Annotated[bool, typer.Option(
         help="Send outcomes during the latency runs (--no-live-outcomes: submissions only).")] = True,
+    shadow: Annotated[bool, typer.Option(help="Also score a challenger (staging) in the shadow query.")] = False,
 ) -> None:
     """Score and gold latency at live rates, drain throughput through every table, parse-only and
     raw-model speed, and a micro-batch's cost as the tables grow."""
@@ -393,7 +394,7 @@ def bench_stream(
     rows = tuple(int(part) for part in table_rows.split(",") if part.strip())
     result = run_stream_benchmark(get_config(), events=events, rates=tuple(rate or (500.0, 2000.0)),
                                   latency_seconds=latency_seconds, output=output, live_outcomes=live_outcomes,
-                                  table_rows=rows)
+                                  table_rows=rows, shadow=shadow)
     for key in ("throughput_eps", "parse_only_eps", "ratio_to_parse_only", "raw_model_eps",
                 "score_latency_p50_s", "score_latency_p95_s", "score_latency_p99_s",
                 "gold_latency_p50_s", "gold_latency_p95_s", "gold_latency_p99_s"):
