@@ -49,7 +49,8 @@ def build_panels(config: Config, reader: TableReader, probe: dict[str, Any]) -> 
         panels.drift_events_panel(reader.read("ops.drift_events")),
         panels.drift_metrics_panel(reader.read("ops.drift_metrics")),
         panels.lifecycle_panel(reader.read("ops.model_events")),
-        panels.live_error_panel(reader.read("gold.prediction_outcomes"), minutes, bucket),
+        panels.live_error_panel(reader.read("gold.prediction_outcomes"), minutes, bucket,
+                                shadow=reader.read("gold.shadow_prediction_outcomes")),
         panels.scores_panel(reader.read("gold.predictions")),
     ]
 

@@ -243,17 +243,25 @@ def lifecycle_panel(events: pd.DataFrame) -> Panel:
                tiles=[{"label": kind, "value": count} for kind, count in frame["event_type"].value_counts().items()])
 
 
-def live_error_panel(outcomes: pd.DataFrame, minutes: int, largest_bucket: int) -> Panel:
-    """Live error against observed outcomes, by model version (gold.prediction_outcomes)."""
-    title = "Live error against outcomes, by version"
+def live_error_panel(outcomes: pd.DataFrame, minutes: int, largest_bucket: int,
+                     shadow: pd.DataFrame | None = None) -> Panel:
+    """Live error against observed outcomes, by model version (gold.prediction_outcomes), with
+    the challengers' (gold.shadow_prediction_outcomes) beside them as "<version> <alias>"."""
+    title = "Live error against outcomes, by version (challengers in shadow)"
     frame = outcomes[outcomes["abs_error"].notna()] if not outcomes.empty else outcomes
     if frame.empty:
         return _empty("live_error", title, "no outcomes joined to predictions yet")
+    frame = frame.assign(version=frame["model_version"].astype(str))
+    challengers = pd.DataFrame()
+    if shadow is not None and not shadow.empty:
+        challengers = shadow[shadow["abs_error"].notna()]
+        challengers = challengers.assign(version=challengers["model_version"].astype(str) + " "
+                                         + challengers["model_alias"].fillna("shadow").astype(str))
+    frame = pd.concat([frame, challengers], ignore_index=True) if not challengers.empty else frame
     frame = frame.assign(t=pd.to_datetime(frame["joined_at"].fillna(frame["outcome_time"]), utc=True))
     frame = window(frame, "t", minutes)
     seconds = bucket_seconds(frame["t"], largest_bucket)
-    frame = frame.assign(bucket=frame["t"].dt.floor(f"{seconds}s"), version=frame["model_version"].astype(str),
-                         correct=frame["level_correct"].astype(float))
+    frame = frame.assign(bucket=frame["t"].dt.floor(f"{seconds}s"), correct=frame["level_correct"].astype(float))
     mae = frame.pivot_table(index="bucket", columns="version", values="abs_error", aggfunc="mean").sort_index()
     versions = sorted(mae.columns, key=_version_key)
     per = frame.groupby("version").agg(mae=("abs_error", "mean"), accuracy=("correct", "mean"),
@@ -268,7 +276,28 @@ def live_error_panel(outcomes: pd.DataFrame, minutes: int, largest_bucket: int) 
         {"type": "bar", "title": "level accuracy by version", "percent": True,
          "categories": [f"v{version}" for version in per.index],
          "series": [{"name": "level accuracy", "values": _numbers(per["accuracy"])}]},
-    ], tiles=[{"label": f"v{version} n", "value": int(n)} for version, n in per["n"].items()])
+    ], tiles=[{"label": f"v{version} n", "value": int(n)} for version, n in per["n"].items()]
+       + same_learners_tiles(outcomes, challengers))
+
+
+def same_learners_tiles(outcomes: pd.DataFrame, challengers: pd.DataFrame) -> list[dict]:
+    """Production against each challenger on the submissions both scored: MAE side by side.
+
+    >>> prod = pd.DataFrame({"event_id": ["a", "b", "c"], "abs_error": [4.0, 6.0, 9.0]})
+    >>> ch = pd.DataFrame({"event_id": ["a", "b"], "abs_error": [2.0, 3.0], "version": ["3 staging"] * 2})
+    >>> same_learners_tiles(prod, ch)
+    [{'label': 'same 2 learners: MAE production vs v3 staging', 'value': '5 vs 2.5'}]
+    """
+    if challengers.empty or outcomes.empty:
+        return []
+    tiles = []
+    for version, rows in challengers.groupby("version"):
+        both = rows.merge(outcomes[["event_id", "abs_error"]], on="event_id", suffixes=("", "_production"))
+        if both.empty:
+            continue
+        tiles.append({"label": f"same {len(both)} learners: MAE production vs v{version}",
+                      "value": f"{_fmt(both['abs_error_production'].mean())} vs {_fmt(both['abs_error'].mean())}"})
+    return tiles
 
 
 def scores_panel(predictions: pd.DataFrame, bins: int = 20) -> Panel:

@@ -32,7 +32,10 @@ COLUMNS: dict[str, list[str]] = {
     "ops.drift_metrics": ["computed_at", "window_end", "segment", "feature", "psi", "ks", "js"],
     "ops.model_events": ["occurred_at", "event_type", "version", "alias", "previous_version",
                          "actor", "reason"],
-    "gold.prediction_outcomes": ["model_version", "abs_error", "level_correct", "outcome_time", "joined_at"],
+    "gold.prediction_outcomes": ["event_id", "model_version", "abs_error", "level_correct", "outcome_time",
+                                 "joined_at"],
+    "gold.shadow_prediction_outcomes": ["event_id", "model_version", "model_alias", "abs_error", "level_correct",
+                                        "outcome_time", "joined_at"],
     "gold.predictions": ["progress_score", "comprehension_level", "model_version", "scored_at"],
 }
 
