@@ -118,6 +118,9 @@ class StreamingConfig(_Section):
     # Registry aliases scored beside production on the same micro-batches (streaming/shadow.py),
     # when they point to another version than production.
     shadow_aliases: list[str] = Field(default_factory=lambda: ["staging"])
+    # Prometheus /metrics of `learnscore stream start` (streaming/metrics.py); 0: not served.
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = Field(0, ge=0, le=65535)
 
     @field_validator("shadow_aliases")
     @classmethod

@@ -77,9 +77,14 @@ class Scorer:
     catch_up: scoring.RetryCatchUp
     lease: CheckpointLease
     progress: scoring.ProgressPublisher
+    shadow_models: dict[str, ModelCache] = field(default_factory=dict)  # alias → cache (shadow query)
     _last_catch_up_check: float = 0.0
     _positions: dict = field(default_factory=dict)
     _last_loss_check: float = 0.0
+
+    def model_caches(self) -> list[ModelCache]:
+        """Production's model cache, then each challenger's."""
+        return [self.models, *self.shadow_models.values()]
 
     @property
     def state(self) -> QueryRuntime:
@@ -205,9 +210,11 @@ def start_scorer(spark: SparkSession, config: Config, hooks: ScorerHooks | None 
                           pairs.make_pairs_handler(spark, config, runtimes[pairs.QUERY], key, hooks.pairs),
                           config.streaming.landing_trigger_seconds),
         }
+        shadow_models = {alias: ModelCache(spark, config, alias=alias) for alias in config.streaming.shadow_aliases}
         if shadow.QUERY in runtimes:
             plans[shadow.QUERY] = (scoring.scoring_stream(spark, config, names),
-                                   shadow.make_shadow_handler(spark, config, runtimes[shadow.QUERY], models),
+                                   shadow.make_shadow_handler(spark, config, runtimes[shadow.QUERY], models,
+                                                              shadow_models),
                                    config.streaming.landing_trigger_seconds)
         for name in runtimes:  # a restart after an outage longer than the topics' retention
             positions = checkpoint_positions(scorer_checkpoint(config, name))
@@ -231,7 +238,8 @@ def start_scorer(spark: SparkSession, config: Config, hooks: ScorerHooks | None 
         raise
     lease.start_renewing()
     log.info("scorer started: %s → scores on %s, Delta under %s", names.submissions, names.scores, config.lake.root)
-    return Scorer(spark, config, queries, runtimes, models, catch_up, lease, scoring.ProgressPublisher(config, names))
+    return Scorer(spark, config, queries, runtimes, models, catch_up, lease, scoring.ProgressPublisher(config, names),
+                  shadow_models)
 
 
 def checkpoint_positions(checkpoint: str) -> dict[tuple[str, int], int]:
@@ -372,7 +380,12 @@ def run_scorer(config: Config, *, until_idle_s: float | None = None, max_batches
             previous[signum] = signal.signal(signum, on_signal)
     scorer = start_scorer(spark, config, hooks=hooks)
     reason, wait_for_batch_s = "stopped", None
+    metrics = None
     try:
+        if config.streaming.metrics_port:
+            from learnscore.streaming.metrics import serve_metrics
+
+            metrics = serve_metrics(scorer, config.streaming.metrics_host, config.streaming.metrics_port)
         while True:
             failure = scorer.failure()
             if failure:
@@ -396,6 +409,8 @@ def run_scorer(config: Config, *, until_idle_s: float | None = None, max_batches
     except KeyboardInterrupt:
         reason, wait_for_batch_s = "second signal", 0.0
     finally:
+        if metrics is not None:
+            metrics.shutdown()
         scorer.stop(timeout_s=wait_for_batch_s)
         for signum, handler in previous.items():
             signal.signal(signum, handler)

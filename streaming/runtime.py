@@ -28,6 +28,8 @@ from learnscore.streaming.sinks import BatchWriter
 log = logging.getLogger(__name__)
 
 STOP_MARKER = "learnscore-stop-requested"
+# BatchReport counters summed per query for the scorer's /metrics (streaming/metrics.py).
+COUNTED = ("rows_read", "scored", "quarantined", "duplicates", "failed", "outcomes", "endpoint_requests")
 
 
 class StopRequested(RuntimeError):
@@ -99,6 +101,7 @@ class QueryRuntime:
     reports: deque = field(default_factory=lambda: deque(maxlen=10_000), repr=False)
     writes_since_compaction: dict = field(default_factory=dict, repr=False)  # table → appends
     notes: list = field(default_factory=list, repr=False)  # for the next batch's progress row
+    totals: dict = field(default_factory=dict, repr=False)  # counter → sum over this run (/metrics)
     _ready: threading.Event = field(default_factory=threading.Event, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -145,6 +148,8 @@ class QueryRuntime:
             with self._lock:
                 self.batches += 1
                 self.rows_read_total += report.rows_read
+                for counter in COUNTED:
+                    self.totals[counter] = self.totals.get(counter, 0) + (getattr(report, counter) or 0)
                 if report.rows_read:
                     self.last_rows_at = time.monotonic()
                 self.last_report = report

@@ -50,11 +50,10 @@ def shadow_records(scored: DataFrame, names: ScorerTopics, alias: str) -> DataFr
         score_issued_value(alias).cast("binary").alias("value"))
 
 
-def make_shadow_handler(spark: SparkSession, config: Config, runtime: QueryRuntime,
-                        production: ModelCache) -> Callable[[DataFrame, int], None]:
-    """The query's ``foreachBatch`` handler; one ``ModelCache`` per shadow alias."""
+def make_shadow_handler(spark: SparkSession, config: Config, runtime: QueryRuntime, production: ModelCache,
+                        caches: dict[str, ModelCache]) -> Callable[[DataFrame, int], None]:
+    """The query's ``foreachBatch`` handler; ``caches``: one ``ModelCache`` per shadow alias."""
     names = ScorerTopics.of(config)
-    caches = {alias: ModelCache(spark, config, alias=alias) for alias in config.streaming.shadow_aliases}
 
     def handle(batch_df: DataFrame, batch_id: int) -> None:
         with runtime.batch(batch_id) as (_writer, report, _attempt):

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import httpx
 import orjson
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from learnscore.core import kafka_io
 from learnscore.schemas import topics
@@ -20,8 +22,15 @@ def _issued(config, base_topic: str) -> list[dict]:
         consumer.close()
 
 
+def _scrape(port: int) -> dict[tuple, float]:
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(text) for sample in family.samples}
+
+
 def test_a_challenger_is_scored_on_the_same_submissions_and_never_served(kit, models):
     from learnscore.streaming.job import start_scorer
+    from learnscore.streaming.metrics import serve_metrics
 
     live = models.register()
     challenger = models.register(alias="staging")
@@ -29,12 +38,18 @@ def test_a_challenger_is_scored_on_the_same_submissions_and_never_served(kit, mo
     kit.produce(topics.SUBMISSIONS, kit.as_messages(first))
     kit.produce(topics.OUTCOMES, kit.as_messages([kit.events.outcome(s, i) for i, s in enumerate(first[:12])]))
     scorer = start_scorer(kit.spark, kit.config, drift=False)
+    metrics = serve_metrics(scorer, "127.0.0.1", 0)
     index = 100
+    scored = ("learnscore_stream_rows_total", (("kind", "scored"), ("query", "score")))
     try:
         kit.wait_for(lambda: (kit.table("gold.shadow_predictions").count() >= 30
                               and kit.table("gold.shadow_prediction_outcomes").count() >= 12
                               and kit.table("gold.prediction_outcomes").count() >= 12),
                      300, "production and challenger scored and paired", scorer=scorer)
+        before = _scrape(metrics.server_port)
+        assert before[scored] >= 30
+        assert before[("learnscore_stream_model_info", (("alias", "staging"), ("status", "ok"),
+                                                        ("version", challenger)))] == 1
         # Once the challenger is production, staging points to the same version: no shadow.
         models.promote(challenger)
 
@@ -51,7 +66,11 @@ def test_a_challenger_is_scored_on_the_same_submissions_and_never_served(kit, mo
         kit.wait_for(lambda: kit.table("gold.predictions").count() >= total, 300, "the last submissions",
                      scorer=scorer)
         kit.wait_for(lambda: scorer.runtimes["shadow"].idle_for() > 3, 120, "the shadow query idle")
+        after = _scrape(metrics.server_port)
+        assert after[scored] >= before[scored] + len(last), "the stream's /metrics move while events flow"
+        assert after[("learnscore_stream_up", (("query", "shadow"),))] == 1
     finally:
+        metrics.shutdown()
         scorer.stop()
 
     ids = {s["event_id"] for s in first}
