@@ -212,7 +212,10 @@ def start_scorer(spark: SparkSession, config: Config, hooks: ScorerHooks | None 
         }
         shadow_models = {alias: ModelCache(spark, config, alias=alias) for alias in config.streaming.shadow_aliases}
         if shadow.QUERY in runtimes:
-            plans[shadow.QUERY] = (scoring.scoring_stream(spark, config, names),
+            # No dedupe state here: a redelivered submission scored twice in shadow is dropped
+            # by gold and the pairs (first per alias and submission), and a batch with no
+            # challenger may then return without reading its rows.
+            plans[shadow.QUERY] = (scoring.scoring_stream(spark, config, names, dedupe=False),
                                    shadow.make_shadow_handler(spark, config, runtimes[shadow.QUERY], models,
                                                               shadow_models),
                                    config.streaming.landing_trigger_seconds)

@@ -44,8 +44,9 @@ FAILED_VERSION_HEADER = "learnscore.failed-version"
 NO_VERSION = "none"
 
 
-def scoring_stream(spark: SparkSession, config: Config, names: ScorerTopics) -> DataFrame:
-    """The streaming plan: valid first deliveries of submissions, decoded."""
+def scoring_stream(spark: SparkSession, config: Config, names: ScorerTopics, dedupe: bool = True) -> DataFrame:
+    """The streaming plan: valid first deliveries of submissions, decoded (every valid delivery
+    without ``dedupe``)."""
     from learnscore.core.kafka_io import spark_kafka_options
 
     source = (spark.readStream.format("kafka").options(**spark_kafka_options(config))
@@ -55,6 +56,8 @@ def scoring_stream(spark: SparkSession, config: Config, names: ScorerTopics) -> 
               .option("failOnDataLoss", "false")
               .load())
     decoded = decode_events(kafka_rows(source), SUBMISSION, config.domain.contract())
+    if not dedupe:
+        return decoded.where(F.col("reason_code").isNull())
     return (decoded.where(F.col("reason_code").isNull())
             .withColumn("_seen_at", F.current_timestamp())
             .withWatermark("_seen_at", config.streaming.dedupe_horizon)
