@@ -147,12 +147,12 @@ def test_hot_swap_mid_stream(kit, models):
     producer = threading.Thread(target=produce, daemon=True)
     try:
         producer.start()
-        kit.wait_for(lambda: kit.table("gold.predictions").count() >= 40, what="the first predictions")
+        kit.wait_for(lambda: kit.table("gold.predictions").count() >= 40, 300, "the first predictions", scorer=scorer)
         models.promote(second)
         swapped.set()
         producer.join(timeout=300)
-        kit.wait_for(lambda: kit.table("gold.predictions").count() >= len(before) + len(after),
-                     what="every prediction")
+        kit.wait_for(lambda: kit.table("gold.predictions").count() >= len(before) + len(after), 300,
+                     "every prediction", scorer=scorer)
     finally:
         scorer.stop()
     gold = kit.table("gold.predictions").collect()

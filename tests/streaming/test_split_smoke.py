@@ -21,6 +21,9 @@ def test_smoke(kit, production_model):
         kit.wait_for(lambda: kit.table("gold.predictions").count() >= 20, 300, "gold", scorer=scorer)
         kit.wait_for(lambda: kit.table("gold.prediction_outcomes").count() >= 10, 300, "pairs", scorer=scorer)
         kit.wait_for(lambda: kit.table("silver.quarantine").count() >= 9, 300, "quarantine", scorer=scorer)
+        # The scoring query's progress travels through Kafka; the landing query lands it.
+        kit.wait_for(lambda: kit.table("ops.stream_progress").where("query = 'score'").count() > 0, 300,
+                     "the scoring query's progress rows", scorer=scorer)
     finally:
         scorer.stop()
     assert kit.table("silver.submissions").count() == 20
