@@ -18,7 +18,7 @@ from learnscore.core.waiting import WaitTimedOut, wait_until
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def wait_for(predicate: Callable[[], object], timeout_s: float = 120, what: str = "condition",
+def wait_for(predicate: Callable[[], object], timeout_s: float = 240, what: str = "condition",
              interval_s: float = 0.25, *, scorer=None):
     """Call ``predicate`` until it returns something truthy (returned); fail after ``timeout_s``,
     or as soon as ``scorer`` (a running ``learnscore.streaming.job.Scorer``) reports a failure."""
