@@ -58,7 +58,18 @@ def setup_logging(level: int = logging.INFO) -> None:
 def get_config() -> Config:
     if _state.config is None:
         _state.config = load_config(_state.env)
+        _configure_alerts(_state.config)
     return _state.config
+
+
+def _configure_alerts(config: Config) -> None:
+    """Alerts of this process go where config says; queued ones get 5 s to leave at exit."""
+    import atexit
+
+    from learnscore.core.alerts import configure_alerts
+
+    dispatcher = configure_alerts(config)
+    atexit.register(dispatcher.close, 5.0)
 
 
 def fail(message: str, code: int = 1) -> None:
@@ -178,7 +189,62 @@ def monitor_drift(
                f"({summary.cells_suppressed} small cells left out)")
 
 
+@monitor_app.command("performance")
+def monitor_performance(
+    window: Annotated[str, typer.Option(help="Window length, e.g. 1h, 15m, 1d.")] = "1h",
+    windows: Annotated[int, typer.Option(min=1, help="How many complete windows to report, newest last.")] = 24,
+    until: Annotated[Optional[str], typer.Option(help="Report the windows complete at this time (RFC 3339 or date; default now), to fill in the past.")] = None,
+) -> None:
+    """Performance per model version, segment and window, estimated from the predictions before
+    their outcomes arrive (CBPE, DLE) and realized once they did, into ops.estimated_performance."""
+    from learnscore.batch.estimate_performance import PerformanceReportError, run_performance_report, summary_lines
+    from learnscore.core.durations import parse_duration
+
+    config = get_config()
+    try:
+        length = timedelta(seconds=parse_duration(window))
+    except ValueError as exc:
+        fail(f"--window: {exc}")
+    try:
+        summary = run_performance_report(config, window=length, windows=windows, now=_parse_time(until, "--until"))
+    except PerformanceReportError as exc:
+        fail(str(exc))
+    for line in summary_lines(summary):
+        typer.echo(line)
+    segments = {row["segment"] for row in summary.rows}
+    typer.echo(f"{len(summary.rows)} rows into ops.estimated_performance ({len(segments)} segments incl. "
+               f"'all') for {len(summary.window_starts)} windows from {summary.window_starts[0].isoformat()}"
+               + (f"; {len(summary.alerts)} below a floor (alerted)" if summary.alerts else ""))
+
+
 # -- bench ------------------------------------------------------------------------------------
+@bench_app.command("estimate")
+def bench_estimate(
+    learners: Annotated[int, typer.Option(help="Simulated learners the model is fitted on.")] = 20_000,
+    reference: Annotated[int, typer.Option(help="Labelled reference rows the estimators are fitted on.")] = 10_000,
+    window_rows: Annotated[int, typer.Option(help="Submissions per window.")] = 5_000,
+    windows: Annotated[int, typer.Option(min=1, help="Windows per scenario.")] = 5,
+    seed: Annotated[int, typer.Option(help="Seed of the simulated history and windows.")] = 11,
+    output: Annotated[Path, typer.Option(help="Where the JSON goes.")] = Path("bench/results/estimate.json"),
+) -> None:
+    """|estimated − realized| accuracy, macro-F1 and MAE per drift scenario (no Spark, no broker)."""
+    import json
+
+    from learnscore.bench.estimate import run_estimate_bench
+
+    result = run_estimate_bench(get_config(), history_learners=learners, reference_rows=reference,
+                                window_rows=window_rows, windows=windows, seed=seed)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(result, indent=2, default=str) + "\n")
+    typer.echo(f"{'scenario':<26} {'|err| F1':>9} {'|err| acc':>9} {'|err| MAE':>9}   estimate moved / realized moved (F1)")
+    for name, entry in result["scenarios"].items():
+        typer.echo(f"{name:<26} {entry['mean_abs_error_macro_f1']:>9.4f} {entry['mean_abs_error_accuracy']:>9.4f} "
+                   f"{entry['mean_abs_error_mae']:>9.3f}   {entry['estimate_moved_macro_f1']:+.3f} / "
+                   f"{entry['realized_moved_macro_f1']:+.3f}")
+    typer.echo(f"goal |err| macro-F1 <= {result['goal']['stationary_macro_f1_abs_error_max']} on stationary data: "
+               f"{'met' if result['meets_goal'] else 'NOT met'}; written to {output}")
+
+
 @bench_app.command("drift")
 def bench_drift(
     stationary: Annotated[int, typer.Option(help="Submissions of the stationary stream (false alarms).")] = 1_000_000,
@@ -748,14 +814,13 @@ def bench_model(
 
 @bench_app.command("all")
 def bench_all() -> None:
-    """Every benchmark in turn: model, stream, files, serve, drift (stream and serve need `stack up`).
+    """Every benchmark in turn: validation, model, stream, serve, drift, estimate (stream and serve need `stack up`).
 
     Each runs with its defaults; a failing one is reported and the others still run.
     """
     failed = []
     for name, run in (("validation", bench_validation), ("model", bench_model), ("stream", bench_stream),
-
-                      ("serve", bench_serve), ("drift", bench_drift)):
+                      ("serve", bench_serve), ("drift", bench_drift), ("estimate", bench_estimate)):
         typer.secho(f"== bench {name}", bold=True)
         try:
             run()

@@ -55,6 +55,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from learnscore.model.diagnostic import single_thread
 from learnscore.model.metrics import level_codes, level_metrics, score_metrics
 from learnscore.schemas.events import LEVELS, SUBJECTS
 
@@ -229,10 +230,14 @@ class DirectLossEstimator:
         if len(observed) != len(predictions):
             raise ValueError(f"{len(predictions)} reference predictions but {len(observed)} observed scores")
         error = np.abs(observed - predictions["progress_score"].to_numpy(dtype=np.float64))
-        self.nanny_ = HistGradientBoostingRegressor(
+        nanny = HistGradientBoostingRegressor(
             loss="squared_error", max_iter=self.max_iter, learning_rate=self.learning_rate,
             max_leaf_nodes=self.max_leaf_nodes, min_samples_leaf=min(self.min_samples_leaf, max(1, len(error) // 10)),
-            early_stopping=False, random_state=self.random_state).fit(loss_features(predictions), error)
+            early_stopping=False, random_state=self.random_state)
+        # One OpenMP thread, as the diagnostic model does: threads spinning against other
+        # processes made a small fit many times slower on a busy machine.
+        with single_thread():
+            self.nanny_ = nanny.fit(loss_features(predictions), error)
         self.reference_mae_ = float(error.mean())
         return self
 
@@ -242,7 +247,8 @@ class DirectLossEstimator:
             raise RuntimeError("DirectLossEstimator is not fitted yet: call fit() on a labelled reference")
         if len(predictions) == 0:
             return np.zeros(0)
-        return np.maximum(self.nanny_.predict(loss_features(predictions)), 0.0)
+        with single_thread():
+            return np.maximum(self.nanny_.predict(loss_features(predictions)), 0.0)
 
     def estimate(self, predictions: pd.DataFrame) -> float:
         """The estimated MAE of these rows."""
