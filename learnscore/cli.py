@@ -159,6 +159,10 @@ def stack_status() -> None:
             typer.echo(f"{status['service']:<10} running  pid {status['pid']:<8} {status['listens']}{extra}")
         else:
             typer.echo(f"{status['service']:<10} stopped")
+    from learnscore.core.endpoints import announced_endpoints
+
+    for endpoint in announced_endpoints(config):
+        typer.echo(f"{endpoint['name']:<10} running  pid {endpoint['pid']:<8} {endpoint['url']}")
     typer.echo(f"{'state':<10} {config.state_dir}")
 
 
@@ -303,6 +307,7 @@ def retrain_worker(
     promoter: Annotated[str, typer.Option(help="Promotion function, module:function.")] = "learnscore.registry.promote:promote",
     max_runs: Annotated[Optional[int], typer.Option(help="Stop after this many runs.")] = None,
     idle_exit: Annotated[Optional[float], typer.Option(help="Stop after this many seconds without requests.")] = None,
+    guard: Annotated[bool, typer.Option("--guard/--no-guard", help="Also run the rollback guard (guard.policy) beside the runs.")] = True,
 ) -> None:
     """Consume model.retrain-requests: one recorded training run per burst of requests."""
     from learnscore.batch.retrain_worker import run_retrain_worker
@@ -312,7 +317,7 @@ def retrain_worker(
     try:
         made = run_retrain_worker(get_config(), every=every, policy=policy, trainer=trainer,
                                   promoter=promoter, max_runs=max_runs,
-                                  idle_exit_seconds=idle_exit)
+                                  idle_exit_seconds=idle_exit, watch=guard)
     except ValueError as exc:
         fail(str(exc))
     except KeyboardInterrupt:
@@ -321,6 +326,40 @@ def retrain_worker(
     for run in made:
         typer.echo(f"run {run.run_id}: {run.status} (trigger {run.trigger}, version "
                    f"{run.model_version or '-'}, promoted {bool(run.promoted)})")
+
+
+@app.command("guard")
+def guard_command(
+    once: Annotated[bool, typer.Option("--once", help="Check once and exit (default: every guard.check_seconds until Ctrl-C).")] = False,
+    policy: Annotated[Optional[str], typer.Option(help="auto: roll back | alert-only: alert only | off (default: guard.policy).")] = None,
+) -> None:
+    """Watch the last promotion: roll back a production version that is worse on live evidence."""
+    import json
+
+    from learnscore.core.tracking import use_mlflow
+    from learnscore.registry.guard import describe, run_guard
+
+    if policy not in (None, "auto", "alert-only", "off"):
+        fail(f"--policy must be auto, alert-only or off, got {policy!r}")
+    config = get_config()
+    use_mlflow(config)
+
+    def show(decision) -> None:
+        typer.echo(json.dumps(describe(decision), sort_keys=True))
+
+    if once:
+        from learnscore.registry.access import RegistryUnreachable
+        from learnscore.registry.guard import RollbackGuard
+
+        try:
+            show(RollbackGuard(config, policy=policy).check())
+        except RegistryUnreachable as exc:
+            fail(str(exc))
+        return
+    try:
+        run_guard(config, policy=policy, on_decision=show)
+    except KeyboardInterrupt:
+        typer.echo("guard stopped")
 
 
 # -- stream -----------------------------------------------------------------------------------
@@ -714,20 +753,23 @@ def train(
 def promote(
     version: Annotated[Optional[int], typer.Option(help="The version to promote (default: the staging version).")] = None,
     reason: Annotated[str, typer.Option(help="Why (recorded).")] = "promoted from the command line",
+    force: Annotated[bool, typer.Option("--force", help="Promote a version the rollback guard blocked (the gates still run).")] = False,
 ) -> None:
     """Run the gates for a version and, if all pass, make it `production`."""
     from learnscore.core.tracking import use_mlflow
-    from learnscore.registry.access import GateRefused
+    from learnscore.registry.access import GateRefused, PromotionBlocked
     from learnscore.registry.promote import PromotionError
     from learnscore.registry.promote import promote as promote_version
 
     config = get_config()
     use_mlflow(config)
     try:
-        move = promote_version(config, version, actor=_actor(), reason=reason)
+        move = promote_version(config, version, actor=_actor(), reason=reason, force=force)
     except GateRefused as refused:
         typer.echo(refused.report.summary())
         fail(str(refused), code=3)
+    except PromotionBlocked as blocked:
+        fail(str(blocked), code=3)
     except PromotionError as exc:
         fail(str(exc))
     typer.echo(move.report.summary())

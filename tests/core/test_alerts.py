@@ -3,47 +3,14 @@ disturbs the caller."""
 
 from __future__ import annotations
 
-import json
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from learnscore.core.alerts import AlertDispatcher, configure_alerts, current_dispatcher
 from learnscore.core.config import AlertKindConfig, AlertsConfig, Config, ConfigError, load_config
 from learnscore.core.ports import free_port
-
-
-class Receiver:
-    """A tiny webhook receiver in a thread; ``status`` is what it answers."""
-
-    def __init__(self, status: int = 200):
-        self.bodies: list[dict] = []
-        self.status = status
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                length = int(self.headers["Content-Length"])
-                receiver.bodies.append(json.loads(self.rfile.read(length)))
-                self.send_response(receiver.status)
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.server.shutdown()
-        self.server.server_close()
+from tests.support import WebhookReceiver as Receiver
 
 
 def settings(**changes) -> AlertsConfig:
