@@ -10,8 +10,11 @@ watches it afterwards, on the traffic it scores, for ``guard.watch_seconds``:
   labelled reference of this version: its pairs are too few, so the version scores the recent
   labelled window the gates use (rows after its training data when there are enough), which
   its live predictions are then compared with. Not enough of either: wait.
-* **Baseline** — the previous production version on the same window: its metrics in the
-  promotion's gate report (``before_*`` in ``ops.model_events``), or else its own last
+* **Baseline** — the previous production version on the same window. On realized evidence it
+  scores the very submissions of the new version's pairs (read back from ``silver.submissions``)
+  and is judged against the same outcomes; on estimated evidence (or when it cannot be loaded)
+  its metrics in the promotion's gate report (``before_*`` in ``ops.model_events``, the recent
+  labelled window the new version's estimators are calibrated on), or else its own last
   realized metrics.
 * **Decision** (:func:`decide`, pure) — roll back when the evidence is worse than the baseline
   by more than ``guard.max_mae_increase`` / ``guard.max_macro_f1_drop``, or past the gates'
@@ -71,7 +74,8 @@ class Evidence:
 
 @dataclass(frozen=True)
 class Baseline:
-    """The previous version's metrics and where they come from (``gate report``, ``realized``)."""
+    """The previous version's metrics and where they come from (``same live pairs``,
+    ``gate report``, ``realized pairs``, ``none``)."""
 
     version: str | None
     source: str
@@ -106,7 +110,8 @@ class GuardDecision:
     def evidence_metrics(self) -> dict[str, float]:
         """The numbers behind the decision, for the ``ModelRolledBack`` event."""
         out = {"guard_n_rows": float(self.evidence.n_rows), "guard_n_labelled": float(self.evidence.n_labelled),
-               "guard_estimated": 1.0 if self.evidence.source == "estimated" else 0.0}
+               "guard_estimated": 1.0 if self.evidence.source == "estimated" else 0.0,
+               "guard_baseline_same_pairs": 1.0 if self.baseline.source == "same live pairs" else 0.0}
         out.update({f"guard_live_{k}": v for k, v in self.evidence.metrics.items()})
         out.update({f"guard_baseline_{k}": v for k, v in self.baseline.metrics.items()})
         return {k: float(v) for k, v in out.items() if v is not None and math.isfinite(v)}
@@ -180,13 +185,20 @@ def watched_promotion(config: Config, now: datetime | None = None) -> Promotion 
     return Promotion(str(last.version), previous, at, before)
 
 
-def live_evidence(config: Config, promotion: Promotion,
-                  reference: PerformanceEstimator | None = None) -> Evidence:
+_PAIR_COLUMNS = ["event_id", "progress_score", "comprehension_level", "observed_progress_score",
+                 "observed_comprehension_level"]
+
+
+def version_pairs(config: Config, version: str) -> pd.DataFrame:
+    """``version``'s rows of ``gold.prediction_outcomes`` (its predictions with their outcomes)."""
+    return _version_rows(config, "gold.prediction_outcomes", version, _PAIR_COLUMNS)
+
+
+def live_evidence(config: Config, promotion: Promotion, reference: PerformanceEstimator | None = None,
+                  pairs: pd.DataFrame | None = None) -> Evidence:
     """The new version's realized metrics, or estimated ones (``reference`` fitted for it), or none."""
     guard = config.guard
-    pairs = _version_rows(config, "gold.prediction_outcomes", promotion.version, [
-        "event_id", "progress_score", "comprehension_level", "observed_progress_score",
-        "observed_comprehension_level"])
+    pairs = version_pairs(config, promotion.version) if pairs is None else pairs
     predictions = _version_rows(config, "gold.predictions", promotion.version, [
         "event_id", "subject", "grade_level", "progress_score", "comprehension_level",
         "p_beginner", "p_developing", "p_proficient", "p_advanced"])
@@ -211,6 +223,32 @@ def baseline_for(config: Config, promotion: Promotion) -> Baseline:
         return Baseline(promotion.previous_version, "none")
     newest = pairs.sort_values("event_time", kind="stable").tail(config.gates.window_rows)
     return Baseline(promotion.previous_version, "realized pairs", realized_metrics(newest))
+
+
+def same_window_baseline(config: Config, promotion: Promotion, pairs: pd.DataFrame, model) -> Baseline:
+    """The previous version on the new version's own live pairs: ``model`` (the previous
+    version, loaded) scores the same submissions (from ``silver.submissions``) and is judged
+    against the same outcomes — the comparison the issue asks for, without a shadow query."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    from deltalake import DeltaTable
+
+    from learnscore.model.features import model_input_from_arrow
+    from learnscore.schemas.tables import SUBMISSIONS
+
+    chosen = DeltaTable(config.table_path(SUBMISSIONS.name)).to_pyarrow_dataset().to_table(
+        columns=["event_id", "subject", "grade_level", "responses"],
+        filter=pc.field("event_id").isin(pa.array(pairs["event_id"], pa.string())))
+    if chosen.num_rows < config.guard.min_labelled_rows:
+        return Baseline(promotion.previous_version, "none")
+    chosen = chosen.sort_by([("event_id", "ascending")])
+    predicted = model.predict(model_input_from_arrow(chosen))
+    labels = pairs.drop_duplicates("event_id").set_index("event_id").loc[chosen["event_id"].to_pylist()]
+    same = pd.DataFrame({"progress_score": predicted["progress_score"].to_numpy(),
+                         "comprehension_level": predicted["comprehension_level"].to_numpy(),
+                         "observed_progress_score": labels["observed_progress_score"].to_numpy(),
+                         "observed_comprehension_level": labels["observed_comprehension_level"].to_numpy()})
+    return Baseline(promotion.previous_version, "same live pairs", realized_metrics(same))
 
 
 def reference_estimator(config: Config, version: str) -> PerformanceEstimator | None:
@@ -264,6 +302,7 @@ class RollbackGuard:
         if self.policy not in ("auto", "alert-only", "off"):
             raise ValueError(f"guard policy must be auto, alert-only or off, got {self.policy!r}")
         self._references: dict[str, PerformanceEstimator | None] = {}
+        self._models: dict[str, Any] = {}  # the previous version, loaded once per promotion
 
     def check(self, now: datetime | None = None) -> GuardDecision | None:
         """Judge the watched promotion once; None when there is nothing to watch (or policy off)."""
@@ -272,14 +311,33 @@ class RollbackGuard:
         promotion = watched_promotion(self.config, now)
         if promotion is None:
             return None
-        reference = self._reference(promotion.version)
-        decision = decide(promotion.version, live_evidence(self.config, promotion, reference),
-                          baseline_for(self.config, promotion), self.config)
+        pairs = version_pairs(self.config, promotion.version)
+        evidence = live_evidence(self.config, promotion, self._reference(promotion.version), pairs)
+        decision = decide(promotion.version, evidence, self._baseline(promotion, evidence, pairs),
+                          self.config)
         log.log(logging.WARNING if decision.action == "roll_back" else logging.INFO, "guard: %s",
                 decision.summary())
         if decision.action == "roll_back":
             self._act(decision)
         return decision
+
+    def _baseline(self, promotion: Promotion, evidence: Evidence, pairs: pd.DataFrame) -> Baseline:
+        """On realized evidence, the previous version on the same live pairs; otherwise (or
+        when it cannot score them) its gate-report or own recent figures."""
+        previous = promotion.previous_version
+        if evidence.source == "realized" and previous is not None:
+            try:
+                if previous not in self._models:
+                    import mlflow
+
+                    self._models = {previous: mlflow.pyfunc.load_model(version_uri(self.config, previous))}
+                baseline = same_window_baseline(self.config, promotion, pairs, self._models[previous])
+                if baseline.metrics:
+                    return baseline
+            except Exception as exc:  # noqa: BLE001 - the gate report still gives a baseline
+                log.warning("guard: could not score version %s on version %s's live pairs: %s; "
+                            "comparing with its gate-report figures", previous, promotion.version, exc)
+        return baseline_for(self.config, promotion)
 
     def _reference(self, version: str) -> PerformanceEstimator | None:
         if version not in self._references:
