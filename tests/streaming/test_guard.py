@@ -45,8 +45,8 @@ def _with(config, section: str, **changes):
 
 
 def _versions_of(kit, event_ids: list[str]) -> dict[str, str]:
-    rows = (kit.table("gold.predictions").where(kit.table("gold.predictions").event_id.isin(event_ids))
-            .select("event_id", "model_version").collect())
+    gold = kit.table("gold.predictions")
+    rows = gold.where(gold.event_id.isin(event_ids)).select("event_id", "model_version").collect()
     return {row.event_id: row.model_version for row in rows}
 
 
