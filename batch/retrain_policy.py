@@ -10,6 +10,12 @@ The window policy, written down:
   needs the new part of the population next to the old: the last ``retrain.history_days``.
 * **Enough data.** If the window holds fewer than ``retrain.min_training_rows`` labelled rows,
   it is widened back in time until it does (the caller counts; :func:`widen_to_rows`).
+* **Post-onset data first.** Widening a concept-drift window mixes in rows that teach the old
+  relation, and the new version lands between the old and the new oracle. So a concept-drift
+  run first *waits* for outcomes of post-onset submissions — up to
+  ``retrain.concept_max_wait_seconds`` after the earliest detection — and trains on post-onset
+  data alone once there are ``retrain.min_training_rows`` of them; only when the wait is over
+  does it widen (:func:`post_onset_wait`).
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ class TrainingWindow:
     since: datetime
     until: datetime
     reason: str
+    onset: datetime | None = None  # concept drift: the earliest onset the window starts from
 
 
 def request_kind(request: dict[str, Any]) -> str:
@@ -59,7 +66,8 @@ def choose_window(requests: Iterable[dict[str, Any]], now: datetime, *, history_
     TrainingWindow(since=datetime.datetime(2025, 3, 10, 11, 30, tzinfo=datetime.timezone.utc),
                    until=datetime.datetime(2025, 3, 10, 12, 0, tzinfo=datetime.timezone.utc),
                    reason='concept drift: from the earliest onset 2025-03-10T11:40:00+00:00
-                   minus 600 s')
+                   minus 600 s',
+                   onset=datetime.datetime(2025, 3, 10, 11, 40, tzinfo=datetime.timezone.utc))
     >>> choose_window([{"trigger": "schedule"}], now, history_days=30).since.isoformat()
     '2025-02-08T12:00:00+00:00'
     """
@@ -71,7 +79,7 @@ def choose_window(requests: Iterable[dict[str, Any]], now: datetime, *, history_
         onset = min(onsets)
         return TrainingWindow(onset - timedelta(seconds=concept_history_seconds), now,
                               f"concept drift: from the earliest onset {onset.isoformat()} "
-                              f"minus {concept_history_seconds:g} s")
+                              f"minus {concept_history_seconds:g} s", onset)
     kinds = sorted({request_kind(r) for r in requests}) or ["manual"]
     return TrainingWindow(now - timedelta(days=history_days), now,
                           f"{'/'.join(kinds)}: the last {history_days:g} days")
@@ -100,7 +108,34 @@ def widen_to_rows(window: TrainingWindow, labelled_times_desc: list[datetime],
         return window
     return TrainingWindow(since, window.until, f"{window.reason}; widened back to "
                           f"{since.isoformat()} to reach {min_rows} labelled rows "
-                          f"(only {inside} in the window)")
+                          f"(only {inside} in the window)", window.onset)
+
+
+def post_onset_wait(window: TrainingWindow, labelled_times_desc: list[datetime], *, min_rows: int,
+                    first_detected: datetime | None, now: datetime, max_wait_seconds: float) -> float:
+    """Seconds a concept-drift run should still wait for outcomes of post-onset submissions
+    before it trains (0: train now, on what there is).
+
+    It waits while the window holds fewer than ``min_rows`` labelled rows and less than
+    ``max_wait_seconds`` have passed since the earliest detection; other windows never wait.
+
+    >>> now = datetime(2025, 3, 10, 12, tzinfo=timezone.utc)
+    >>> window = TrainingWindow(now - timedelta(minutes=10), now, "concept drift", onset=now - timedelta(minutes=10))
+    >>> times = [now - timedelta(seconds=s) for s in range(1, 3000, 2)]   # 1500 rows, 300 post-onset
+    >>> post_onset_wait(window, times, min_rows=1000, first_detected=now - timedelta(minutes=2),
+    ...                 now=now, max_wait_seconds=600)
+    480.0
+    >>> post_onset_wait(window, times, min_rows=200, first_detected=now - timedelta(minutes=2),
+    ...                 now=now, max_wait_seconds=600)
+    0.0
+    """
+    if window.onset is None:
+        return 0.0
+    inside = sum(1 for t in labelled_times_desc if window.since <= t < window.until)
+    if inside >= min_rows:
+        return 0.0
+    waited = (now - (first_detected or now)).total_seconds()
+    return max(0.0, max_wait_seconds - waited)
 
 
 def schedule_request(now: datetime, every: timedelta) -> dict[str, Any]:

@@ -23,6 +23,12 @@ deferrals in a row (an MLflow error that is not an outage) the run is recorded `
 errors record the run as ``failed`` (and log it) instead of crashing the worker.
 ``--every 24h`` also asks for a run when no model has been trained for that long, by sending a
 ``schedule`` request (its id is derived from the period, so restarts do not duplicate it).
+
+Beside the runs, the worker watches the last promotion with the rollback guard
+(:mod:`learnscore.registry.guard`, every ``guard.check_seconds``, per ``guard.policy``) in a thread
+of its own, and serves its counters on ``/metrics`` when ``retrain.metrics_port`` is set
+(:mod:`learnscore.batch.retrain_metrics`). A version the guard rolled back is refused by the
+promotion (``refused``), never promoted again automatically.
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ from typing import Any
 import orjson
 import pandas as pd
 
+from learnscore.batch.retrain_metrics import WorkerMetrics
 from learnscore.batch.retrain_policy import TrainingWindow, choose_window, request_kind, schedule_request, widen_to_rows
 from learnscore.batch.retrain_runs import (
     DEFERRED,
@@ -50,7 +57,13 @@ from learnscore.batch.retrain_runs import (
     request_statuses,
 )
 from learnscore.core.config import Config
-from learnscore.registry.access import GateRefused, RegistryUnreachable, production_version, registry_client
+from learnscore.registry.access import (
+    GateRefused,
+    PromotionBlocked,
+    RegistryUnreachable,
+    production_version,
+    registry_client,
+)
 from learnscore.schemas import topics
 from learnscore.schemas.events import RETRAIN_REQUESTED, validate_bytes
 
@@ -119,7 +132,8 @@ class RetrainWorker:
                  trainer: Callable[..., Any] | str = DEFAULT_TRAINER,
                  promoter: Callable[..., Any] | str = DEFAULT_PROMOTER,
                  spark_factory: Callable[[], Any] | None = None,
-                 sleep: Callable[[float], None] = time.sleep):
+                 sleep: Callable[[float], None] = time.sleep,
+                 metrics: WorkerMetrics | None = None):
         self.config = config
         self.policy = policy or config.retrain.policy
         if self.policy not in ("auto", "manual"):
@@ -133,6 +147,8 @@ class RetrainWorker:
         self._sleep = sleep
         self._scheduled: set[str] = set()
         self._next_schedule_check = 0.0
+        self.metrics = metrics or WorkerMetrics()
+        self._guard_stop = threading.Event()
 
     # -- one burst -------------------------------------------------------------------------
     def handle_burst(self, requests: list[dict[str, Any]], now: datetime | None = None, *,
@@ -168,6 +184,7 @@ class RetrainWorker:
         record_run(self.config, run)
         final = self._train_and_promote(run, window, may_defer)
         record_run(self.config, final)
+        self.metrics.observe_run(final)
         return final
 
     def _window(self, requests: list[dict[str, Any]], now: datetime) -> TrainingWindow:
@@ -258,7 +275,7 @@ class RetrainWorker:
                     else self._promoter)
         try:
             result = promoter(self.config, version=version, actor=ACTOR, reason=reason)
-        except GateRefused as exc:
+        except (GateRefused, PromotionBlocked) as exc:
             raise PromotionRefused(str(exc)) from exc
         if result is not None and _field(result, "promoted", default=True) is False:
             raise PromotionRefused(_report_text(_field(result, "report", default=result)))
@@ -311,9 +328,10 @@ class RetrainWorker:
 
     # -- the consumer loop -----------------------------------------------------------------
     def serve(self, stop: threading.Event | None = None, *, max_runs: int | None = None,
-              idle_exit_seconds: float | None = None) -> list[RetrainRun]:
+              idle_exit_seconds: float | None = None, watch: bool = False) -> list[RetrainRun]:
         """Consume requests until ``stop`` is set, ``max_runs`` runs are done, or nothing came
-        for ``idle_exit_seconds``. Returns the final rows of the runs it made."""
+        for ``idle_exit_seconds``. Returns the final rows of the runs it made. ``watch``: run
+        the rollback guard beside it (``learnscore retrain-worker`` does)."""
         from learnscore.core.kafka_io import consumer
 
         stop = stop or threading.Event()
@@ -334,6 +352,7 @@ class RetrainWorker:
         log.info("retrain worker: listening on %s (group %s, policy %s%s)",
                  self.config.topic(topics.RETRAIN_REQUESTS), settings.consumer_group,
                  self.policy, f", every {self.every}" if self.every else "")
+        guard = self._start_guard() if watch else None
         try:
             while not stop.is_set():
                 self._maybe_schedule()
@@ -376,7 +395,26 @@ class RetrainWorker:
                     break
         finally:
             reader.close()
+            if guard is not None:
+                self._guard_stop.set()
+                guard.join(timeout=30)
         return done
+
+    def _start_guard(self) -> threading.Thread | None:
+        """The rollback guard in a thread of its own: a training run takes minutes, a bad
+        promotion should not wait for it. It ends when :meth:`serve` ends."""
+        from learnscore.registry.guard import run_guard
+
+        if self.config.guard.policy == "off":
+            log.info("retrain worker: rollback guard off (guard.policy)")
+            return None
+        self._guard_stop.clear()
+        thread = threading.Thread(target=run_guard, name="rollback-guard", daemon=True, args=(self.config,),
+                                  kwargs={"stop": self._guard_stop, "on_decision": self.metrics.observe_guard})
+        thread.start()
+        log.info("retrain worker: rollback guard watching promotions every %.0f s (policy %s)",
+                 self.config.guard.check_seconds, self.config.guard.policy)
+        return thread
 
     def _accept(self, messages, pending: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
         """Valid requests not handled yet; invalid ones are recorded, duplicates logged."""
@@ -506,8 +544,8 @@ def _recent_labelled_times(config: Config, until: datetime, limit: int) -> list[
 
 def run_retrain_worker(config: Config, *, every: str | None = None, policy: str | None = None,
                        trainer: str = DEFAULT_TRAINER, promoter: str = DEFAULT_PROMOTER,
-                       max_runs: int | None = None,
-                       idle_exit_seconds: float | None = None) -> list[RetrainRun]:
+                       max_runs: int | None = None, idle_exit_seconds: float | None = None,
+                       watch: bool = True) -> list[RetrainRun]:
     """The ``learnscore retrain-worker`` command: serve until Ctrl-C / SIGTERM."""
     import signal
 
@@ -518,7 +556,10 @@ def run_retrain_worker(config: Config, *, every: str | None = None, policy: str 
                            trainer=trainer, promoter=promoter)
     stop = threading.Event()
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    worker.metrics.serve(config)
     try:
-        return worker.serve(stop, max_runs=max_runs, idle_exit_seconds=idle_exit_seconds)
+        return worker.serve(stop, max_runs=max_runs, idle_exit_seconds=idle_exit_seconds,
+                            watch=watch)
     finally:
+        worker.metrics.close()
         signal.signal(signal.SIGTERM, previous)

@@ -189,6 +189,8 @@ class RetrainConfig(_Section):
     retry_backoff_seconds: float = Field(2, ge=0)
     deferred_retry_seconds: float = Field(60, ge=0)
     max_deferred_attempts: int = Field(60, ge=0)
+    concept_max_wait_seconds: float = Field(600, ge=0)
+    metrics_port: int = Field(0, ge=0, le=65535)  # 0: no /metrics endpoint
 
 
 class SimulatorConfig(_Section):
@@ -239,6 +241,94 @@ class GatesConfig(_Section):
     min_macro_f1: float = Field(0.40, ge=0, le=1)
 
 
+class EstimationConfig(_Section):
+    """Performance estimated before outcomes arrive (``learnscore monitor performance``)."""
+
+    reference_rows: int = Field(20_000, ge=100)  # newest labelled rows of a version before a window
+    min_reference_rows: int = Field(1000, ge=50)  # fewer: no estimate for that version and window
+    min_window_rows: int = Field(200, ge=1)  # a (segment, window) cell with fewer predictions is left out
+    min_labelled_rows: int = Field(100, ge=1)  # realized metrics once this many of a cell's rows have outcomes
+
+
+class GuardConfig(_Section):
+    """The rollback guard (registry/guard.py): watches a version after its promotion."""
+
+    policy: Literal["auto", "alert-only", "off"] = "auto"
+    check_seconds: float = Field(60, gt=0)
+    watch_seconds: float = Field(86_400, gt=0)
+    min_labelled_rows: int = Field(300, ge=10)
+    min_estimate_rows: int = Field(300, ge=10)
+    max_mae_increase: float = Field(1.5, ge=0)
+    max_macro_f1_drop: float = Field(0.05, ge=0)
+
+
+class AlertKindConfig(_Section):
+    """Overrides for one kind of alert."""
+
+    enabled: bool = True
+    dedupe_seconds: float | None = Field(None, ge=0)
+    max_per_hour: int | None = Field(None, ge=0)
+
+
+class AlertsConfig(_Section):
+    """Alerts (core/alerts.py): the log always; a JSON webhook (Slack-compatible) when set."""
+
+    enabled: bool = True
+    webhook_url: str | None = None
+    timeout_s: float = Field(5.0, gt=0)
+    retry_attempts: int = Field(3, ge=1)
+    retry_backoff_seconds: float = Field(1.0, ge=0)
+    dedupe_seconds: float = Field(3600, ge=0)
+    max_per_hour: int = Field(20, ge=0)
+    queue_size: int = Field(1000, ge=1)
+    endpoint_error_rate: float = Field(0.05, ge=0, le=1)
+    stream_lag_seconds: float = Field(120, gt=0)
+    kinds: dict[str, AlertKindConfig] = Field(default_factory=dict)
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _no_secret_in_files(cls, value: str | None) -> str | None:
+        if value and _holds_credentials(value):
+            raise ValueError(f"alerts.webhook_url holds a token ({_redacted(value)}); put it in the "
+                             f"environment variable {Secrets.ALERT_WEBHOOK_URL} instead of a config file")
+        return value
+
+    @field_validator("kinds")
+    @classmethod
+    def _known_kinds(cls, value: dict[str, AlertKindConfig]) -> dict[str, AlertKindConfig]:
+        from learnscore.core.alerts import ALERT_KINDS
+
+        unknown = sorted(set(value) - set(ALERT_KINDS))
+        if unknown:
+            raise ValueError(f"alerts.kinds has unknown kinds {unknown}; known: {', '.join(ALERT_KINDS)}")
+        return value
+
+
+def _holds_credentials(url: str) -> bool:
+    """Whether a URL carries a secret: credentials, a token in the query, or a path that is itself
+    the secret (Slack, Teams and Discord incoming webhooks).
+
+    >>> _holds_credentials("http://alerts.internal:9000/learnscore")
+    False
+    >>> _holds_credentials("https://hooks.slack.com/services/T000/B000/XXXX")
+    True
+    """
+    from urllib.parse import parse_qs, urlsplit
+
+    parts = urlsplit(url)
+    secret_hosts = ("hooks.slack.com", "discord.com", "discordapp.com", "webhook.office.com")
+    query = {key.lower() for key in parse_qs(parts.query)}
+    return bool(parts.username or parts.password or (parts.hostname or "").endswith(secret_hosts)
+                or query & {"token", "key", "secret", "sig", "signature", "code", "access_token"})
+
+
+def _redacted(url: str) -> str:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.hostname or ''}/..."
+
+
 class Config(_Section):
     """The whole configuration. Paths are absolute after :func:`load_config`."""
 
@@ -260,6 +350,9 @@ class Config(_Section):
     simulator: SimulatorConfig = SimulatorConfig()
     model: ModelConfig = ModelConfig()
     gates: GatesConfig = GatesConfig()
+    estimation: EstimationConfig = EstimationConfig()
+    guard: GuardConfig = GuardConfig()
+    alerts: AlertsConfig = AlertsConfig()
 
     @model_validator(mode="after")
     def _bands_cover_grades(self) -> Config:
@@ -309,6 +402,7 @@ class Secrets:
     PSEUDONYM_KEY = "LEARNSCORE_PSEUDONYM_KEY"
     API_KEY = "LEARNSCORE_API_KEY"
     KAFKA_PASSWORD = "LEARNSCORE_KAFKA_PASSWORD"
+    ALERT_WEBHOOK_URL = "LEARNSCORE_ALERT_WEBHOOK_URL"
 
     def __init__(self, config: Config, environ: dict[str, str] | None = None):
         self._config = config
@@ -340,6 +434,11 @@ class Secrets:
     @property
     def api_key(self) -> SecretStr:
         return self._local_or_required(self.API_KEY, "API key clients send to the REST endpoint")
+
+    @property
+    def alert_webhook_url(self) -> str | None:
+        """The alert webhook when its URL holds a token (else ``alerts.webhook_url`` in config)."""
+        return self._environ.get(self.ALERT_WEBHOOK_URL) or None
 
     def kafka_password_required(self) -> str:
         value = self._environ.get(self.KAFKA_PASSWORD)

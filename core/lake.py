@@ -118,6 +118,26 @@ def append_rows(config: Config, name: str, rows: list[dict[str, Any]]) -> None:
     write_deltalake(path, data, mode="append")
 
 
+def upsert_rows(config: Config, name: str, rows: list[dict[str, Any]], keys: tuple[str, ...]) -> None:
+    """MERGE rows into a ``deltalake``-written table on ``keys`` (one Delta commit): a row whose
+    keys match an existing one replaces it, the others are added. Running a report again for
+    the same windows therefore replaces its rows instead of adding duplicates."""
+    import pyarrow as pa
+    from deltalake import DeltaTable
+
+    table: Table = TABLES[name]
+    if table.writer != "deltalake":
+        raise ValueError(f"{name} is written by Spark jobs; merging from here would race them")
+    if not rows:
+        return
+    path = ensure_deltalake_table(config, name)
+    data = pa.Table.from_pylist([{c: row.get(c) for c in table.column_names} for row in rows],
+                                schema=arrow_schema(table))
+    (DeltaTable(path).merge(data, " AND ".join(f"t.{key} = s.{key}" for key in keys),
+                            source_alias="s", target_alias="t")
+     .when_matched_update_all().when_not_matched_insert_all().execute())
+
+
 def read_table(config: Config, name: str, columns: list[str] | None = None, version: int | None = None):
     """Read a Delta table into pandas without Spark; an empty frame when it does not exist yet."""
     import pandas as pd

@@ -58,7 +58,18 @@ def setup_logging(level: int = logging.INFO) -> None:
 def get_config() -> Config:
     if _state.config is None:
         _state.config = load_config(_state.env)
+        _configure_alerts(_state.config)
     return _state.config
+
+
+def _configure_alerts(config: Config) -> None:
+    """Alerts of this process go where config says; queued ones get 5 s to leave at exit."""
+    import atexit
+
+    from learnscore.core.alerts import configure_alerts
+
+    dispatcher = configure_alerts(config)
+    atexit.register(dispatcher.close, 5.0)
 
 
 def fail(message: str, code: int = 1) -> None:
@@ -148,6 +159,10 @@ def stack_status() -> None:
             typer.echo(f"{status['service']:<10} running  pid {status['pid']:<8} {status['listens']}{extra}")
         else:
             typer.echo(f"{status['service']:<10} stopped")
+    from learnscore.core.endpoints import announced_endpoints
+
+    for endpoint in announced_endpoints(config):
+        typer.echo(f"{endpoint['name']:<10} running  pid {endpoint['pid']:<8} {endpoint['url']}")
     typer.echo(f"{'state':<10} {config.state_dir}")
 
 
@@ -178,7 +193,62 @@ def monitor_drift(
                f"({summary.cells_suppressed} small cells left out)")
 
 
+@monitor_app.command("performance")
+def monitor_performance(
+    window: Annotated[str, typer.Option(help="Window length, e.g. 1h, 15m, 1d.")] = "1h",
+    windows: Annotated[int, typer.Option(min=1, help="How many complete windows to report, newest last.")] = 24,
+    until: Annotated[Optional[str], typer.Option(help="Report the windows complete at this time (RFC 3339 or date; default now), to fill in the past.")] = None,
+) -> None:
+    """Performance per model version, segment and window, estimated from the predictions before
+    their outcomes arrive (CBPE, DLE) and realized once they did, into ops.estimated_performance."""
+    from learnscore.batch.estimate_performance import PerformanceReportError, run_performance_report, summary_lines
+    from learnscore.core.durations import parse_duration
+
+    config = get_config()
+    try:
+        length = timedelta(seconds=parse_duration(window))
+    except ValueError as exc:
+        fail(f"--window: {exc}")
+    try:
+        summary = run_performance_report(config, window=length, windows=windows, now=_parse_time(until, "--until"))
+    except PerformanceReportError as exc:
+        fail(str(exc))
+    for line in summary_lines(summary):
+        typer.echo(line)
+    segments = {row["segment"] for row in summary.rows}
+    typer.echo(f"{len(summary.rows)} rows into ops.estimated_performance ({len(segments)} segments incl. "
+               f"'all') for {len(summary.window_starts)} windows from {summary.window_starts[0].isoformat()}"
+               + (f"; {len(summary.alerts)} below a floor (alerted)" if summary.alerts else ""))
+
+
 # -- bench ------------------------------------------------------------------------------------
+@bench_app.command("estimate")
+def bench_estimate(
+    learners: Annotated[int, typer.Option(help="Simulated learners the model is fitted on.")] = 20_000,
+    reference: Annotated[int, typer.Option(help="Labelled reference rows the estimators are fitted on.")] = 10_000,
+    window_rows: Annotated[int, typer.Option(help="Submissions per window.")] = 5_000,
+    windows: Annotated[int, typer.Option(min=1, help="Windows per scenario.")] = 5,
+    seed: Annotated[int, typer.Option(help="Seed of the simulated history and windows.")] = 11,
+    output: Annotated[Path, typer.Option(help="Where the JSON goes.")] = Path("bench/results/estimate.json"),
+) -> None:
+    """|estimated − realized| accuracy, macro-F1 and MAE per drift scenario (no Spark, no broker)."""
+    import json
+
+    from learnscore.bench.estimate import run_estimate_bench
+
+    result = run_estimate_bench(get_config(), history_learners=learners, reference_rows=reference,
+                                window_rows=window_rows, windows=windows, seed=seed)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(result, indent=2, default=str) + "\n")
+    typer.echo(f"{'scenario':<26} {'|err| F1':>9} {'|err| acc':>9} {'|err| MAE':>9}   estimate moved / realized moved (F1)")
+    for name, entry in result["scenarios"].items():
+        typer.echo(f"{name:<26} {entry['mean_abs_error_macro_f1']:>9.4f} {entry['mean_abs_error_accuracy']:>9.4f} "
+                   f"{entry['mean_abs_error_mae']:>9.3f}   {entry['estimate_moved_macro_f1']:+.3f} / "
+                   f"{entry['realized_moved_macro_f1']:+.3f}")
+    typer.echo(f"goal |err| macro-F1 <= {result['goal']['stationary_macro_f1_abs_error_max']} on stationary data: "
+               f"{'met' if result['meets_goal'] else 'NOT met'}; written to {output}")
+
+
 @bench_app.command("drift")
 def bench_drift(
     stationary: Annotated[int, typer.Option(help="Submissions of the stationary stream (false alarms).")] = 1_000_000,
@@ -237,6 +307,7 @@ def retrain_worker(
     promoter: Annotated[str, typer.Option(help="Promotion function, module:function.")] = "learnscore.registry.promote:promote",
     max_runs: Annotated[Optional[int], typer.Option(help="Stop after this many runs.")] = None,
     idle_exit: Annotated[Optional[float], typer.Option(help="Stop after this many seconds without requests.")] = None,
+    guard: Annotated[bool, typer.Option("--guard/--no-guard", help="Also run the rollback guard (guard.policy) beside the runs.")] = True,
 ) -> None:
     """Consume model.retrain-requests: one recorded training run per burst of requests."""
     from learnscore.batch.retrain_worker import run_retrain_worker
@@ -246,7 +317,7 @@ def retrain_worker(
     try:
         made = run_retrain_worker(get_config(), every=every, policy=policy, trainer=trainer,
                                   promoter=promoter, max_runs=max_runs,
-                                  idle_exit_seconds=idle_exit)
+                                  idle_exit_seconds=idle_exit, watch=guard)
     except ValueError as exc:
         fail(str(exc))
     except KeyboardInterrupt:
@@ -255,6 +326,40 @@ def retrain_worker(
     for run in made:
         typer.echo(f"run {run.run_id}: {run.status} (trigger {run.trigger}, version "
                    f"{run.model_version or '-'}, promoted {bool(run.promoted)})")
+
+
+@app.command("guard")
+def guard_command(
+    once: Annotated[bool, typer.Option("--once", help="Check once and exit (default: every guard.check_seconds until Ctrl-C).")] = False,
+    policy: Annotated[Optional[str], typer.Option(help="auto: roll back | alert-only: alert only | off (default: guard.policy).")] = None,
+) -> None:
+    """Watch the last promotion: roll back a production version that is worse on live evidence."""
+    import json
+
+    from learnscore.core.tracking import use_mlflow
+    from learnscore.registry.guard import describe, run_guard
+
+    if policy not in (None, "auto", "alert-only", "off"):
+        fail(f"--policy must be auto, alert-only or off, got {policy!r}")
+    config = get_config()
+    use_mlflow(config)
+
+    def show(decision) -> None:
+        typer.echo(json.dumps(describe(decision), sort_keys=True))
+
+    if once:
+        from learnscore.registry.access import RegistryUnreachable
+        from learnscore.registry.guard import RollbackGuard
+
+        try:
+            show(RollbackGuard(config, policy=policy).check())
+        except RegistryUnreachable as exc:
+            fail(str(exc))
+        return
+    try:
+        run_guard(config, policy=policy, on_decision=show)
+    except KeyboardInterrupt:
+        typer.echo("guard stopped")
 
 
 # -- stream -----------------------------------------------------------------------------------
@@ -649,20 +754,23 @@ def train(
 def promote(
     version: Annotated[Optional[int], typer.Option(help="The version to promote (default: the staging version).")] = None,
     reason: Annotated[str, typer.Option(help="Why (recorded).")] = "promoted from the command line",
+    force: Annotated[bool, typer.Option("--force", help="Promote a version the rollback guard blocked (the gates still run).")] = False,
 ) -> None:
     """Run the gates for a version and, if all pass, make it `production`."""
     from learnscore.core.tracking import use_mlflow
-    from learnscore.registry.access import GateRefused
+    from learnscore.registry.access import GateRefused, PromotionBlocked
     from learnscore.registry.promote import PromotionError
     from learnscore.registry.promote import promote as promote_version
 
     config = get_config()
     use_mlflow(config)
     try:
-        move = promote_version(config, version, actor=_actor(), reason=reason)
+        move = promote_version(config, version, actor=_actor(), reason=reason, force=force)
     except GateRefused as refused:
         typer.echo(refused.report.summary())
         fail(str(refused), code=3)
+    except PromotionBlocked as blocked:
+        fail(str(blocked), code=3)
     except PromotionError as exc:
         fail(str(exc))
     typer.echo(move.report.summary())
@@ -772,14 +880,13 @@ def bench_model(
 
 @bench_app.command("all")
 def bench_all() -> None:
-    """Every benchmark in turn: model, stream, files, serve, drift (stream and serve need `stack up`).
+    """Every benchmark in turn: validation, model, stream, serve, drift, estimate (stream and serve need `stack up`).
 
     Each runs with its defaults; a failing one is reported and the others still run.
     """
     failed = []
     for name, run in (("validation", bench_validation), ("model", bench_model), ("stream", bench_stream),
-
-                      ("serve", bench_serve), ("drift", bench_drift)):
+                      ("serve", bench_serve), ("drift", bench_drift), ("estimate", bench_estimate)):
         typer.secho(f"== bench {name}", bold=True)
         try:
             run()

@@ -7,8 +7,9 @@ through this module, so "which version is production" has one answer and one fai
 - :func:`registry_client`, an ``MlflowClient`` built from config (never MLflow's globals);
 - :func:`alias_version`: the version an alias points to, ``None`` when the model or the alias
   does not exist, :class:`RegistryUnreachable` for anything else (a store that does not answer);
-- :class:`GateRefused`, raised by promotion when a version fails a gate, so callers tell a
-  refusal from a crash by type.
+- :class:`GateRefused`, raised by promotion when a version fails a gate, and
+  :class:`PromotionBlocked`, when the rollback guard took the version out of production (its
+  :data:`PROMOTION_BLOCKED_TAG`), so callers tell a refusal from a crash by type.
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ PRODUCTION = "production"
 ALIASES = (STAGING, PRODUCTION)
 # Tag on a version: the event time of its newest training submission (ISO 8601, UTC).
 TRAIN_UNTIL_TAG = "data.train_until"
+# Tag on a version the rollback guard took out of production: why. Never promoted again by
+# the retrain worker or `learnscore promote` without --force.
+PROMOTION_BLOCKED_TAG = "promotion.blocked"
 
 
 class RegistryUnreachable(RuntimeError):
@@ -37,6 +41,17 @@ class GateRefused(RuntimeError):
         self.report = report
         failed = "; ".join(f"{r.name}: {r.message}" for r in report.failures)
         super().__init__(f"version {report.version} refused by {len(report.failures)} gate(s): {failed}")
+
+
+class PromotionBlocked(RuntimeError):
+    """The version was rolled back by the guard and is not promoted again unless forced."""
+
+    def __init__(self, version: str, reason: str):
+        self.version = version
+        self.reason = reason
+        super().__init__(f"version {version} is blocked from promotion: {reason}. It is not promoted "
+                         f"again automatically; to promote it deliberately, use "
+                         f'"learnscore promote --version {version} --force"')
 
 
 def alias_uri(config: Config, alias: str) -> str:
@@ -140,6 +155,24 @@ def version_exists(config: Config, version: str, client=None) -> bool:
 def set_alias(config: Config, alias: str, version: str, client=None) -> None:
     """Point ``alias`` at ``version``."""
     (client or registry_client(config)).set_registered_model_alias(config.mlflow.model_name, alias, str(version))
+
+
+def promotion_block(config: Config, version: str, client=None) -> str | None:
+    """Why ``version`` may not be promoted again (its :data:`PROMOTION_BLOCKED_TAG`), or None.
+
+    Raises :class:`RegistryUnreachable` when the registry does not answer.
+    """
+    try:
+        tags = (client or registry_client(config)).get_model_version(config.mlflow.model_name, str(version)).tags
+    except Exception as exc:  # noqa: BLE001 - every failure here means: cannot ask
+        raise unreachable(config, exc) from None
+    return tags.get(PROMOTION_BLOCKED_TAG) or None
+
+
+def block_promotion(config: Config, version: str, reason: str, client=None) -> None:
+    """Tag ``version`` so that it is never promoted again without ``--force``."""
+    (client or registry_client(config)).set_model_version_tag(
+        config.mlflow.model_name, str(version), PROMOTION_BLOCKED_TAG, reason[:5000])
 
 
 def training_cutoff(config: Config, version: str) -> datetime | None:

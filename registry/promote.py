@@ -10,12 +10,15 @@ import logging
 import math
 from dataclasses import dataclass
 
+from learnscore.core.alerts import alert
 from learnscore.core.config import Config
 from learnscore.registry.access import (
     PRODUCTION,
     STAGING,
     GateRefused,
+    PromotionBlocked,
     alias_version,
+    promotion_block,
     set_alias,
     version_exists,
     version_uri,
@@ -44,15 +47,23 @@ class AliasMove:
     report: GateReport | None = None
 
 
-def promote(config: Config, version: str | int | None = None, *, actor: str, reason: str) -> AliasMove:
+def promote(config: Config, version: str | int | None = None, *, actor: str, reason: str,
+            force: bool = False) -> AliasMove:
     """Run the gates for ``version`` (default: the ``staging`` version) and, if all pass, point
-    ``production`` at it. Raises :class:`GateRefused` (with the report) when a gate fails."""
+    ``production`` at it. Raises :class:`GateRefused` (with the report) when a gate fails, and
+    :class:`PromotionBlocked` for a version the rollback guard took out of production, unless
+    ``force`` (which overrides that block only, never the gates)."""
     with LifecycleRecorder(config) as recorder:  # no broker, no move: fail before the gates run
         version = str(version) if version is not None else alias_version(config, STAGING)
         if version is None:
             raise PromotionError(f"no version of {config.mlflow.model_name} has the alias {STAGING!r}; "
                                  f'train one with "learnscore train" or name it with --version')
         _require_version(config, version)
+        blocked = promotion_block(config, version)
+        if blocked and not force:
+            raise PromotionBlocked(version, blocked)
+        if blocked:
+            log.warning("version %s is blocked (%s); promoting it as forced by %s", version, blocked, actor)
         previous = alias_version(config, PRODUCTION)
         if previous == version:
             raise PromotionError(f"version {version} is already {PRODUCTION}")
@@ -65,15 +76,21 @@ def promote(config: Config, version: str | int | None = None, *, actor: str, rea
         recorder.record(PROMOTED, version=version, alias=PRODUCTION, previous_version=previous,
                         actor=actor, reason=reason,
                         metrics=_before_after(report.production_metrics, report.candidate_metrics))
+    alert("model_promoted", f"version {version} of {config.mlflow.model_name} is production "
+                            f"(was {previous or 'none'}): {reason}", key=version, version=version,
+          previous_version=previous, actor=actor,
+          **{f"window_{k}": v for k, v in report.candidate_metrics.items() if k in ("mae", "macro_f1")})
     return AliasMove(PRODUCTION, version, previous, report)
 
 
-def rollback(config: Config, *, actor: str, reason: str) -> AliasMove:
+def rollback(config: Config, *, actor: str, reason: str, evidence: dict[str, float] | None = None) -> AliasMove:
     """Point ``production`` back at the version it had before the current one (from the
     recorded history). No gates: a rollback must work when things are on fire.
 
     When the alias was moved outside learnscore (set straight in the registry, past the
     gates), the version before it is the last one the history records in ``production``.
+    ``evidence`` (what made the caller roll back, e.g. the guard's live metrics) is recorded
+    with the event's metrics.
     """
     current = alias_version(config, PRODUCTION)
     if current is None:
@@ -92,11 +109,15 @@ def rollback(config: Config, *, actor: str, reason: str) -> AliasMove:
                                     f"there is no earlier one to roll back to")
     else:
         target = lineage[-2]
-    metrics = _rollback_metrics(config, current, target)
+    metrics = {**_rollback_metrics(config, current, target),
+               **{k: v for k, v in (evidence or {}).items() if v is not None and math.isfinite(v)}}
     with LifecycleRecorder(config) as recorder:
         _set_alias(config, PRODUCTION, target)
         recorder.record(ROLLED_BACK, version=target, alias=PRODUCTION, previous_version=current,
                         actor=actor, reason=reason, metrics=metrics)
+    alert("model_rolled_back", f"{config.mlflow.model_name}: production rolled back from version {current} "
+                               f"to {target} by {actor}: {reason}", key=current, version=current,
+          restored_version=target, actor=actor, **(evidence or {}))
     return AliasMove(PRODUCTION, target, current)
 
 

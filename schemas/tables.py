@@ -154,11 +154,22 @@ ENDPOINT_REQUESTS = Table("ops.endpoint_requests", (
     *_KAFKA,
 ), "The REST endpoint's inference log, landed from Kafka by the stream.")
 
+ESTIMATED_PERFORMANCE = Table("ops.estimated_performance", (
+    ("model_version", "string"), ("segment", "string"), ("window_start", "timestamp"),
+    ("window_end", "timestamp"), ("n_rows", "bigint"), ("n_reference", "bigint"),
+    ("estimated_accuracy", "double"), ("estimated_macro_f1", "double"), ("estimated_mae", "double"),
+    ("n_labelled", "bigint"), ("realized_accuracy", "double"), ("realized_macro_f1", "double"),
+    ("realized_mae", "double"), ("computed_at", "timestamp"),
+), "Performance per model version, segment and window estimated from the predictions alone "
+   "(CBPE, DLE), and realized once the window's outcomes arrived (learnscore monitor performance).",
+    writer="deltalake")
+
 TABLES: dict[str, Table] = {
     table.name: table
     for table in (SUBMISSIONS_RAW, OUTCOMES_RAW, SUBMISSIONS, QUARANTINE, OUTCOMES, PREDICTIONS,
                   PREDICTION_OUTCOMES, SHADOW_PREDICTIONS, SHADOW_PREDICTION_OUTCOMES, DAILY_SUMMARY,
-                  STREAM_PROGRESS, DRIFT_EVENTS, DRIFT_METRICS, RETRAIN_RUNS, MODEL_EVENTS, ENDPOINT_REQUESTS)
+                  STREAM_PROGRESS, DRIFT_EVENTS, DRIFT_METRICS, RETRAIN_RUNS, MODEL_EVENTS, ENDPOINT_REQUESTS,
+                  ESTIMATED_PERFORMANCE)
 }
 
 

@@ -7,9 +7,11 @@ another's helpers, so the ones several folders need live here, once.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import threading
 from collections.abc import Callable, Iterable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from learnscore.core.config import Config
@@ -173,3 +175,36 @@ class ScoringHandler:
         import orjson
 
         return [orjson.loads(m.value) for m in self.read(self.names.progress)]
+
+
+# -- alerts ------------------------------------------------------------------------------------
+class WebhookReceiver:
+    """A tiny alert webhook receiver in a thread; ``status`` is what it answers; ``bodies`` the
+    JSON bodies it got."""
+
+    def __init__(self, status: int = 200):
+        self.bodies: list[dict] = []
+        self.status = status
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                length = int(self.headers["Content-Length"])
+                receiver.bodies.append(json.loads(self.rfile.read(length)))
+                self.send_response(receiver.status)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()

@@ -156,8 +156,10 @@ def test_a_burst_is_one_run_and_a_redelivery_trains_nothing(worker_config):
         _request("reading/5-8", "covariate/accuracy")]
     _send(config, *burst[:2])
     _send(config, *burst[2:], burst[0])  # the first one twice: a duplicate in the burst
-    made = _worker(config).serve(max_runs=1, idle_exit_seconds=60)
+    worker = _worker(config)
+    made = worker.serve(max_runs=1, idle_exit_seconds=60)
     assert len(made) == 1
+    assert 'learnscore_retrain_runs_total{status="succeeded"} 1.0' in worker.metrics.render().decode()
     run = made[0]
     ids = sorted(r["event_id"] for r in burst)
     assert (run.status, run.trigger, run.request_ids, run.promoted) == (
