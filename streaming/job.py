@@ -362,6 +362,7 @@ def run_scorer(config: Config, *, until_idle_s: float | None = None, max_batches
     of the scoring query. Stops after the batches in flight."""
     import os
 
+    from learnscore.core.endpoints import announce_endpoint, withdraw_endpoint
     from learnscore.core.spark import create_spark_session
 
     # A registry that stalls must not stall the stream for minutes (MLflow retries 7 times).
@@ -389,6 +390,8 @@ def run_scorer(config: Config, *, until_idle_s: float | None = None, max_batches
             from learnscore.streaming.metrics import serve_metrics
 
             metrics = serve_metrics(scorer, config.streaming.metrics_host, config.streaming.metrics_port)
+            announced = announce_endpoint(config, "stream-metrics", f"http://{config.streaming.metrics_host}:"
+                                                                      f"{metrics.server_port}/metrics")
         while True:
             failure = scorer.failure()
             if failure:
@@ -414,6 +417,7 @@ def run_scorer(config: Config, *, until_idle_s: float | None = None, max_batches
     finally:
         if metrics is not None:
             metrics.shutdown()
+            withdraw_endpoint(announced)
         scorer.stop(timeout_s=wait_for_batch_s)
         for signum, handler in previous.items():
             signal.signal(signum, handler)
