@@ -29,6 +29,7 @@ from pathlib import Path
 import httpx
 
 from learnscore.core.config import Config, Secrets, load_config
+from learnscore.core.ports import free_port
 from learnscore.core.waiting import WaitStopped, WaitTimedOut, wait_until
 from learnscore.stack.processes import (
     SAFE_ENV,
@@ -135,7 +136,12 @@ class Demo:
         prefix = f"{config.kafka.topic_prefix}demo-{self.run_tag}."
         self.child_env = {**demo_settings(options), "LEARNSCORE__STATE_DIR": str(config.state_dir),
                           "LEARNSCORE__KAFKA__TOPIC_PREFIX": prefix,
-                          "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "false"}
+                          "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "false",
+                          # Prometheus /metrics of the scorer and the worker (listed by `stack status`).
+                          "LEARNSCORE__STREAMING__METRICS_PORT": environ.get(
+                              "LEARNSCORE__STREAMING__METRICS_PORT", str(free_port())),
+                          "LEARNSCORE__RETRAIN__METRICS_PORT": environ.get(
+                              "LEARNSCORE__RETRAIN__METRICS_PORT", str(free_port()))}
         # The demo reads the very config its parts run with.
         self.config = load_config(config.env, environ={**environ, **self.child_env})
         self.children: dict[str, ProcessRecord] = {}
