@@ -223,7 +223,7 @@ def test_no_raw_learner_id_reaches_a_gold_ops_or_bi_table(spark, rel_config, log
     expected_rows = len(submissions) + len(outcomes) + 15
 
     scorer = start_scorer(spark, config)  # the drift detectors included: they write ops tables too
-    gold = lambda name: spark.read.format("delta").load(config.table_path(name)).count()  # noqa: E731
+    gold = lambda name: spark.read.format("delta").load(config.table_path(name)).count()
     try:
         rel.wait_for(lambda: scorer.failure() or (rel.rows_read(spark, config) >= expected_rows
                                                   and gold("gold.predictions") >= len(submissions)
