@@ -205,9 +205,11 @@ def _open_binary(path: Path) -> tuple[BinaryIO, _Counting]:
 def _check_csv_header(path: Path, layout: Layout, options: CsvOptions) -> None:
     stream, _ = _open_binary(path)
     try:
-        with io.TextIOWrapper(stream, encoding="utf-8", newline="") as text:
-            header = next(csv.reader(text, delimiter=options.delimiter, quotechar=options.quote), None)
-    except (UnicodeDecodeError, OSError, csv.Error) as exc:
+        # The first line alone: a decoding error further down belongs to its row, found later.
+        with stream:
+            first_line = stream.readline().decode("utf-8").removeprefix("\ufeff")
+        header = next(csv.reader([first_line], delimiter=options.delimiter, quotechar=options.quote), None)
+    except (UnicodeDecodeError, OSError, EOFError, csv.Error) as exc:
         raise InputFileError(f"cannot read the header of {path} ({exc}); a CSV export must be UTF-8 text "
                              f"with a header row") from None
     if not header:

@@ -226,7 +226,7 @@ def test_a_missing_column_names_it_and_the_mapping_key_in_every_format(tmp_path,
     mapping = parse_mapping(document)
     answers = pcsv.read_csv(export["answers"]).slice(0, 100)
     pq.write_table(answers, tmp_path / "answers.parquet")
-    (tmp_path / "answers.jsonl").write_bytes(b"\n".join(orjson.dumps(row) for row in answers.to_pylist()))
+    (tmp_path / "answers.jsonl").write_bytes(b"\n".join(orjson.dumps(row, default=str) for row in answers.to_pylist()))
     for name in (export["answers"], tmp_path / "answers.parquet", tmp_path / "answers.jsonl"):
         with pytest.raises(InputFileError, match=r"has (no column|the key) 'student' \(the mapping's "
                                                  r"submissions.columns.learner_id\)\. Did you mean 'student_id'\?"):
