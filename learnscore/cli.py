@@ -546,6 +546,34 @@ def simulate_history(
         typer.echo(f"next: learnscore import --history {folder}")
 
 
+@simulate_app.command("export")
+def simulate_export(
+    out: Annotated[Path, typer.Option(help="Folder to write answers.<format> and outcomes.<format> into.")],
+    history: Annotated[Optional[Path], typer.Option(help="The `simulate history` folder to export (default <state_dir>/simulator/history).")] = None,
+    file_format: Annotated[str, typer.Option("--format", help="csv or parquet.")] = "csv",
+    max_rows: Annotated[Optional[int], typer.Option(min=1, help="Stop after the submission that reaches this many answer rows.")] = None,
+) -> None:
+    """Write a simulated history as a warehouse would export it (one row per answered item, its own
+    column names, seconds, subjects spelt out) — the sample input of `learnscore import` with
+    examples/mappings/warehouse-long.yaml."""
+    from learnscore.batch.history import HistoryNotFound, history_files
+    from learnscore.simulator.export import write_export
+    from learnscore.simulator.history import history_dir
+
+    if file_format not in ("csv", "parquet"):
+        fail(f"--format {file_format!r}: use csv or parquet")
+    folder = history or history_dir(get_config())
+    try:
+        history_files(folder)
+    except HistoryNotFound as exc:
+        fail(str(exc))
+    written = write_export(folder, out, file_format=file_format, max_rows=max_rows)  # type: ignore[arg-type]
+    typer.echo(f"wrote {written['rows']:,} answer rows of {written['submissions']:,} submissions to "
+               f"{written['answers']} and their outcomes to {written['outcomes']}")
+    typer.echo(f"next: learnscore import {written['answers']} --outcomes {written['outcomes']} "
+               f"--mapping examples/mappings/warehouse-long.yaml")
+
+
 # -- import -----------------------------------------------------------------------------------
 @app.command("import")
 def import_data(
