@@ -162,9 +162,10 @@ class ImportReport:
             if refused.total:
                 out.append(f"  refused    {refused.total:,}" + ("" if self.dry_run else f" → {QUARANTINE.name}"))
                 for code, count in refused.counts.most_common():
-                    rows = "; ".join(refused.examples.get(code, []))
-                    more = " …" if count > len(refused.examples.get(code, [])) else ""
-                    out.append(f"    {code:<24} {count:>8,}   rows {rows}{more}")
+                    shown = refused.examples.get(code, [])
+                    more = " …" if count > len(shown) else ""
+                    label = "row" if len(shown) == 1 and shown[0].isdigit() and not more else "rows"
+                    out.append(f"    {code:<24} {count:>8,}   {label} {'; '.join(shown)}{more}")
         if self.versions:
             out.append(", ".join(f"{name}@v{version}" for name, version in self.versions.items())
                        + f" ({self.quarantined:,} rows quarantined)")

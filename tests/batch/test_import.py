@@ -214,7 +214,7 @@ def test_unreadable_and_invalid_values_are_refused_by_the_contract_with_their_ro
     assert json.loads(quarantine["malformed_row"]["import_lineage"]) == {
         "import_id": "test", "file": str(path.resolve()), "rows": "71"}
     assert report.quarantined == 4 and staged.submissions.staged == 0
-    assert any("malformed_row" in line and "rows 71" in line for line in report.lines())
+    assert any("malformed_row" in line and "row 71" in line for line in report.lines())
 
 
 # -- staging: files that cannot be imported ---------------------------------------------------------
