@@ -405,6 +405,34 @@ def bench_stream(
     typer.echo(f"written to {output}")
 
 
+@bench_app.command("import")
+def bench_import(
+    rows: Annotated[int, typer.Option(min=1000, help="Answer rows of the long export to import.")] = 2_000_000,
+    file_format: Annotated[str, typer.Option("--format", help="csv or parquet.")] = "csv",
+    workdir: Annotated[Optional[Path], typer.Option(help="Where the export and the benchmark's lakes go (default <state_dir>/bench/import; the export is reused).")] = None,
+    mapping: Annotated[Optional[Path], typer.Option(help="Mapping file (default examples/mappings/warehouse-long.yaml of the checkout).")] = None,
+    output: Annotated[Path, typer.Option(help="Where the JSON goes.")] = Path("bench/results/import.json"),
+) -> None:
+    """`learnscore import` of a long export: wall time and peak memory of staging alone (--dry-run)
+    and of the whole import into an empty lake."""
+    from learnscore.bench.import_files import run_import_benchmark
+
+    if file_format not in ("csv", "parquet"):
+        fail(f"--format {file_format!r}: use csv or parquet")
+    try:
+        result = run_import_benchmark(get_config(), rows=rows, file_format=file_format, workdir=workdir,
+                                      mapping=mapping, output=output)
+    except (FileNotFoundError, RuntimeError) as exc:
+        fail(str(exc))
+    file = result["file"]
+    typer.echo(f"file    {file['path']}: {file['rows']:,} rows, {file['submissions']:,} submissions, "
+               f"{file['bytes'] / 2**20:,.0f} MiB")
+    for phase, run in result["runs"].items():
+        typer.echo(f"{phase:<7} {run['seconds']:.1f} s, peak RSS {run['peak_python_rss_mib']:,} MiB (Python), "
+                   f"{run['peak_tree_rss_mib']:,} MiB (with children); {run['landed'] if run['landed'] is not None else '-'} landed")
+    typer.echo(f"written to {output}")
+
+
 @bench_app.command("validation")
 def bench_validation(
     events: Annotated[int, typer.Option(min=1000, help="Simulated submissions to validate.")] = 50_000,
