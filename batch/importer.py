@@ -22,12 +22,15 @@ in ``silver.submissions`` are refused (``unknown_submission``); then one MERGE p
 quarantine, submissions, outcomes, in that order, so a reader never meets an outcome whose
 submission is not there yet.
 
-Why MERGE and not an append of the ids silver does not hold yet: the append would be decided on
-a snapshot read before writing, so an event the stream lands in between would be written twice;
-a MERGE checks at commit time and fails with a conflict instead (retried here), and it inserts
-only what is new — importing the same file again changes nothing (event ids are UUID 5s of the
-submission's key, or the ids the file carries). The three MERGEs are three commits: a crash
-between them leaves the earlier tables written, and running the same import again completes it.
+An insert-only MERGE on the event id inserts only what silver does not hold yet: importing the
+same file again changes nothing (event ids are UUID 5s of the submission's key, or the ids the
+file carries), and no commit is made when nothing is new. Under Delta's default isolation
+(WriteSerializable) the stream's blind appends do not conflict with it, so an import can run
+beside the stream — but it does not see the stream's duplicates either: the stream decides
+first deliveries with its own state, not by reading silver, so history to import is history the
+stream has not carried (docs/bring-your-own-data.md). The three MERGEs are three commits: a
+crash between them leaves the earlier tables written, and running the same import again
+completes it.
 """
 
 from __future__ import annotations
