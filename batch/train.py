@@ -20,8 +20,9 @@ from typing import Any
 
 import pandas as pd
 
-from learnscore.batch.history import default_history_dir, delta_version, read_truth
+from learnscore.batch.history import default_history_dir, read_truth
 from learnscore.core.config import Config
+from learnscore.core.lake import delta_version
 from learnscore.model.diagnostic import DiagnosticModel, model_from_config
 from learnscore.model.features import spark_model_input_columns
 from learnscore.model.metrics import baseline_metrics, level_metrics, oracle_metrics, prefixed, score_metrics
@@ -33,6 +34,13 @@ log = logging.getLogger(__name__)
 
 MIN_TRAINING_ROWS = 100
 LABEL_COLUMNS = ("observed_progress_score", "observed_comprehension_level")
+#: What to do when silver holds too little to train on (the commands that bring data in).
+BRING_DATA_IN = (
+    "Bring labelled history in first:\n"
+    "  learnscore import ANSWERS_FILE --outcomes OUTCOMES_FILE --mapping MAPPING.yaml   "
+    "(a warehouse export; docs/bring-your-own-data.md)\n"
+    "  learnscore simulate history --import                                            "
+    "(simulated learners, for a demo)")
 
 
 class TrainingDataError(ValueError):
@@ -123,6 +131,33 @@ def train_model(spark, config: Config, *, submissions_version: int | None = None
 # -- data ------------------------------------------------------------------------------------
 
 
+def count_labelled_submissions(spark, config: Config) -> int:
+    """Submissions in silver that have an observed outcome (0 when the tables do not exist yet)."""
+    from delta.tables import DeltaTable
+
+    paths = [config.table_path(name) for name in (SUBMISSIONS.name, OUTCOMES.name)]
+    if not all(DeltaTable.isDeltaTable(spark, path) for path in paths):
+        return 0
+    submissions, outcomes = (spark.read.format("delta").load(path) for path in paths)
+    return (submissions.select("event_id")
+            .join(outcomes.select(outcomes.submission_event_id.alias("event_id")).distinct(), "event_id")
+            .count())
+
+
+def require_initial_training_data(spark, config: Config) -> int:
+    """Before the first model: the labelled submissions in silver, or :class:`TrainingDataError`
+    saying how many there are, how many are needed (``retrain.min_training_rows``) and how to
+    bring data in. Reads only: a refusal leaves no trace."""
+    labelled = count_labelled_submissions(spark, config)
+    needed = config.retrain.min_training_rows
+    if labelled < needed:
+        raise TrainingDataError(
+            f"silver holds {labelled:,} submissions with an observed outcome (in {config.lake.root}); the "
+            f"first training needs at least {needed:,} (retrain.min_training_rows). {BRING_DATA_IN}\n"
+            f'then run "learnscore train --initial" again.')
+    return labelled
+
+
 def read_labelled_submissions(spark, config: Config, versions: dict[str, int], *,
                               since: datetime | None = None, until: datetime | None = None) -> pd.DataFrame:
     """Submissions joined with their outcome, as model input + labels (pandas, time-ordered)."""
@@ -173,8 +208,8 @@ def _latest_version(spark, config: Config, name: str) -> int:
         if "is not a Delta table" in str(exc) or "DELTA_MISSING_DELTA_TABLE" in str(exc) \
                 or "PATH_NOT_FOUND" in str(exc):
             raise TrainingDataError(
-                f"{name} does not exist at {config.table_path(name)}: load data first with "
-                f'"learnscore train --initial" (simulated history) or run the streaming scorer') from None
+                f"{name} does not exist at {config.table_path(name)}: the lake holds no data yet. "
+                f"{BRING_DATA_IN}\nor run the streaming scorer.") from None
         raise
 
 
@@ -184,7 +219,8 @@ def _check_training_frame(frame: pd.DataFrame, versions, since, until) -> None:
     if len(frame) < MIN_TRAINING_ROWS:
         raise TrainingDataError(
             f"only {len(frame)} submissions with an observed outcome in {where}{window}; training "
-            f"needs at least {MIN_TRAINING_ROWS}. Widen --since/--until or load more history.")
+            f"needs at least {MIN_TRAINING_ROWS}. Widen --since/--until, or bring more history in "
+            f'with "learnscore import".')
     levels = frame["observed_comprehension_level"].nunique()
     if levels < 2:
         raise TrainingDataError(f"every outcome in {where}{window} has the same level; the level "

@@ -42,7 +42,7 @@ def measure_onset_to_production(config, *, warmup_s: float = 90.0, rate: float =
                                 outcome_delay_s: float = 10.0, learners: int = 6000,
                                 timeout_s: float = 1200.0, seed: int = 13) -> dict[str, Any]:
     """Run the loop once; return the figures (seconds are wall-clock, from the onset)."""
-    from learnscore.batch.history import load_history
+    from learnscore.batch.importer import import_history
     from learnscore.batch.retrain_worker import RetrainWorker
     from learnscore.batch.train import train_model
     from learnscore.core.kafka_io import BrokerUnreachable, broker_answers, create_topics, unreachable_message
@@ -63,7 +63,7 @@ def measure_onset_to_production(config, *, warmup_s: float = 90.0, rate: float =
     log.info("e2e: initial model from %d simulated learners", learners)
     write_history(home / "history", HistoryOptions(learners=learners, days=1,
                                                    outcome_delay_s=3600, seed=seed))
-    load_history(spark, config, home / "history")
+    import_history(spark, config, home / "history")
     initial = train_model(spark, config, history_dir=home / "history", actor="bench drift")
     promote(config, version=initial.version, actor="bench drift", reason="initial model")
 

@@ -28,7 +28,7 @@ def ensure_spark_tables(spark, config: Config, names: Iterable[str]) -> None:
         existed = DeltaTable.isDeltaTable(spark, config.table_path(name))
         builder = (DeltaTable.createIfNotExists(spark)
                    .location(config.table_path(name))
-                   .addColumns(StructType.fromDDL(table.ddl))
+                   .addColumns(StructType.fromDDL(table.stored_ddl))
                    .comment(table.doc))
         if table.partition_by:
             builder = builder.partitionedBy(*table.partition_by)
@@ -44,7 +44,7 @@ def ensure_spark_tables(spark, config: Config, names: Iterable[str]) -> None:
         # A table made by an earlier release lacks the columns added since (always nullable,
         # at the end): added in place, the rows it holds read them as null.
         present = set(delta.toDF().columns)
-        missing = [(column, kind) for column, kind in table.columns if column not in present]
+        missing = [(column, kind) for column, kind in table.stored_columns if column not in present]
         if missing:
             added = ", ".join(f"`{column}` {kind}" for column, kind in missing)
             spark.sql(f"ALTER TABLE delta.`{config.table_path(name)}` ADD COLUMNS ({added})")
@@ -159,3 +159,10 @@ def table_version(config: Config, name: str) -> int | None:
         return DeltaTable(config.table_path(name)).version()
     except TableNotFoundError:
         return None
+
+
+def delta_version(spark, config: Config, name: str) -> int:
+    """The latest version of a Spark-written Delta table."""
+    from delta.tables import DeltaTable
+
+    return int(DeltaTable.forPath(spark, config.table_path(name)).history(1).first()["version"])

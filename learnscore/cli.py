@@ -12,7 +12,7 @@ import time
 from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Optional
 
 import typer
 
@@ -511,6 +511,34 @@ def bench_stream(
     typer.echo(f"written to {output}")
 
 
+@bench_app.command("import")
+def bench_import(
+    rows: Annotated[int, typer.Option(min=1000, help="Answer rows of the long export to import.")] = 2_000_000,
+    file_format: Annotated[str, typer.Option("--format", help="csv or parquet.")] = "csv",
+    workdir: Annotated[Optional[Path], typer.Option(help="Where the export and the benchmark's lakes go (default <state_dir>/bench/import; the export is reused).")] = None,
+    mapping: Annotated[Optional[Path], typer.Option(help="Mapping file (default examples/mappings/warehouse-long.yaml of the checkout).")] = None,
+    output: Annotated[Path, typer.Option(help="Where the JSON goes.")] = Path("bench/results/import.json"),
+) -> None:
+    """`learnscore import` of a long export: wall time and peak memory of staging alone (--dry-run)
+    and of the whole import into an empty lake."""
+    from learnscore.bench.import_files import run_import_benchmark
+
+    if file_format not in ("csv", "parquet"):
+        fail(f"--format {file_format!r}: use csv or parquet")
+    try:
+        result = run_import_benchmark(get_config(), rows=rows, file_format=file_format, workdir=workdir,
+                                      mapping=mapping, output=output)
+    except (FileNotFoundError, RuntimeError) as exc:
+        fail(str(exc))
+    file = result["file"]
+    typer.echo(f"file    {file['path']}: {file['rows']:,} rows, {file['submissions']:,} submissions, "
+               f"{file['bytes'] / 2**20:,.0f} MiB")
+    for phase, run in result["runs"].items():
+        typer.echo(f"{phase:<7} {run['seconds']:.1f} s, peak RSS {run['peak_python_rss_mib']:,} MiB (Python), "
+                   f"{run['peak_tree_rss_mib']:,} MiB (with children); {run['landed'] if run['landed'] is not None else '-'} landed")
+    typer.echo(f"written to {output}")
+
+
 @bench_app.command("validation")
 def bench_validation(
     events: Annotated[int, typer.Option(min=1000, help="Simulated submissions to validate.")] = 50_000,
@@ -608,8 +636,10 @@ def simulate_history(
     outcome_delay: Annotated[Optional[str], typer.Option(help="Delay between a test and its outcome, e.g. 7d.")] = None,
     end: Annotated[Optional[str], typer.Option(help="End of the history, RFC 3339 (default now).")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Folder to write (default <state_dir>/simulator/history).")] = None,
+    import_: Annotated[bool, typer.Option("--import", help="Then import it into silver (as `learnscore import --history FOLDER`).")] = False,
 ) -> None:
-    """Write a historical batch (submissions, outcomes, truth) for the first training."""
+    """Write a historical batch (submissions, outcomes, truth) for the first training: then
+    `learnscore import --history FOLDER` (or --import here) and `learnscore train --initial`."""
     from datetime import timezone
 
     from learnscore.schemas.contract import parse_timestamp
@@ -639,6 +669,95 @@ def simulate_history(
                f"({manifest['responses']} responses) to {folder} in {manifest['generated_in_s']:.1f}s")
     typer.echo(f"submissions from {manifest['submission_time_min']} to {manifest['submission_time_max']}, "
                f"seed {manifest['seed']}, by scenario {manifest['rows_by_scenario']}")
+    if import_:
+        from learnscore.batch.importer import ImportProgress, import_history
+
+        with spark_session("learnscore-import") as spark:
+            result = import_history(spark, config, folder, progress=ImportProgress())
+        for line in result.lines():
+            typer.echo(line)
+    else:
+        typer.echo(f"next: learnscore import --history {folder}")
+
+
+@simulate_app.command("export")
+def simulate_export(
+    out: Annotated[Path, typer.Option(help="Folder to write answers.<format> and outcomes.<format> into.")],
+    history: Annotated[Optional[Path], typer.Option(help="The `simulate history` folder to export (default <state_dir>/simulator/history).")] = None,
+    file_format: Annotated[str, typer.Option("--format", help="csv or parquet.")] = "csv",
+    max_rows: Annotated[Optional[int], typer.Option(min=1, help="Stop after the submission that reaches this many answer rows.")] = None,
+) -> None:
+    """Write a simulated history as a warehouse would export it (one row per answered item, its own
+    column names, seconds, subjects spelt out) — the sample input of `learnscore import` with
+    examples/mappings/warehouse-long.yaml."""
+    from learnscore.batch.history import HistoryNotFound, history_files
+    from learnscore.simulator.export import write_export
+    from learnscore.simulator.history import history_dir
+
+    if file_format not in ("csv", "parquet"):
+        fail(f"--format {file_format!r}: use csv or parquet")
+    folder = history or history_dir(get_config())
+    try:
+        history_files(folder)
+    except HistoryNotFound as exc:
+        fail(str(exc))
+    written = write_export(folder, out, file_format=file_format, max_rows=max_rows)  # type: ignore[arg-type]
+    typer.echo(f"wrote {written['rows']:,} answer rows of {written['submissions']:,} submissions to "
+               f"{written['answers']} and their outcomes to {written['outcomes']}")
+    typer.echo(f"next: learnscore import {written['answers']} --outcomes {written['outcomes']} "
+               f"--mapping examples/mappings/warehouse-long.yaml")
+
+
+# -- import -----------------------------------------------------------------------------------
+@app.command("import")
+def import_data(
+    submissions: Annotated[Optional[Path], typer.Argument(help="The submissions file: CSV, Parquet or JSON lines, one row per answered item or per submission (as the mapping says).")] = None,
+    outcomes: Annotated[Optional[Path], typer.Option(help="The outcomes file (optional).")] = None,
+    mapping: Annotated[Optional[Path], typer.Option(help="The mapping file (YAML): which column holds what, units, defaults; see examples/mappings/.")] = None,
+    history: Annotated[Optional[Path], typer.Option(help="Instead of a file and a mapping: a `learnscore simulate history` folder (events in the Kafka contract).")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Read and validate everything and report; write nothing (outcomes are not checked against silver).")] = False,
+    report: Annotated[Optional[Path], typer.Option(help="Also write the summary as JSON to this file.")] = None,
+    chunk_rows: Annotated[int, typer.Option(min=1000, help="Rows read at a time.")] = 100_000,
+    partition_rows: Annotated[int, typer.Option(min=1000, help="Rows validated at a time (the file is split into partitions of about this many rows).")] = 500_000,
+    staging_dir: Annotated[Optional[Path], typer.Option(help="Scratch folder Spark can read (default <state_dir>/import); removed afterwards.")] = None,
+) -> None:
+    """Import historical submissions (and outcomes) from files into silver, validated with the
+    stream's contract; refused rows go to silver.quarantine with their row numbers. Importing
+    the same files again changes nothing."""
+    import json
+
+    from learnscore.batch.history import HistoryNotFound, history_files
+    from learnscore.batch.import_mapping import MappingError, kafka_contract_mapping, load_mapping
+    from learnscore.batch.import_read import InputFileError
+    from learnscore.batch.importer import ImportProgress, ImportRequest, dry_run_report, land_import, staged_import
+
+    config = get_config()
+    if (history is None) == (submissions is None):
+        fail("give a submissions file with --mapping, or --history FOLDER (a `learnscore simulate history` folder)")
+    try:
+        if history is not None:
+            files = history_files(history)
+            request = ImportRequest(files["submissions"], kafka_contract_mapping(), files["outcomes"])
+        else:
+            if mapping is None:
+                fail("--mapping is needed with a submissions file: it says which column holds what "
+                     "(start from examples/mappings/warehouse-long.yaml)")
+            request = ImportRequest(submissions, load_mapping(mapping), outcomes)
+        with staged_import(config, request, staging_dir=staging_dir, chunk_rows=chunk_rows,
+                           partition_rows=partition_rows, progress=ImportProgress()) as staged:
+            if dry_run:
+                result = dry_run_report(staged)
+            else:
+                with spark_session("learnscore-import") as spark:
+                    result = land_import(spark, config, staged)
+    except (MappingError, InputFileError, HistoryNotFound) as exc:
+        fail(f"{exc}\nNothing was written.")
+    for line in result.lines():
+        typer.echo(line)
+    if report:
+        report.parent.mkdir(parents=True, exist_ok=True)
+        report.write_text(json.dumps(result.as_dict(), indent=2) + "\n")
+        typer.echo(f"summary written to {report}")
 
 
 # -- schemas ----------------------------------------------------------------------------------
@@ -685,56 +804,33 @@ def _actor() -> str:
         return "unknown"
 
 
-def _ensure_simulated_history(config: Config, history_dir: str | Path) -> dict[str, Any]:
-    """The manifest of the history in ``history_dir``; simulate one there first (with the
-    ``simulator:`` settings) if none exists — ``learnscore train --initial`` on a fresh machine."""
-    from learnscore.batch.history import HistoryNotFound, read_history_manifest
-
-    try:
-        return read_history_manifest(history_dir)
-    except HistoryNotFound:
-        pass
-    from learnscore.simulator import settings_from_config
-    from learnscore.simulator.history import HistoryOptions, write_history
-
-    section = config.simulator
-    options = HistoryOptions(learners=section.history_learners, days=section.history_days,
-                             outcome_delay_s=section.history_outcome_delay_s, seed=section.seed,
-                             settings=settings_from_config(config))
-    logging.getLogger(__name__).info("no history in %s yet: simulating %d learners", history_dir, options.learners)
-    return write_history(Path(history_dir), options)
-
-
 @app.command()
 def train(
-    initial: Annotated[bool, typer.Option("--initial", help="First training: simulate the history if there is none, load it into silver, then train.")] = False,
+    initial: Annotated[bool, typer.Option("--initial", help="The first model: train on what silver holds (imported, streamed or replayed); refuse, writing nothing, while it holds fewer than retrain.min_training_rows submissions with an outcome.")] = False,
     since: Annotated[Optional[str], typer.Option(help="Only submissions at or after this time (RFC 3339 or date).")] = None,
     until: Annotated[Optional[str], typer.Option(help="Only submissions before this time.")] = None,
     submissions_version: Annotated[Optional[int], typer.Option(help="Delta version of silver.submissions (default latest).")] = None,
     outcomes_version: Annotated[Optional[int], typer.Option(help="Delta version of silver.outcomes (default latest).")] = None,
-    history_dir: Annotated[Optional[str], typer.Option(help="Simulated history folder (default <state_dir>/simulator/history).")] = None,
+    history_dir: Annotated[Optional[str], typer.Option(help="A `simulate history` folder whose truth.parquet gives the oracle metrics (default <state_dir>/simulator/history; real data has no truth).")] = None,
     trigger: Annotated[str, typer.Option(help="Why: manual, drift or schedule (tagged on the version).")] = "manual",
     request_id: Annotated[Optional[str], typer.Option(help="The RetrainRequested event id, if any.")] = None,
 ) -> None:
     """Train a model on silver data at pinned Delta versions; register it as `staging`."""
-    from learnscore.batch.history import HistoryNotFound, default_history_dir, load_history
-    from learnscore.batch.train import TrainingDataError, train_model
+    from learnscore.batch.history import default_history_dir
+    from learnscore.batch.train import TrainingDataError, require_initial_training_data, train_model
 
     config = get_config()
     folder = history_dir or str(default_history_dir(config))
     with spark_session("learnscore-train") as spark:
         try:
             if initial:
-                manifest = _ensure_simulated_history(config, folder)
-                typer.echo(f"history  {folder}: {manifest['submissions']} submissions, {manifest['outcomes']} outcomes")
-                loaded = load_history(spark, config, folder)
-                for kind in ("submissions", "outcomes"):
-                    typer.echo(f"loaded   {kind}: {loaded[kind]}")
+                labelled = require_initial_training_data(spark, config)
+                typer.echo(f"silver   {labelled:,} submissions with an observed outcome")
             result = train_model(spark, config, submissions_version=submissions_version,
                                  outcomes_version=outcomes_version, since=_parse_time(since, "--since"),
                                  until=_parse_time(until, "--until"), trigger=trigger, request_id=request_id,
                                  actor=_actor(), history_dir=folder)
-        except (TrainingDataError, HistoryNotFound) as exc:
+        except TrainingDataError as exc:
             fail(str(exc))
     m = result.metrics
     typer.echo(f"version  {config.mlflow.model_name} v{result.version} → staging (run {result.run_id})")

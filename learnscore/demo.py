@@ -31,6 +31,7 @@ import httpx
 from learnscore.core.config import Config, Secrets, load_config
 from learnscore.core.ports import free_port
 from learnscore.core.waiting import WaitStopped, WaitTimedOut, wait_until
+from learnscore.schemas.history import MANIFEST_FILE
 from learnscore.stack.processes import (
     SAFE_ENV,
     ProcessRecord,
@@ -379,6 +380,13 @@ class Demo:
 
     def _train_and_promote(self, history: Path) -> None:
         try:
+            # Training reads silver only: the demo simulates its history (once; it is kept) and
+            # imports it, as a user would import a warehouse export.
+            if (history / MANIFEST_FILE).exists():
+                self._run_step("import", "import", "--history", str(history))
+            else:
+                self._run_step("history", "simulate", "history", "--learners", str(self.options.history_learners),
+                               "--out", str(history), "--import")
             self._run_step("train", "train", "--initial", "--history-dir", str(history))
             self._run_step("promote", "promote", "--reason", "first model of the demo")
         except BaseException as exc:  # noqa: BLE001 - raised again on the main thread

@@ -13,6 +13,9 @@ RESPONSES_DDL = ("array<struct<item_id:string,skill:string,correct:boolean,"
                  "response_time_ms:bigint,attempts:bigint,hint_used:boolean>>")
 _KAFKA = (("kafka_topic", "string"), ("kafka_partition", "int"), ("kafka_offset", "bigint"),
           ("kafka_timestamp", "timestamp"))
+#: Where an imported row came from: JSON ``{"import_id", "file", "rows"}`` (``learnscore import``);
+#: null for rows the stream landed.
+_LINEAGE = (("import_lineage", "string"),)
 
 
 @dataclass(frozen=True)
@@ -23,6 +26,10 @@ class Table:
     writer: str = "spark"  # "spark" or "deltalake"
     bi_facing: bool = False  # learner ids must be pseudonymised
     partition_by: tuple[str, ...] = ()
+    #: Nullable columns after ``columns`` that only some writers fill (the importer's lineage).
+    #: A writer that leaves them out appends null: Delta fills a missing nullable column on
+    #: append, so the stream's writes (``columns`` exactly) need not know them.
+    optional_columns: tuple[tuple[str, str], ...] = ()
 
     @property
     def layer(self) -> str:
@@ -35,6 +42,15 @@ class Table:
     @property
     def column_names(self) -> list[str]:
         return [name for name, _ in self.columns]
+
+    @property
+    def stored_columns(self) -> tuple[tuple[str, str], ...]:
+        """Every column the table holds: ``columns``, then ``optional_columns``."""
+        return (*self.columns, *self.optional_columns)
+
+    @property
+    def stored_ddl(self) -> str:
+        return ", ".join(f"`{name}` {kind}" for name, kind in self.stored_columns)
 
 
 def _raw(name: str, topic: str) -> Table:
@@ -51,21 +67,22 @@ SUBMISSIONS = Table("silver.submissions", (
     ("learner_id", "string"), ("assessment_id", "string"), ("subject", "string"),
     ("grade_level", "bigint"), ("responses", RESPONSES_DDL), *_KAFKA,
     ("ingested_at", "timestamp"),
-), "Valid submissions, one row per event_id (the first delivery wins).")
+), "Valid submissions, one row per event_id (the first delivery wins).", optional_columns=_LINEAGE)
 
 QUARANTINE = Table("silver.quarantine", (
     ("source_topic", "string"), ("kafka_partition", "int"), ("kafka_offset", "bigint"),
     ("kafka_timestamp", "timestamp"), ("raw_key", "binary"), ("raw_value", "binary"),
     ("event_id", "string"), ("reason_code", "string"), ("reason", "string"),
     ("quarantined_at", "timestamp"), ("batch_id", "bigint"),
-), "Events refused by the contract or as duplicates, with the raw bytes and the reason.")
+), "Events refused by the contract or as duplicates, with the raw bytes and the reason.",
+    optional_columns=_LINEAGE)
 
 OUTCOMES = Table("silver.outcomes", (
     ("event_id", "string"), ("schema_version", "bigint"), ("event_time", "timestamp"),
     ("submission_event_id", "string"), ("learner_id", "string"),
     ("observed_progress_score", "double"), ("observed_comprehension_level", "string"),
     *_KAFKA, ("ingested_at", "timestamp"),
-), "Valid observed outcomes, one row per submission_event_id.")
+), "Valid observed outcomes, one row per submission_event_id.", optional_columns=_LINEAGE)
 
 PREDICTIONS = Table("gold.predictions", (
     ("event_id", "string"), ("learner_key", "string"), ("assessment_id", "string"),
@@ -173,16 +190,34 @@ TABLES: dict[str, Table] = {
 }
 
 
-def arrow_schema(table: Table):
-    """The same columns as a pyarrow schema, for ``deltalake`` writers and readers."""
+def arrow_schema(table: Table, *, stored: bool = False):
+    """The same columns as a pyarrow schema, for ``deltalake`` writers and readers and for files
+    Spark reads into the table; ``stored``: with the optional columns too."""
+    import pyarrow as pa
+
+    fields = []
+    for name, kind in table.stored_columns if stored else table.columns:
+        try:
+            fields.append(pa.field(name, arrow_type(kind)))
+        except ValueError:
+            raise ValueError(f"{table.name}.{name}: type {kind} has no arrow mapping here") from None
+    return pa.schema(fields)
+
+
+def arrow_type(kind: str):
+    """The Arrow type of a Spark DDL type: the simple ones and ``array<struct<name:type,...>>``.
+
+    >>> str(arrow_type("array<struct<item_id:string,correct:boolean>>"))
+    'list<item: struct<item_id: string, correct: bool>>'
+    """
     import pyarrow as pa
 
     simple = {"string": pa.string(), "bigint": pa.int64(), "int": pa.int32(),
               "double": pa.float64(), "boolean": pa.bool_(), "binary": pa.binary(),
               "timestamp": pa.timestamp("us", tz="UTC"), "date": pa.date32()}
-    fields = []
-    for name, kind in table.columns:
-        if kind not in simple:
-            raise ValueError(f"{table.name}.{name}: type {kind} has no arrow mapping here")
-        fields.append(pa.field(name, simple[kind]))
-    return pa.schema(fields)
+    if kind in simple:
+        return simple[kind]
+    if kind.startswith("array<struct<") and kind.endswith(">>"):
+        members = [member.split(":", 1) for member in kind[len("array<struct<"):-2].split(",")]
+        return pa.list_(pa.struct([pa.field(name, arrow_type(inner)) for name, inner in members]))
+    raise ValueError(f"type {kind} has no arrow mapping here")

@@ -158,14 +158,14 @@ def fitted_model(small_history_events):
 
 @pytest.fixture(scope="session")
 def silver_history(spark, stack_config, small_history, tmp_path_factory):
-    """``small_history`` loaded into silver tables of a shared lake, once per session.
+    """``small_history`` imported into silver tables of a shared lake, once per session.
 
     Returns ``(lake_config, versions)``; tests that only read silver (and write rows keyed by
     their own model name) share it instead of paying for the Delta set-up again.
     """
-    from learnscore.batch.history import load_history
+    from learnscore.batch.importer import import_history
 
     lake = tmp_path_factory.mktemp("silver-history")
     lake_config = stack_config.model_copy(update={"lake": stack_config.lake.model_copy(update={
         "root": str(lake / "lake"), "checkpoints": str(lake / "checkpoints")})})
-    return lake_config, load_history(spark, lake_config, small_history)["versions"]
+    return lake_config, import_history(spark, lake_config, small_history).versions

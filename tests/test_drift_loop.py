@@ -61,7 +61,7 @@ def test_concept_shift_is_detected_retrained_promoted_and_scored(config, spark, 
                                                                 tmp_path):
     from mlflow.tracking import MlflowClient
 
-    from learnscore.batch.history import load_history
+    from learnscore.batch.importer import import_history
     from learnscore.batch.retrain_runs import runs
     from learnscore.batch.retrain_worker import RetrainWorker
     from learnscore.batch.train import train_model
@@ -80,7 +80,7 @@ def test_concept_shift_is_detected_retrained_promoted_and_scored(config, spark, 
     create_topics(config, [topics.RETRAIN_REQUESTS, topics.LIFECYCLE])
     history = tmp_path / "history"
     write_history(history, HistoryOptions(learners=HISTORY, days=2, outcome_delay_s=3600, seed=5))
-    load_history(spark, config, history)
+    import_history(spark, config, history)
     first = train_model(spark, config, history_dir=history)
     promote(config, version=first.version, actor="test", reason="initial model")
 

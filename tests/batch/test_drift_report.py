@@ -20,7 +20,7 @@ def test_a_missing_production_model_is_a_clear_error(config, mlflow_store):
 
 def test_the_report_compares_windows_with_training_and_with_each_other(config, spark,
                                                                       mlflow_store, tmp_path):
-    from learnscore.batch.history import load_history
+    from learnscore.batch.importer import import_history
     from learnscore.batch.train import train_model
     from learnscore.registry.promote import promote
     from learnscore.simulator.history import HistoryOptions, write_history
@@ -29,7 +29,7 @@ def test_the_report_compares_windows_with_training_and_with_each_other(config, s
     training = tmp_path / "training"
     write_history(training, HistoryOptions(learners=2000, days=2, outcome_delay_s=3600, seed=3,
                                            end=END - timedelta(days=1)))
-    load_history(spark, config, training)
+    import_history(spark, config, training)
     first = train_model(spark, config, history_dir=training)
     promote(config, version=first.version, actor="test", reason="baseline for the report")
     # Two recent hours, the second one a weaker cohort.
@@ -37,7 +37,7 @@ def test_the_report_compares_windows_with_training_and_with_each_other(config, s
     write_history(recent, HistoryOptions(
         learners=2400, days=2 / 24, outcome_delay_s=60, seed=4, end=END,
         scenarios=(parse_scenario("weaker-cohort@1h"),)))
-    load_history(spark, config, recent)
+    import_history(spark, config, recent)
 
     baseline = find_baseline(config)
     assert (baseline.model_version, baseline.since, baseline.until) == (first.version, None, None)

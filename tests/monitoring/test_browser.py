@@ -185,7 +185,7 @@ def test_every_panel_renders_with_data_from_a_real_run(spark, config, mlflow_sto
     """simulator → Kafka → the real stream → Delta; requests through the real endpoint; the page."""
     import mlflow
 
-    from learnscore.batch.history import load_history
+    from learnscore.batch.importer import import_history
     from learnscore.core.lake import read_table
     from learnscore.core.tracking import use_mlflow
     from learnscore.model.features import model_input_from_events
@@ -204,7 +204,7 @@ def test_every_panel_renders_with_data_from_a_real_run(spark, config, mlflow_sto
     submissions = small_history_events[0]
     # The first model through the real lifecycle: the history in silver (the gates' labelled
     # window), logged as training logs it, registered as staging, promoted by the gates.
-    load_history(spark, config, small_history)
+    import_history(spark, config, small_history)
     use_mlflow(config)
     with mlflow.start_run(run_name="dashboard-real-run"):
         model_uri = log_diagnostic_model(fitted_model, model_input_from_events(submissions[:3]))

@@ -167,7 +167,7 @@ def test_promote_and_rollback_refuse_clearly_without_versions(lifecycle_config, 
 
 
 def test_training_without_data_says_what_to_do(spark, config, mlflow_store):
-    with pytest.raises(TrainingDataError, match="learnscore train --initial"):
+    with pytest.raises(TrainingDataError, match="learnscore import"):
         train_model(spark, config)
 
 
