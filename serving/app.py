@@ -213,6 +213,7 @@ def create_app(config: Config, secrets: Secrets | None = None, request_log: bool
             STAGING: served.staging.describe() if served.staging else None,
             "canary_fraction": config.serving.canary_fraction,
             "registry": _registry_status(service),
+            "refused": dict(service.watcher.refused),  # version → why the trust checks refused it
         })
 
     @app.get("/healthz")
