@@ -181,7 +181,8 @@ async def _httpx_max_rps(url: str, api_key: str, bodies: list[bytes], connection
 
 
 def _start_endpoint(config: Config, port: int, log_file: Path) -> subprocess.Popen:
-    env = {**os.environ, "LEARNSCORE__SERVING__PORT": str(port),
+    # The benchmark measures capacity from one client: the per-client rate limit is off.
+    env = {**os.environ, "LEARNSCORE__SERVING__PORT": str(port), "LEARNSCORE__SERVING__RATE_LIMIT_PER_SECOND": "0",
            "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "false"}
     with open(log_file, "ab") as out:
         return subprocess.Popen([sys.executable, "-m", "learnscore", "--env", config.env, "serve",
@@ -189,15 +190,16 @@ def _start_endpoint(config: Config, port: int, log_file: Path) -> subprocess.Pop
                                 env=env, start_new_session=True)
 
 
-def _wait_ready(base: str, process: subprocess.Popen, log_file: Path, timeout_s: float = 180) -> str:
+def _wait_ready(base: str, process: subprocess.Popen, log_file: Path, api_key: str,
+                timeout_s: float = 180) -> str:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"the endpoint exited during start-up; see {log_file}")
         try:
-            answer = httpx.get(f"{base}/readyz", timeout=2)
-            if answer.status_code == 200:
-                return answer.json()["model"]["version"]
+            if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                return httpx.get(f"{base}/v1/model", headers={"X-API-Key": api_key},
+                                 timeout=2).json()["production"]["version"]
         except httpx.HTTPError:
             pass
         time.sleep(0.5)
@@ -251,7 +253,7 @@ def run_serve_benchmark(config: Config, rate: float = 100.0, seconds: float = 20
     loads: dict[str, dict[str, float]] = {}
     process = _start_endpoint(config, port, log_file)
     try:
-        version = _wait_ready(base, process, log_file)
+        version = _wait_ready(base, process, log_file, api_key)
         log.info("endpoint ready with version %s; warming up", version)
         _run(steady_rate(f"{base}/v1/score", api_key, bodies, rate=50, seconds=3))
         loads["steady_start"] = load_average()

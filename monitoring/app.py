@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import ssl
 from datetime import datetime, timezone
 from importlib import resources
 from typing import Any
@@ -12,7 +13,7 @@ import orjson
 from fastapi import FastAPI
 from fastapi.responses import HTMLResponse, Response
 
-from learnscore.core.config import Config
+from learnscore.core.config import Config, ConfigError, Secrets
 from learnscore.monitoring import panels
 from learnscore.monitoring.tables import TableReader
 
@@ -22,19 +23,42 @@ PANEL_IDS = ("requests", "endpoint", "versions", "stream", "drift_events", "drif
              "lifecycle", "live_error", "scores")
 
 
+def endpoint_base(config: Config) -> tuple[str, Any]:
+    """The scoring endpoint's base URL as this machine reaches it, and the ``verify`` to use:
+    with TLS, its own certificate is trusted too (a self-signed one included)."""
+    serving = config.serving
+    host = "127.0.0.1" if serving.host in ("0.0.0.0", "::") else serving.host
+    if not serving.tls:
+        return f"http://{host}:{serving.port}", True
+    context = ssl.create_default_context()
+    context.load_verify_locations(cafile=str(serving.tls_certfile))
+    return f"https://{host}:{serving.port}", context
+
+
 def probe_endpoint(config: Config, timeout_s: float = 1.0) -> dict[str, Any]:
-    """Ask the scoring endpoint's /readyz: up (ready or degraded), not ready, or down."""
-    url = f"http://{config.serving.host}:{config.serving.port}/readyz"
+    """Ask the scoring endpoint's /readyz (up: ready or degraded; not ready; down) and, with the
+    API key, /v1/model for the version it serves (the open /readyz does not name it)."""
+    base, verify = endpoint_base(config)
+    url = f"{base}/readyz"
     try:
-        answer = httpx.get(url, timeout=timeout_s)
+        answer = httpx.get(url, timeout=timeout_s, verify=verify)
         body = answer.json()
     except (httpx.HTTPError, ValueError):
         return {"up": False, "status": "down", "url": url}
-    model = body.get("model") or {}
     registry = body.get("registry") or {}
     return {"up": answer.status_code == 200, "status": body.get("status", "unknown"), "url": url,
-            "version": model.get("version"),
+            "version": _served_version(config, base, verify, timeout_s),
             "registry": "reachable" if registry.get("reachable") else "unreachable"}
+
+
+def _served_version(config: Config, base: str, verify: Any, timeout_s: float) -> str | None:
+    try:
+        answer = httpx.get(f"{base}/v1/model", timeout=timeout_s, verify=verify,
+                           headers={"X-API-Key": Secrets(config).api_key.get_secret_value()})
+        production = answer.json().get("production") if answer.status_code == 200 else None
+    except (httpx.HTTPError, ValueError, ConfigError):
+        return None
+    return (production or {}).get("version")
 
 
 def build_panels(config: Config, reader: TableReader, probe: dict[str, Any]) -> list[dict[str, Any]]:
