@@ -237,6 +237,7 @@ def retrain_worker(
     promoter: Annotated[str, typer.Option(help="Promotion function, module:function.")] = "learnscore.registry.promote:promote",
     max_runs: Annotated[Optional[int], typer.Option(help="Stop after this many runs.")] = None,
     idle_exit: Annotated[Optional[float], typer.Option(help="Stop after this many seconds without requests.")] = None,
+    on_final_failure: Annotated[Optional[str], typer.Option(help="Called with the run that failed for good (alerts), module:function.")] = None,
 ) -> None:
     """Consume model.retrain-requests: one recorded training run per burst of requests."""
     from learnscore.batch.retrain_worker import run_retrain_worker
@@ -246,7 +247,7 @@ def retrain_worker(
     try:
         made = run_retrain_worker(get_config(), every=every, policy=policy, trainer=trainer,
                                   promoter=promoter, max_runs=max_runs,
-                                  idle_exit_seconds=idle_exit)
+                                  idle_exit_seconds=idle_exit, on_final_failure=on_final_failure)
     except ValueError as exc:
         fail(str(exc))
     except KeyboardInterrupt:
