@@ -17,11 +17,12 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import time
 import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
+
+from learnscore.core.waiting import WaitTimedOut, wait_until
 
 log = logging.getLogger(__name__)
 
@@ -93,15 +94,19 @@ def measure_onset_to_production(config, *, warmup_s: float = 90.0, rate: float =
                      "streaming.trigger_seconds": config.streaming.trigger_seconds}}
     new_version_rows = None
     try:
-        deadline = time.monotonic() + warmup_s + timeout_s
-        while time.monotonic() < deadline:
+        def scorer_alive() -> None:
             if scorer.failure():
                 raise RuntimeError(f"the scorer failed: {scorer.failure()}")
-            if runs and runs[0].model_version:
-                new_version_rows = _first_scored(spark, config, runs[0].model_version)
-                if new_version_rows is not None:
-                    break
-            time.sleep(2)
+
+        def new_version_scored():
+            return _first_scored(spark, config, runs[0].model_version) \
+                if runs and runs[0].model_version else None
+
+        try:  # a timeout is a result (no retrained version scored), reported as such
+            new_version_rows = wait_until(new_version_scored, warmup_s + timeout_s,
+                                          "the retrained version to score", interval_s=2, check=scorer_alive)
+        except WaitTimedOut:
+            new_version_rows = None
     finally:
         stop.set()
         sim.join(60)

@@ -30,6 +30,7 @@ import orjson
 
 from learnscore.core.config import Config, Secrets
 from learnscore.core.ports import free_port
+from learnscore.core.waiting import WaitTimedOut, wait_until
 
 log = logging.getLogger(__name__)
 
@@ -192,19 +193,25 @@ def _start_endpoint(config: Config, port: int, log_file: Path) -> subprocess.Pop
 
 def _wait_ready(base: str, process: subprocess.Popen, log_file: Path, api_key: str,
                 timeout_s: float = 180) -> str:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+    def alive() -> None:
         if process.poll() is not None:
             raise RuntimeError(f"the endpoint exited during start-up; see {log_file}")
+
+    def version() -> str | None:
+        # /readyz says ready or not to anyone; the version is told only to holders of the key.
         try:
-            if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                return httpx.get(f"{base}/v1/model", headers={"X-API-Key": api_key},
-                                 timeout=2).json()["production"]["version"]
+            if httpx.get(f"{base}/readyz", timeout=2).status_code != 200:
+                return None
+            answer = httpx.get(f"{base}/v1/model", headers={"X-API-Key": api_key}, timeout=2)
         except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise RuntimeError(f"the endpoint was not ready within {timeout_s:.0f}s (is there a 'production' "
-                       f"model of {log_file.name}? see {log_file})")
+            return None
+        return answer.json()["production"]["version"] if answer.status_code == 200 else None
+
+    try:
+        return wait_until(version, timeout_s, "the endpoint", interval_s=0.5, check=alive)
+    except WaitTimedOut:
+        raise RuntimeError(f"the endpoint was not ready within {timeout_s:.0f}s (is there a 'production' "
+                           f"model of {log_file.name}? see {log_file})") from None
 
 
 def load_average() -> dict[str, float]:
@@ -215,10 +222,16 @@ def load_average() -> dict[str, float]:
 
 def wait_for_quiet(max_load: float, timeout_s: float) -> dict[str, float]:
     """Wait (up to ``timeout_s``) until the 1-minute load average is at most ``max_load``."""
-    deadline = time.monotonic() + timeout_s
-    while os.getloadavg()[0] > max_load and time.monotonic() < deadline:
-        log.info("load average %.2f is above %.2f; waiting for a quieter machine", os.getloadavg()[0], max_load)
-        time.sleep(min(15.0, max(0.0, deadline - time.monotonic())))
+    def quiet() -> bool:
+        load = os.getloadavg()[0]
+        if load > max_load:
+            log.info("load average %.2f is above %.2f; waiting for a quieter machine", load, max_load)
+        return load <= max_load
+
+    try:
+        wait_until(quiet, timeout_s, "a quieter machine", interval_s=15)
+    except WaitTimedOut:
+        pass  # measure anyway: the figures carry the load average they were taken under
     return load_average()
 
 

@@ -32,7 +32,12 @@ def spark_conf(config: Config) -> dict[str, str]:
         "spark.sql.execution.arrow.maxRecordsPerBatch": "1000",
         "spark.sql.session.timeZone": "UTC",
         "spark.sql.warehouse.dir": str(config.state_dir / "spark-warehouse"),
-        "spark.driver.extraJavaOptions": f"-Dderby.system.home={config.state_dir / 'derby'}",
+        # A long-lived driver compiles Spark's generated code for every query it plans; at the
+        # JDK's default 240 MB the code cache filled in a 40-minute test run and the JVM then
+        # failed to link method handles (InternalError in the planner).
+        "spark.driver.extraJavaOptions": (
+            f"-Dderby.system.home={config.state_dir / 'derby'} -XX:ReservedCodeCacheSize=1g"
+        ),
         "spark.ui.showConsoleProgress": "false",
         "spark.ui.enabled": "false",
         "spark.sql.streaming.stopGracefullyOnShutdown": "true",

@@ -687,6 +687,29 @@ def rollback(
     typer.echo(f"production → version {move.version} (was {move.previous_version})")
 
 
+registry_app = typer.Typer(help="Upkeep of the model registry.", no_args_is_help=True)
+app.add_typer(registry_app, name="registry")
+
+
+@registry_app.command("upgrade")
+def registry_upgrade(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only list what would be re-registered.")] = False,
+) -> None:
+    """Re-register versions logged by an earlier learnscore (before the learnscore.* names); aliases follow."""
+    from learnscore.core.tracking import use_mlflow
+    from learnscore.registry.upgrade import upgrade_legacy_versions
+
+    config = get_config()
+    use_mlflow(config)
+    upgrades = upgrade_legacy_versions(config, dry_run=dry_run)
+    if not upgrades:
+        typer.echo(f"{config.mlflow.model_name}: every version loads with the current code; nothing to do")
+    for up in upgrades:
+        aliases = ", ".join(up.aliases) or "no aliases"
+        target = "would be re-registered" if dry_run else f"→ version {up.new_version}"
+        typer.echo(f"version {up.old_version} ({aliases}) {target}")
+
+
 @app.command()
 def models() -> None:
     """List versions, aliases, key metrics and the alias history."""

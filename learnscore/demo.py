@@ -29,6 +29,7 @@ from pathlib import Path
 import httpx
 
 from learnscore.core.config import Config, Secrets, load_config
+from learnscore.core.waiting import WaitStopped, WaitTimedOut, wait_until
 from learnscore.stack.processes import (
     SAFE_ENV,
     ProcessRecord,
@@ -177,16 +178,13 @@ class Demo:
                              f"{log_file}:\n{tail(log_file)}")
 
     def _wait_step(self, process: subprocess.Popen, timeout_s: float) -> int:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            try:
-                return process.wait(timeout=0.5)
-            except subprocess.TimeoutExpired:
-                pass
-            if self.stop_requested.is_set():
-                raise KeyboardInterrupt
-            if time.monotonic() > deadline:
-                raise StackError(f"`{' '.join(process.args[3:])}` took longer than {timeout_s:.0f}s")
+        try:
+            return wait_until(lambda: process.poll() is not None, timeout_s, " ".join(process.args[3:]),
+                              interval_s=0.5, stop=self.stop_requested) and process.returncode
+        except WaitStopped:
+            raise KeyboardInterrupt from None
+        except WaitTimedOut:
+            raise StackError(f"`{' '.join(process.args[3:])}` took longer than {timeout_s:.0f}s") from None
 
     def stop_all(self) -> None:
         self.stopping = True  # from now on a Ctrl-C hurries the stop instead of breaking it off
@@ -493,14 +491,16 @@ class Demo:
         topics = [self.config.topic(SUBMISSIONS), self.config.topic(OUTCOMES)]
         broken = sum(sum(report.expected_reasons(t).values()) for t in (SUBMISSIONS, OUTCOMES)) \
             if report else 0
-        deadline = time.monotonic() + 300  # a busy machine: the scorer may be a few batches behind
-        while True:
+        def all_landed() -> bool:
             scored, quarantined = drained(self.config, valid, topics)
-            if (scored >= len(valid) and quarantined >= broken) or time.monotonic() > deadline \
-                    or self.stop_requested.is_set():
-                break
-            self._check_children()
-            time.sleep(2)
+            return scored >= len(valid) and quarantined >= broken
+
+        try:  # a busy machine: the scorer may be a few batches behind; the report shows what is missing
+            wait_until(all_landed, 300, "every produced submission to be scored", interval_s=2,
+                       stop=self.stop_requested, check=self._check_children)
+        except (WaitTimedOut, WaitStopped):
+            pass
+        scored, quarantined = drained(self.config, valid, topics)
         status = read_status(self.config, self.live_started)
         self._remember_versions(status)
         if not self.report.story_complete and story_complete(status, self.report.versions_seen[0]):

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from dataclasses import dataclass
 
 import pandas as pd
 
 from learnscore.core.config import Config
+from learnscore.core.waiting import RetriesExhausted, retry
 from learnscore.schemas.tables import TABLES
 
 log = logging.getLogger(__name__)
@@ -55,18 +55,21 @@ class TableReader:
 
     def read(self, name: str) -> pd.DataFrame:
         """The table's dashboard columns; an empty frame with those columns when it is missing."""
+        def read_once() -> pd.DataFrame:
+            try:
+                return self._read(name)
+            except Exception:  # a commit raced the read: drop the cached snapshot, read again from the log
+                self._cache.pop(name, None)
+                raise
+
         with self._lock:
-            for attempt in range(self.retries + 1):
-                try:
-                    return self._read(name)
-                except Exception as exc:  # noqa: BLE001 - a commit raced the read: read again from the log
-                    if attempt == self.retries:
-                        log.warning("could not read %s after %d attempts: %s", name, attempt + 1, exc)
-                        cached = self._cache.get(name)
-                        return cached.frame if cached else self._empty(name)
-                    self._cache.pop(name, None)
-                    time.sleep(0.1 * (attempt + 1))
-        return self._empty(name)
+            fallback = self._cache.get(name)
+            try:
+                return retry(read_once, what=f"reading {name}", attempts=self.retries + 1, backoff_s=0.1,
+                             max_backoff_s=1.0, transient=(Exception,))
+            except RetriesExhausted as exc:
+                log.warning("%s; showing the last snapshot read", exc)
+                return fallback.frame if fallback else self._empty(name)
 
     def _read(self, name: str) -> pd.DataFrame:
         from deltalake import DeltaTable

@@ -25,7 +25,7 @@ def register_version(config: Config, model_uri: str, *, tags: dict[str, str],
     """
     import mlflow
 
-    pinned = _content_tags(config, model_uri)
+    pinned = pinned_content_tags(config, model_uri)
     with LifecycleRecorder(config) as recorder:
         client = registry_client(config)
         previous = alias_version(config, STAGING, client)
@@ -40,8 +40,10 @@ def register_version(config: Config, model_uri: str, *, tags: dict[str, str],
     return version
 
 
-def _content_tags(config: Config, model_uri: str) -> dict[str, str]:
-    """Check the logged model as a load would, and return the tags that pin its files."""
+def pinned_content_tags(config: Config, model_uri: str) -> dict[str, str]:
+    """Check the logged model as a load would, and return the tags that pin its files.
+
+    Raises :class:`~learnscore.registry.trust.UntrustedModel` for a model no process would load."""
     import mlflow
 
     scratch = tempfile.mkdtemp(prefix="learnscore-register-")

@@ -9,7 +9,8 @@ downloads the version and reads its folder as data only — ``MLmodel`` through
 ``mlflow.models.Model.load`` (YAML), ``model.skops`` through its schema — and refuses it with
 :class:`UntrustedModel`, naming every problem, when:
 
-- the pyfunc ``loader_module`` is neither :data:`OUR_LOADER` nor on ``models.allowed_loader_modules``;
+- the pyfunc ``loader_module`` is neither :data:`OUR_LOADER` nor on ``models.allowed_loader_modules``
+  (a version logged by an earlier learnscore is told to run ``learnscore registry upgrade``);
 - a flavour has a ``code`` path, or the pyfunc a ``python_model`` / ``model_code_path``
   (code that runs while loading);
 - it uses a pickle-based format and ``models.allow_pickle`` is false;
@@ -40,6 +41,8 @@ from learnscore.registry.access import registry_client, unreachable, version_uri
 log = logging.getLogger(__name__)
 
 OUR_LOADER = "learnscore.model.loader"
+#: Loader modules of earlier learnscore releases.
+LEGACY_LOADERS = frozenset({"batch.model_loader"})
 CONTENT_SHA256_TAG = "learnscore.content_sha256"
 CONTENT_MANIFEST_TAG = "learnscore.content_manifest"
 #: Written by MLflow's own download (the registry's name and version), not part of the artifacts.
@@ -55,6 +58,16 @@ class UntrustedModel(RuntimeError):
     def __init__(self, what: str, problems: Iterable[str]):
         self.problems = tuple(problems)
         super().__init__(f"{what} is not loaded: {'; '.join(self.problems)}")
+
+
+def legacy_fix(loader: str) -> str:
+    """What to do about a version whose ``MLmodel`` names the legacy ``loader`` (a sentence tail).
+
+    >>> legacy_fix("batch.model_loader")[:52]
+    'was logged by an earlier learnscore (loader batch.mo'
+    """
+    return (f"was logged by an earlier learnscore (loader {loader}); run `learnscore registry upgrade` "
+            f"once to re-register it under {OUR_LOADER} (its aliases move to the new version)")
 
 
 # -- content -------------------------------------------------------------------------------------
@@ -149,7 +162,9 @@ def structure_problems(folder: str | os.PathLike, models: ModelsConfig) -> list[
     problems = []
     loader = pyfunc.get("loader_module")
     allowed = (OUR_LOADER, *models.allowed_loader_modules)
-    if loader not in allowed:
+    if loader in LEGACY_LOADERS:  # ours, from before the learnscore.* names: say how to fix it
+        problems.append(f"it {legacy_fix(loader)}")
+    elif loader not in allowed:
         problems.append(f"python_function.loader_module is {loader!r}, neither {OUR_LOADER} nor on "
                         f"models.allowed_loader_modules ({', '.join(models.allowed_loader_modules) or 'empty'})")
     for name, flavor in flavors.items():

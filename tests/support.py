@@ -9,11 +9,11 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from learnscore.core.config import Config
+from learnscore.core.waiting import WaitTimedOut, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -22,16 +22,14 @@ def wait_for(predicate: Callable[[], object], timeout_s: float = 120, what: str 
              interval_s: float = 0.25, *, scorer=None):
     """Call ``predicate`` until it returns something truthy (returned); fail after ``timeout_s``,
     or as soon as ``scorer`` (a running ``learnscore.streaming.job.Scorer``) reports a failure."""
-    deadline = time.monotonic() + timeout_s
-    while True:
+    def scorer_alive() -> None:
         if scorer is not None and scorer.failure():
             raise AssertionError(f"the scorer failed: {scorer.failure()}")
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}")
-        time.sleep(interval_s)
+
+    try:
+        return wait_until(predicate, timeout_s, what, interval_s=interval_s, check=scorer_alive)
+    except WaitTimedOut as exc:
+        raise AssertionError(str(exc)) from None
 
 
 @contextlib.contextmanager

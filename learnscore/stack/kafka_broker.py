@@ -10,12 +10,12 @@ import base64
 import logging
 import shutil
 import subprocess
-import time
 import uuid
 
 from learnscore.core.config import Config
 from learnscore.core.jars import jar_files
 from learnscore.core.ports import port_is_free, port_owner
+from learnscore.core.waiting import WaitTimedOut, wait_until
 from learnscore.stack.processes import (
     ProcessRecord,
     StackError,
@@ -124,20 +124,16 @@ class KafkaBroker:
         return stopped
 
     def wait_ready(self, record: ProcessRecord) -> None:
-        deadline = time.monotonic() + self.config.broker.start_timeout_s
-        while time.monotonic() < deadline:
+        def alive() -> None:
             if not record.is_running():
-                raise StackError(
-                    f"the Kafka broker exited during start-up; last lines of {self.log_file}:\n"
-                    f"{tail(self.log_file)}"
-                )
-            if self.answers_metadata(timeout_s=2):
-                return
-            time.sleep(0.5)
-        raise StackError(
-            f"the Kafka broker did not answer at {self.bootstrap_servers} within "
-            f"{self.config.broker.start_timeout_s:.0f}s; see {self.log_file}:\n{tail(self.log_file)}"
-        )
+                raise StackError(f"the Kafka broker exited during start-up; last lines of {self.log_file}:\n"
+                                 f"{tail(self.log_file)}")
+
+        try:
+            wait_until(lambda: self.answers_metadata(timeout_s=2), self.config.broker.start_timeout_s,
+                       f"the Kafka broker at {self.bootstrap_servers}", interval_s=0.5, check=alive)
+        except WaitTimedOut as exc:
+            raise StackError(f"{exc}; see {self.log_file}:\n{tail(self.log_file)}") from None
 
     def answers_metadata(self, timeout_s: float = 2.0) -> bool:
         from learnscore.core.kafka_io import broker_answers

@@ -7,12 +7,13 @@ import os
 import signal
 import subprocess
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import psutil
+
+from learnscore.core.waiting import WaitStopped, WaitTimedOut, wait_until
 
 # Every process we start refuses pickle-based model formats (models load through skops only),
 # whatever the environment it was started from says.
@@ -91,11 +92,11 @@ def stop_process(record: ProcessRecord, timeout_s: float = 30.0, *, leader_first
             os.killpg(record.pid, signal.SIGTERM)
     except ProcessLookupError:
         return False
-    deadline = time.monotonic() + timeout_s
-    while record.is_running() and time.monotonic() < deadline:
-        if hurry is not None and hurry.is_set():
-            break
-        time.sleep(0.2)
+    try:
+        wait_until(lambda: not record.is_running(), timeout_s, f"pid {record.pid} to stop", interval_s=0.2,
+                   stop=hurry)
+    except (WaitTimedOut, WaitStopped):
+        pass  # escalate below
     if record.is_running():
         if leader_first:
             stop_process(record, timeout_s=10)
@@ -120,17 +121,16 @@ def wait_http(url: str, timeout_s: float, *, ready: Callable[[int], bool] = lamb
     """
     import httpx
 
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if check is not None:
-            check()
+    def answers() -> bool:
         try:
-            if ready(httpx.get(url, timeout=2).status_code):
-                return True
+            return ready(httpx.get(url, timeout=2).status_code)
         except httpx.HTTPError:
-            pass
-        time.sleep(interval_s)
-    return False
+            return False
+
+    try:
+        return wait_until(answers, timeout_s, url, interval_s=interval_s, check=check)
+    except WaitTimedOut:
+        return False
 
 
 def tail(path: Path | str, lines: int = 20) -> str:

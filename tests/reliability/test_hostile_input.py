@@ -505,8 +505,8 @@ def test_the_stream_scores_every_valid_event_once_and_quarantines_the_rest(spark
 
     scorer = start_scorer(spark, config)
     try:
-        gold_rows = lambda: spark.read.format("delta").load(config.table_path("gold.predictions")).count()  # noqa: E731
-        pair_rows = lambda: spark.read.format("delta").load(  # noqa: E731
+        gold_rows = lambda: spark.read.format("delta").load(config.table_path("gold.predictions")).count()
+        pair_rows = lambda: spark.read.format("delta").load(
             config.table_path("gold.prediction_outcomes")).count()
         rel.wait_for(lambda: scorer.failure() or (rel.rows_read(spark, config) >= total and gold_rows() >= len(landed)
                                                   and pair_rows() >= len(paired)), 600,
