@@ -14,6 +14,15 @@ The table holds one row, replaced by each claim, renewal and release. The holder
 taken over, at once when its process is gone from this host. A worker that finds the lease taken
 waits and says by whom. Clocks: expiry compares the claimant's clock with the holder's, so the
 ttl must be much longer than the clock skew between worker hosts.
+
+Fencing: a worker that stalled past its ttl (a long GC pause, a frozen VM) does not know it lost
+the lease until it looks. Every claim therefore takes a new **fencing token** (the previous one
+plus one), and the worker calls :meth:`RetrainLease.fence` right before each thing it changes —
+the ledger rows, registering a version, tagging it, promoting it; ``fence`` raises
+:class:`LeaseLost` unless the row still names this worker and its token. MLflow cannot check a
+token itself, so a worker that stalls in the moment between ``fence`` and the write it guards can
+still make that one write; the ttl (minutes) against that moment (one call) makes it unlikely,
+and the resuming worker finds such a version by its tags instead of training another.
 """
 
 from __future__ import annotations
@@ -45,6 +54,8 @@ class LeaseRow:
     renewed_at: datetime
     expires_at: datetime
     released: bool = False
+    #: One more for every claim; the holder's writes are checked against it (:meth:`RetrainLease.fence`).
+    token: int = 0
 
     def free_for(self, claimant: str, now: datetime) -> bool:
         """Whether ``claimant`` may take the lease at ``now``: its own, released, expired, or held
@@ -60,7 +71,19 @@ class LeaseRow:
         return self.host == socket.gethostname() and not _process_exists(self.pid)
 
     def describe(self) -> str:
-        return f"worker {self.holder[:8]} (pid {self.pid} on {self.host}, until {self.expires_at:%H:%M:%S} UTC)"
+        return (f"worker {self.holder[:8]} (pid {self.pid} on {self.host}, token {self.token}, "
+                f"until {self.expires_at:%H:%M:%S} UTC)")
+
+
+class LeaseLost(RuntimeError):
+    """This worker no longer holds the retrain lease: what it was about to do is left undone."""
+
+    def __init__(self, what: str, token: int, current: LeaseRow | None):
+        self.current = current
+        holder = current.describe() if current else "nobody"
+        super().__init__(f"not {what}: this worker's retrain lease (token {token}) was taken over or "
+                         f"released ({holder} holds it now); the run is left to the holder, which "
+                         f"resumes it (raise retrain.lease_ttl_seconds if this worker was only slow)")
 
 
 class RetrainLease:
@@ -76,6 +99,8 @@ class RetrainLease:
         self._renewer: threading.Thread | None = None
         self._stop_renewing = threading.Event()
         self.lost = False
+        #: The fencing token of this worker's current claim (0: none yet).
+        self.token = 0
 
     # -- one compare-and-swap ------------------------------------------------------------------
     def _read(self):
@@ -93,7 +118,8 @@ class RetrainLease:
         if not rows:
             return table, None
         row = rows[0]
-        return table, LeaseRow(**{k: row[k] for k in LeaseRow.__dataclass_fields__})
+        return table, LeaseRow(**{**{k: row.get(k) for k in LeaseRow.__dataclass_fields__},
+                                  "token": row.get("token") or 0, "released": bool(row.get("released"))})
 
     def _swap(self, table, row: LeaseRow) -> bool:
         """Write ``row`` as the next version of ``table`` exactly; False when another commit won."""
@@ -119,9 +145,13 @@ class RetrainLease:
                 return current
             if current is not None and current.holder != self.holder and not current.released:
                 log.warning("retrain lease of %s is stale: taking it over", current.describe())
-            mine = LeaseRow(self.holder, socket.gethostname(), os.getpid(), now, now, now + self.ttl)
+            own = current is not None and current.holder == self.holder and not current.released
+            token = current.token if own else (current.token if current else 0) + 1
+            mine = LeaseRow(self.holder, socket.gethostname(), os.getpid(), now, now, now + self.ttl,
+                            token=token)
             if self._swap(table, mine):
                 self.lost = False
+                self.token = token
                 return None
         raise RuntimeError("could not take the retrain lease: the table ops.retrain_lease changed five "
                            "times in a row while claiming it")
@@ -142,11 +172,23 @@ class RetrainLease:
             stop.wait(poll_seconds)
         return False
 
+    def fence(self, what: str) -> None:
+        """Raise :class:`LeaseLost` unless this worker still holds the lease with its token;
+        call it right before each write the lease guards (``what`` names that write)."""
+        _, current = self._read()
+        if not self._mine(current):
+            self.lost = True
+            raise LeaseLost(what, self.token, current)
+
+    def _mine(self, current: LeaseRow | None) -> bool:
+        return (current is not None and current.holder == self.holder and current.token == self.token
+                and not current.released)
+
     def renew(self) -> bool:
         """Extend the lease; False (and :attr:`lost`) when another worker holds it now."""
         for _ in range(5):
             table, current = self._read()
-            if current is None or current.holder != self.holder or current.released:
+            if not self._mine(current):
                 if not self.lost:
                     log.error("this retrain worker lost its lease (%s holds it): it was not renewed "
                               "within %.0f s; raise retrain.lease_ttl_seconds if this worker was only slow",
@@ -161,7 +203,7 @@ class RetrainLease:
     def release(self) -> None:
         for _ in range(5):
             table, current = self._read()
-            if current is None or current.holder != self.holder or current.released:
+            if not self._mine(current):
                 return
             if self._swap(table, replace(current, released=True, renewed_at=self._clock())):
                 return

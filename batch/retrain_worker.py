@@ -19,6 +19,12 @@ auto-commit off and, for each burst of requests:
 5. records the row that ends the attempt, and only when that is final commits the Kafka
    offsets and releases the lease.
 
+The lease carries a fencing token: right before each write — a ledger row, registering (the
+default trainer asks through ``before_register``), tagging, promoting — the worker checks that it
+still holds the lease with its token, and a worker that lost it (it stalled past the ttl and
+another took over) stops there with :class:`~learnscore.batch.retrain_lease.LeaseLost`, records
+nothing and acknowledges nothing; the holder resumes the run.
+
 A run is named after its first request (``run_id_for``), not after the whole burst: a worker
 killed anywhere in 2–5 gets the requests again on restart — with any that came meanwhile — and
 resumes the same run, finding the version an interrupted attempt registered (by its run tag, or
@@ -41,6 +47,7 @@ handed to ``on_final_failure`` (the hook for alerts), and its requests are ackno
 from __future__ import annotations
 
 import importlib
+import inspect
 import json
 import logging
 import threading
@@ -54,7 +61,7 @@ from typing import Any
 import orjson
 import pandas as pd
 
-from learnscore.batch.retrain_lease import RetrainLease
+from learnscore.batch.retrain_lease import LeaseLost, RetrainLease
 from learnscore.batch.retrain_policy import TrainingWindow, choose_window, request_kind, schedule_request, widen_to_rows
 from learnscore.batch.retrain_runs import (
     ATTEMPT_FAILED,
@@ -166,7 +173,9 @@ class RetrainWorker:
         ``deferred`` when MLflow stayed away and ``may_defer``; ``attempt_failed``, also when an
         earlier failure's back-off has not run out, then with nothing recorded), a ``covered``
         row when a finished run answers them, or None when every request was already handled
-        (or the worker is stopping).
+        (or the worker is stopping). Raises :class:`~learnscore.batch.retrain_lease.LeaseLost` when
+        another worker took the lease over meanwhile: nothing more was written, and the requests
+        are the holder's to finish.
         """
         with self.lease.held(self._stop) as holding:
             if not holding:
@@ -214,8 +223,10 @@ class RetrainWorker:
                         run.run_id, len(failures),
                         f" with {len(request_ids) - sum(1 for i in request_ids if i in statuses)} request(s) "
                         f"that came meanwhile" if any(i not in statuses for i in request_ids) else "")
+        self.lease.fence(f"starting retrain run {run.run_id}")
         record_run(self.config, run)
         final = self._train_and_promote(run, window, may_defer, len(failures))
+        self.lease.fence(f"recording the end of retrain run {run.run_id} ({final.status})")
         record_run(self.config, final)
         if final.status == "failed":
             self._on_final_failure(final)
@@ -249,6 +260,7 @@ class RetrainWorker:
                     f"({by['status']}) answers them; nothing trained again")
         log.info("retrain requests %s are covered by run %s (version %s): nothing to train",
                  ", ".join(ids), by["run_id"], by["model_version"])
+        self.lease.fence(f"recording requests {', '.join(ids)} as covered")
         record_run(self.config, row)
         return row
 
@@ -270,6 +282,8 @@ class RetrainWorker:
             version, mlflow_run_id, data_versions = self._registered_version(run, window)
         except RetrainError as exc:
             return self._deferred(run, "training", exc, may_defer)
+        except LeaseLost:
+            raise  # not a failure of the run: another worker holds it now
         except Exception as exc:  # noqa: BLE001 - recorded and logged; the worker lives on
             return self._failed(run, "training", exc, failures)
         run = replace(run, mlflow_run_id=mlflow_run_id, model_version=version,
@@ -292,6 +306,8 @@ class RetrainWorker:
         except RetrainError as exc:
             return self._deferred(replace(run, promoted=False), f"promoting version {version}", exc,
                                   may_defer)
+        except LeaseLost:
+            raise
         except Exception as exc:  # noqa: BLE001 - recorded and logged; the worker lives on
             return self._failed(replace(run, promoted=False), "promotion", exc, failures)
         return run.finished("succeeded", promoted=True, gate_report=report,
@@ -335,17 +351,21 @@ class RetrainWorker:
         if existing is not None:
             log.info("retrain run %s already registered version %s before it was interrupted: "
                      "not training again", run.run_id, existing["version"])
+            self.lease.fence(f"tagging version {existing['version']}")
             self._retry("tagging the version", lambda: _tag_version(
-                self.config, existing["version"], run))
+                self.config, existing["version"], run, self.lease.token))
             return existing["version"], existing["run_id"], {}
         trainer = (load_callable(self._trainer) if isinstance(self._trainer, str)
                    else self._trainer)
+        fence = {"before_register": lambda: self.lease.fence(f"registering the version of run {run.run_id}")}
         result = self._retry("training", lambda: trainer(
             self.spark, self.config, since=window.since, until=window.until,
-            trigger=run.trigger, request_id=run.first_request_id))
+            trigger=run.trigger, request_id=run.first_request_id,
+            **(fence if _accepts(trainer, "before_register") else {})))
         version = str(_field(result, "version"))
+        self.lease.fence(f"tagging version {version}")
         self._retry("tagging the new version", lambda: _tag_version(
-            self.config, version, run))
+            self.config, version, run, self.lease.token))
         data_versions = _field(result, "data_versions", default={}) or {}
         return version, _field(result, "run_id", default=None), dict(data_versions)
 
@@ -355,6 +375,7 @@ class RetrainWorker:
             return f"version {version} was already production (promoted by an earlier attempt)"
         promoter = (load_callable(self._promoter) if isinstance(self._promoter, str)
                     else self._promoter)
+        self.lease.fence(f"promoting version {version}")
         try:
             result = promoter(self.config, version=version, actor=ACTOR, reason=reason)
         except GateRefused as exc:
@@ -369,7 +390,7 @@ class RetrainWorker:
         for attempt in range(1, settings.retry_attempts + 1):
             try:
                 return call()
-            except PromotionRefused:
+            except (PromotionRefused, LeaseLost):
                 raise
             except retryable as exc:
                 if attempt == settings.retry_attempts:
@@ -455,8 +476,14 @@ class RetrainWorker:
                 if pending and moment >= retry_at and (
                         moment - last_at >= settings.debounce_seconds
                         or moment - first_at >= settings.max_wait_seconds):
-                    run = self.handle_burst(list(pending.values()),
-                                            may_defer=deferrals < settings.max_deferred_attempts)
+                    try:
+                        run = self.handle_burst(list(pending.values()),
+                                                may_defer=deferrals < settings.max_deferred_attempts)
+                    except LeaseLost as exc:
+                        # Kept unacknowledged: once the holder is done they are final (or resumed).
+                        log.warning("retrain worker fenced off: %s", exc)
+                        retry_at = time.monotonic() + settings.debounce_seconds
+                        continue
                     if run is None and stop.is_set():
                         break  # stopped while waiting for the lease: nothing done, nothing acknowledged
                     if run is not None and run.status in (DEFERRED, ATTEMPT_FAILED):
@@ -587,6 +614,15 @@ def _field(result: Any, name: str, default: Any = ...) -> Any:
 
 
 
+def _accepts(function: Callable[..., Any], keyword: str) -> bool:
+    """Whether ``function`` takes ``keyword`` (a trainer given by path may predate it)."""
+    try:
+        parameters = inspect.signature(function).parameters
+    except (TypeError, ValueError):
+        return False
+    return keyword in parameters or any(p.kind is p.VAR_KEYWORD for p in parameters.values())
+
+
 def _report_text(report: Any) -> str:
     """A gate report as text: its ``summary()`` when it has one."""
     summary = getattr(report, "summary", None)
@@ -595,24 +631,25 @@ def _report_text(report: Any) -> str:
 
 
 
-def _tag_version(config: Config, version: str, run: RetrainRun) -> None:
+def _tag_version(config: Config, version: str, run: RetrainRun, lease_token: int) -> None:
     client = registry_client(config)
     name = config.mlflow.model_name
     client.set_model_version_tag(name, version, "retrain_run_id", run.run_id)
+    client.set_model_version_tag(name, version, "retrain_lease_token", str(lease_token))
     client.set_model_version_tag(name, version, "retrain_request_ids", ",".join(run.request_ids))
     client.set_model_version_tag(name, version, "retrain_trigger", run.trigger)
 
 
 def _version_of_run(config: Config, run: RetrainRun) -> dict[str, str] | None:
     """The version an earlier attempt of ``run`` registered, if any: tagged with the run id
-    by the worker, or — killed before it could tag — with the run's request ids by the trainer
-    (``learnscore.batch.train.train_model`` tags ``request_id``)."""
+    by the worker, or — killed before it could tag — with the run's first request id by the
+    trainer (``learnscore.batch.train.train_model`` tags ``request_id``)."""
     client = registry_client(config)
     name = config.mlflow.model_name
     found = client.search_model_versions(f"name = '{name}' and tags.retrain_run_id = '{run.run_id}'")
     if not found:
-        joined = ",".join(run.request_ids)
-        found = client.search_model_versions(f"name = '{name}' and tags.request_id = '{joined}'")
+        found = client.search_model_versions(
+            f"name = '{name}' and tags.request_id = '{run.first_request_id}'")
     if not found:
         return None
     latest = max(found, key=lambda v: int(v.version))

@@ -132,9 +132,10 @@ RETRAIN_RUNS = Table("ops.retrain_runs", (
 
 RETRAIN_LEASE = Table("ops.retrain_lease", (
     ("holder", "string"), ("host", "string"), ("pid", "bigint"), ("acquired_at", "timestamp"),
-    ("renewed_at", "timestamp"), ("expires_at", "timestamp"), ("released", "boolean"),
+    ("renewed_at", "timestamp"), ("expires_at", "timestamp"), ("released", "boolean"), ("token", "bigint"),
 ), "Which retrain worker may train now: one row, replaced by each claim, renewal and release "
-   "(compare-and-swap on the table version).", writer="deltalake")
+   "(compare-and-swap on the table version); token: the fencing token, one more per claim.",
+   writer="deltalake")
 
 MODEL_EVENTS = Table("ops.model_events", (
     ("event_id", "string"), ("occurred_at", "timestamp"), ("event_type", "string"),

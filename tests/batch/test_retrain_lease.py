@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from learnscore.batch.retrain_lease import RetrainLease
+from learnscore.batch.retrain_lease import LeaseLost, RetrainLease
 
 
 @pytest.fixture
@@ -40,6 +40,25 @@ def test_a_lease_not_renewed_within_its_ttl_is_taken_over(lake_config):
     now[0] += timedelta(seconds=2)
     assert waiting.try_acquire() is None
     assert not gone.renew() and gone.lost  # the old holder learns it lost the lease
+
+
+def test_every_claim_takes_a_new_fencing_token_and_a_fenced_holder_is_stopped(lake_config):
+    first, second = RetrainLease(lake_config, ttl_seconds=60), RetrainLease(lake_config, ttl_seconds=60)
+    assert first.try_acquire() is None and first.token == 1
+    assert first.renew() and first.try_acquire() is None and first.token == 1  # its own: same token
+    first.fence("writing")  # still the holder: passes
+    table, row = first._read()
+    # The holder stalls past its ttl; the other worker takes the lease over.
+    assert first._swap(table, row.__class__(**{**row.__dict__, "host": "elsewhere",
+                                                "expires_at": row.acquired_at}))
+    assert second.try_acquire() is None and second.token == 2
+    with pytest.raises(LeaseLost, match=r"not promoting version 3: this worker's retrain lease \(token 1\)"):
+        first.fence("promoting version 3")
+    assert first.lost and not first.renew()
+    first.release()  # a fenced worker's release leaves the holder's lease alone
+    assert first.try_acquire().holder == second.holder
+    second.release()
+    assert first.try_acquire() is None and first.token == 3  # a claim after a release: a new token
 
 
 def test_racing_claims_have_exactly_one_winner(lake_config):

@@ -47,7 +47,7 @@ class _Refusal:
         return self.failures[0].message
 
 
-def tiny_train(spark, config, *, since, until, trigger, request_id):
+def tiny_train(spark, config, *, since, until, trigger, request_id, before_register=None):
     import mlflow
     import numpy as np
     from mlflow.tracking import MlflowClient
@@ -67,6 +67,8 @@ def tiny_train(spark, config, *, since, until, trigger, request_id):
         info = mlflow.sklearn.log_model(model, name="model",
                                         # explicit: inferring them runs a slow subprocess
                                         pip_requirements=["scikit-learn==1.9.1"])
+    if before_register is not None:  # as learnscore.batch.train.train_model: the lease fence
+        before_register()
     # The trainer's contract: the version carries the request id from the moment it exists.
     version = str(mlflow.register_model(info.model_uri, config.mlflow.model_name,
                                         tags={"request_id": request_id}).version)
@@ -259,6 +261,43 @@ def test_refused_gates_and_lasting_registry_errors_are_recorded_not_raised(worke
     assert alerts == [failed]  # the hook for alerts, once
     assert request_statuses(config)[doomed["event_id"]] == "failed"
     assert broken_worker.handle_burst([doomed]) is None  # failed for good: a redelivery trains nothing
+
+
+def test_a_worker_that_lost_its_lease_writes_nothing_more_and_the_holder_resumes(worker_config):
+    """A worker stalled past its ttl while training (simulated: another worker takes the lease
+    over meanwhile) registers, tags, promotes and records nothing; the holder resumes the run."""
+    from dataclasses import replace
+
+    from learnscore.batch.retrain_lease import LeaseLost, RetrainLease
+
+    config = worker_config
+    burst = [_request("math/1-4"), _request("math/5-8")]
+    thief = RetrainLease(config)
+
+    def stalled_train(spark, config, **window):
+        table, row = thief._read()  # the ttl ran out while this worker was "paused"
+        assert thief._swap(table, replace(row, holder=thief.holder, token=row.token + 1))
+        return tiny_train(spark, config, **window)
+
+    stalled = RetrainWorker(config, trainer=stalled_train, promoter=tiny_promote, spark_factory=lambda: None)
+    with pytest.raises(LeaseLost, match="not registering the version of run"):
+        stalled.handle_burst(burst)
+    assert stalled.lease.lost and stalled.lease.token == 1
+    run_id = run_id_for(burst[0]["event_id"])
+    assert _ledger(config) == [(run_id, "started")]  # no final row from the fenced worker
+    assert _versions(config) == [] and _alias(config, "production") is None
+    _, row = thief._read()
+    assert (row.holder, row.token, row.released) == (thief.holder, 2, False)  # its lease untouched
+
+    thief.release()
+    resumed = _worker(config).handle_burst(burst)
+    assert (resumed.run_id, resumed.status, resumed.model_version) == (run_id, "succeeded", "1")
+    assert _versions(config) == [1] and _alias(config, "production") == "1"
+    assert _ledger(config) == [(run_id, "started"), (run_id, "started"), (run_id, "succeeded")]
+    from mlflow.tracking import MlflowClient
+
+    tags = MlflowClient(config.mlflow.tracking_uri).get_model_version(config.mlflow.model_name, "1").tags
+    assert tags["retrain_lease_token"] == "3"  # the resuming worker's claim
 
 
 def test_an_invalid_request_is_recorded_and_skipped(worker_config):
