@@ -168,11 +168,31 @@ class ServingConfig(_Section):
 
 
 class DashboardConfig(_Section):
+    """The dashboard (monitoring/): it asks for the endpoint's API key (a login page, or the
+    X-API-Key header); off loopback it speaks HTTPS only (the key would cross the network)."""
+
     host: str = "127.0.0.1"
     port: int = Field(8050, ge=1, le=65535)
     refresh_seconds: float = Field(5, gt=0)
     window_minutes: int = Field(120, ge=1)
     bucket_seconds: int = Field(60, ge=1)
+    tls_certfile: Path | None = None  # PEM certificate (chain); with tls_keyfile: HTTPS only
+    tls_keyfile: Path | None = None  # PEM private key; its password: LEARNSCORE_TLS_KEY_PASSWORD
+
+    @model_validator(mode="after")
+    def _tls_off_loopback(self) -> DashboardConfig:
+        if (self.tls_certfile is None) != (self.tls_keyfile is None):
+            raise ValueError("dashboard.tls_certfile and dashboard.tls_keyfile go together: set both or neither")
+        if self.tls_certfile is None and not is_loopback(self.host):
+            raise ValueError(
+                f"dashboard.host is {self.host}, reachable from other machines, but TLS is off: the API key "
+                f"people log in with would cross the network in clear text. Set dashboard.tls_certfile and "
+                f"dashboard.tls_keyfile (conf/cluster.yaml shows how) or bind dashboard.host to 127.0.0.1")
+        return self
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_certfile is not None
 
 
 class BiConfig(_Section):

@@ -64,20 +64,23 @@ MAX_NESTING = 200
 
 
 def nesting_depth(value: Any) -> int:
-    """How deeply containers nest in a decoded JSON value (a scalar is 0), without recursion.
+    """How deeply containers nest in a decoded JSON value, counted as pydantic-core's parser counts
+    against :data:`MAX_NESTING`: only containers that hold something (the parser descends into
+    those), so a scalar, ``[]`` and ``{}`` are 0. Without recursion.
 
-    >>> nesting_depth(1), nesting_depth({"a": [1, {"b": []}]}), nesting_depth([[[]]])
-    (0, 3, 3)
+    >>> nesting_depth(1), nesting_depth({"a": [1, {"b": []}]}), nesting_depth([[[]]]), nesting_depth([[[1]]])
+    (0, 2, 2, 3)
     """
     deepest, stack = 0, [(value, 1)]
     while stack:
         node, depth = stack.pop()
         if isinstance(node, dict):
-            node = node.values()
+            node = list(node.values())
         elif not isinstance(node, list):
             continue
-        deepest = max(deepest, depth)
-        stack.extend((child, depth + 1) for child in node if isinstance(child, (dict, list)))
+        if node:
+            deepest = max(deepest, depth)
+            stack.extend((child, depth + 1) for child in node if isinstance(child, (dict, list)))
     return deepest
 
 STRICT = ConfigDict(strict=True, extra="ignore", allow_inf_nan=False)

@@ -169,7 +169,7 @@ def submission_recipe(draw, kind: str) -> dict[str, Any]:
         recipe.update(name=name, value=draw(wrong_value(SUBMISSION_FIELDS[name])), last_bad=draw(st.booleans()))
     elif kind == "deep_nesting":
         recipe.update(depth=draw(st.integers(1, MAX_NESTING + 10) | st.integers(MAX_NESTING - 5, 3_000)),
-                      objects=draw(st.booleans()))
+                      objects=draw(st.booleans()), empty_inside=draw(st.booleans()))
     elif kind == "lone_surrogate":
         recipe.update(code_point=draw(st.integers(0xD800, 0xDFFF)), name=draw(st.sampled_from(
             ["learner_id", "assessment_id", "note"])), after=draw(st.sampled_from(["", "x", "\\u0041"])))
@@ -412,12 +412,16 @@ class Materializer:
             valid, codes = not recipe["last_bad"], frozenset({"wrong_type"})
         elif kind == "deep_nesting":  # an extra field nested `depth` containers deep
             depth = recipe["depth"]
-            nested = (b'{"k":' * depth + b"1" + b"}" * depth) if recipe["objects"] else b"[" * depth + b"]" * depth
+            opening, closing = (b'{"k":', b"}") if recipe["objects"] else (b"[", b"]")
+            inside = b"" if recipe["empty_inside"] and not recipe["objects"] else b"1"
+            nested = opening * depth + inside + closing * depth
             target = event["responses"][0] if recipe["in_response"] else event
             target["nest"] = SPLICE
             raw = orjson.dumps(event).replace(orjson.dumps(SPLICE), nested)
-            # The event object is one level, the responses list and a response two more.
-            valid = 1 + (2 if recipe["in_response"] else 0) + depth <= MAX_NESTING
+            # The parser counts the containers it descends into: the event object, the responses
+            # list and a response when nested there, and every non-empty level of `nested`.
+            levels = depth - (1 if not inside else 0)
+            valid = 1 + (2 if recipe["in_response"] else 0) + levels <= MAX_NESTING
             codes = frozenset({"not_json"})
             target.pop("nest")  # a duplicate of this event is sent without it
         elif kind == "bom":
