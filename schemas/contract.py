@@ -69,7 +69,7 @@ def nesting_depth(value: Any) -> int:
     those), so a scalar, ``[]`` and ``{}`` are 0. Without recursion.
 
     >>> nesting_depth(1), nesting_depth({"a": [1, {"b": []}]}), nesting_depth([[[]]]), nesting_depth([[[1]]])
-    (0, 2, 2, 3)
+    (0, 3, 2, 3)
     """
     deepest, stack = 0, [(value, 1)]
     while stack:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
@@ -58,6 +59,7 @@ OUTCOME_KINDS = ("o_valid", "o_valid", "o_valid", "o_valid", "o_unknown", "o_for
 KINDS = tuple((topics.SUBMISSIONS, kind) for kind in SUBMISSION_KINDS) + tuple(
     (topics.OUTCOMES, kind) for kind in OUTCOME_KINDS)
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+UUID_TEXT = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 SUBMISSION_FIELDS = {"event_id": "uuid", "schema_version": "int", "event_time": "time",
                      "learner_id": "str", "assessment_id": "str", "subject": "enum",
@@ -458,7 +460,9 @@ class Materializer:
     def outcome(self, recipe: dict) -> Record:
         kind = recipe["kind"]
         valid_submissions = [r for r in self.submissions if r.valid]
+        # Ids of refused submissions that are UUIDs still (a bad_uuid's id would break the outcome too).
         refused_ids = [r.event_id for r in self.submissions if not r.valid and r.event_id
+                       and UUID_TEXT.fullmatch(r.event_id)
                        and r.event_id not in {v.event_id for v in valid_submissions}]
         if kind == "o_resend":
             earlier = [r for r in self.outcomes if r.valid]
