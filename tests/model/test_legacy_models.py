@@ -39,6 +39,7 @@ def legacy_version(config, mlflow_store, tmp_path) -> str:
     return register_production(config, f"runs:/{run.info.run_id}/model")
 
 
+@pytest.mark.integration  # the MLflow store
 def test_legacy_version_is_refused_with_the_fix(config, legacy_version):
     with pytest.raises(LegacyModelError, match="learnscore registry upgrade"):
         require_current(config, legacy_version)
@@ -52,6 +53,7 @@ def test_trust_checks_refuse_a_legacy_version_with_the_fix():
         "upgrade` once to re-register it under learnscore.model.loader (its aliases move to the new version)"]
 
 
+@pytest.mark.integration  # the MLflow store
 def test_upgrade_reregisters_moves_aliases_and_predicts_the_same(config, legacy_version):
     import mlflow
     from mlflow.tracking import MlflowClient
