@@ -96,6 +96,18 @@ class MlflowConfig(_Section):
     ui_host: str = "127.0.0.1"
     ui_port: int = Field(5000, ge=1, le=65535)
 
+    @model_validator(mode="after")
+    def _ui_on_loopback(self) -> MlflowConfig:
+        # The MLflow server `learnscore stack up` starts has no login (MLflow's basic-auth app needs
+        # mlflow[auth]): reachable from other machines, anyone could move `production`.
+        if not is_loopback(self.ui_host):
+            raise ValueError(
+                f"mlflow.ui_host is {self.ui_host}, reachable from other machines, but the MLflow server "
+                f"learnscore starts has no login: anyone there could register versions and move "
+                f"'production'. Bind it to 127.0.0.1, or use an MLflow server with authentication "
+                f"(mlflow.tracking_uri) and browse that one")
+        return self
+
 
 class StreamingConfig(_Section):
     """The streaming scorer's queries (streaming/README.md says why these values)."""
