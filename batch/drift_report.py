@@ -189,12 +189,13 @@ def find_baseline(config: Config) -> Baseline:
 
 def production_item_bank(config: Config):
     """The item bank of the production model (abilities must be estimated with it)."""
-    import mlflow
+    from learnscore.registry.access import production_version
+    from learnscore.registry.artifacts import item_bank_loader
 
-    from learnscore.registry.artifacts import raw_model
-
-    model = mlflow.pyfunc.load_model(f"models:/{config.mlflow.model_name}@production")
-    return raw_model(model).item_bank
+    version = production_version(config)
+    if version is None:
+        raise DriftReportError(f"{config.mlflow.model_name} has no production version: its item bank is needed")
+    return item_bank_loader(config)(version)
 
 
 def _feature_frames(item_bank, bands, starts: list[datetime] | None, size_s: float):

@@ -1,18 +1,22 @@
 """The ledger of retrain runs, ``ops.retrain_runs`` (append-only, written with ``deltalake``).
 
-A run writes a ``started`` row before it trains and one final row when it ends:
-``succeeded`` (a version was registered; promoted if the policy allowed), ``refused`` (the
-gates refused to promote it), ``failed`` (an error that retrying cannot mend). A request that
-broke its contract gets one ``invalid`` row. A run whose MLflow / registry calls still failed
-after the retries ends its attempt ``deferred``: not final, its requests stay unacknowledged
-and are run again later. The ledger is what makes the worker idempotent: a request that appears
-in a final row is done; one with only ``started`` or ``deferred`` rows is run again.
+A run is named after its first request (:func:`run_id_for`): a burst redelivered after a crash,
+grown by requests that came meanwhile, is the same run. It writes a ``started`` row before each
+attempt and one row when the attempt ends. Final: ``succeeded`` (a version was registered;
+promoted if the policy allowed), ``refused`` (the gates refused to promote it), ``failed`` (it
+failed ``retrain.failed_attempts`` times, or MLflow stayed away too long), ``covered`` (the
+requests were made before another run began training, so that run's version answers them: no
+second version for one burst), and ``invalid`` for a request that broke its contract. Not final:
+``deferred`` (MLflow / the registry still failed after the retries) and ``attempt_failed`` (an
+error, tried again after a back-off); their requests stay unacknowledged and run again. The
+ledger is what makes the worker idempotent: a request that appears in a final row is done.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import uuid
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any
@@ -23,8 +27,23 @@ from learnscore.schemas.tables import RETRAIN_RUNS
 
 log = logging.getLogger(__name__)
 
-FINAL_STATUSES = ("succeeded", "refused", "failed", "invalid")
+FINAL_STATUSES = ("succeeded", "refused", "failed", "invalid", "covered")
 DEFERRED = "deferred"  # an attempt that ended with MLflow unreachable: not final
+ATTEMPT_FAILED = "attempt_failed"  # an attempt that failed; the run is tried again after a back-off
+COVERED = "covered"
+#: A finished run of these answers the requests made before it began training.
+TRAINED_STATUSES = ("succeeded", "refused")
+RUN_NAMESPACE = uuid.UUID("7c9e2b54-1f0d-4a8e-b3c6-5d2a9e8f1b07")
+
+
+def run_id_for(first_request_id: str) -> str:
+    """A run's id: from its first request alone, so that it is the same run however the burst
+    grew before a restart.
+
+    >>> run_id_for("9b1d0e52-2f55-4c1e-9f31-0d8c6f0a1b2c") == run_id_for("9b1d0e52-2f55-4c1e-9f31-0d8c6f0a1b2c")
+    True
+    """
+    return str(uuid.uuid5(RUN_NAMESPACE, first_request_id))
 
 
 @dataclass(frozen=True)
@@ -45,16 +64,23 @@ class RetrainRun:
     window_end: datetime | None = None
     data_versions: dict[str, Any] = field(default_factory=dict)
     message: str | None = None
+    #: Not stored: after a ``deferred`` or ``attempt_failed`` attempt, seconds until the next one.
+    retry_in_s: float | None = field(default=None, compare=False)
 
     def finished(self, status: str, **changes: Any) -> RetrainRun:
-        """The row that ends this attempt: a final status, or :data:`DEFERRED`."""
-        if status not in (*FINAL_STATUSES, DEFERRED):
-            raise ValueError(f"{status!r} is not a final status ({', '.join(FINAL_STATUSES)}) "
-                             f"or {DEFERRED!r}")
+        """The row that ends this attempt: a final status, :data:`DEFERRED` or :data:`ATTEMPT_FAILED`."""
+        if status not in (*FINAL_STATUSES, DEFERRED, ATTEMPT_FAILED):
+            raise ValueError(f"{status!r} is not a final status ({', '.join(FINAL_STATUSES)}), "
+                             f"{DEFERRED!r} or {ATTEMPT_FAILED!r}")
         return replace(self, status=status, finished_at=datetime.now(timezone.utc), **changes)
+
+    @property
+    def first_request_id(self) -> str:
+        return self.request_ids[0]
 
     def as_row(self) -> dict[str, Any]:
         row = asdict(self)
+        row.pop("retry_in_s")
         row["request_ids"] = json.dumps(list(self.request_ids))
         row["data_versions"] = json.dumps(self.data_versions, sort_keys=True, default=str)
         return row
@@ -67,10 +93,11 @@ def record_run(config: Config, run: RetrainRun) -> None:
              f" ({run.message})" if run.message else "")
 
 
-def request_statuses(config: Config) -> dict[str, str]:
+def request_statuses(config: Config, frame=None) -> dict[str, str]:
     """Request id → its final status, else the status of its last attempt (``started`` when it
-    was interrupted, ``deferred`` when MLflow was away)."""
-    frame = runs(config)  # attempts in order: a later attempt's status replaces an earlier one
+    was interrupted, ``deferred`` when MLflow was away, ``attempt_failed``); ``frame``: the
+    ledger already read (:func:`runs`)."""
+    frame = runs(config) if frame is None else frame  # attempts in order: a later one replaces
     statuses: dict[str, str] = {}
     for request_ids, status in zip(frame["request_ids"], frame["status"]):
         for request_id in json.loads(request_ids or "[]"):

@@ -5,22 +5,41 @@ auto-commit off and, for each burst of requests:
 
 1. **debounces**: waits until no new request came for ``retrain.debounce_seconds`` (at most
    ``retrain.max_wait_seconds`` after the first), so nine segments alarming together are one run;
-2. **skips what is done**: a request that already has a final row in ``ops.retrain_runs`` is
-   a redelivery and trains nothing; one with only a ``started`` row was interrupted and is redone;
-3. records ``started``, picks the training window (``batch/retrain_policy.py``), trains with
+2. **takes the lease** (``batch/retrain_lease.py``, table ``ops.retrain_lease``): a second worker
+   — of the same consumer group, holding the other partitions of the burst, or of another
+   deployment — waits while one trains;
+3. **skips what is done**: a request that already has a final row in ``ops.retrain_runs`` is a
+   redelivery and trains nothing; one made before a finished run began training is ``covered`` by
+   that run's version (the second worker's share of a burst); one with only a ``started`` row was
+   interrupted and is resumed;
+4. records ``started``, picks the training window (``batch/retrain_policy.py``), trains with
    the training job in a Spark session this process owns (the new version gets alias
    ``staging``, tagged with the run and request ids), then applies the promotion policy —
    ``auto``: the gates, then ``production``; ``manual``: it waits for ``learnscore promote``;
-4. records the final row (``succeeded`` / ``refused`` / ``failed``), and only then commits
-   the Kafka offsets. A worker killed anywhere in 3–4 gets the requests again on restart and
-   finishes them exactly once.
+5. records the row that ends the attempt, and only when that is final commits the Kafka
+   offsets and releases the lease.
+
+The lease carries a fencing token: right before each write — a ledger row, registering (the
+default trainer asks through ``before_register``), tagging, promoting — the worker checks that it
+still holds the lease with its token, and a worker that lost it (it stalled past the ttl and
+another took over) stops there with :class:`~learnscore.batch.retrain_lease.LeaseLost`, records
+nothing and acknowledges nothing; the holder resumes the run.
+
+A run is named after its first request (``run_id_for``), not after the whole burst: a worker
+killed anywhere in 2–5 gets the requests again on restart — with any that came meanwhile — and
+resumes the same run, finding the version an interrupted attempt registered (by its run tag, or
+the first request's id the trainer tagged it with at registration) instead of training another.
+So each burst makes exactly one version.
 
 MLflow / registry errors are retried with exponential back-off; when they persist the attempt is
 recorded as ``deferred`` and the requests stay unacknowledged: the worker runs them again every
 ``retrain.deferred_retry_seconds`` until MLflow answers (a restarted worker gets them again too),
 so an outage delays a retrain but does not lose it; after ``retrain.max_deferred_attempts``
-deferrals in a row (an MLflow error that is not an outage) the run is recorded ``failed``. Other
-errors record the run as ``failed`` (and log it) instead of crashing the worker.
+deferrals in a row (an MLflow error that is not an outage) the run is recorded ``failed``. Any
+other error ends the attempt ``attempt_failed``; the run is tried again after
+``retrain.failed_backoff_seconds``, twice as long after each failure, and after
+``retrain.failed_attempts`` failures it is recorded ``failed`` for good: logged at ERROR and
+handed to ``on_final_failure`` (the hook for alerts), and its requests are acknowledged.
 ``--every 24h`` also asks for a run when no model has been trained for that long, by sending a
 ``schedule`` request (its id is derived from the period, so restarts do not duplicate it).
 
@@ -34,6 +53,8 @@ promotion (``refused``), never promoted again automatically.
 from __future__ import annotations
 
 import importlib
+import inspect
+import json
 import logging
 import threading
 import time
@@ -46,15 +67,22 @@ from typing import Any
 import orjson
 import pandas as pd
 
+from learnscore.batch.retrain_lease import LeaseLost, RetrainLease
 from learnscore.batch.retrain_metrics import WorkerMetrics
 from learnscore.batch.retrain_policy import TrainingWindow, choose_window, request_kind, schedule_request, widen_to_rows
 from learnscore.batch.retrain_runs import (
+    ATTEMPT_FAILED,
+    COVERED,
     DEFERRED,
     FINAL_STATUSES,
+    RUN_NAMESPACE,
+    TRAINED_STATUSES,
     RetrainRun,
     last_training_at,
     record_run,
     request_statuses,
+    run_id_for,
+    runs,
 )
 from learnscore.core.config import Config
 from learnscore.registry.access import (
@@ -65,11 +93,12 @@ from learnscore.registry.access import (
     registry_client,
 )
 from learnscore.schemas import topics
+from learnscore.schemas.contract import parse_timestamp
 from learnscore.schemas.events import RETRAIN_REQUESTED, validate_bytes
 
 log = logging.getLogger(__name__)
 
-RUN_NAMESPACE = uuid.UUID("7c9e2b54-1f0d-4a8e-b3c6-5d2a9e8f1b07")
+__all__ = ["RetrainWorker", "run_id_for", "run_retrain_worker"]
 ACTOR = "retrain-worker"
 DEFAULT_TRAINER = "learnscore.batch.train:train_model"
 DEFAULT_PROMOTER = "learnscore.registry.promote:promote"
@@ -95,11 +124,6 @@ def load_callable(path: str) -> Callable[..., Any]:
         raise ValueError(f"cannot load {path!r}: {exc}") from None
 
 
-def run_id_for(request_ids: list[str]) -> str:
-    """The run serving exactly these requests always has the same id (restarts included)."""
-    return str(uuid.uuid5(RUN_NAMESPACE, ",".join(sorted(request_ids))))
-
-
 def _retryable() -> tuple[type[BaseException], ...]:
     kinds: list[type[BaseException]] = [ConnectionError, TimeoutError, OSError, RegistryUnreachable]
     try:
@@ -121,10 +145,12 @@ class RetrainWorker:
     """Turns bursts of retrain requests into recorded training runs.
 
     ``trainer(spark, config, *, since, until, trigger, request_id)`` must train, register a
-    version with alias ``staging`` and return an object with ``version`` and ``run_id``
-    (the contract of ``learnscore.batch.train.train_model``). ``promoter(config, version=, actor=,
-    reason=)`` runs the gates and moves ``production`` (``learnscore.registry.promote.promote``); it
-    raises, or returns an object whose ``promoted`` is False, when the gates refuse.
+    version with alias ``staging`` tagged ``request_id`` (the run's first request) when it is
+    registered, and return an object with ``version`` and ``run_id`` (the contract of
+    ``learnscore.batch.train.train_model``). ``promoter(config, version=, actor=, reason=)`` runs
+    the gates and moves ``production`` (``learnscore.registry.promote.promote``); it raises, or
+    returns an object whose ``promoted`` is False, when the gates refuse. ``on_final_failure(run)``
+    is called with the ``failed`` row of a run that will not be tried again (alerts).
     """
 
     def __init__(self, config: Config, *, policy: str | None = None,
@@ -133,7 +159,8 @@ class RetrainWorker:
                  promoter: Callable[..., Any] | str = DEFAULT_PROMOTER,
                  spark_factory: Callable[[], Any] | None = None,
                  sleep: Callable[[float], None] = time.sleep,
-                 metrics: WorkerMetrics | None = None):
+                 metrics: WorkerMetrics | None = None,
+                 on_final_failure: Callable[[RetrainRun], None] | None = None):
         self.config = config
         self.policy = policy or config.retrain.policy
         if self.policy not in ("auto", "manual"):
@@ -149,16 +176,32 @@ class RetrainWorker:
         self._next_schedule_check = 0.0
         self.metrics = metrics or WorkerMetrics()
         self._guard_stop = threading.Event()
+        self._on_final_failure = on_final_failure or (lambda run: None)
+        self.lease = RetrainLease(config)
+        self._stop = threading.Event()
 
     # -- one burst -------------------------------------------------------------------------
     def handle_burst(self, requests: list[dict[str, Any]], now: datetime | None = None, *,
                      may_defer: bool = True) -> RetrainRun | None:
         """Run one training for the not yet handled requests among ``requests`` and record it.
 
-        Returns the row that ended the attempt (final, or ``deferred`` when MLflow stayed away
-        and ``may_defer``), or None when every request was already handled.
+        Holds the lease meanwhile (waits for it). Returns the row that ended the attempt (final;
+        ``deferred`` when MLflow stayed away and ``may_defer``; ``attempt_failed``, also when an
+        earlier failure's back-off has not run out, then with nothing recorded), a ``covered``
+        row when a finished run answers them, or None when every request was already handled
+        (or the worker is stopping). Raises :class:`~learnscore.batch.retrain_lease.LeaseLost` when
+        another worker took the lease over meanwhile: nothing more was written, and the requests
+        are the holder's to finish.
         """
-        statuses = request_statuses(self.config)
+        with self.lease.held(self._stop) as holding:
+            if not holding:
+                return None
+            return self._handle_burst(requests, now, may_defer)
+
+    def _handle_burst(self, requests: list[dict[str, Any]], now: datetime | None,
+                      may_defer: bool) -> RetrainRun | None:
+        ledger = runs(self.config)  # read under the lease: no other worker changes it meanwhile
+        statuses = request_statuses(self.config, ledger)
         fresh = {r["event_id"]: r for r in requests
                  if statuses.get(r["event_id"]) not in FINAL_STATUSES}
         for request in requests:
@@ -168,24 +211,79 @@ class RetrainWorker:
         if not fresh:
             return None
         now = now or datetime.now(timezone.utc)
-        request_ids = sorted(fresh)
+        covered = self._covered(ledger, fresh, statuses)
+        for request_id in covered.request_ids if covered else ():
+            fresh.pop(request_id)
+        if not fresh:
+            return covered
+        run_id, first = _resumed_run(ledger, fresh, statuses)
+        failures = _attempts(ledger, run_id, ATTEMPT_FAILED)
+        if failures:
+            due = failures[-1] + timedelta(seconds=self._backoff_s(len(failures)))
+            if now < due:  # restarted during a back-off: the run is not due yet
+                return RetrainRun(run_id=run_id, trigger="unknown", request_ids=(first,),
+                                  status=ATTEMPT_FAILED, started_at=now,
+                                  retry_in_s=(due - now).total_seconds())
+        request_ids = [first, *sorted(set(fresh) - {first})]
         kinds = {request_kind(r) for r in fresh.values()}
         trigger = ("drift" if any(r.get("trigger") == "drift" for r in fresh.values())
                    else "schedule" if "schedule" in kinds else "manual")
         window = self._window(list(fresh.values()), now)
-        run = RetrainRun(run_id=run_id_for(request_ids), trigger=trigger,
+        run = RetrainRun(run_id=run_id, trigger=trigger,
                          request_ids=tuple(request_ids), status="started", started_at=now,
                          window_start=window.since, window_end=window.until,
                          message=f"{len(request_ids)} request(s) [{', '.join(sorted(kinds))}]; "
                                  f"window: {window.reason}")
-        if any(statuses.get(i) == "started" for i in request_ids):
-            log.warning("retrain run %s was interrupted before it finished: running it again",
-                        run.run_id)
+        if any(statuses.get(i) in ("started", DEFERRED, ATTEMPT_FAILED) for i in request_ids):
+            log.warning("retrain run %s did not finish before (%d failed attempt(s)): running it again%s",
+                        run.run_id, len(failures),
+                        f" with {len(request_ids) - sum(1 for i in request_ids if i in statuses)} request(s) "
+                        f"that came meanwhile" if any(i not in statuses for i in request_ids) else "")
+        self.lease.fence(f"starting retrain run {run.run_id}")
         record_run(self.config, run)
-        final = self._train_and_promote(run, window, may_defer)
+        final = self._train_and_promote(run, window, may_defer, len(failures))
+        self.lease.fence(f"recording the end of retrain run {run.run_id} ({final.status})")
         record_run(self.config, final)
         self.metrics.observe_run(final)
+        if final.status == "failed":
+            self._on_final_failure(final)
         return final
+
+    def _covered(self, ledger, fresh: dict[str, dict[str, Any]],
+                 statuses: dict[str, str]) -> RetrainRun | None:
+        """Record (and return) the requests made before a finished run began training: that run's
+        version answers them. Requests of an interrupted run are never covered: it resumes."""
+        trained = ledger[ledger["status"].isin(TRAINED_STATUSES) & ledger["window_end"].notna()]
+        if trained.empty:
+            return None
+        answering: dict[str, Any] = {}
+        for request_id, request in fresh.items():
+            made = parse_timestamp(request.get("event_time", ""))
+            if request_id in statuses or made is None:
+                continue
+            later = trained[trained["window_end"] >= made]
+            if not later.empty:
+                answering[request_id] = later.iloc[0]
+        if not answering:
+            return None
+        by = next(iter(answering.values()))
+        ids = tuple(sorted(i for i, row in answering.items() if row["run_id"] == by["run_id"]))
+        moment = datetime.now(timezone.utc)
+        row = RetrainRun(
+            run_id=by["run_id"], trigger="covered", request_ids=ids, status=COVERED, started_at=moment,
+            finished_at=moment, model_version=by["model_version"], window_end=by["window_end"].to_pydatetime(),
+            message=f"{len(ids)} request(s) made before run {by['run_id']} began training on data through "
+                    f"{by['window_end']:%Y-%m-%d %H:%M:%S} UTC: its version {by['model_version']} "
+                    f"({by['status']}) answers them; nothing trained again")
+        log.info("retrain requests %s are covered by run %s (version %s): nothing to train",
+                 ", ".join(ids), by["run_id"], by["model_version"])
+        self.lease.fence(f"recording requests {', '.join(ids)} as covered")
+        record_run(self.config, row)
+        return row
+
+    def _backoff_s(self, failures: int) -> float:
+        """Seconds between the ``failures``-th failed attempt of a run and the next attempt."""
+        return self.config.retrain.failed_backoff_seconds * 2 ** (failures - 1)
 
     def _window(self, requests: list[dict[str, Any]], now: datetime) -> TrainingWindow:
         settings = self.config.retrain
@@ -196,14 +294,15 @@ class RetrainWorker:
                              settings.min_training_rows)
 
     def _train_and_promote(self, run: RetrainRun, window: TrainingWindow,
-                           may_defer: bool = True) -> RetrainRun:
+                           may_defer: bool = True, failures: int = 0) -> RetrainRun:
         try:
             version, mlflow_run_id, data_versions = self._registered_version(run, window)
         except RetrainError as exc:
             return self._deferred(run, "training", exc, may_defer)
+        except LeaseLost:
+            raise  # not a failure of the run: another worker holds it now
         except Exception as exc:  # noqa: BLE001 - recorded and logged; the worker lives on
-            log.error("retrain run %s failed while training: %s", run.run_id, exc)
-            return run.finished("failed", message=f"{run.message}; training failed: {exc}")
+            return self._failed(run, "training", exc, failures)
         run = replace(run, mlflow_run_id=mlflow_run_id, model_version=version,
                       data_versions=data_versions)
         if self.policy == "manual":
@@ -224,12 +323,28 @@ class RetrainWorker:
         except RetrainError as exc:
             return self._deferred(replace(run, promoted=False), f"promoting version {version}", exc,
                                   may_defer)
+        except LeaseLost:
+            raise
         except Exception as exc:  # noqa: BLE001 - recorded and logged; the worker lives on
-            log.error("retrain run %s failed while promoting: %s", run.run_id, exc)
-            return run.finished("failed", promoted=False,
-                                message=f"{run.message}; promotion failed: {exc}")
+            return self._failed(replace(run, promoted=False), "promotion", exc, failures)
         return run.finished("succeeded", promoted=True, gate_report=report,
                             message=f"{run.message}; version {version} promoted to production")
+
+    def _failed(self, run: RetrainRun, step: str, exc: Exception, failures: int) -> RetrainRun:
+        """The end of an attempt that an error stopped: ``attempt_failed`` (tried again after a
+        back-off) until the run failed ``retrain.failed_attempts`` times, then ``failed``."""
+        attempt, limit = failures + 1, self.config.retrain.failed_attempts
+        if attempt < limit:
+            pause = self._backoff_s(attempt)
+            log.warning("retrain run %s: attempt %d of %d failed while %s: %s; trying again in %.0f s",
+                        run.run_id, attempt, limit, step, exc, pause)
+            return run.finished(ATTEMPT_FAILED, retry_in_s=pause,
+                                message=f"{run.message}; attempt {attempt} of {limit}: {step} failed: {exc}; "
+                                        f"next attempt in {pause:.0f} s")
+        log.error("retrain run %s failed for good: %s failed: %s (attempt %d of %d); its requests %s are "
+                  "acknowledged", run.run_id, step, exc, attempt, limit, ", ".join(run.request_ids))
+        return run.finished("failed", message=f"{run.message}; {step} failed: {exc}; "
+                                              f"failed {attempt} of {limit} attempts")
 
     def _deferred(self, run: RetrainRun, step: str, exc: RetrainError, may_defer: bool) -> RetrainRun:
         """The end of an attempt that MLflow did not let finish: ``deferred``, or ``failed``
@@ -243,7 +358,7 @@ class RetrainWorker:
         log.error("retrain run %s deferred while %s: %s; its requests stay unacknowledged and run "
                   "again in %.0f s (is the MLflow server up? mlflow.tracking_uri)", run.run_id, step,
                   exc, pause)
-        return run.finished(DEFERRED, message=f"{run.message}; MLflow unreachable while {step}: "
+        return run.finished(DEFERRED, retry_in_s=pause, message=f"{run.message}; MLflow unreachable while {step}: "
                                               f"{exc}; runs again in {pause:.0f} s")
 
     def _registered_version(self, run: RetrainRun, window: TrainingWindow):
@@ -253,17 +368,21 @@ class RetrainWorker:
         if existing is not None:
             log.info("retrain run %s already registered version %s before it was interrupted: "
                      "not training again", run.run_id, existing["version"])
+            self.lease.fence(f"tagging version {existing['version']}")
             self._retry("tagging the version", lambda: _tag_version(
-                self.config, existing["version"], run))
+                self.config, existing["version"], run, self.lease.token))
             return existing["version"], existing["run_id"], {}
         trainer = (load_callable(self._trainer) if isinstance(self._trainer, str)
                    else self._trainer)
+        fence = {"before_register": lambda: self.lease.fence(f"registering the version of run {run.run_id}")}
         result = self._retry("training", lambda: trainer(
             self.spark, self.config, since=window.since, until=window.until,
-            trigger=run.trigger, request_id=",".join(run.request_ids)))
+            trigger=run.trigger, request_id=run.first_request_id,
+            **(fence if _accepts(trainer, "before_register") else {})))
         version = str(_field(result, "version"))
+        self.lease.fence(f"tagging version {version}")
         self._retry("tagging the new version", lambda: _tag_version(
-            self.config, version, run))
+            self.config, version, run, self.lease.token))
         data_versions = _field(result, "data_versions", default={}) or {}
         return version, _field(result, "run_id", default=None), dict(data_versions)
 
@@ -273,6 +392,7 @@ class RetrainWorker:
             return f"version {version} was already production (promoted by an earlier attempt)"
         promoter = (load_callable(self._promoter) if isinstance(self._promoter, str)
                     else self._promoter)
+        self.lease.fence(f"promoting version {version}")
         try:
             result = promoter(self.config, version=version, actor=ACTOR, reason=reason)
         except (GateRefused, PromotionBlocked) as exc:
@@ -287,7 +407,7 @@ class RetrainWorker:
         for attempt in range(1, settings.retry_attempts + 1):
             try:
                 return call()
-            except PromotionRefused:
+            except (PromotionRefused, LeaseLost):
                 raise
             except retryable as exc:
                 if attempt == settings.retry_attempts:
@@ -334,7 +454,7 @@ class RetrainWorker:
         the rollback guard beside it (``learnscore retrain-worker`` does)."""
         from learnscore.core.kafka_io import consumer
 
-        stop = stop or threading.Event()
+        stop = self._stop = stop or threading.Event()  # also ends a wait for the lease
         settings = self.config.retrain
         reader = consumer(
             self.config, self.config.topic(topics.RETRAIN_REQUESTS),
@@ -371,18 +491,27 @@ class RetrainWorker:
                         last_at = moment
                         pending.update(fresh)
                     if not pending:  # only duplicates / invalid ones: done with them
-                        reader.commit()
+                        _commit(reader)
                 if pending and moment >= retry_at and (
                         moment - last_at >= settings.debounce_seconds
                         or moment - first_at >= settings.max_wait_seconds):
-                    run = self.handle_burst(list(pending.values()),
-                                            may_defer=deferrals < settings.max_deferred_attempts)
-                    if run is not None and run.status == DEFERRED:
+                    try:
+                        run = self.handle_burst(list(pending.values()),
+                                                may_defer=deferrals < settings.max_deferred_attempts)
+                    except LeaseLost as exc:
+                        # Kept unacknowledged: once the holder is done they are final (or resumed).
+                        log.warning("retrain worker fenced off: %s", exc)
+                        retry_at = time.monotonic() + settings.debounce_seconds
+                        continue
+                    if run is None and stop.is_set():
+                        break  # stopped while waiting for the lease: nothing done, nothing acknowledged
+                    if run is not None and run.status in (DEFERRED, ATTEMPT_FAILED):
                         # Not acknowledged: kept here, and redelivered should this worker die.
-                        retry_at, deferrals = time.monotonic() + settings.deferred_retry_seconds, deferrals + 1
+                        retry_at = time.monotonic() + (run.retry_in_s or 0.0)
+                        deferrals += run.status == DEFERRED
                         continue
                     deferrals = 0
-                    reader.commit()  # only after the run is recorded
+                    _commit(reader)  # only after the run is recorded
                     pending.clear()
                     idle_since = time.monotonic()
                     if run is not None:
@@ -475,6 +604,42 @@ class RetrainWorker:
                  last.isoformat() if last else "ever", self.every, request["event_id"])
 
 
+def _commit(reader) -> None:
+    """Commit the consumed offsets; after a rebalance the partitions' new owner gets the requests
+    again and finds them final in the ledger, so a failed commit costs nothing."""
+    from kafka.errors import CommitFailedError
+
+    try:
+        reader.commit()
+    except CommitFailedError as exc:
+        log.warning("could not commit the retrain requests' offsets (%s): the worker that owns their "
+                    "partitions now will find them handled", exc)
+
+
+# -- the ledger's answers -------------------------------------------------------------------------
+_UNFINISHED = ("started", DEFERRED, ATTEMPT_FAILED)
+_LATEST = datetime.max.replace(tzinfo=timezone.utc)
+
+
+def _resumed_run(ledger, fresh: dict[str, dict[str, Any]], statuses: dict[str, str]) -> tuple[str, str]:
+    """(run id, first request id) for ``fresh``: the earliest unfinished run one of them belongs
+    to, resumed; else a new run named after the earliest request (by event time, then id)."""
+    unfinished = {i for i in fresh if statuses.get(i) in _UNFINISHED}
+    if unfinished:
+        for row in ledger.itertuples():  # oldest first
+            ids = json.loads(row.request_ids or "[]")
+            if unfinished & set(ids):
+                return row.run_id, ids[0]
+    first = min(fresh.values(), key=lambda r: (parse_timestamp(r.get("event_time", "")) or _LATEST, r["event_id"]))
+    return run_id_for(first["event_id"]), first["event_id"]
+
+
+def _attempts(ledger, run_id: str, status: str) -> list[datetime]:
+    """When the attempts of ``run_id`` that ended ``status`` finished, oldest first."""
+    rows = ledger[(ledger["run_id"] == run_id) & (ledger["status"] == status)]
+    return sorted(moment.to_pydatetime() for moment in rows["finished_at"].dropna())
+
+
 # -- registry and lake helpers -------------------------------------------------------------------
 def _field(result: Any, name: str, default: Any = ...) -> Any:
     if isinstance(result, dict):
@@ -487,6 +652,15 @@ def _field(result: Any, name: str, default: Any = ...) -> Any:
 
 
 
+def _accepts(function: Callable[..., Any], keyword: str) -> bool:
+    """Whether ``function`` takes ``keyword`` (a trainer given by path may predate it)."""
+    try:
+        parameters = inspect.signature(function).parameters
+    except (TypeError, ValueError):
+        return False
+    return keyword in parameters or any(p.kind is p.VAR_KEYWORD for p in parameters.values())
+
+
 def _report_text(report: Any) -> str:
     """A gate report as text: its ``summary()`` when it has one."""
     summary = getattr(report, "summary", None)
@@ -495,24 +669,25 @@ def _report_text(report: Any) -> str:
 
 
 
-def _tag_version(config: Config, version: str, run: RetrainRun) -> None:
+def _tag_version(config: Config, version: str, run: RetrainRun, lease_token: int) -> None:
     client = registry_client(config)
     name = config.mlflow.model_name
     client.set_model_version_tag(name, version, "retrain_run_id", run.run_id)
+    client.set_model_version_tag(name, version, "retrain_lease_token", str(lease_token))
     client.set_model_version_tag(name, version, "retrain_request_ids", ",".join(run.request_ids))
     client.set_model_version_tag(name, version, "retrain_trigger", run.trigger)
 
 
 def _version_of_run(config: Config, run: RetrainRun) -> dict[str, str] | None:
     """The version an earlier attempt of ``run`` registered, if any: tagged with the run id
-    by the worker, or — killed before it could tag — with the run's request ids by the trainer
-    (``learnscore.batch.train.train_model`` tags ``request_id``)."""
+    by the worker, or — killed before it could tag — with the run's first request id by the
+    trainer (``learnscore.batch.train.train_model`` tags ``request_id``)."""
     client = registry_client(config)
     name = config.mlflow.model_name
     found = client.search_model_versions(f"name = '{name}' and tags.retrain_run_id = '{run.run_id}'")
     if not found:
-        joined = ",".join(run.request_ids)
-        found = client.search_model_versions(f"name = '{name}' and tags.request_id = '{joined}'")
+        found = client.search_model_versions(
+            f"name = '{name}' and tags.request_id = '{run.first_request_id}'")
     if not found:
         return None
     latest = max(found, key=lambda v: int(v.version))
@@ -545,7 +720,7 @@ def _recent_labelled_times(config: Config, until: datetime, limit: int) -> list[
 def run_retrain_worker(config: Config, *, every: str | None = None, policy: str | None = None,
                        trainer: str = DEFAULT_TRAINER, promoter: str = DEFAULT_PROMOTER,
                        max_runs: int | None = None, idle_exit_seconds: float | None = None,
-                       watch: bool = True) -> list[RetrainRun]:
+                       watch: bool = True, on_final_failure: str | None = None) -> list[RetrainRun]:
     """The ``learnscore retrain-worker`` command: serve until Ctrl-C / SIGTERM."""
     import signal
 
@@ -553,7 +728,8 @@ def run_retrain_worker(config: Config, *, every: str | None = None, policy: str 
 
     worker = RetrainWorker(config, policy=policy,
                            every=timedelta(seconds=parse_duration(every)) if every else None,
-                           trainer=trainer, promoter=promoter)
+                           trainer=trainer, promoter=promoter,
+                           on_final_failure=load_callable(on_final_failure) if on_final_failure else None)
     stop = threading.Event()
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
     worker.metrics.serve(config)

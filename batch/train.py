@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -63,12 +64,15 @@ class TrainResult:
 def train_model(spark, config: Config, *, submissions_version: int | None = None,
                 outcomes_version: int | None = None, since: datetime | None = None,
                 until: datetime | None = None, trigger: str = "manual", request_id: str | None = None,
-                actor: str = "learnscore train", history_dir: str | Path | None = None) -> TrainResult:
+                actor: str = "learnscore train", history_dir: str | Path | None = None,
+                before_register: Callable[[], None] | None = None) -> TrainResult:
     """Train, evaluate, log and register one model version (alias ``staging``).
 
     Versions default to the tables' latest; ``since``/``until`` bound the submissions' event
     time (``until`` exclusive). ``history_dir`` is where the simulator's truth is looked for
-    (default ``<state_dir>/simulator/history``) for the oracle comparison.
+    (default ``<state_dir>/simulator/history``) for the oracle comparison. ``before_register``
+    is called right before the version is registered and may raise to stop it (the retrain
+    worker's lease fence: a worker that lost its lease while fitting registers nothing).
     """
     from learnscore.core.tracking import use_mlflow
 
@@ -116,6 +120,8 @@ def train_model(spark, config: Config, *, submissions_version: int | None = None
                                  tags, since, until)
     from learnscore.registry.register import register_version
 
+    if before_register is not None:
+        before_register()
     tags["run_id"] = run_id
     key = {name: metrics[f"holdout_{name}"] for name in ("mae", "rmse", "r2", "accuracy", "macro_f1", "qwk")}
     version = register_version(config, model_uri, tags=tags, metrics=key, actor=actor,

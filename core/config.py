@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from learnscore.schemas.domain import Domain
 
 ENV_PREFIX = "LEARNSCORE__"
+MIN_API_KEY_LENGTH = 32
 
 
 class ConfigError(ValueError):
@@ -99,6 +100,18 @@ class MlflowConfig(_Section):
     ui_host: str = "127.0.0.1"
     ui_port: int = Field(5000, ge=1, le=65535)
 
+    @model_validator(mode="after")
+    def _ui_on_loopback(self) -> MlflowConfig:
+        # The MLflow server `learnscore stack up` starts has no login (MLflow's basic-auth app needs
+        # mlflow[auth]): reachable from other machines, anyone could move `production`.
+        if not is_loopback(self.ui_host):
+            raise ValueError(
+                f"mlflow.ui_host is {self.ui_host}, reachable from other machines, but the MLflow server "
+                f"learnscore starts has no login: anyone there could register versions and move "
+                f"'production'. Bind it to 127.0.0.1, or use an MLflow server with authentication "
+                f"(mlflow.tracking_uri) and browse that one")
+        return self
+
 
 class StreamingConfig(_Section):
     """The streaming scorer's queries (streaming/README.md says why these values)."""
@@ -135,6 +148,18 @@ class PrivacyConfig(_Section):
     min_cell_learners: int = Field(10, ge=1)
 
 
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is reachable from this machine only.
+
+    >>> is_loopback("127.0.0.1"), is_loopback("127.0.0.2"), is_loopback("0.0.0.0"), is_loopback("::")
+    (True, True, False, False)
+    """
+    return host in LOOPBACK_HOSTS or host.startswith("127.")
+
+
 class ServingConfig(_Section):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
@@ -145,14 +170,59 @@ class ServingConfig(_Section):
     registry_timeout_s: float = Field(5.0, gt=0)
     score_batch_items: int = Field(256, ge=1)
     request_log_capacity: int = Field(100_000, ge=1)
+    # Per client address (serving/ratelimit.py). Requests with the right key and requests without
+    # it have separate buckets, so a flood of bad keys cannot use up a client's allowance.
+    rate_limit_per_second: float = Field(500.0, ge=0)  # 0: no limit
+    rate_limit_burst: int = Field(1000, ge=1)
+    unauthenticated_rate_per_second: float = Field(5.0, ge=0)  # 0: no limit
+    unauthenticated_burst: int = Field(20, ge=1)
+    # Share of refused requests (401, 429) written to the request log; all are counted in /metrics.
+    refusal_log_share: float = Field(0.01, ge=0, le=1)
+    tls_certfile: Path | None = None  # PEM certificate (chain); with tls_keyfile: HTTPS only
+    tls_keyfile: Path | None = None  # PEM private key; its password: LEARNSCORE_TLS_KEY_PASSWORD
+
+    @model_validator(mode="after")
+    def _tls_off_loopback(self) -> ServingConfig:
+        if (self.tls_certfile is None) != (self.tls_keyfile is None):
+            raise ValueError("serving.tls_certfile and serving.tls_keyfile go together: set both or neither")
+        if self.tls_certfile is None and not is_loopback(self.host):
+            raise ValueError(
+                f"serving.host is {self.host}, reachable from other machines, but TLS is off: the API key "
+                f"would cross the network in clear text. Set serving.tls_certfile and serving.tls_keyfile "
+                f"(conf/cluster.yaml shows how) or bind serving.host to 127.0.0.1")
+        return self
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_certfile is not None
 
 
 class DashboardConfig(_Section):
+    """The dashboard (monitoring/): it asks for the endpoint's API key (a login page, or the
+    X-API-Key header); off loopback it speaks HTTPS only (the key would cross the network)."""
+
     host: str = "127.0.0.1"
     port: int = Field(8050, ge=1, le=65535)
     refresh_seconds: float = Field(5, gt=0)
     window_minutes: int = Field(120, ge=1)
     bucket_seconds: int = Field(60, ge=1)
+    tls_certfile: Path | None = None  # PEM certificate (chain); with tls_keyfile: HTTPS only
+    tls_keyfile: Path | None = None  # PEM private key; its password: LEARNSCORE_TLS_KEY_PASSWORD
+
+    @model_validator(mode="after")
+    def _tls_off_loopback(self) -> DashboardConfig:
+        if (self.tls_certfile is None) != (self.tls_keyfile is None):
+            raise ValueError("dashboard.tls_certfile and dashboard.tls_keyfile go together: set both or neither")
+        if self.tls_certfile is None and not is_loopback(self.host):
+            raise ValueError(
+                f"dashboard.host is {self.host}, reachable from other machines, but TLS is off: the API key "
+                f"people log in with would cross the network in clear text. Set dashboard.tls_certfile and "
+                f"dashboard.tls_keyfile (conf/cluster.yaml shows how) or bind dashboard.host to 127.0.0.1")
+        return self
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_certfile is not None
 
 
 class BiConfig(_Section):
@@ -191,6 +261,9 @@ class RetrainConfig(_Section):
     max_deferred_attempts: int = Field(60, ge=0)
     concept_max_wait_seconds: float = Field(600, ge=0)
     metrics_port: int = Field(0, ge=0, le=65535)  # 0: no /metrics endpoint
+    failed_attempts: int = Field(3, ge=1)  # a run that fails this often is failed for good
+    failed_backoff_seconds: float = Field(60, ge=0)  # before the 2nd attempt; doubles each time
+    lease_ttl_seconds: float = Field(120, gt=0)  # a worker that stopped renewing loses the lease after this
 
 
 class SimulatorConfig(_Section):
@@ -327,6 +400,15 @@ def _redacted(url: str) -> str:
 
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.hostname or ''}/..."
+class ModelsConfig(_Section):
+    """Which registered versions may be loaded at all (``registry/trust.py``, docs/security.md)."""
+
+    # pyfunc loader modules besides learnscore.model.loader that may be imported to load a
+    # version. Importing a module runs its code: list only modules you have reviewed.
+    allowed_loader_modules: tuple[str, ...] = ()
+    # Pickle-based formats (cloudpickle'd python_model, sklearn pickle) run arbitrary code when
+    # they load; they stay refused unless this is true (docs/security.md explains the risk).
+    allow_pickle: bool = False
 
 
 class Config(_Section):
@@ -353,6 +435,7 @@ class Config(_Section):
     estimation: EstimationConfig = EstimationConfig()
     guard: GuardConfig = GuardConfig()
     alerts: AlertsConfig = AlertsConfig()
+    models: ModelsConfig = ModelsConfig()
 
     @model_validator(mode="after")
     def _bands_cover_grades(self) -> Config:
@@ -403,6 +486,7 @@ class Secrets:
     API_KEY = "LEARNSCORE_API_KEY"
     KAFKA_PASSWORD = "LEARNSCORE_KAFKA_PASSWORD"
     ALERT_WEBHOOK_URL = "LEARNSCORE_ALERT_WEBHOOK_URL"
+    TLS_KEY_PASSWORD = "LEARNSCORE_TLS_KEY_PASSWORD"
 
     def __init__(self, config: Config, environ: dict[str, str] | None = None):
         self._config = config
@@ -433,7 +517,18 @@ class Secrets:
 
     @property
     def api_key(self) -> SecretStr:
-        return self._local_or_required(self.API_KEY, "API key clients send to the REST endpoint")
+        key = self._local_or_required(self.API_KEY, "API key clients send to the REST endpoint")
+        if len(key.get_secret_value()) < MIN_API_KEY_LENGTH:
+            raise ConfigError(
+                f"{self.API_KEY} is {len(key.get_secret_value())} characters long; the endpoint needs at "
+                f"least {MIN_API_KEY_LENGTH} (a short key can be guessed). Generate one with: python -c "
+                f"'import secrets; print(secrets.token_urlsafe(32))'")
+        return key
+
+    @property
+    def tls_key_password(self) -> str | None:
+        """The password of ``serving.tls_keyfile`` when the key is encrypted (None: not encrypted)."""
+        return self._environ.get(self.TLS_KEY_PASSWORD) or None
 
     @property
     def alert_webhook_url(self) -> str | None:
@@ -565,10 +660,11 @@ def load_config(
         value = data.get(section, {}).get(key)
         if value:
             data[section][key] = _absolute(value, base_dir)
-    for section in ("spark", "broker"):
-        jars = data.get(section, {}).get("jars_dir")
-        if jars and not Path(jars).is_absolute():
-            data[section]["jars_dir"] = str((base_dir / jars).resolve())
+    for section, key in (("spark", "jars_dir"), ("broker", "jars_dir"), ("serving", "tls_certfile"),
+                         ("serving", "tls_keyfile")):
+        location = data.get(section, {}).get(key)
+        if location and not Path(location).is_absolute():
+            data[section][key] = str((base_dir / location).resolve())
 
     try:
         return Config.model_validate(data)

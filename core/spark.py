@@ -10,6 +10,7 @@ from xml.sax.saxutils import escape
 
 from learnscore.core.config import Config
 from learnscore.core.jars import jar_files
+from learnscore.core.tracking import apply_pickle_setting, pickle_setting
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ def spark_conf(config: Config) -> dict[str, str]:
         "spark.python.worker.reuse": "true",
         # Executors on other machines do not inherit the driver's environment: the pickle
         # refusal must travel with the application.
-        "spark.executorEnv.MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "false",
+        "spark.executorEnv.MLFLOW_ALLOW_PICKLE_DESERIALIZATION": pickle_setting(config),
         # Source options whose values Spark blanks out in plans and errors: the Kafka source's
         # "kafka.sasl.jaas.config" holds the SASL password, and the default regex only covers "url".
         "spark.sql.redaction.options.regex": "(?i)url|jaas|password|secret|token",
@@ -92,7 +93,7 @@ def create_spark_session(config: Config, app_name: str | None = None):
     from pyspark.sql import SparkSession
 
     # Every Python process we start refuses pickle-based model formats (skops only).
-    os.environ["MLFLOW_ALLOW_PICKLE_DESERIALIZATION"] = "false"
+    apply_pickle_setting(config)
     # Python UDF workers must run this interpreter (the venv), not whatever python3 is on PATH;
     # PySpark reads it from the driver's environment when it ships a UDF.
     # On a cluster whose executors keep Python elsewhere, set spark.pyspark.python (extra_conf)

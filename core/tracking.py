@@ -7,13 +7,26 @@ from pathlib import Path
 
 from learnscore.core.config import Config
 
+PICKLE_VARIABLE = "MLFLOW_ALLOW_PICKLE_DESERIALIZATION"
+
+
+def pickle_setting(config: Config) -> str:
+    """MLflow's own pickle gate for this process: ``"false"`` (skops only) unless the operator
+    set ``models.allow_pickle`` (docs/security.md says what that risks)."""
+    return "true" if config.models.allow_pickle else "false"
+
+
+def apply_pickle_setting(config: Config) -> None:
+    """Set MLflow's pickle gate in this process's environment (children inherit it)."""
+    os.environ[PICKLE_VARIABLE] = pickle_setting(config)
+
 
 def use_mlflow(config: Config) -> str:
     """Configure the MLflow client for ``config``; return the experiment id (created if new)."""
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    os.environ["MLFLOW_ALLOW_PICKLE_DESERIALIZATION"] = "false"  # skops only, never pickle
+    apply_pickle_setting(config)  # skops only, never pickle, unless models.allow_pickle
     prepare_store(config)
     mlflow.set_tracking_uri(config.mlflow.tracking_uri)
     mlflow.set_registry_uri(config.registry_uri)

@@ -308,6 +308,7 @@ def retrain_worker(
     max_runs: Annotated[Optional[int], typer.Option(help="Stop after this many runs.")] = None,
     idle_exit: Annotated[Optional[float], typer.Option(help="Stop after this many seconds without requests.")] = None,
     guard: Annotated[bool, typer.Option("--guard/--no-guard", help="Also run the rollback guard (guard.policy) beside the runs.")] = True,
+    on_final_failure: Annotated[Optional[str], typer.Option(help="Called with the run that failed for good (alerts), module:function.")] = None,
 ) -> None:
     """Consume model.retrain-requests: one recorded training run per burst of requests."""
     from learnscore.batch.retrain_worker import run_retrain_worker
@@ -317,7 +318,7 @@ def retrain_worker(
     try:
         made = run_retrain_worker(get_config(), every=every, policy=policy, trainer=trainer,
                                   promoter=promoter, max_runs=max_runs,
-                                  idle_exit_seconds=idle_exit, watch=guard)
+                                  idle_exit_seconds=idle_exit, watch=guard, on_final_failure=on_final_failure)
     except ValueError as exc:
         fail(str(exc))
     except KeyboardInterrupt:

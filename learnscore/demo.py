@@ -413,11 +413,12 @@ class Demo:
     def _print_urls(self) -> None:
         serving, dashboard = self.config.serving, self.config.dashboard
         self.say("open:")
-        self.say(f"  dashboard      http://{dashboard.host}:{dashboard.port}/")
-        self.say(f"  MLflow UI      {mlflow_ui_url(self.config)}")
-        self.say(f"  endpoint       http://{serving.host}:{serving.port}/v1/model (which version serves; "
-                 f"POST /v1/score with header X-API-Key from "
+        self.say(f"  dashboard      http://{dashboard.host}:{dashboard.port}/ (log in with the API key in "
                  f"{self.config.state_dir / 'secrets' / 'learnscore_api_key'})")
+        self.say(f"  MLflow UI      {mlflow_ui_url(self.config)}")
+        self.say(f"  endpoint       http://{serving.host}:{serving.port}/v1/model (which version serves) and "
+                 f"POST /v1/score, both with header X-API-Key from "
+                 f"{self.config.state_dir / 'secrets' / 'learnscore_api_key'}")
         self.say(f"  logs           {self.logs}/")
 
     def _live(self) -> None:

@@ -64,14 +64,20 @@ def load_model_file(path: str | Path):
     return skops.io.load(path, trusted=list(TRUSTED_TYPES))
 
 
-def _refuse_untrusted(path: Path) -> None:
+def untrusted_types(path: str | Path) -> list[str]:
+    """The types a skops file asks for that are not on :data:`TRUSTED_TYPES` (read from the
+    file's schema; nothing in it is built or run)."""
     import skops.io
 
-    untrusted = sorted(set(skops.io.get_untrusted_types(file=path)) - set(TRUSTED_TYPES))
+    return sorted(set(skops.io.get_untrusted_types(file=Path(path))) - set(TRUSTED_TYPES))
+
+
+def _refuse_untrusted(path: Path) -> None:
+    untrusted = untrusted_types(path)
     if untrusted:
         raise UntrustedModelError(
             f"refusing to load {path}: it asks for type(s) {', '.join(untrusted)} which are not on "
-            f"the reviewed list batch.model_loader.TRUSTED_TYPES. If the model is genuine, review "
+            f"the reviewed list learnscore.model.loader.TRUSTED_TYPES. If the model is genuine, review "
             f"those types and add them to the list in code.")
 
 

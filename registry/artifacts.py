@@ -15,11 +15,10 @@ def item_bank_loader(config) -> Callable[[str], Any]:
 
     def item_bank(version: str):
         if version not in cache:
-            import mlflow
+            from learnscore.registry.trust import load_trusted_version
 
-            uri = f"models:/{config.mlflow.model_name}/{version}"
-            cache[version] = raw_model(mlflow.pyfunc.load_model(uri)).item_bank
-            log.info("drift: loaded the item bank of %s for the covariate signals", uri)
+            cache[version] = raw_model(load_trusted_version(config, version)).item_bank
+            log.info("drift: loaded the item bank of version %s for the covariate signals", version)
         return cache[version]
 
     return item_bank

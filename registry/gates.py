@@ -1,5 +1,7 @@
 """Gates a model version must pass before it may become ``production``.
 
+0. ``trust``: it may be loaded at all (``registry/trust.py``: our skops loader or an allowed one,
+   no code path, no pickle, the files it was registered with), checked before anything of it runs.
 1. ``signature``: its MLflow signature is the contract's (:func:`learnscore.model.packaging.model_signature`).
 2. ``smoke``: it loads (through the safe skops loader) and scores a smoke batch sanely: one row
    out per row in, no NaN, score within 0–100, a known level, probabilities summing to 1.
@@ -22,6 +24,7 @@ import pandas as pd
 from learnscore.core.config import Config
 from learnscore.model.metrics import level_metrics, score_metrics
 from learnscore.registry.access import PRODUCTION, alias_version, version_uri
+from learnscore.registry.trust import UntrustedModel, load_trusted_version
 from learnscore.schemas.events import LEVELS
 from learnscore.schemas.scoring import PREDICTION_COLUMNS
 
@@ -176,17 +179,23 @@ def window_metrics(predictions: pd.DataFrame, labels: pd.DataFrame) -> dict[str,
 def run_gates(config: Config, version: str) -> GateReport:
     """Run every gate for ``version`` against the recent labelled window; never raises for a
     failing gate (the report says it); the caller decides."""
-    import mlflow
     from mlflow.models import get_model_info
 
     from learnscore.registry.window import recent_labelled_window
 
     uri = version_uri(config, version)
-    results = [check_signature(get_model_info(uri).signature)]
+    try:
+        candidate = load_trusted_version(config, version)
+    except UntrustedModel as exc:  # checked before anything of the version runs
+        return GateReport(version, (GateResult("trust", False, str(exc)),))
+    except Exception as exc:  # noqa: BLE001 - a version that cannot be loaded fails, with the reason
+        return GateReport(version, (GateResult("trust", True, "no code path, no pickle, content as registered"),
+                                    check_smoke(None, 0, error=f"could not load: {exc}")))
+    results = [GateResult("trust", True, "no code path, no pickle, content as registered"),
+               check_signature(get_model_info(uri).signature)]
     model_input, labels = recent_labelled_window(config, config.gates.window_rows)
     log.info("gates: scoring version %s on %d recent labelled submissions", version, len(labels))
     try:
-        candidate = mlflow.pyfunc.load_model(uri)
         smoke_input = model_input.head(config.gates.smoke_rows)
         if smoke_input.empty:
             smoke_input = pd.DataFrame(get_model_info(uri).load_input_example() or [])
@@ -203,8 +212,13 @@ def run_gates(config: Config, version: str) -> GateReport:
     production_version = alias_version(config, PRODUCTION)
     production_metrics = None
     if production_version is not None and production_version != str(version):
-        production = mlflow.pyfunc.load_model(version_uri(config, production_version))
-        production_metrics = window_metrics(production.predict(model_input), labels)
+        try:
+            production = load_trusted_version(config, production_version)
+            production_metrics = window_metrics(production.predict(model_input), labels)
+        except UntrustedModel as exc:
+            # A tampered production must not block the version that replaces it; said loudly.
+            log.error("gates: %s; version %s is judged on the absolute floors alone", exc, version)
+            production_version = None
     elif production_version == str(version):
         production_metrics = candidate_metrics
     results += check_against_production(candidate_metrics, production_metrics, production_version, config)

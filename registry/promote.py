@@ -21,7 +21,6 @@ from learnscore.registry.access import (
     promotion_block,
     set_alias,
     version_exists,
-    version_uri,
 )
 from learnscore.registry.gates import GateReport, run_gates, window_metrics
 from learnscore.registry.history import (
@@ -31,6 +30,7 @@ from learnscore.registry.history import (
     LifecycleRecorder,
     production_lineage,
 )
+from learnscore.registry.trust import load_trusted_version
 
 log = logging.getLogger(__name__)
 
@@ -140,8 +140,6 @@ def _before_after(before: dict[str, float] | None, after: dict[str, float]) -> d
 def _rollback_metrics(config: Config, current: str, target: str) -> dict[str, float]:
     """Window metrics of the version leaving production and the one returning (best effort:
     a broken current version must not block its own rollback)."""
-    import mlflow
-
     from learnscore.registry.window import recent_labelled_window
 
     model_input, labels = recent_labelled_window(config, config.gates.window_rows)
@@ -150,7 +148,7 @@ def _rollback_metrics(config: Config, current: str, target: str) -> dict[str, fl
     metrics: dict[str, float] = {}
     for prefix, version in (("before", current), ("after", target)):
         try:
-            predictions = mlflow.pyfunc.load_model(version_uri(config, version)).predict(model_input)
+            predictions = load_trusted_version(config, version).predict(model_input)
             measured = window_metrics(predictions, labels)
             # A version that predicts NaN is a reason to roll back: its metrics are not finite
             # and would break the event's contract, so they are left out, not the rollback.

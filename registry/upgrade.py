@@ -25,12 +25,10 @@ import pandas as pd
 
 from learnscore.core.config import Config
 from learnscore.registry.access import registry_client, set_alias, version_uri
+from learnscore.registry.trust import LEGACY_LOADERS, legacy_fix
 
 log = logging.getLogger(__name__)
 
-CURRENT_LOADER = "learnscore.model.loader"
-#: Loader modules of earlier learnscore releases.
-LEGACY_LOADERS = frozenset({"batch.model_loader"})
 #: Old module of each model type → its module now (the class names did not change).
 LEGACY_MODULES = {"batch.model": "learnscore.model.diagnostic", "schemas.irt": "learnscore.model.item_bank"}
 UPGRADED_FROM_TAG = "upgraded_from"
@@ -58,10 +56,7 @@ def require_current(config: Config, version: str) -> None:
 
     loader = loader_module(mlflow.models.get_model_info(version_uri(config, version)).flavors)
     if loader in LEGACY_LOADERS:
-        raise LegacyModelError(
-            f"model version {version} of {config.mlflow.model_name} was logged by an earlier "
-            f"learnscore (loader {loader}); run `learnscore registry upgrade` once to re-register it "
-            f"under {CURRENT_LOADER} (its aliases move to the new version).")
+        raise LegacyModelError(f"model version {version} of {config.mlflow.model_name} {legacy_fix(loader)}.")
 
 
 def load_legacy_model(model_dir: str | Path):
@@ -108,6 +103,7 @@ def _reregister(config: Config, client, version: str, tags: dict[str, str]) -> s
     import mlflow
 
     from learnscore.model.packaging import log_diagnostic_model
+    from learnscore.registry.register import pinned_content_tags
 
     with tempfile.TemporaryDirectory(prefix="learnscore-upgrade-") as scratch:
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=version_uri(config, version),
@@ -116,8 +112,10 @@ def _reregister(config: Config, client, version: str, tags: dict[str, str]) -> s
         example = pd.DataFrame(json.loads((local / "input_example.json").read_text()))
     with mlflow.start_run(run_name=f"upgrade-v{version}"):
         model_uri = log_diagnostic_model(model, example)
+    # Pinned like any new version (registry/trust.py), so every later load checks its files.
+    pins = pinned_content_tags(config, model_uri)
     registered = mlflow.register_model(model_uri, config.mlflow.model_name,
-                                       tags={**tags, UPGRADED_FROM_TAG: version})
+                                       tags={**tags, UPGRADED_FROM_TAG: version, **pins})
     return str(registered.version)
 
 

@@ -56,6 +56,32 @@ RFC3339_RE = re.compile(
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 #: Readers accept event times at most this far ahead of their clock (producers' clocks drift).
 MAX_FUTURE = timedelta(minutes=5)
+#: pydantic-core's JSON parser, the one that decodes every event the stream reads, refuses a
+#: document nested deeper than this ("recursion limit exceeded"). A reader that parses with
+#: another parser (the endpoint: orjson, limit 1024) must refuse deeper events too, or it would
+#: accept what the stream quarantines.
+MAX_NESTING = 200
+
+
+def nesting_depth(value: Any) -> int:
+    """How deeply containers nest in a decoded JSON value, counted as pydantic-core's parser counts
+    against :data:`MAX_NESTING`: only containers that hold something (the parser descends into
+    those), so a scalar, ``[]`` and ``{}`` are 0. Without recursion.
+
+    >>> nesting_depth(1), nesting_depth({"a": [1, {"b": []}]}), nesting_depth([[[]]]), nesting_depth([[[1]]])
+    (0, 3, 2, 3)
+    """
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict):
+            node = list(node.values())
+        elif not isinstance(node, list):
+            continue
+        if node:
+            deepest = max(deepest, depth)
+            stack.extend((child, depth + 1) for child in node if isinstance(child, (dict, list)))
+    return deepest
 
 STRICT = ConfigDict(strict=True, extra="ignore", allow_inf_nan=False)
 
@@ -241,6 +267,10 @@ def _problem(error: dict) -> Problem:
         return Problem("missing_field", path, f"required field {str(loc[-1])!r} is missing")
     if kind in _EXPECTED:
         return Problem("wrong_type", path, f"expected {_EXPECTED[kind]}, got {_describe(value)}")
+    if kind == "literal_error" and not isinstance(value, str):
+        # A number or a list where a name belongs is the wrong type, not an unknown name.
+        expected = (error.get("ctx") or {}).get("expected", "")
+        return Problem("wrong_type", path, f"expected a string ({expected}), got {_describe(value)}")
     code = _CODES.get(kind, kind)
     if code == "out_of_range":
         bound = next(iter((error.get("ctx") or {}).values()), None)
@@ -434,5 +464,6 @@ def spark_schema(contract: Contract):
     return contract.spark_schema()
 
 
-__all__ = ["Contract", "EventTime", "described", "Long", "Number", "Problem", "STRICT", "Timestamp", "Uuid", "Verdict",
-           "integer", "json_schema", "number", "one_of", "parse_timestamp", "refused", "spark_schema", "text"]
+__all__ = ["Contract", "EventTime", "described", "Long", "MAX_NESTING", "Number", "Problem", "STRICT", "Timestamp",
+           "Uuid", "Verdict", "integer", "json_schema", "nesting_depth", "number", "one_of", "parse_timestamp",
+           "refused", "spark_schema", "text"]

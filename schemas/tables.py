@@ -157,6 +157,13 @@ RETRAIN_RUNS = Table("ops.retrain_runs", (
 ), "Every retrain run: what asked for it, what it trained on, what it registered.",
     writer="deltalake")
 
+RETRAIN_LEASE = Table("ops.retrain_lease", (
+    ("holder", "string"), ("host", "string"), ("pid", "bigint"), ("acquired_at", "timestamp"),
+    ("renewed_at", "timestamp"), ("expires_at", "timestamp"), ("released", "boolean"), ("token", "bigint"),
+), "Which retrain worker may train now: one row, replaced by each claim, renewal and release "
+   "(compare-and-swap on the table version); token: the fencing token, one more per claim.",
+   writer="deltalake")
+
 MODEL_EVENTS = Table("ops.model_events", (
     ("event_id", "string"), ("occurred_at", "timestamp"), ("event_type", "string"),
     ("model_name", "string"), ("version", "string"), ("alias", "string"),
@@ -185,8 +192,8 @@ TABLES: dict[str, Table] = {
     table.name: table
     for table in (SUBMISSIONS_RAW, OUTCOMES_RAW, SUBMISSIONS, QUARANTINE, OUTCOMES, PREDICTIONS,
                   PREDICTION_OUTCOMES, SHADOW_PREDICTIONS, SHADOW_PREDICTION_OUTCOMES, DAILY_SUMMARY,
-                  STREAM_PROGRESS, DRIFT_EVENTS, DRIFT_METRICS, RETRAIN_RUNS, MODEL_EVENTS, ENDPOINT_REQUESTS,
-                  ESTIMATED_PERFORMANCE)
+                  STREAM_PROGRESS, DRIFT_EVENTS, DRIFT_METRICS, RETRAIN_RUNS, RETRAIN_LEASE, MODEL_EVENTS,
+                  ENDPOINT_REQUESTS, ESTIMATED_PERFORMANCE)
 }
 
 

@@ -1,7 +1,10 @@
 """The REST endpoint: ``POST /v1/score`` plus model, health, readiness and metrics routes.
 
 :func:`create_app` wires the parts together; every request-path step is a plain function
-in its own module (auth, body, validation, scoring) so each can be read and tested alone.
+in its own module (rate limits, auth, body, validation, scoring) so each can be read and tested
+alone. Everything but the probes needs the API key: ``/v1/score``, ``/v1/model`` and
+``/metrics`` (which name versions and the registry). ``/healthz`` and ``/readyz`` answer
+anyone, and say no more than alive / ready (docs/security.md).
 """
 
 from __future__ import annotations
@@ -21,13 +24,15 @@ from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from learnscore.core.config import Config, Secrets
+from learnscore.core.tracking import apply_pickle_setting
 from learnscore.registry.access import PRODUCTION, STAGING
 from learnscore.serving.auth import api_key_matches, presented_api_key, redact_json, redact_text
 from learnscore.serving.body import BodyTooLarge, declared_length, read_limited
 from learnscore.serving.metrics import ServingMetrics
 from learnscore.serving.models import ModelWatcher, Registry, ServedModels
-from learnscore.serving.request_log import RequestLog, request_record
-from learnscore.serving.scoring import ScoreBatcher
+from learnscore.serving.ratelimit import Limited, RateLimitMiddleware
+from learnscore.serving.request_log import RefusalSampler, RequestLog, request_record
+from learnscore.serving.scoring import ScoreBatcher, UnusableOutput
 from learnscore.serving.validation import parse_submissions
 
 log = logging.getLogger(__name__)
@@ -60,6 +65,7 @@ class ScoringService:
         self.request_log = request_log
         self.metrics = ServingMetrics(self.watcher, request_log)
         self.batcher = ScoreBatcher(config.serving.score_batch_items)
+        self.refusals = RefusalSampler(config.serving.refusal_log_share)
         self.started_at = datetime.now(timezone.utc)
 
     @staticmethod
@@ -92,12 +98,30 @@ class ScoringService:
         if error is not None:  # the request log lands in ops.endpoint_requests: no secrets there
             error = redact_text(error, self.api_key)
         self.metrics.observe(status, version, route, latency_s, items)
+        if status in (401, 429) and not self.refusals.keep(status):
+            self.metrics.refusals_not_logged.labels(str(status)).inc()
+            return
         if self.request_log is not None:
             self.request_log.record(request_record(
                 request_id, received_at, status, latency_s * 1000,
                 model_name=model.name if model is not None else self.config.mlflow.model_name,
                 model_version=version, route=route, items=items, error_code=error_code,
                 error=error))
+
+    def limited(self, limited: Limited) -> None:
+        """A request the rate limiter refused: counted, and logged like a 401 (sampled)."""
+        self.metrics.rate_limited.labels(str(limited.authenticated).lower()).inc()
+        if limited.path == "/v1/score":
+            self.finish(limited.request_id, datetime.now(timezone.utc), time.perf_counter(), 429,
+                        error_code="rate_limited", error=f"rate limited (authenticated: {limited.authenticated})")
+
+    def authorised(self, request: Request) -> bool:
+        headers = request.headers
+        if api_key_matches(presented_api_key(headers.get("x-api-key"), headers.get("authorization")),
+                           self.api_key):
+            return True
+        self.metrics.unauthorised.labels(request.url.path).inc()
+        return False
 
     def start(self) -> None:
         if self.request_log is not None:
@@ -111,13 +135,25 @@ class ScoringService:
             self.request_log.stop()
 
 
+def _unauthorised(request_id: str) -> Response:
+    response = _error(401, request_id, "unauthorised",
+                      "send the API key in the X-API-Key header or as Authorization: Bearer <key>")
+    response.headers["WWW-Authenticate"] = "Bearer"
+    return response
+
+
 def create_app(config: Config, secrets: Secrets | None = None, request_log: bool = True) -> FastAPI:
-    """The endpoint for ``config``; background work starts with the app's lifespan."""
+    """The endpoint for ``config``; background work starts with the app's lifespan.
+
+    Raises :class:`~learnscore.core.config.ConfigError` when the API key is missing (outside
+    the local default) or shorter than 32 characters.
+    """
     import mlflow
 
     # models:/ URIs resolve through the global registry URI.
     mlflow.set_tracking_uri(config.mlflow.tracking_uri)
     mlflow.set_registry_uri(config.registry_uri)
+    apply_pickle_setting(config)
     api_key = (secrets or Secrets(config)).api_key.get_secret_value()
     service = ScoringService(config, api_key, RequestLog(config) if request_log else None)
 
@@ -132,6 +168,10 @@ def create_app(config: Config, secrets: Secrets | None = None, request_log: bool
     app = FastAPI(title="learnscore scoring endpoint", version="1", lifespan=lifespan,
                   docs_url=None, redoc_url=None, openapi_url=None)
     app.state.service = service
+    limits = config.serving
+    app.add_middleware(RateLimitMiddleware, api_key=api_key, rate=limits.rate_limit_per_second,
+                       burst=limits.rate_limit_burst, unauthenticated_rate=limits.unauthenticated_rate_per_second,
+                       unauthenticated_burst=limits.unauthenticated_burst, on_limited=service.limited)
 
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception) -> Response:
@@ -159,14 +199,10 @@ def create_app(config: Config, secrets: Secrets | None = None, request_log: bool
 
     async def _score(request: Request, request_id: str, received_at: datetime, started: float) -> Response:
         headers = request.headers
-        if not api_key_matches(presented_api_key(headers.get("x-api-key"), headers.get("authorization")),
-                               service.api_key):
+        if not service.authorised(request):
             service.finish(request_id, received_at, started, 401, error_code="unauthorised",
                            error="missing or wrong API key")
-            response = _error(401, request_id, "unauthorised",
-                              "send the API key in the X-API-Key header or as Authorization: Bearer <key>")
-            response.headers["WWW-Authenticate"] = "Bearer"
-            return response
+            return _unauthorised(request_id)
 
         limit = config.serving.max_body_bytes
         declared = declared_length(headers.get("content-length"))
@@ -198,14 +234,26 @@ def create_app(config: Config, secrets: Secrets | None = None, request_log: bool
                            error_code="no_model", error=message)
             return _error(503, request_id, "no_model", message)
 
-        predictions = await service.batcher.score(model, parsed.events)
+        try:
+            predictions = await service.batcher.score(model, parsed.events)
+        except UnusableOutput as exc:
+            # NaN would go out as null: a client must not take that for a score.
+            service.metrics.unusable_outputs.labels(model.version).inc()
+            service.finish(request_id, received_at, started, 503, model=model, items=len(parsed.events),
+                           error_code="unusable_output", error=str(exc))
+            return _error(503, request_id, "unusable_output",
+                          f"model version {model.version} returned no usable prediction (not a finite "
+                          f"number); nothing was scored. Try again later; the operators are alerted by "
+                          f"the learnscore_serving_unusable_outputs metric")
         service.finish(request_id, received_at, started, 200, model=model, items=len(predictions))
         return _json(200, {"request_id": request_id, "model_name": model.name,
                            "model_version": model.version, "route": model.alias,
                            "predictions": predictions}, headers={"X-Request-ID": request_id})
 
     @app.get("/v1/model")
-    async def model_info() -> Response:
+    async def model_info(request: Request) -> Response:
+        if not service.authorised(request):
+            return _unauthorised(uuid.uuid4().hex)
         served = service.watcher.served
         return _json(200, {
             "model_name": config.mlflow.model_name,
@@ -213,6 +261,7 @@ def create_app(config: Config, secrets: Secrets | None = None, request_log: bool
             STAGING: served.staging.describe() if served.staging else None,
             "canary_fraction": config.serving.canary_fraction,
             "registry": _registry_status(service),
+            "refused": dict(service.watcher.refused),  # version → why the trust checks refused it
         })
 
     @app.get("/healthz")
@@ -221,24 +270,29 @@ def create_app(config: Config, secrets: Secrets | None = None, request_log: bool
 
     @app.get("/readyz")
     async def readyz() -> Response:
+        # Open to anyone (load balancers): ready or not, and why, but no model name, version
+        # or registry location; /v1/model tells those to holders of the key.
         served = service.watcher.served
-        registry = _registry_status(service)
+        status_now = service.watcher.status
+        reachable = status_now.reachable
         loaded = served.production is not None
         if not loaded:
-            status, reason = "not_ready", (f"no production model of {config.mlflow.model_name!r} loaded yet"
-                                           + ("" if registry["reachable"] else "; the registry is unreachable"))
-        elif not registry["reachable"]:
+            status, reason = "not_ready", ("no production model loaded yet"
+                                           + ("" if reachable else "; the registry is unreachable"))
+        elif not reachable:
             status, reason = "degraded", "serving the loaded model; the registry is unreachable"
         else:
             status, reason = "ready", "serving"
         return _json(200 if loaded else 503, {
             "status": status, "reason": reason, "model_loaded": loaded,
-            "model": served.production.describe() if loaded else None,
-            "registry": registry,
+            "registry": {"reachable": reachable,
+                         "checked_at": status_now.checked_at.isoformat() if status_now.checked_at else None},
         })
 
     @app.get("/metrics")
-    async def metrics() -> Response:
+    async def metrics(request: Request) -> Response:
+        if not service.authorised(request):
+            return _unauthorised(uuid.uuid4().hex)
         return Response(service.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     return app

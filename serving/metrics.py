@@ -63,6 +63,19 @@ class ServingMetrics:
                                  ["model_version"], buckets=LATENCY_BUCKETS, registry=self.registry)
         self.items = Counter("learnscore_serving_scored_items", "Submissions scored",
                              ["model_version", "route"], registry=self.registry)
+        self.unauthorised = Counter("learnscore_serving_unauthorised",
+                                    "Requests refused for a missing or wrong API key, by path",
+                                    ["path"], registry=self.registry)
+        self.rate_limited = Counter("learnscore_serving_rate_limited",
+                                    "Requests refused with 429 (authenticated: with the right API key)",
+                                    ["authenticated"], registry=self.registry)
+        self.unusable_outputs = Counter("learnscore_serving_unusable_outputs",
+                                        "Requests answered 503 because the model returned non-finite values",
+                                        ["model_version"], registry=self.registry)
+        self.refusals_not_logged = Counter("learnscore_serving_refusals_not_logged",
+                                           "Refused requests (401, 429) counted here but left out of the "
+                                           "request log (serving.refusal_log_share)", ["status"],
+                                           registry=self.registry)
         self.registry.register(_LiveState(watcher, request_log))
 
     def observe(self, status: int, model_version: str | None, route: str | None,

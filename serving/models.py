@@ -25,8 +25,8 @@ from learnscore.registry.access import (
     alias_version,
     redact_uri,
     registry_client,
-    version_uri,
 )
+from learnscore.registry.trust import UntrustedModel, load_trusted_version
 
 log = logging.getLogger(__name__)
 
@@ -93,10 +93,10 @@ class Registry:
         return alias_version(self.config, alias, client=self._client)
 
     def load(self, version: str, alias: str) -> ServedVersion:
-        """Load ``version`` of the model (skops-backed pyfunc; pickle formats stay refused)."""
-        import mlflow.pyfunc
-
-        model = mlflow.pyfunc.load_model(version_uri(self.config, version))
+        """Load ``version`` of the model once it passed the trust checks (``registry/trust.py``:
+        our skops loader or an allowed one, no code paths, no pickle, its registered content);
+        raises :class:`~learnscore.registry.trust.UntrustedModel` otherwise."""
+        model = load_trusted_version(self.config, version, client=self._client)
         return ServedVersion(self.model_name, version, alias, model, datetime.now(timezone.utc),
                            direct=self_checking_model(model))
 
@@ -133,6 +133,8 @@ class ModelWatcher:
         self.served = ServedModels()
         self.status = RegistryStatus(False, None, "not asked yet")
         self.swaps = 0
+        #: Versions the trust checks refused (version → reason), shown by /v1/model.
+        self.refused: dict[str, str] = {}
         self._on_change = on_change or (lambda served: None)
         self._on_status = on_status or (lambda status: None)
         self._stop = threading.Event()
@@ -178,6 +180,11 @@ class ModelWatcher:
         started = time.perf_counter()
         try:
             fresh = self.registry.load(version, alias)
+        except UntrustedModel as exc:
+            log.error("refusing %s (alias %s); keeping %s", exc, alias, self._describe(loaded))
+            self.refused[version] = str(exc)
+            self._failed_versions[version] = time.monotonic() + 30
+            return loaded
         except Exception:
             log.exception("could not load %s version %s for alias %s; keeping %s",
                           self.registry.model_name, version, alias, self._describe(loaded))

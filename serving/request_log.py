@@ -53,6 +53,33 @@ def request_record(request_id: str, received_at: datetime, status_code: int, lat
             "items": items, "error_code": error_code, "error": (error or None) and error[:500]}
 
 
+class RefusalSampler:
+    """Which refused requests (401, 429) are written to the request log: the first of each
+    status, then one in every ``round(1 / share)``; none when ``share`` is 0.
+
+    Every refusal is counted in /metrics; only this share takes a place in the bounded queue,
+    so a flood of bad keys cannot push the records of real requests out. Counting instead of
+    drawing at random makes the number written exact: N refusals give ceil(N * share) records.
+
+    >>> sampler = RefusalSampler(0.25)
+    >>> [sampler.keep(401) for _ in range(6)], sampler.keep(429)
+    ([True, False, False, False, True, False], True)
+    >>> RefusalSampler(0.0).keep(401), RefusalSampler(1.0).keep(401)
+    (False, True)
+    """
+
+    def __init__(self, share: float):
+        self.every = 0 if share <= 0 else max(1, round(1 / share))
+        self._seen: collections.Counter[int] = collections.Counter()
+
+    def keep(self, status: int) -> bool:
+        if self.every == 0:
+            return False
+        seen = self._seen[status]
+        self._seen[status] += 1
+        return seen % self.every == 0
+
+
 @dataclass
 class LogCounters:
     """What /metrics shows about the log (plain ints; read without a lock is fine for metrics)."""

@@ -22,6 +22,10 @@ log = logging.getLogger(__name__)
 LEVEL_PROBABILITIES = ("p_beginner", "p_developing", "p_proficient", "p_advanced")
 
 
+class UnusableOutput(ValueError):
+    """The model returned values no client can use (NaN or infinite); answered 503, never 200."""
+
+
 def predictions_from_columns(predicted: Mapping[str, Any], events: list[dict[str, Any]],
                              model: ServedVersion) -> list[dict[str, Any]]:
     """One JSON-ready prediction per event from the model's output columns (same row order).
@@ -38,11 +42,17 @@ def predictions_from_columns(predicted: Mapping[str, Any], events: list[dict[str
     >>> prediction["progress_score"], prediction["probabilities"]["proficient"], prediction["model_version"]
     (61.5, 0.6, '3')
     """
-    scores = np.asarray(predicted["progress_score"], dtype=np.float64).tolist()
-    if len(scores) != len(events):
-        raise ValueError(f"the model returned {len(scores)} rows for {len(events)} submissions")
+    score_array = np.asarray(predicted["progress_score"], dtype=np.float64)
+    if len(score_array) != len(events):
+        raise ValueError(f"the model returned {len(score_array)} rows for {len(events)} submissions")
+    probability_arrays = [np.asarray(predicted[column], dtype=np.float64) for column in LEVEL_PROBABILITIES]
+    finite = np.isfinite(score_array) & np.logical_and.reduce([np.isfinite(a) for a in probability_arrays])
+    if not finite.all():
+        raise UnusableOutput(f"version {model.version} returned non-finite values (NaN or infinity) for "
+                             f"{int((~finite).sum())} of {len(events)} submissions")
+    scores = score_array.tolist()
     levels = [str(level) for level in np.asarray(predicted["comprehension_level"]).tolist()]
-    probabilities = [np.asarray(predicted[column], dtype=np.float64).tolist() for column in LEVEL_PROBABILITIES]
+    probabilities = [array.tolist() for array in probability_arrays]
     names = [column[2:] for column in LEVEL_PROBABILITIES]
     return [
         {

@@ -12,6 +12,7 @@ from typing import Any
 
 import orjson
 
+from learnscore.schemas.contract import MAX_NESTING, nesting_depth
 from learnscore.schemas.events import DIAGNOSTIC_SUBMITTED, MAX_EVENT_BYTES, validate_event
 
 
@@ -85,11 +86,15 @@ def parse_submissions(raw: bytes, max_batch: int, now: datetime | None = None) -
     # The stream refuses an event over MAX_EVENT_BYTES (too_large); so does the endpoint. Only a
     # body that large can hold such an item, so normal requests pay nothing for the check.
     oversized = _oversized_items(raw, items, decoded is items)
+    too_deep = _too_deep_items(raw, items)
     events: list[dict[str, Any]] = []
     problems: list[ItemProblem] = []
     for index, item in enumerate(items):
         if index in oversized:
             problems.append(_too_large(index, item, oversized[index]))
+            continue
+        if index in too_deep:
+            problems.append(_nested_too_deep(index, item, too_deep[index]))
             continue
         verdict = validate_event(DIAGNOSTIC_SUBMITTED, item, now)
         if verdict.ok:
@@ -117,6 +122,24 @@ def _oversized_items(raw: bytes, items: list[Any], is_list: bool) -> dict[int, i
         return {0: len(raw)}
     sizes = {index: len(orjson.dumps(item)) for index, item in enumerate(items)}
     return {index: size for index, size in sizes.items() if size > MAX_EVENT_BYTES}
+
+
+def _too_deep_items(raw: bytes, items: list[Any]) -> dict[int, int]:
+    """Index → nesting depth of the items nested deeper than the stream's parser reads."""
+    # Depth needs an opening bracket per level: a body with fewer pays two byte counts only.
+    if raw.count(b"[") + raw.count(b"{") <= MAX_NESTING:
+        return {}
+    depths = {index: nesting_depth(item) for index, item in enumerate(items)}
+    return {index: depth for index, depth in depths.items() if depth > MAX_NESTING}
+
+
+def _nested_too_deep(index: int, item: Any, depth: int) -> ItemProblem:
+    event_id = item.get("event_id") if isinstance(item, dict) else None
+    message = (f"not a JSON document the stream reads: nested {depth} levels deep, the limit is "
+               f"{MAX_NESTING}")
+    return ItemProblem(index=index, event_id=event_id if isinstance(event_id, str) else None,
+                       reason_code="not_json", reason=f"not_json at : {message}",
+                       problems=({"code": "not_json", "path": "", "message": message},))
 
 
 def _too_large(index: int, item: Any, size: int) -> ItemProblem:

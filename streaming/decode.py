@@ -79,11 +79,29 @@ def _contract(domain: Domain, name: str) -> Contract:
     return contracts_for(domain).events[name]
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def judged_at(sent: datetime | None, now: datetime) -> datetime:
+    """The clock an event's time is judged against (``future_timestamp``): the Kafka timestamp it
+    arrived with, so that a replay gets the same verdict — unless that is no clock reading (none,
+    or 0 / negative: producers that set no time) or lies ahead of ``now``; then ``now``.
+
+    >>> now = datetime(2026, 2, 1, tzinfo=timezone.utc)
+    >>> [judged_at(t, now).year for t in (None, _EPOCH, datetime(2025, 5, 1, tzinfo=timezone.utc),
+    ...                                   datetime(2027, 1, 1, tzinfo=timezone.utc))]
+    [2026, 2026, 2025, 2026]
+    """
+    if sent is None or sent <= _EPOCH or sent > now:
+        return now
+    return sent
+
+
 def decode_batch(batch: pa.RecordBatch, kind: EventKind, domain: Domain, now: datetime | None = None) -> pa.RecordBatch:
     """Validate and decode every row of a Kafka-shaped batch (see :data:`KAFKA_FIELDS`).
 
-    Each event is validated against the Kafka timestamp it arrived with (or ``now`` when that
-    lies ahead), so a replayed micro-batch gets the very same verdicts.
+    Each event is validated against the Kafka timestamp it arrived with (:func:`judged_at`), so a
+    replayed micro-batch gets the very same verdicts.
 
     >>> import orjson
     >>> from learnscore.schemas.examples import example_events
@@ -106,7 +124,7 @@ def decode_batch(batch: pa.RecordBatch, kind: EventKind, domain: Domain, now: da
     reasons: list[str | None] = []
     events: list[dict | None] = []
     for value, moment in zip(raw, sent):
-        when = now if moment is None or moment > now else moment
+        when = judged_at(moment, now)
         verdict = contract.validate_bytes(value, when, max_bytes=MAX_EVENT_BYTES)
         codes.append(verdict.reason_code)
         reasons.append(verdict.reason)
@@ -181,7 +199,7 @@ def event_key_column(domain: Domain, by_topic: dict[str, tuple[str, str]]):
             if name is None:
                 out.append(None)
                 continue
-            when = now if moment is pd.NaT or moment > now else moment.to_pydatetime()
+            when = judged_at(None if moment is pd.NaT else moment.to_pydatetime(), now)
             verdict = _contract(domain, name).validate_bytes(value, when, max_bytes=MAX_EVENT_BYTES)
             out.append(None if verdict.event is None else verdict.event.get(field))
         return pd.Series(out, dtype=object)

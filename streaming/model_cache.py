@@ -20,6 +20,7 @@ from pathlib import Path
 
 from learnscore.core.config import Config
 from learnscore.registry.access import PRODUCTION, RegistryUnreachable, alias_version, version_uri
+from learnscore.registry.trust import check_version_folder
 from learnscore.schemas.scoring import PREDICTION_RESULT_TYPE
 
 log = logging.getLogger(__name__)
@@ -61,7 +62,8 @@ def build_model_udf(spark, config: Config, version: str) -> ScoringUdf:
 
     Loading in the driver first makes a model that cannot load (refused format, missing
     artifact) fail here, where the cache can keep the previous one, rather than inside a
-    Spark task in the middle of a batch.
+    Spark task in the middle of a batch. Before anything of it runs, the downloaded copy must
+    pass the trust checks (``registry/trust.py``); the UDF is built from that same copy.
     """
     import mlflow
 
@@ -72,6 +74,7 @@ def build_model_udf(spark, config: Config, version: str) -> ScoringUdf:
     try:
         local_path = mlflow.artifacts.download_artifacts(artifact_uri=version_uri(config, version),
                                                          dst_path=target)
+        check_version_folder(config, version, local_path)  # UntrustedModel: nothing of it has run
         mlflow.pyfunc.load_model(local_path)
         udf = mlflow.pyfunc.spark_udf(spark, local_path, result_type=PREDICTION_RESULT_TYPE, env_manager="local")
     except BaseException:

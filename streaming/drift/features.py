@@ -18,6 +18,22 @@ import pandas as pd
 log = logging.getLogger(__name__)
 
 DRIFT_FEATURES = ("accuracy", "ability", "mean_log_time")
+#: pandas holds timestamps in nanoseconds (from 1677-09-22); the contract accepts event times from
+#: year 1. Drift reads event times only to order and window rows, so older ones are raised to this
+#: bound before a Spark frame is collected (else Arrow's conversion fails and the batch with it).
+PANDAS_MIN_SECONDS = -9_223_372_035
+
+
+def pandas_safe_times(frame):
+    """A Spark frame whose timestamp columns pandas can hold (see :data:`PANDAS_MIN_SECONDS`)."""
+    from pyspark.sql import functions as F
+    from pyspark.sql.types import TimestampType
+
+    floor = F.timestamp_seconds(F.lit(PANDAS_MIN_SECONDS))
+    return frame.select(*[F.greatest(F.col(f.name), floor).alias(f.name) if isinstance(f.dataType, TimestampType)
+                          else F.col(f.name) for f in frame.schema.fields])
+
+
 KEY_COLUMNS = ("event_id", "event_time", "subject", "grade_level", "model_version",
                "progress_score")
 
@@ -44,7 +60,7 @@ def with_drift_features(frame, item_bank: Callable[[str], Any],
     if all(feature in columns for feature in DRIFT_FEATURES):
         if isinstance(frame, pd.DataFrame):
             return frame[[*KEY_COLUMNS, *DRIFT_FEATURES]]
-        return frame.select(*KEY_COLUMNS, *DRIFT_FEATURES).toPandas()
+        return pandas_safe_times(frame.select(*KEY_COLUMNS, *DRIFT_FEATURES)).toPandas()
     if isinstance(frame, pd.DataFrame):
         return _features_pandas(_model_input_pandas(frame), item_bank)
     from learnscore.schemas.scoring import MODEL_INPUT_COLUMNS
@@ -116,4 +132,4 @@ def _features_spark(frame, item_bank: Callable[[str], Any]) -> pd.DataFrame:
             f"scored rows for drift detection need the features {list(DRIFT_FEATURES)} or the "
             f"model input (a 'responses' column, or {list(MODEL_INPUT_COLUMNS)}); they have "
             f"{sorted(columns)}")
-    return _features_pandas(selected.toPandas(), item_bank)
+    return _features_pandas(pandas_safe_times(selected).toPandas(), item_bank)

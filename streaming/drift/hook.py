@@ -27,6 +27,7 @@ import pandas as pd
 
 from learnscore.core.config import Config
 from learnscore.schemas import topics
+from learnscore.streaming.drift.features import pandas_safe_times
 from learnscore.streaming.drift.monitor import DriftMonitor, DriftSettings, Finding
 from learnscore.streaming.drift.records import drift_event_row, retrain_request_event
 from learnscore.streaming.drift.state import DriftState, DriftStateStore
@@ -303,7 +304,7 @@ def _pandas(frame, columns: tuple[str, ...]) -> pd.DataFrame | None:
         return None
     if not isinstance(frame, pd.DataFrame):  # a Spark DataFrame: collect what we need
         present = [c for c in columns if c in frame.columns]
-        frame = frame.select(*present).toPandas()
+        frame = pandas_safe_times(frame.select(*present)).toPandas()
     return frame
 
 

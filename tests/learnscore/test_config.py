@@ -59,3 +59,12 @@ def test_secrets_come_from_the_environment_only(tmp_path):
     with pytest.raises(ConfigError, match="LEARNSCORE_KAFKA_PASSWORD is not set"):
         _ = Secrets(cluster, environ={}).kafka_password
     assert "hunter2" not in repr(Secrets(cluster, environ={"LEARNSCORE_KAFKA_PASSWORD": "hunter2"}).kafka_password)
+
+
+def test_the_mlflow_server_we_start_stays_on_loopback():
+    # It has no login: from another machine anyone could move 'production'.
+    from learnscore.core.config import MlflowConfig
+
+    with pytest.raises(ValueError, match="mlflow.ui_host is 0.0.0.0, reachable from other machines"):
+        MlflowConfig(ui_host="0.0.0.0")
+    assert MlflowConfig(ui_host="127.0.0.1").ui_host == "127.0.0.1"

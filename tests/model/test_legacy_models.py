@@ -10,6 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from learnscore.core.config import ModelsConfig
+from learnscore.registry.trust import CONTENT_SHA256_TAG, structure_problems
 from learnscore.registry.upgrade import (
     UPGRADED_FROM_TAG,
     LegacyModelError,
@@ -37,11 +39,21 @@ def legacy_version(config, mlflow_store, tmp_path) -> str:
     return register_production(config, f"runs:/{run.info.run_id}/model")
 
 
+@pytest.mark.integration  # the MLflow store
 def test_legacy_version_is_refused_with_the_fix(config, legacy_version):
     with pytest.raises(LegacyModelError, match="learnscore registry upgrade"):
         require_current(config, legacy_version)
 
 
+def test_trust_checks_refuse_a_legacy_version_with_the_fix():
+    # What the stream's model cache and the endpoint say before loading it (registry/trust.py).
+    problems = structure_problems(FIXTURE, ModelsConfig())
+    assert [p for p in problems if "loader_module" in p or "loader batch.model_loader" in p] == [
+        "it was logged by an earlier learnscore (loader batch.model_loader); run `learnscore registry "
+        "upgrade` once to re-register it under learnscore.model.loader (its aliases move to the new version)"]
+
+
+@pytest.mark.integration  # the MLflow store
 def test_upgrade_reregisters_moves_aliases_and_predicts_the_same(config, legacy_version):
     import mlflow
     from mlflow.tracking import MlflowClient
@@ -51,7 +63,9 @@ def test_upgrade_reregisters_moves_aliases_and_predicts_the_same(config, legacy_
     client = MlflowClient()
     name = config.mlflow.model_name
     assert str(client.get_model_version_by_alias(name, "production").version) == upgrade.new_version
-    assert client.get_model_version(name, upgrade.new_version).tags[UPGRADED_FROM_TAG] == legacy_version
+    new_tags = client.get_model_version(name, upgrade.new_version).tags
+    assert new_tags[UPGRADED_FROM_TAG] == legacy_version
+    assert new_tags[CONTENT_SHA256_TAG]  # pinned like any new version: later loads check its files
     require_current(config, upgrade.new_version)
 
     model_input = pd.DataFrame(json.loads((FIXTURE / "expected_input.json").read_text()))

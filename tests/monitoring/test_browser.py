@@ -7,6 +7,7 @@ download, no extra Python package).
 from __future__ import annotations
 
 import base64
+import json
 import shutil
 import subprocess
 import threading
@@ -16,6 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from learnscore.core.config import Secrets
 from learnscore.core.ports import free_port
 from learnscore.monitoring.app import PANEL_IDS
 from tests.support import running_endpoint
@@ -101,13 +103,28 @@ def _serve_dashboard(config):
     return server, thread, f"http://127.0.0.1:{port}"
 
 
+def log_in(driver: WebDriver, url: str, api_key: str) -> None:
+    """Open the dashboard, which sends a browser without a session to its login page, and log in
+    there with the API key as a person would (the form sets the session cookie)."""
+    def path() -> str | None:
+        try:
+            return driver.script("return document.readyState === 'complete' ? location.pathname : null")
+        except httpx.HTTPStatusError:  # the page is navigating
+            return None
+
+    driver.get(url)
+    assert _wait(path, 30, "the login page") == "/login"
+    driver.script(f"document.getElementById('key').value = {json.dumps(api_key)}; document.forms[0].submit();")
+    _wait(lambda: path() == "/", 30, "the dashboard after logging in")
+
+
 def open_dashboard(config, driver: WebDriver, screenshot: str, timeout_s: float = 60) -> dict:
     """Serve the dashboard over ``config``'s lake, open it, wait until every panel has drawn (or
     ``timeout_s`` passed); keep a screenshot in test-artifacts/. Returns what the page shows."""
     config = config.model_copy(update={"dashboard": config.dashboard.model_copy(update={"refresh_seconds": 1})})
     server, thread, url = _serve_dashboard(config)
     try:
-        driver.get(url)
+        log_in(driver, url, Secrets(config).api_key.get_secret_value())
         deadline = time.monotonic() + timeout_s
         states = {}
         while time.monotonic() < deadline:

@@ -12,8 +12,14 @@ from learnscore.monitoring.app import PANEL_IDS, create_dashboard_app
 pytestmark = pytest.mark.integration
 
 
+def _key(config) -> dict[str, str]:
+    from learnscore.core.config import Secrets
+
+    return {"X-API-Key": Secrets(config).api_key.get_secret_value()}
+
+
 def _panels(config) -> dict[str, dict]:
-    with TestClient(create_dashboard_app(config)) as client:
+    with TestClient(create_dashboard_app(config), headers=_key(config)) as client:
         answer = client.get("/api/panels")
     assert answer.status_code == 200
     return {panel["id"]: panel for panel in answer.json()["panels"]}
@@ -60,7 +66,7 @@ def test_reads_keep_working_while_a_table_is_appended(seeded_lake):
         stop.set()
 
     writer = threading.Thread(target=write)
-    with TestClient(app) as client:
+    with TestClient(app, headers=_key(seeded_lake)) as client:
         writer.start()
         reads = 0
         while not stop.is_set() or reads < 3:
@@ -72,3 +78,33 @@ def test_reads_keep_working_while_a_table_is_appended(seeded_lake):
         final = {p["id"]: p for p in client.get("/api/panels").json()["panels"]}
     assert failures == []
     assert len(final["lifecycle"]["charts"][0]["points"]) == 4 + 15
+
+
+def test_only_holders_of_the_api_key_see_the_panels(config):
+    from learnscore.monitoring.access import SESSION_COOKIE
+
+    key = _key(config)["X-API-Key"]
+    with TestClient(create_dashboard_app(config), follow_redirects=False) as client:
+        refused = {path: client.get(path) for path in ("/", "/api/panels", "/static/charts.js")}
+        open_paths = [client.get("/healthz").status_code, client.get("/login").status_code]
+        wrong = client.post("/login", data={"key": "x" * 40})
+        assert SESSION_COOKIE not in client.cookies
+        bearer = client.get("/api/panels", headers={"Authorization": f"Bearer {key}"}).status_code
+        logged_in = client.post("/login", data={"key": key})
+        session = client.cookies.get(SESSION_COOKIE)
+        after_login = [client.get(path).status_code for path in ("/", "/api/panels", "/static/charts.js")]
+        client.get("/logout")
+        after_logout = client.get("/api/panels").status_code
+
+    assert refused["/"].status_code == 303 and refused["/"].headers["location"] == "/login"
+    assert [refused[p].status_code for p in ("/api/panels", "/static/charts.js")] == [401, 401]
+    assert refused["/api/panels"].json()["error"] == "unauthorised" and key not in refused["/api/panels"].text
+    assert open_paths == [200, 200]
+    assert wrong.status_code == 401 and "not the API key" in wrong.text
+    assert bearer == 200
+    assert logged_in.status_code == 303 and logged_in.headers["location"] == "/"
+    assert session and key not in session  # an HMAC of the key, not the key
+    assert "httponly" in logged_in.headers["set-cookie"].lower()
+    assert "samesite=strict" in logged_in.headers["set-cookie"].lower()
+    assert after_login == [200, 200, 200]
+    assert after_logout == 401

@@ -52,11 +52,15 @@ def running_endpoint(config: Config, request_log: bool = True):
 
 
 def produce_located(config: Config, base_topic: str,
-                    messages: list[tuple[bytes | None, bytes | None]]) -> list[tuple[str, int, int]]:
-    """Send (key, value) pairs in order; return each message's (topic, partition, offset)."""
+                    messages: list[tuple[bytes | None, bytes | None]]
+                    | list[tuple[bytes | None, bytes | None, int | None]]) -> list[tuple[str, int, int]]:
+    """Send (key, value) pairs — or (key, value, producer timestamp in epoch ms; None: now) — in
+    order; return each message's (topic, partition, offset)."""
     producer = kafka_io.producer(config, max_request_size=2 * 1024 * 1024)
     try:
-        futures = [producer.send(config.topic(base_topic), key=key, value=value) for key, value in messages]
+        futures = [producer.send(config.topic(base_topic), key=message[0], value=message[1],
+                                 timestamp_ms=message[2] if len(message) > 2 else None)
+                   for message in messages]
         producer.flush(timeout=120)
         return [(meta.topic, meta.partition, meta.offset)
                 for meta in (future.get(timeout=60) for future in futures)]

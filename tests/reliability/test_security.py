@@ -120,8 +120,9 @@ def test_the_endpoint_keeps_its_key_and_its_stack_traces_to_itself(rel_config, l
     from learnscore.model.packaging import _log_pyfunc
     from learnscore.schemas import topics
 
+    # Every refusal logged (not the default sample): the log is checked for the key too.
     config = rel_config.model_copy(update={"serving": rel_config.serving.model_copy(
-        update={"max_body_bytes": 64 * 1024, "max_batch": 5})})
+        update={"max_body_bytes": 64 * 1024, "max_batch": 5, "refusal_log_share": 1.0})})
     assert Secrets(config).api_key.get_secret_value() == TEST_API_KEY  # from the environment
     rel.register_production(config, logged_model_uri)
     event = copy.deepcopy(small_history_events[0][2500])
@@ -152,7 +153,8 @@ def test_the_endpoint_keeps_its_key_and_its_stack_traces_to_itself(rel_config, l
             save_model_file(broken, tmp_path / "broken" / "diagnostic_model")
             broken_uri = _log_pyfunc(mlflow, tmp_path / "broken" / "diagnostic_model", None).model_uri  # no example: no trial run
         version = rel.register_production(config, broken_uri)
-        rel.wait_for(lambda: client.get("/readyz").json()["model"]["version"] == version, 60, "the swap")
+        rel.wait_for(lambda: client.get("/v1/model", headers=headers).json()["production"]["version"] == version,
+                     60, "the swap")
         failed = client.post("/v1/score", json=event, headers=headers)
         answers.append(failed)
         assert failed.status_code == 500 and failed.json()["error"] == "internal", failed.text

@@ -88,9 +88,13 @@ def api_key(serving_config) -> str:
     return Secrets(serving_config).api_key.get_secret_value()
 
 
-def ready_version(base: str) -> str | None:
-    answer = httpx.get(f"{base}/readyz", timeout=5)
-    return answer.json()["model"]["version"] if answer.status_code == 200 else None
+def ready_version(base: str, api_key: str) -> str | None:
+    """The production version the endpoint serves (None before one is loaded); /v1/model names
+    it to holders of the key (the open /readyz does not)."""
+    answer = httpx.get(f"{base}/v1/model", headers={"X-API-Key": api_key}, timeout=5)
+    answer.raise_for_status()
+    production = answer.json()["production"]
+    return production["version"] if production else None
 
 
 class Helpers:
@@ -99,12 +103,15 @@ class Helpers:
     set_alias = staticmethod(set_alias)
     running_endpoint = staticmethod(running_endpoint)
     wait_for = staticmethod(wait_for)
-    ready_version = staticmethod(ready_version)
     big_submission = staticmethod(big_submission)
 
-    def __init__(self, logged: LoggedModels, submissions: list[dict]):
+    def __init__(self, logged: LoggedModels, submissions: list[dict], api_key: str):
         self.logged = logged
         self._held_out = submissions[HELD_OUT:]
+        self.api_key = api_key
+
+    def ready_version(self, base: str, api_key: str | None = None) -> str | None:
+        return ready_version(base, api_key or self.api_key)
 
     def register_version(self, config: Config, which: str = "first") -> str:
         """Register the logged ``which`` model as a new version of ``config.mlflow.model_name``."""
@@ -129,5 +136,5 @@ class Helpers:
 
 
 @pytest.fixture
-def helpers(logged_models, small_history_events) -> Helpers:
-    return Helpers(logged_models, small_history_events[0])
+def helpers(logged_models, small_history_events, api_key) -> Helpers:
+    return Helpers(logged_models, small_history_events[0], api_key)

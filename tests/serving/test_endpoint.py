@@ -20,8 +20,8 @@ def test_scores_one_submission_or_a_list_with_the_model_version(serving_config, 
         helpers.wait_for(lambda: helpers.ready_version(base), what="a loaded model")
         one = httpx.post(f"{base}/v1/score", json=helpers.submission(1), headers={"X-API-Key": api_key})
         many = httpx.post(f"{base}/v1/score", json=batch, headers={"Authorization": f"Bearer {api_key}"})
-        model = httpx.get(f"{base}/v1/model").json()
-        metrics = httpx.get(f"{base}/metrics").text
+        model = httpx.get(f"{base}/v1/model", headers={"X-API-Key": api_key}).json()
+        metrics = httpx.get(f"{base}/metrics", headers={"X-API-Key": api_key}).text
 
     assert one.status_code == 200, one.text
     body = one.json()
@@ -114,7 +114,7 @@ def test_missing_or_wrong_api_key_gets_401_without_echoing_it(serving_config, ml
         missing = httpx.post(f"{base}/v1/score", json=event)
         wrong = httpx.post(f"{base}/v1/score", json=event, headers={"X-API-Key": api_key + "x"})
         wrong_bearer = httpx.post(f"{base}/v1/score", json=event, headers={"Authorization": "Bearer nope"})
-        metrics = httpx.get(f"{base}/metrics").text
+        metrics = httpx.get(f"{base}/metrics", headers={"X-API-Key": api_key}).text
 
     for answer in (missing, wrong, wrong_bearer):
         assert answer.status_code == 401
@@ -175,7 +175,7 @@ def test_hot_swap_under_load_fails_no_request(serving_config, mlflow_store, api_
         stop.set()
         for worker in workers:
             worker.join()
-        metrics = httpx.get(f"{base}/metrics").text
+        metrics = httpx.get(f"{base}/metrics", headers={"X-API-Key": api_key}).text
 
     statuses = {status for _, _, _, status, _ in answers}
     assert statuses == {200}, f"failed requests: {sorted(statuses)}"
@@ -202,7 +202,7 @@ def test_canary_share_is_scored_by_staging(serving_config, mlflow_store, api_key
     helpers.set_alias(config, "staging", staging)
     events = [helpers.submission(seed) for seed in range(60)]
     with helpers.running_endpoint(config, request_log=False) as base:
-        helpers.wait_for(lambda: httpx.get(f"{base}/v1/model").json()["staging"], what="the canary model")
+        helpers.wait_for(lambda: httpx.get(f"{base}/v1/model", headers={"X-API-Key": api_key}).json()["staging"], what="the canary model")
         answers = [httpx.post(f"{base}/v1/score", json=event, headers={"X-API-Key": api_key}).json()
                    for event in events]
     routes = {(answer["route"], answer["model_version"]) for answer in answers}

@@ -47,7 +47,7 @@ def test_every_request_is_logged_to_kafka_with_the_table_fields(serving_config, 
                         headers={"X-API-Key": api_key})
         unauthorised = httpx.post(f"{base}/v1/score", json=helpers.submission(1))
         invalid = httpx.post(f"{base}/v1/score", json={"subject": "art"}, headers={"X-API-Key": api_key})
-        helpers.wait_for(lambda: _metric(httpx.get(f"{base}/metrics").text,
+        helpers.wait_for(lambda: _metric(httpx.get(f"{base}/metrics", headers={"X-API-Key": api_key}).text,
                                          "learnscore_serving_request_log_sent_total") == 3,
                          what="three records confirmed by the broker")
 
@@ -84,16 +84,16 @@ def test_records_wait_for_an_absent_broker_and_a_full_queue_drops_and_counts(
     broker = KafkaBroker(config)
     try:
         with helpers.running_endpoint(config) as base:
-            helpers.wait_for(lambda: helpers.ready_version(base), what="a loaded model")
+            helpers.wait_for(lambda: helpers.ready_version(base, api_key), what="a loaded model")
             answers = [httpx.post(f"{base}/v1/score", json=helpers.submission(seed),
                                   headers={"X-API-Key": api_key}, timeout=10) for seed in range(8)]
             assert [answer.status_code for answer in answers] == [200] * 8  # served with Kafka away
-            before = httpx.get(f"{base}/metrics").text
+            before = httpx.get(f"{base}/metrics", headers={"X-API-Key": api_key}).text
             broker.up()
-            helpers.wait_for(lambda: _metric(httpx.get(f"{base}/metrics").text,
+            helpers.wait_for(lambda: _metric(httpx.get(f"{base}/metrics", headers={"X-API-Key": api_key}).text,
                                              "learnscore_serving_request_log_sent_total") == 5,
                              timeout_s=90, what="the queued records delivered")
-            after = httpx.get(f"{base}/metrics").text
+            after = httpx.get(f"{base}/metrics", headers={"X-API-Key": api_key}).text
         records = _read_records(config, 5)
     finally:
         broker.down()

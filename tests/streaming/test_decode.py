@@ -59,6 +59,27 @@ def test_the_stream_and_the_contract_give_every_hostile_record_the_same_verdict(
             [r.event_id for r, c in zip(records, codes) if c is None]
 
 
+def test_the_endpoint_body_parser_and_the_stream_refuse_the_same_records(corpus):
+    """The endpoint parses bodies with another JSON parser (orjson) than the stream's validator:
+    over the hostile corpus (deep nesting, duplicate keys, BOMs, lone surrogates included) both
+    accept and refuse the same records, for a reason the record's recipe allows."""
+    from learnscore.serving.validation import parse_submissions
+
+    judged = 0
+    for record in corpus.submissions:
+        if record.value is None or record.kind == "not_object":  # a JSON list is a batch to the endpoint
+            continue
+        contract = validate_bytes(DIAGNOSTIC_SUBMITTED, record.value, corpus.now)
+        body = parse_submissions(record.value, max_batch=100, now=corpus.now)
+        given = body.problems[0].reason_code if body.problems else None
+        # A 40-digit integer is out of range to one parser and a float (wrong type) to the other:
+        # either reason the recipe allows is right.
+        assert body.ok == contract.ok and (body.ok or given in record.codes | {contract.reason_code}), \
+            (record.kind, body.problems[:1], contract.reason)
+        judged += 1
+    assert judged > len(corpus.submissions) // 2
+
+
 def test_the_endpoint_path_and_the_stream_path_predict_the_same(corpus, fitted_model):
     from learnscore.model.features import flatten_events, model_input_from_arrow
 

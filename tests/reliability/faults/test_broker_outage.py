@@ -66,7 +66,7 @@ def test_a_30s_broker_outage_loses_and_doubles_nothing(spark, fault_config, kit,
                                       args=(producer, config, topics.SUBMISSIONS, kit.messages(waves[1])))
             during.start()
             call_endpoint(10, 10)
-            waiting = metric(httpx.get(f"{base}/metrics").text, "learnscore_serving_request_log_queued")
+            waiting = metric(httpx.get(f"{base}/metrics", headers={"X-API-Key": api_key}).text, "learnscore_serving_request_log_queued")
             time.sleep(max(0.0, OUTAGE_S - (time.monotonic() - outage_started)))
             assert scorer.alive(), f"the scorer died while the broker was away: {scorer.error}"
             broker.up()
