@@ -311,6 +311,12 @@ class RollbackGuard:
         promotion = watched_promotion(self.config, now)
         if promotion is None:
             return None
+        if promotion.previous_version is None:
+            # The first production version has nothing to fall back to: a rollback could only
+            # fail. The gates' floors judged it at promotion; the performance alerts watch it.
+            log.debug("guard: version %s is the first production version: nothing to roll back to",
+                      promotion.version)
+            return None
         pairs = version_pairs(self.config, promotion.version)
         evidence = live_evidence(self.config, promotion, self._reference(promotion.version), pairs)
         decision = decide(promotion.version, evidence, self._baseline(promotion, evidence, pairs),
