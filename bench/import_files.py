@@ -59,7 +59,8 @@ def run_import_benchmark(config, *, rows: int = 2_000_000, file_format: str = "c
         report = home / f"report-{phase}.json"
         command = [sys.executable, "-m", "learnscore", "import", str(answers), "--outcomes", str(outcomes),
                    "--mapping", str(mapping), "--report", str(report), *extra]
-        env = {**os.environ, "LEARNSCORE__LAKE__ROOT": str(lake / "lake"),
+        env = {**os.environ, "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "false",
+               "LEARNSCORE__LAKE__ROOT": str(lake / "lake"),
                "LEARNSCORE__LAKE__CHECKPOINTS": str(lake / "checkpoints")}
         runs[phase] = {**_measure(command, env, home / f"{phase}.log"),
                        "summary": json.loads(report.read_text())}

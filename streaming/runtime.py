@@ -177,8 +177,17 @@ class QueryRuntime:
         if not every or not due:
             return
         table = due[0][1]
-        with timed(report, f"compact.{table}"):
-            removed, added = compact(spark, self.config, table)
+        try:
+            with timed(report, f"compact.{table}"):
+                removed, added = compact(spark, self.config, table)
+        except Exception as exc:
+            # Every query appends to ops.stream_progress and may compact it: two OPTIMIZEs of one
+            # table conflict (Delta's Concurrent*Exception). Compaction changes no row, so the
+            # loser skips it and tries again after its next batch.
+            if "Concurrent" not in type(exc).__name__ and "DELTA_CONCURRENT" not in str(exc):
+                raise
+            log.info("%s: compaction of %s met a concurrent one; tried again after the next batch", self.name, table)
+            return
         self.writes_since_compaction[table] = 0
         log.info("%s: compacted %s (%d small files into %d)", self.name, table, removed, added)
 

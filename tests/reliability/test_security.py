@@ -85,7 +85,9 @@ def test_the_serving_benchmark_starts_its_endpoint_with_pickle_refused():
     sources = subprocess.run(["git", "ls-files", "*.py"], cwd=ROOT, capture_output=True, text=True,
                              check=True).stdout.split()
     starters = [name for name in sources if not name.startswith("tests/") and "Popen(" in (ROOT / name).read_text()]
-    assert sorted(starters) == ["bench/serve.py", "learnscore/demo.py", "learnscore/stack/processes.py"]
+    assert sorted(starters) == ["bench/import_files.py", "bench/serve.py", "learnscore/demo.py",
+                                "learnscore/stack/processes.py"]
+    assert f'"{PICKLE}": "false"' in (ROOT / "bench" / "import_files.py").read_text()
     # The demo's one-shot steps (train, promote) start their own processes: SAFE_ENV wins there too.
     assert "**SAFE_ENV}" in (ROOT / "learnscore" / "demo.py").read_text()
 
