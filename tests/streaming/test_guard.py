@@ -146,8 +146,10 @@ def test_a_version_30_points_off_is_rolled_back_once_and_never_promoted_again(
     with pytest.raises(PromotionBlocked, match="--force"):
         promote(loose, bad, actor="test", reason="again?")
     worker = RetrainWorker(loose, promoter=promote, spark_factory=lambda: None)
-    with pytest.raises(PromotionRefused, match="blocked"):
-        worker._call_promoter(bad, "a retrain run that found the blocked version")
+    with worker.lease.held() as holding:  # a worker promotes only while it holds the retrain lease
+        assert holding
+        with pytest.raises(PromotionRefused, match="blocked"):
+            worker._call_promoter(bad, "a retrain run that found the blocked version")
     assert alias_version(config, PRODUCTION) == sound
 
     # -- forced back in: alert-only alerts and leaves production alone -----------------------------
