@@ -17,11 +17,12 @@ TEST_JVM := JAVA_TOOL_OPTIONS=-XX:TieredStopAtLevel=1
 # subprocesses, so two halve the wall time on 2 cores. PYTEST_WORKERS=0 runs them in one.
 PYTEST_WORKERS ?= 2
 
-.PHONY: install jars demo test check lint test-fast bench stack-up stack-down clean help
+.PHONY: install jars demo test soak check lint test-fast bench stack-up stack-down clean help
 
 help:
 	@echo "make demo    install, resolve jars, run the live demo (learnscore demo)"
-	@echo "make test    install, resolve jars, start a test broker, run every test, stop it"
+	@echo "make test    install, resolve jars, start a test broker, run the tests (all but soak), stop it"
+	@echo "make soak    the long soak runs (a 4,000-learner drift loop), same broker set-up"
 	@echo "make check   the fast tier: ruff, import contracts, doctests, unit tests (no broker)"
 	@echo "make bench   run the benchmarks; figures go to bench/results/"
 	@echo "make clean   stop the local stack and remove all local state"
@@ -51,7 +52,14 @@ stack-down:
 test: jars
 	$(TEST_ENV) $(BIN)/learnscore stack up
 	set -o pipefail; trap '$(TEST_ENV) $(BIN)/learnscore stack down' EXIT; \
-	  $(TEST_ENV) $(TEST_JVM) $(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=30 $(PYTEST_ARGS)
+	  $(TEST_ENV) $(TEST_JVM) $(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder \
+	    --durations=30 -m "not soak" $(PYTEST_ARGS)
+
+# Soak runs: long versions of stories `make test` already checks (tests marked soak).
+soak: jars
+	$(TEST_ENV) $(BIN)/learnscore stack up
+	set -o pipefail; trap '$(TEST_ENV) $(BIN)/learnscore stack down' EXIT; \
+	  $(TEST_ENV) $(TEST_JVM) $(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile --durations=30 -m soak $(PYTEST_ARGS)
 
 # The fast tier: lint, the import contracts (.ci/lint_imports.py), every >>> example, and the
 # tests that need no broker, Spark job or MLflow store (a unit test asking for the broker fails).

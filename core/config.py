@@ -11,7 +11,7 @@ import os
 import secrets as _secrets
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
@@ -128,6 +128,7 @@ class StreamingConfig(_Section):
     max_batch_attempts: int = Field(3, ge=1)  # then a failing micro-batch is quarantined raw
     lease_ttl_seconds: float = Field(60.0, gt=0)
     data_loss_check_seconds: float = Field(30.0, gt=0)
+    stop_drain_seconds: float = Field(60.0, ge=0)  # on stop: landing what the scoring query published
     # Registry aliases scored beside production on the same micro-batches (streaming/shadow.py),
     # when they point to another version than production.
     shadow_aliases: list[str] = Field(default_factory=lambda: ["staging"])
@@ -160,8 +161,36 @@ def is_loopback(host: str) -> bool:
     return host in LOOPBACK_HOSTS or host.startswith("127.")
 
 
-class ServingConfig(_Section):
+class _HttpSection(_Section):
+    """A section that serves HTTP with an API key: off loopback it must speak HTTPS (the key
+    would cross the network in clear text), with a certificate and its key set together."""
+
+    _name: ClassVar[str]
+    _key_is: ClassVar[str]
     host: str = "127.0.0.1"
+    tls_certfile: Path | None = None  # PEM certificate (chain); with tls_keyfile: HTTPS only
+    tls_keyfile: Path | None = None  # PEM private key; its password: LEARNSCORE_TLS_KEY_PASSWORD
+
+    @model_validator(mode="after")
+    def _tls_off_loopback(self):
+        name = self._name
+        if (self.tls_certfile is None) != (self.tls_keyfile is None):
+            raise ValueError(f"{name}.tls_certfile and {name}.tls_keyfile go together: set both or neither")
+        if self.tls_certfile is None and not is_loopback(self.host):
+            raise ValueError(
+                f"{name}.host is {self.host}, reachable from other machines, but TLS is off: {self._key_is} "
+                f"would cross the network in clear text. Set {name}.tls_certfile and {name}.tls_keyfile "
+                f"(conf/cluster.yaml shows how) or bind {name}.host to 127.0.0.1")
+        return self
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_certfile is not None
+
+
+class ServingConfig(_HttpSection):
+    _name: ClassVar[str] = "serving"
+    _key_is: ClassVar[str] = "the API key"
     port: int = Field(8000, ge=1, le=65535)
     max_body_bytes: int = Field(1_048_576, ge=1024)
     max_batch: int = Field(100, ge=1)
@@ -178,51 +207,18 @@ class ServingConfig(_Section):
     unauthenticated_burst: int = Field(20, ge=1)
     # Share of refused requests (401, 429) written to the request log; all are counted in /metrics.
     refusal_log_share: float = Field(0.01, ge=0, le=1)
-    tls_certfile: Path | None = None  # PEM certificate (chain); with tls_keyfile: HTTPS only
-    tls_keyfile: Path | None = None  # PEM private key; its password: LEARNSCORE_TLS_KEY_PASSWORD
-
-    @model_validator(mode="after")
-    def _tls_off_loopback(self) -> ServingConfig:
-        if (self.tls_certfile is None) != (self.tls_keyfile is None):
-            raise ValueError("serving.tls_certfile and serving.tls_keyfile go together: set both or neither")
-        if self.tls_certfile is None and not is_loopback(self.host):
-            raise ValueError(
-                f"serving.host is {self.host}, reachable from other machines, but TLS is off: the API key "
-                f"would cross the network in clear text. Set serving.tls_certfile and serving.tls_keyfile "
-                f"(conf/cluster.yaml shows how) or bind serving.host to 127.0.0.1")
-        return self
-
-    @property
-    def tls(self) -> bool:
-        return self.tls_certfile is not None
 
 
-class DashboardConfig(_Section):
+class DashboardConfig(_HttpSection):
     """The dashboard (monitoring/): it asks for the endpoint's API key (a login page, or the
     X-API-Key header); off loopback it speaks HTTPS only (the key would cross the network)."""
 
-    host: str = "127.0.0.1"
+    _name: ClassVar[str] = "dashboard"
+    _key_is: ClassVar[str] = "the API key people log in with"
     port: int = Field(8050, ge=1, le=65535)
     refresh_seconds: float = Field(5, gt=0)
     window_minutes: int = Field(120, ge=1)
     bucket_seconds: int = Field(60, ge=1)
-    tls_certfile: Path | None = None  # PEM certificate (chain); with tls_keyfile: HTTPS only
-    tls_keyfile: Path | None = None  # PEM private key; its password: LEARNSCORE_TLS_KEY_PASSWORD
-
-    @model_validator(mode="after")
-    def _tls_off_loopback(self) -> DashboardConfig:
-        if (self.tls_certfile is None) != (self.tls_keyfile is None):
-            raise ValueError("dashboard.tls_certfile and dashboard.tls_keyfile go together: set both or neither")
-        if self.tls_certfile is None and not is_loopback(self.host):
-            raise ValueError(
-                f"dashboard.host is {self.host}, reachable from other machines, but TLS is off: the API key "
-                f"people log in with would cross the network in clear text. Set dashboard.tls_certfile and "
-                f"dashboard.tls_keyfile (conf/cluster.yaml shows how) or bind dashboard.host to 127.0.0.1")
-        return self
-
-    @property
-    def tls(self) -> bool:
-        return self.tls_certfile is not None
 
 
 class BiConfig(_Section):
@@ -661,7 +657,7 @@ def load_config(
         if value:
             data[section][key] = _absolute(value, base_dir)
     for section, key in (("spark", "jars_dir"), ("broker", "jars_dir"), ("serving", "tls_certfile"),
-                         ("serving", "tls_keyfile")):
+                         ("serving", "tls_keyfile"), ("dashboard", "tls_certfile"), ("dashboard", "tls_keyfile")):
         location = data.get(section, {}).get(key)
         if location and not Path(location).is_absolute():
             data[section][key] = str((base_dir / location).resolve())

@@ -374,7 +374,8 @@ def stream_start(
         "--until-idle", min=0, help="Stop after this many seconds without new events (and nothing "
                                     "left that could be scored).")] = None,
     max_batches: Annotated[Optional[int], typer.Option(
-        "--max-batches", min=1, help="Stop after this many micro-batches.")] = None,
+        "--max-batches", min=1, help="Stop after this many micro-batches of the scoring query (the other "
+                                    "queries then land what it published).")] = None,
 ) -> None:
     """Run the streaming scorer until stopped (Ctrl-C / SIGTERM finish the micro-batch in flight)."""
     from learnscore.streaming.job import ScorerFailed, run_scorer

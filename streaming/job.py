@@ -150,19 +150,39 @@ class Scorer:
             return False
 
     def stop(self, timeout_s: float | None = None) -> None:
-        """Stop after the micro-batches in flight (a batch that starts meanwhile writes nothing)."""
-        for runtime in self.runtimes.values():
-            runtime.request_stop()
-        deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        while any(r.in_batch for r in self.runtimes.values()) and (deadline is None or time.monotonic() < deadline):
-            time.sleep(0.1)
-        for query in self.queries.values():
-            try:
-                query.stop()
-            except Exception as exc:  # noqa: BLE001 - stopping the others matters more
-                log.warning("stopping a query: %s", exc)
+        """Stop after the micro-batches in flight (a batch that starts meanwhile writes nothing).
+
+        In two steps: the queries that read submissions (score, shadow) stop first; the others
+        (land, gold, pairs) then land what those published (scores, progress) until they have
+        been idle for a few triggers, at most ``streaming.stop_drain_seconds`` — so a stopped
+        scorer leaves no published score unlanded. ``timeout_s`` (a second signal) skips the drain.
+        """
+        upstream = [name for name in (scoring.QUERY, shadow.QUERY) if name in self.runtimes]
+        self._stop_queries(upstream, timeout_s)
+        rest = [name for name in self.runtimes if name not in upstream]
+        if timeout_s is None:
+            settle = 2.0 + 2 * max(self.config.streaming.trigger_seconds, self.config.streaming.landing_trigger_seconds)
+            deadline = time.monotonic() + self.config.streaming.stop_drain_seconds
+            while time.monotonic() < deadline and not self.failure():
+                if min(self.runtimes[name].idle_for() for name in rest) >= settle:
+                    break
+                time.sleep(0.2)
+        self._stop_queries(rest, timeout_s)
         self.progress.close()
         self.lease.release()
+
+    def _stop_queries(self, names: list[str], timeout_s: float | None) -> None:
+        for name in names:
+            self.runtimes[name].request_stop()
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while (any(self.runtimes[name].in_batch for name in names)
+               and (deadline is None or time.monotonic() < deadline)):
+            time.sleep(0.1)
+        for name in names:
+            try:
+                self.queries[name].stop()
+            except Exception as exc:  # noqa: BLE001 - stopping the others matters more
+                log.warning("stopping the %s query: %s", name, exc)
 
 
 def start_scorer(spark: SparkSession, config: Config, hooks: ScorerHooks | None = None,

@@ -238,14 +238,14 @@ def test_every_panel_renders_with_data_from_a_real_run(spark, config, mlflow_sto
                                        args=(config, endpoint, submissions[2000:2080], 0.1, statuses))
             traffic.start()
             live = stream_to_kafka(config, StreamOptions(
-                rate=50, duration_s=8, invalid_ratio=0.05, outcome_delay_s=2, seed=5,
+                rate=40, duration_s=6, invalid_ratio=0.05, outcome_delay_s=2, seed=5,
                 progress_interval_s=60, settings=settings_from_config(config)))
             traffic.join()
             assert not live.failed and sorted(set(statuses)) == [200, 401, 422]
             sent = live.messages(topics.SUBMISSIONS) + live.messages(topics.OUTCOMES) + len(statuses)
             _wait(lambda: _rows_read(config) >= sent
                   and len(read_table(config, "ops.endpoint_requests", columns=["request_id"])) == len(statuses),
-                  300, f"the stream to read the {sent} messages of the run", scorer=scorer)
+                  600, f"the stream to read the {sent} messages of the run", scorer=scorer)
             scorer.stop()
             page = open_dashboard(config, chromedriver, "dashboard-real-run.png")  # the endpoint still up
     finally:
