@@ -251,17 +251,23 @@ class RetrainWorker:
 
     def _covered(self, ledger, fresh: dict[str, dict[str, Any]],
                  statuses: dict[str, str]) -> RetrainRun | None:
-        """Record (and return) the requests made before a finished run began training: that run's
-        version answers them. Requests of an interrupted run are never covered: it resumes."""
+        """Record (and return) the requests a finished run answers: those made before it began
+        training, and drifts whose change began before the data of a run that promoted its version
+        ended (that version learned from the changed data; the detectors measured the old one,
+        which no longer serves). Requests of an interrupted run are never covered: it resumes."""
         trained = ledger[ledger["status"].isin(TRAINED_STATUSES) & ledger["window_end"].notna()]
         if trained.empty:
             return None
+        promoted = trained[(trained["status"] == "succeeded") & (trained["promoted"] == True)]  # noqa: E712
         answering: dict[str, Any] = {}
         for request_id, request in fresh.items():
             made = parse_timestamp(request.get("event_time", ""))
             if request_id in statuses or made is None:
                 continue
             later = trained[trained["window_end"] >= made]
+            began = parse_timestamp(request.get("evidence_window_start") or "")
+            if later.empty and request.get("trigger") == "drift" and began is not None:
+                later = promoted[promoted["window_end"] >= began]
             if not later.empty:
                 answering[request_id] = later.iloc[0]
         if not answering:
@@ -272,9 +278,9 @@ class RetrainWorker:
         row = RetrainRun(
             run_id=by["run_id"], trigger="covered", request_ids=ids, status=COVERED, started_at=moment,
             finished_at=moment, model_version=by["model_version"], window_end=by["window_end"].to_pydatetime(),
-            message=f"{len(ids)} request(s) made before run {by['run_id']} began training on data through "
-                    f"{by['window_end']:%Y-%m-%d %H:%M:%S} UTC: its version {by['model_version']} "
-                    f"({by['status']}) answers them; nothing trained again")
+            message=f"{len(ids)} request(s) made (or whose drift began) before run {by['run_id']}'s "
+                    f"training data ended, {by['window_end']:%Y-%m-%d %H:%M:%S} UTC: its version "
+                    f"{by['model_version']} ({by['status']}) answers them; nothing trained again")
         log.info("retrain requests %s are covered by run %s (version %s): nothing to train",
                  ", ".join(ids), by["run_id"], by["model_version"])
         self.lease.fence(f"recording requests {', '.join(ids)} as covered")

@@ -107,13 +107,15 @@ def worker_config(config, mlflow_store):
     return config
 
 
-def _request(segment: str, statistic: str = "concept/abs_error", event_id: str | None = None):
+def _request(segment: str, statistic: str = "concept/abs_error", event_id: str | None = None,
+             began_s_ago: float = 1.0):
+    """A drift request made now, about a change that began ``began_s_ago`` seconds ago."""
     now = datetime.now(timezone.utc)
     stamp = now.isoformat().replace("+00:00", "Z")
     return {"event_id": event_id or str(uuid.uuid4()), "schema_version": 1, "event_time": stamp,
             "trigger": "drift", "detector": "ADWIN", "segment": segment, "statistic": statistic,
             "evidence": {"effect_sigma": 1.3, "n_after": 250.0},
-            "evidence_window_start": (now - timedelta(minutes=5)).isoformat().replace("+00:00", "Z"),
+            "evidence_window_start": (now - timedelta(seconds=began_s_ago)).isoformat().replace("+00:00", "Z"),
             "evidence_window_end": stamp, "detected_at": stamp}
 
 
@@ -193,6 +195,24 @@ def test_a_burst_is_one_run_and_a_redelivery_trains_nothing(worker_config):
     assert _worker(config).serve(idle_exit_seconds=6) == []
     assert _worker(again).serve(idle_exit_seconds=6) == []
     assert _versions(config) == [1] and len(_ledger(config)) == 2
+
+
+def test_a_drift_that_began_before_a_promoted_version_s_data_ended_is_covered_by_it(worker_config):
+    """Segments detect one shift at different moments (a minute apart on a busy machine): a
+    request that comes after the run whose version learned from the changed data is answered
+    by that version, not trained again; a change that began after its data ended is trained."""
+    config = worker_config
+    worker = _worker(config)
+    first = worker.handle_burst([_request("science/1-12", began_s_ago=120)])
+    assert (first.status, first.promoted, first.model_version) == ("succeeded", True, "1")
+    late = _request("math/1-12", began_s_ago=118)  # the same shift, seen later in another segment
+    covered = worker.handle_burst([late])
+    assert (covered.status, covered.run_id, covered.model_version) == ("covered", first.run_id, "1")
+    assert request_statuses(config)[late["event_id"]] == "covered"
+    time.sleep(1.5)
+    fresh = worker.handle_burst([_request("reading/1-12", began_s_ago=0.5)])  # began after v1's data
+    assert (fresh.status, fresh.model_version) == ("succeeded", "2")
+    assert _versions(config) == [1, 2]
 
 
 def test_manual_policy_registers_staging_and_leaves_production_alone(worker_config):
