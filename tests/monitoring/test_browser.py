@@ -216,7 +216,10 @@ def test_every_panel_renders_with_data_from_a_real_run(spark, config, mlflow_sto
 
     config = config.model_copy(update={
         "streaming": config.streaming.model_copy(update={"trigger_seconds": 0.5, "alias_check_seconds": 0.5}),
-        "serving": config.serving.model_copy(update={"port": free_port(), "alias_check_seconds": 0.5}),
+        # Every refused request logged (in production a sample of the 401s is), so the run can
+        # wait for each request it sent.
+        "serving": config.serving.model_copy(update={"port": free_port(), "alias_check_seconds": 0.5,
+                                                     "refusal_log_share": 1.0}),
     })
     submissions = small_history_events[0]
     # The first model through the real lifecycle: the history in silver (the gates' labelled
