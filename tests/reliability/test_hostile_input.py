@@ -746,7 +746,8 @@ def _json_object(raw: bytes | None) -> bool:
     """A UTF-8 JSON object, also as an item of a list (one level deeper), so that a list of such
     records is a JSON list (judged item by item)."""
     try:
-        return raw is not None and isinstance(orjson.loads(b"[" + raw + b"]")[0], dict)
+        items = orjson.loads(b"[" + raw + b"]") if raw is not None else []
+        return len(items) == 1 and isinstance(items[0], dict)  # an empty or blank value: none
     except (UnicodeDecodeError, orjson.JSONDecodeError):
         return False
 
