@@ -108,7 +108,7 @@ def worker_config(config, mlflow_store):
 
 
 def _request(segment: str, statistic: str = "concept/abs_error", event_id: str | None = None,
-             began_s_ago: float = 1.0):
+             began_s_ago: float = 0.0):
     """A drift request made now, about a change that began ``began_s_ago`` seconds ago."""
     now = datetime.now(timezone.utc)
     stamp = now.isoformat().replace("+00:00", "Z")
