@@ -7,9 +7,10 @@ promoted if the policy allowed), ``refused`` (the gates refused to promote it), 
 failed ``retrain.failed_attempts`` times, or MLflow stayed away too long), ``covered`` (the
 requests were made before another run began training, or report a drift that began before the
 data of a promoted run ended, so that run's version answers them: no second version for one
-burst, nor for one shift that segments detect minutes apart), and ``invalid`` for a request that broke its contract. Not final:
-``deferred`` (MLflow / the registry still failed after the retries) and ``attempt_failed`` (an
-error, tried again after a back-off); their requests stay unacknowledged and run again. The
+burst, nor for one shift that segments detect minutes apart), and ``invalid`` for a request
+that broke its contract. Not final: ``deferred`` (MLflow / the registry still failed after the
+retries) and ``attempt_failed`` (an error, tried again after a back-off); their requests stay
+unacknowledged and run again. The
 ledger is what makes the worker idempotent: a request that appears in a final row is done.
 """
 
