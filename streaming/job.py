@@ -42,6 +42,7 @@ from pathlib import Path
 from pyspark.sql import SparkSession
 
 from learnscore.core.config import Config, Secrets
+from learnscore.core.waiting import WaitTimedOut, wait_until
 from learnscore.streaming import gold, landing, pairs, scoring, shadow
 from learnscore.streaming.lease import CheckpointLease
 from learnscore.streaming.model_cache import ModelCache
@@ -162,14 +163,20 @@ class Scorer:
         rest = [name for name in self.runtimes if name not in upstream]
         if timeout_s is None:
             settle = 2.0 + 2 * max(self.config.streaming.trigger_seconds, self.config.streaming.landing_trigger_seconds)
-            deadline = time.monotonic() + self.config.streaming.stop_drain_seconds
-            while time.monotonic() < deadline and not self.failure():
-                if min(self.runtimes[name].idle_for() for name in rest) >= settle:
-                    break
-                time.sleep(0.2)
+            try:
+                wait_until(lambda: self.failure() or min(self.runtimes[name].idle_for() for name in rest) >= settle,
+                           self.config.streaming.stop_drain_seconds, "the landing queries to go idle", interval_s=0.2)
+            except WaitTimedOut as exc:
+                log.warning("stopping: %s; what they had not landed yet is landed on restart", exc)
         self._stop_queries(rest, timeout_s)
         self.progress.close()
         self.lease.release()
+
+    def _committed(self, name: str) -> bool:
+        """Spark has recorded (committed) the last batch this query's handler finished."""
+        last = self.runtimes[name].last_report
+        progress = self.queries[name].lastProgress
+        return last is None or (progress is not None and progress.get("batchId", -1) >= last.batch_id)
 
     def _stop_queries(self, names: list[str], timeout_s: float | None) -> None:
         for name in names:
@@ -178,6 +185,14 @@ class Scorer:
         while (any(self.runtimes[name].in_batch for name in names)
                and (deadline is None or time.monotonic() < deadline)):
             time.sleep(0.1)
+        # Spark writes a batch's commit after our handler returned: stopping in between leaves
+        # that batch to be run again on restart (harmless, but it is work and its notes are lost).
+        commit_wait_s = 10.0 if deadline is None else max(0.0, deadline - time.monotonic())
+        try:
+            wait_until(lambda: all(self._committed(name) for name in names), commit_wait_s,
+                       "Spark to commit the last batches", interval_s=0.1)
+        except WaitTimedOut as exc:
+            log.info("stopping %s: %s (that batch runs again, as a replay, on restart)", ", ".join(names), exc)
         for name in names:
             try:
                 self.queries[name].stop()

@@ -101,6 +101,7 @@ class QueryRuntime:
     reports: deque = field(default_factory=lambda: deque(maxlen=10_000), repr=False)
     writes_since_compaction: dict = field(default_factory=dict, repr=False)  # table → appends
     notes: list = field(default_factory=list, repr=False)  # for the next batch's progress row
+    _carried: list = field(default_factory=list, repr=False)  # notes the batch in flight took
     totals: dict = field(default_factory=dict, repr=False)  # counter → sum over this run (/metrics)
     _ready: threading.Event = field(default_factory=threading.Event, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -132,8 +133,8 @@ class QueryRuntime:
             attempt = attempts.failed_before(batch_id) + 1
             report = BatchReport(self.name, int(batch_id), datetime.now(timezone.utc), query_id=self.query_id)
             with self._lock:
-                report.notes.extend(self.notes)
-                self.notes.clear()
+                self._carried, self.notes = list(self.notes), []
+                report.notes.extend(self._carried)
             writer = BatchWriter(self.config, self.name, self.query_id, batch_id, first_of_run=self.batches == 0,
                                  on_write=self.count_write)
             try:
@@ -196,7 +197,10 @@ class QueryRuntime:
         report.duration_s = report.duration_s or (time.monotonic() - _monotonic_of(report))
         frame = spark.createDataFrame([report.row()], schema=STREAM_PROGRESS.ddl)
         with timed(report, "ops.stream_progress"):
-            writer.append(frame, "ops.stream_progress")
+            written = writer.append(frame, "ops.stream_progress")
+        if not written:  # a replay: its row was written before, without what this run noted since
+            with self._lock:
+                self.notes[:0] = self._carried
         self.compact_if_due(spark, report)
 
 
