@@ -849,6 +849,26 @@ def train(
 
 
 @app.command()
+def register(
+    model_uri: Annotated[str, typer.Option("--model-uri", help="An MLflow model your own code logged (runs:/<run id>/<name>, models:/<name>/<version>, or a path).")],
+    reason: Annotated[str, typer.Option(help="Why (recorded).")] = "registered from the command line",
+) -> None:
+    """Register a model you trained yourself as a new version (`staging`), after checking it against the scoring contract."""
+    from learnscore.core.tracking import use_mlflow
+    from learnscore.registry.register import ContractMismatch, register_own_model
+    from learnscore.registry.trust import UntrustedModel
+
+    config = get_config()
+    use_mlflow(config)
+    try:
+        version = register_own_model(config, model_uri, actor=_actor(), reason=reason)
+    except (ContractMismatch, UntrustedModel) as exc:
+        fail(str(exc), code=3)
+    typer.echo(f"version  {config.mlflow.model_name} v{version} → staging (from {model_uri})")
+    typer.echo(f"next     learnscore promote --version {version}   (runs the gates; production if they pass)")
+
+
+@app.command()
 def promote(
     version: Annotated[Optional[int], typer.Option(help="The version to promote (default: the staging version).")] = None,
     reason: Annotated[str, typer.Option(help="Why (recorded).")] = "promoted from the command line",

@@ -62,6 +62,42 @@ class ItemBank:
         return (f"ItemBank({len(self.item_ids)} items, {len(self.skills)} skills, "
                 f"{len(self.subjects)} subjects)")
 
+    @classmethod
+    def neutral(cls) -> ItemBank:
+        """No items, skills or subjects: every item has slope 1 and difficulty 0 (a Rasch scale),
+        and the expected log time is 0. For models that bring no bank of their own.
+
+        >>> bank = ItemBank.neutral()
+        >>> bank, bank.global_difficulty
+        (ItemBank(0 items, 0 skills, 0 subjects), 0.0)
+        """
+        return cls([], [], [], [], [], [], [], [], [], [], [], [], [], 1.0, 0.0, 0.0)
+
+    def to_dict(self) -> dict:
+        """Plain JSON-ready values (the ``item_bank.json`` a registered model may carry)."""
+        return {name: (value.tolist() if isinstance(value, np.ndarray) else value)
+                for name, value in vars(self).items()}
+
+    @classmethod
+    def from_dict(cls, values: dict) -> ItemBank:
+        """The bank :meth:`to_dict` wrote; a missing or unknown field raises ``ValueError`` naming it.
+
+        >>> ItemBank.from_dict(ItemBank.neutral().to_dict())
+        ItemBank(0 items, 0 skills, 0 subjects)
+        >>> ItemBank.from_dict({"item_ids": []})
+        Traceback (most recent call last):
+        ...
+        ValueError: an item bank needs the fields ['difficulty', ...]; missing: ['difficulty', ...]
+        """
+        import inspect
+
+        fields = [name for name in inspect.signature(cls.__init__).parameters if name != "self"]
+        missing, unknown = [f for f in fields if f not in values], sorted(set(values) - set(fields))
+        if missing or unknown:
+            raise ValueError(f"an item bank needs the fields {sorted(fields)}; "
+                             + (f"missing: {sorted(missing)}" if missing else f"unknown: {unknown}"))
+        return cls(**{name: values[name] for name in fields})
+
     def lookup(self, item_id: pa.Array, skill: pa.Array, row_subject: pa.Array, row: np.ndarray):
         """Parameters for each response: ``(a, b, log_time, known)``.
 

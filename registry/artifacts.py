@@ -1,27 +1,66 @@
-"""What the system reads from a registered version beyond ``predict``: its item bank."""
+"""What the system reads from a registered version beyond ``predict``: its item bank.
+
+The drift detectors compute an ability estimate with the item parameters of the version that
+scored each row. learnscore's own model carries them (its ``item_bank``); a model a team brings
+(``learnscore register``) may carry them as a file ``item_bank.json`` anywhere among its
+artifacts (:meth:`learnscore.model.item_bank.ItemBank.to_dict`); one with neither is watched
+with a neutral bank (every item slope 1, difficulty 0), which still tracks ability shifts.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 log = logging.getLogger(__name__)
 
+ITEM_BANK_FILE = "item_bank.json"
+
 
 def item_bank_loader(config) -> Callable[[str], Any]:
-    """``version → ItemBank`` of a registered version, each loaded once (safe skops loader)."""
+    """``version → ItemBank`` of a registered version, each loaded once (from checked files only)."""
     cache: dict[str, Any] = {}
 
     def item_bank(version: str):
         if version not in cache:
-            from learnscore.registry.trust import load_trusted_version
-
-            cache[version] = raw_model(load_trusted_version(config, version)).item_bank
-            log.info("drift: loaded the item bank of version %s for the covariate signals", version)
+            cache[version] = version_item_bank(config, version)
         return cache[version]
 
     return item_bank
+
+
+def version_item_bank(config, version: str):
+    """The item bank of ``version``: its ``item_bank.json``, else our model's own, else neutral."""
+    import mlflow
+
+    from learnscore.model.item_bank import ItemBank
+    from learnscore.registry.trust import trusted_version_folder
+
+    with trusted_version_folder(config, version) as folder:
+        bank_file = next(iter(sorted(folder.rglob(ITEM_BANK_FILE))), None)
+        if bank_file is not None:
+            log.info("drift: the item bank of version %s from its %s", version, bank_file.relative_to(folder))
+            return read_item_bank(bank_file)
+        own = getattr(raw_model(mlflow.pyfunc.load_model(str(folder))), "item_bank", None)
+    if isinstance(own, ItemBank):
+        log.info("drift: loaded the item bank of version %s for the covariate signals", version)
+        return own
+    log.warning("drift: version %s carries no item bank (%s): its ability signal uses a neutral bank "
+                "(every item slope 1, difficulty 0)", version, ITEM_BANK_FILE)
+    return ItemBank.neutral()
+
+
+def read_item_bank(path: str | Path):
+    """An ``item_bank.json``; an unreadable one raises ``ValueError`` naming the file."""
+    from learnscore.model.item_bank import ItemBank
+
+    try:
+        return ItemBank.from_dict(json.loads(Path(path).read_text()))
+    except (OSError, ValueError, TypeError) as exc:
+        raise ValueError(f"{path} is not an item bank: {exc}") from None
 
 
 def raw_model(pyfunc_model):

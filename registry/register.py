@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
+from pathlib import Path
 
 from learnscore.core.config import Config
 from learnscore.registry.access import STAGING, alias_version, registry_client, set_alias
@@ -55,3 +56,47 @@ def pinned_content_tags(config: Config, model_uri: str) -> dict[str, str]:
         return content_tags(folder)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+class ContractMismatch(ValueError):
+    """A model brought to ``learnscore register`` does not fit the scoring contract; the message
+    names every mismatch."""
+
+
+def register_own_model(config: Config, model_uri: str, *, actor: str, reason: str) -> str:
+    """Register a model a team trained and logged itself (any MLflow pyfunc); return its version.
+
+    Checked before anything of it runs, as every load is (``registry/trust.py``), then its
+    signature against the scoring contract (``schemas/scoring.py``) and, when it carries one, its
+    ``item_bank.json``. It becomes ``staging``; ``learnscore promote`` runs the gates on it.
+    Raises :class:`UntrustedModel` or :class:`ContractMismatch`.
+    """
+    from mlflow.models import get_model_info
+
+    from learnscore.registry.artifacts import ITEM_BANK_FILE, read_item_bank
+    from learnscore.registry.gates import check_signature
+
+    try:
+        signature = get_model_info(model_uri).signature
+    except Exception as exc:  # noqa: BLE001 - MLflow raises several kinds for a wrong URI
+        raise ContractMismatch(f"{model_uri} is not a logged MLflow model ({exc}); pass the URI that "
+                               f"mlflow.pyfunc.log_model returned (runs:/<run id>/<name> or models:/…)") from None
+    result = check_signature(signature)
+    if not result.passed:
+        raise ContractMismatch(f"{model_uri} does not fit the scoring contract: {result.message}. Log it with "
+                               f"signature=learnscore.model.packaging.model_signature() and a predict that "
+                               f"returns those columns (docs/bring-your-own-model.md)")
+    scratch = tempfile.mkdtemp(prefix="learnscore-register-")
+    try:
+        import mlflow
+
+        folder = mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=scratch)
+        for bank in sorted(Path(folder).rglob(ITEM_BANK_FILE)):
+            try:
+                read_item_bank(bank)
+            except ValueError as exc:
+                raise ContractMismatch(str(exc)) from None
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return register_version(config, model_uri, tags={"trigger": "registered", "source_uri": model_uri},
+                            metrics={}, actor=actor, reason=reason)

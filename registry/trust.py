@@ -10,10 +10,11 @@ downloads the version and reads its folder as data only — ``MLmodel`` through
 :class:`UntrustedModel`, naming every problem, when:
 
 - the pyfunc ``loader_module`` is neither :data:`OUR_LOADER` nor on ``models.allowed_loader_modules``
-  (a version logged by an earlier learnscore is told to run ``learnscore registry upgrade``);
-- a flavour has a ``code`` path, or the pyfunc a ``python_model`` / ``model_code_path``
-  (code that runs while loading);
-- it uses a pickle-based format and ``models.allow_pickle`` is false;
+  (nor, with ``models.allow_pickle``, one of MLflow's own :data:`MLFLOW_PICKLE_LOADERS`; a version
+  logged by an earlier learnscore is told to run ``learnscore registry upgrade``);
+- a flavour has a ``code`` path, or the pyfunc a ``model_code_path`` (code that runs while loading);
+- it uses a pickle-based format (a cloudpickled ``python_model`` too) and ``models.allow_pickle``
+  is false;
 - our loader's data is anything but one ``model.skops`` inside the folder, or a skops file asks
   for a type outside :data:`learnscore.model.loader.TRUSTED_TYPES`; a file is a symbolic link;
 - its files differ from those registered: :func:`learnscore.registry.register.register_version`
@@ -32,7 +33,8 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from learnscore.core.config import Config, ModelsConfig
@@ -41,6 +43,9 @@ from learnscore.registry.access import registry_client, unreachable, version_uri
 log = logging.getLogger(__name__)
 
 OUR_LOADER = "learnscore.model.loader"
+#: MLflow's loaders of pickle-based models (a ``python_model``, a scikit-learn flavour): allowed
+#: with ``models.allow_pickle``, as what they load is then the operator's stated risk.
+MLFLOW_PICKLE_LOADERS = ("mlflow.pyfunc.model", "mlflow.sklearn")
 #: Loader modules of earlier learnscore releases.
 LEGACY_LOADERS = frozenset({"batch.model_loader"})
 CONTENT_SHA256_TAG = "learnscore.content_sha256"
@@ -161,7 +166,9 @@ def structure_problems(folder: str | os.PathLike, models: ModelsConfig) -> list[
         return ["its MLmodel has no python_function flavour"]
     problems = []
     loader = pyfunc.get("loader_module")
-    allowed = (OUR_LOADER, *models.allowed_loader_modules)
+    # MLflow's own loaders for pickled models run only MLflow's (pinned) code when imported;
+    # what they unpickle is the risk, and models.allow_pickle decides it (below).
+    allowed = (OUR_LOADER, *models.allowed_loader_modules, *(MLFLOW_PICKLE_LOADERS if models.allow_pickle else ()))
     if loader in LEGACY_LOADERS:  # ours, from before the learnscore.* names: say how to fix it
         problems.append(f"it {legacy_fix(loader)}")
     elif loader not in allowed:
@@ -258,16 +265,25 @@ def check_version_folder(config: Config, version: str, folder: str | os.PathLike
     check_folder(folder, config.models, tags, f"version {version} of {config.mlflow.model_name}")
 
 
-def load_trusted_version(config: Config, version: str, client=None):
-    """Download ``version``, check it (:func:`check_version_folder`) and load that very copy as
-    an MLflow pyfunc; the download is removed afterwards (our loader reads the file into memory).
-    """
+@contextmanager
+def trusted_version_folder(config: Config, version: str, client=None) -> Iterator[Path]:
+    """Download ``version``, check it (:func:`check_version_folder`) and yield that copy's
+    folder; it is removed afterwards."""
     import mlflow
 
     scratch = tempfile.mkdtemp(prefix=f"learnscore-v{version}-")
     try:
         folder = mlflow.artifacts.download_artifacts(artifact_uri=version_uri(config, version), dst_path=scratch)
         check_version_folder(config, version, folder, client)
-        return mlflow.pyfunc.load_model(folder)
+        yield Path(folder)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def load_trusted_version(config: Config, version: str, client=None):
+    """Load a checked copy of ``version`` (:func:`trusted_version_folder`) as an MLflow pyfunc
+    (our loader reads the file into memory, so the copy may go)."""
+    import mlflow
+
+    with trusted_version_folder(config, version, client) as folder:
+        return mlflow.pyfunc.load_model(str(folder))

@@ -24,7 +24,7 @@ from learnscore.core.ports import free_port
 from learnscore.schemas import topics
 from learnscore.streaming.runtime import ScorerTopics
 from tests.streaming.conftest import Events, as_messages, broken_submissions, produce, register_model, wait_for
-from tests.streaming.test_kill import scorer_env
+from tests.support import scorer_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -12,10 +12,7 @@ from __future__ import annotations
 
 import os
 import random
-import re
 import signal
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -27,53 +24,9 @@ import pytest
 from learnscore.core import kafka_io
 from learnscore.schemas import topics
 from learnscore.schemas.events import SCORE_ISSUED, validate_bytes
-from tests.support import process_env
+from tests.support import ScorerProcess
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-PROJECT = Path(__file__).resolve().parents[2]
-
-
-def scorer_env(config) -> dict[str, str]:
-    """The per-test config as environment variables for a `learnscore stream start` process."""
-    return process_env(config, LEARNSCORE__STREAMING__LANDING_TRIGGER_SECONDS="0.5",
-                       LEARNSCORE__STREAMING__ALIAS_CHECK_SECONDS="1", LEARNSCORE__STREAMING__LEASE_TTL_SECONDS="5",
-                       LEARNSCORE__STREAMING__COMPACT_AFTER_WRITES="6", LEARNSCORE__SPARK__DRIVER_MEMORY="1g")
-
-
-class ScorerProcess:
-    """`learnscore stream start` in its own process group, its output in a log file."""
-
-    def __init__(self, config, log_path: Path):
-        self.env, self.log_path = scorer_env(config), log_path
-        self.process: subprocess.Popen | None = None
-        self.offset = 0
-
-    def start(self) -> None:
-        self.offset = self.log_path.stat().st_size if self.log_path.exists() else 0
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen([sys.executable, "-m", "learnscore", "stream", "start"],
-                                            env=self.env, cwd=PROJECT, stdout=log, stderr=subprocess.STDOUT,
-                                            stdin=subprocess.DEVNULL, start_new_session=True)
-
-    def logged(self, pattern: str) -> int:
-        text = self.log_path.read_text(errors="replace")[self.offset:]
-        return len(re.findall(pattern, text))
-
-    def wait_for_log(self, pattern: str, what: str, timeout_s: float = 300) -> None:
-        deadline = time.monotonic() + timeout_s
-        while not self.logged(pattern):
-            assert self.process.poll() is None, f"the scorer exited:\n{self.tail()}"
-            assert time.monotonic() < deadline, f"no {what} within {timeout_s}s:\n{self.tail()}"
-            time.sleep(0.1)
-
-    def kill(self, signum=signal.SIGKILL, timeout_s: float = 180) -> int:
-        os.killpg(self.process.pid, signum)  # the whole group: Python, the JVM, the UDF workers
-        return self.process.wait(timeout=timeout_s)
-
-    def tail(self, lines: int = 40) -> str:
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-
 
 def data_files(config, table: str) -> set[str]:
     """The Parquet files in a table's folder (committed or not)."""
