@@ -71,7 +71,7 @@ def test_a_killed_mlflow_server_stops_nothing(spark, fault_config, kit, fitted_m
         "mlflow": server_config.mlflow.model_copy(update={"tracking_uri": server.url, "registry_uri": None}),
         "retrain": fault_config.retrain.model_copy(update={
             "debounce_seconds": 0.5, "retry_attempts": 3, "retry_backoff_seconds": 1.0,
-            "deferred_retry_seconds": 5.0,
+            "deferred_retry_seconds": 5.0, "concept_max_wait_seconds": 0.0,
             "consumer_group": f"retrain-{uuid.uuid4().hex[:6]}"}),
         "serving": fault_config.serving.model_copy(update={"alias_check_seconds": 0.5,
                                                            "registry_timeout_s": 2.0}),
