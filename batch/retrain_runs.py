@@ -33,6 +33,8 @@ FINAL_STATUSES = ("succeeded", "refused", "failed", "invalid", "covered")
 DEFERRED = "deferred"  # an attempt that ended with MLflow unreachable: not final
 ATTEMPT_FAILED = "attempt_failed"  # an attempt that failed; the run is tried again after a back-off
 COVERED = "covered"
+#: Not stored: a concept-drift run still waiting for outcomes of post-onset submissions.
+WAITING = "waiting"
 #: A finished run of these answers the requests made before it began training.
 TRAINED_STATUSES = ("succeeded", "refused")
 RUN_NAMESPACE = uuid.UUID("7c9e2b54-1f0d-4a8e-b3c6-5d2a9e8f1b07")

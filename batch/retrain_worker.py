@@ -69,7 +69,14 @@ import pandas as pd
 
 from learnscore.batch.retrain_lease import LeaseLost, RetrainLease
 from learnscore.batch.retrain_metrics import WorkerMetrics
-from learnscore.batch.retrain_policy import TrainingWindow, choose_window, request_kind, schedule_request, widen_to_rows
+from learnscore.batch.retrain_policy import (
+    TrainingWindow,
+    choose_window,
+    post_onset_wait,
+    request_kind,
+    schedule_request,
+    widen_to_rows,
+)
 from learnscore.batch.retrain_runs import (
     ATTEMPT_FAILED,
     COVERED,
@@ -77,6 +84,7 @@ from learnscore.batch.retrain_runs import (
     FINAL_STATUSES,
     RUN_NAMESPACE,
     TRAINED_STATUSES,
+    WAITING,
     RetrainRun,
     last_training_at,
     record_run,
@@ -97,6 +105,7 @@ from learnscore.schemas.contract import parse_timestamp
 from learnscore.schemas.events import RETRAIN_REQUESTED, validate_bytes
 
 log = logging.getLogger(__name__)
+_WAIT_POLL_S = 15.0  # a run waiting for post-onset outcomes looks again this often
 
 __all__ = ["RetrainWorker", "run_id_for", "run_retrain_worker"]
 ACTOR = "retrain-worker"
@@ -228,7 +237,16 @@ class RetrainWorker:
         kinds = {request_kind(r) for r in fresh.values()}
         trigger = ("drift" if any(r.get("trigger") == "drift" for r in fresh.values())
                    else "schedule" if "schedule" in kinds else "manual")
-        window = self._window(list(fresh.values()), now)
+        window, wait_s = self._window(list(fresh.values()), now)
+        if wait_s > 0:
+            # Training on pre-onset rows teaches the old relation: wait for post-onset outcomes
+            # (they land minutes after the drift is seen), up to retrain.concept_max_wait_seconds.
+            log.info("retrain run %s waits for outcomes of submissions after the onset %s (fewer "
+                     "than %d in the lake yet), up to %.0f s more", run_id,
+                     window.onset.isoformat() if window.onset else "?",
+                     self.config.retrain.min_training_rows, wait_s)
+            return RetrainRun(run_id=run_id, trigger="drift", request_ids=(first,), status=WAITING,
+                              started_at=now, retry_in_s=min(wait_s, _WAIT_POLL_S))
         run = RetrainRun(run_id=run_id, trigger=trigger,
                          request_ids=tuple(request_ids), status="started", started_at=now,
                          window_start=window.since, window_end=window.until,
@@ -291,13 +309,19 @@ class RetrainWorker:
         """Seconds between the ``failures``-th failed attempt of a run and the next attempt."""
         return self.config.retrain.failed_backoff_seconds * 2 ** (failures - 1)
 
-    def _window(self, requests: list[dict[str, Any]], now: datetime) -> TrainingWindow:
+    def _window(self, requests: list[dict[str, Any]], now: datetime) -> tuple[TrainingWindow, float]:
+        """The training window (policy: :mod:`learnscore.batch.retrain_policy`) and how many
+        seconds a concept-drift run should still wait for post-onset outcomes (0: train now)."""
         settings = self.config.retrain
         window = choose_window(requests, now, history_days=settings.history_days,
                                concept_history_seconds=settings.concept_history_seconds)
-        return widen_to_rows(window, _recent_labelled_times(self.config, window.until,
-                                                            settings.min_training_rows),
-                             settings.min_training_rows)
+        labelled = _recent_labelled_times(self.config, window.until, settings.min_training_rows)
+        detections = [parse_timestamp(r.get("detected_at") or r.get("event_time") or "") for r in requests
+                      if request_kind(r) == "concept"]
+        wait_s = post_onset_wait(window, labelled, min_rows=settings.min_training_rows,
+                                 first_detected=min((d for d in detections if d), default=None),
+                                 now=now, max_wait_seconds=settings.concept_max_wait_seconds)
+        return widen_to_rows(window, labelled, settings.min_training_rows), wait_s
 
     def _train_and_promote(self, run: RetrainRun, window: TrainingWindow,
                            may_defer: bool = True, failures: int = 0) -> RetrainRun:
@@ -511,7 +535,7 @@ class RetrainWorker:
                         continue
                     if run is None and stop.is_set():
                         break  # stopped while waiting for the lease: nothing done, nothing acknowledged
-                    if run is not None and run.status in (DEFERRED, ATTEMPT_FAILED):
+                    if run is not None and run.status in (DEFERRED, ATTEMPT_FAILED, WAITING):
                         # Not acknowledged: kept here, and redelivered should this worker die.
                         retry_at = time.monotonic() + (run.retry_in_s or 0.0)
                         deferrals += run.status == DEFERRED

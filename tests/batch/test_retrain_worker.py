@@ -102,7 +102,8 @@ def worker_config(config, mlflow_store):
     config = config.model_copy(update={"retrain": config.retrain.model_copy(update={
         "debounce_seconds": 1.0, "max_wait_seconds": 20.0, "retry_backoff_seconds": 0.0,
         "failed_attempts": 2, "failed_backoff_seconds": 0.0, "lease_ttl_seconds": 20.0,
-        "consumer_group": f"retrain-{uuid.uuid4().hex[:6]}"})})
+        # The tiny trainer needs no data: no waiting for post-onset outcomes (tested on its own).
+        "concept_max_wait_seconds": 0.0, "consumer_group": f"retrain-{uuid.uuid4().hex[:6]}"})})
     create_topics(config, [topics.RETRAIN_REQUESTS])
     return config
 
@@ -213,6 +214,21 @@ def test_a_drift_that_began_before_a_promoted_version_s_data_ended_is_covered_by
     fresh = worker.handle_burst([_request("reading/1-12", began_s_ago=0.5)])  # began after v1's data
     assert (fresh.status, fresh.model_version) == ("succeeded", "2")
     assert _versions(config) == [1, 2]
+
+
+def test_a_concept_drift_run_waits_for_post_onset_outcomes_then_trains(worker_config):
+    """Pre-onset rows teach the relation that changed: the run records nothing and trains nothing
+    while the lake has too few outcomes after the onset, until retrain.concept_max_wait_seconds
+    after the detection have passed; then it trains on what there is."""
+    config = worker_config.model_copy(update={"retrain": worker_config.retrain.model_copy(
+        update={"concept_max_wait_seconds": 600.0})})
+    request = _request("math/5-8", began_s_ago=60)
+    waiting = _worker(config).handle_burst([request])
+    assert waiting.status == "waiting" and 0 < waiting.retry_in_s <= 15
+    assert _ledger(config) == [] and _versions(config) == []
+    detected_long_ago = (datetime.now(timezone.utc) - timedelta(seconds=601)).isoformat()
+    ran = _worker(config).handle_burst([{**request, "detected_at": detected_long_ago}])
+    assert (ran.status, ran.model_version) == ("succeeded", "1")
 
 
 def test_manual_policy_registers_staging_and_leaves_production_alone(worker_config):
@@ -343,6 +359,7 @@ def _env(config, marker: Path, slow: str) -> dict[str, str]:
     return process_env(config, [HERE], LEARNSCORE__RETRAIN__CONSUMER_GROUP=config.retrain.consumer_group,
                        LEARNSCORE__RETRAIN__DEBOUNCE_SECONDS="1",
                        LEARNSCORE__RETRAIN__LEASE_TTL_SECONDS=str(config.retrain.lease_ttl_seconds),
+                       LEARNSCORE__RETRAIN__CONCEPT_MAX_WAIT_SECONDS=str(config.retrain.concept_max_wait_seconds),
                        RETRAIN_TEST_MARKER=str(marker), RETRAIN_TEST_SLOW=slow)
 
 
