@@ -90,6 +90,7 @@ def test_a_model_off_the_contract_or_pickled_without_consent_is_refused_with_the
 
 
 def test_a_team_s_own_model_is_registered_promoted_streamed_and_served(own_config, kit, mlflow_store, tmp_path):
+    from learnscore.core.tracking import use_mlflow
     from learnscore.registry.artifacts import version_item_bank
     from learnscore.registry.promote import promote
     from learnscore.schemas import topics
@@ -101,6 +102,7 @@ def test_a_team_s_own_model_is_registered_promoted_streamed_and_served(own_confi
     assert run.returncode == 0, run.stdout + run.stderr
     version = re.search(r"v(\d+) → staging", run.stdout).group(1)
 
+    use_mlflow(own_config)  # as `learnscore promote` does: MLflow's pickle gate follows the config
     move = promote(own_config, version, actor="test", reason="own model")  # the gates, on silver
     assert move.report.passed and alias_version(own_config, PRODUCTION) == version
     assert len(version_item_bank(own_config, version).item_ids) > 0  # its item_bank.json, for drift
