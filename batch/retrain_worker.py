@@ -93,6 +93,7 @@ from learnscore.batch.retrain_runs import (
     runs,
 )
 from learnscore.core.config import Config
+from learnscore.core.kafka_io import BrokerAuthenticationFailed, BrokerUnreachable
 from learnscore.registry.access import (
     GateRefused,
     PromotionBlocked,
@@ -134,7 +135,10 @@ def load_callable(path: str) -> Callable[..., Any]:
 
 
 def _retryable() -> tuple[type[BaseException], ...]:
-    kinds: list[type[BaseException]] = [ConnectionError, TimeoutError, OSError, RegistryUnreachable]
+    # A broker slow to answer a bootstrap on a loaded machine is as passing as an MLflow timeout
+    # (training checks it and registering publishes to it); a refused login is not (see _retry).
+    kinds: list[type[BaseException]] = [ConnectionError, TimeoutError, OSError, RegistryUnreachable,
+                                         BrokerUnreachable]
     try:
         from mlflow.exceptions import MlflowException
 
@@ -437,7 +441,7 @@ class RetrainWorker:
         for attempt in range(1, settings.retry_attempts + 1):
             try:
                 return call()
-            except (PromotionRefused, LeaseLost):
+            except (PromotionRefused, LeaseLost, BrokerAuthenticationFailed):
                 raise
             except retryable as exc:
                 if attempt == settings.retry_attempts:

@@ -69,12 +69,17 @@ def story_problems(config, sent: dict, first_version: str) -> list[str]:
         problems.append("ops.drift_events is empty: no drift was detected")
     runs = read_table(config, "ops.retrain_runs")
     final = runs[~runs["status"].isin(["started", "covered"])]
+    # An attempt that failed and was tried again by the same run, which then succeeded, is the
+    # worker doing its job on a loaded machine (one version, every request answered), not a second run.
+    succeeded = set(final.loc[final["status"] == "succeeded", "run_id"])
+    final = final[~((final["status"] == "attempt_failed") & final["run_id"].isin(succeeded))]
     # Segments may detect the shift a minute apart on a busy machine: a request that comes after
     # the run is answered by its version (recorded as covered), not trained again.
     covered = runs[runs["status"] == "covered"]
     if final["status"].tolist() != ["succeeded"] or final["model_version"].tolist() != [second]:
         problems.append(f"retrain runs {final[['status', 'model_version']].values.tolist()}, "
-                        f"expected one succeeded run registering v{second}")
+                        f"expected one succeeded run registering v{second}; their messages: "
+                        f"{final.sort_values('started_at')['message'].tolist()}")
     elif set(covered["model_version"]) - {second}:
         problems.append(f"requests covered by versions {sorted(set(covered['model_version']))}, expected v{second}")
     else:
@@ -136,7 +141,10 @@ def test_fast_demo_tells_the_whole_story(kafka_broker, installed_learnscore, tmp
     # Exactly one retrain run: each of the three segments (one grade band in --fast) asks once
     # (a one-hour cooldown), the three alarms come within seconds of each other, and the worker
     # folds requests 10 s apart into one burst; the demo stops 5 s after v2 scores.
-    assert story_problems(config, sent, run["first_version"]) == []
+    problems = story_problems(config, sent, run["first_version"])
+    worker_log = state / "logs" / "retrain-worker.log"
+    assert problems == [], "\n".join([*problems, "retrain-worker.log ends:",
+                                       *worker_log.read_text().splitlines()[-40:]])
 
     # The check can fail: a submission the simulator sent that no table holds is reported.
     doctored = {**sent, "valid_submission_ids": [*sent["valid_submission_ids"], "not-scored"]}
