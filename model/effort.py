@@ -24,6 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 
 from learnscore.model.features import FlatResponses
@@ -106,6 +107,27 @@ def without_rapid_guesses(flat: FlatResponses, rapid: np.ndarray) -> tuple[FlatR
         item_id=flat.item_id.filter(mask), skill=flat.skill.filter(mask),
         correct=flat.correct[keep], response_time_ms=flat.response_time_ms[keep],
         attempts=flat.attempts[keep], hint_used=flat.hint_used[keep]), rows
+
+
+def effort_shift(low_effort: np.ndarray, segment: np.ndarray, reference_rate: dict[str, float], *,
+                 z_limit: float = 4.5, min_effect: float = 0.02, min_rows: int = 200) -> pd.DataFrame:
+    """Per segment, the share of low-effort submissions in a window against its reference share:
+    a segment is ``flagged`` (a cohort that started rushing) when the share rose by more than
+    ``min_effect`` and by more than ``z_limit`` binomial standard errors, on ``min_rows`` or more.
+    The reference share is floored at 1 in 10,000 (stationary data may have none at all).
+
+    >>> flags = np.array([True] * 30 + [False] * 270 + [False] * 300)
+    >>> shift = effort_shift(flags, np.array(["math/1-12"] * 300 + ["reading/1-12"] * 300), {})
+    >>> shift[["segment", "rows", "rate", "flagged"]].values.tolist()
+    [['math/1-12', 300, 0.1, True], ['reading/1-12', 300, 0.0, False]]
+    """
+    frame = pd.DataFrame({"segment": segment, "low_effort": low_effort.astype(np.float64)})
+    by = frame.groupby("segment", sort=True)["low_effort"].agg(["size", "mean"]).reset_index()
+    by.columns = ["segment", "rows", "rate"]
+    reference = np.maximum(by["segment"].map(reference_rate).fillna(0.0).to_numpy(np.float64), 1e-4)
+    z = (by["rate"] - reference) / np.sqrt(reference * (1 - reference) / by["rows"])
+    return by.assign(reference_rate=reference, z=z,
+                     flagged=(by["rows"] >= min_rows) & (by["rate"] - reference > min_effect) & (z > z_limit))
 
 
 def _example_bank() -> ItemBank:
