@@ -249,6 +249,38 @@ def bench_estimate(
                f"{'met' if result['meets_goal'] else 'NOT met'}; written to {output}")
 
 
+@bench_app.command("psychometrics")
+def bench_psychometrics(
+    stationary: Annotated[int, typer.Option(help="Submissions of the stationary stream (false flags).")] = 200_000,
+    onset: Annotated[int, typer.Option(help="Submission at which each scenario starts.")] = 20_000,
+    after: Annotated[int, typer.Option(help="Submissions watched after the onset.")] = 40_000,
+    window: Annotated[int, typer.Option(min=500, help="Submissions per tested window.")] = 5_000,
+    seed: Annotated[int, typer.Option(help="Seed of the simulated history and streams.")] = 11,
+    output: Annotated[Path, typer.Option(help="Where the JSON goes.")] = Path("bench/results/psychometrics.json"),
+) -> None:
+    """Rapid guessing, item drift and leaked items: detection delay per scenario, false flags on a stationary stream (no Spark, no broker)."""
+    import json
+
+    from learnscore.bench.psychometrics import run_psychometrics_bench
+
+    result = run_psychometrics_bench(get_config(), stationary=stationary, onset=onset, after=after,
+                                     window=window, seed=seed)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(result, indent=2, default=str) + "\n")
+    calm = result["stationary"]
+    typer.echo(f"stationary: {len(calm['items_flagged'])} items flagged, {calm['low_effort_submissions']} "
+               f"low-effort submissions in {calm['submissions']:,} (largest |z| {calm['max_abs_z']}, "
+               f"limit {calm['z_limits'][0]})")
+    for name, entry in result["scenarios"].items():
+        found = (f"detected {entry['delay_submissions']:,} submissions after the onset"
+                 if entry["detected"] else "NOT detected")
+        items = (f"; items flagged {entry['true_flags']}/{entry['items_changed']} changed, "
+                 f"{len(entry['false_flags'])} false" if "items_changed" in entry else "")
+        typer.echo(f"{name}: {found}{items}")
+    typer.echo(f"goal (0 items, <= 1 low-effort per 100,000 on stationary data): "
+               f"{'met' if result['meets_goal'] else 'NOT met'}; written to {output}")
+
+
 @bench_app.command("drift")
 def bench_drift(
     stationary: Annotated[int, typer.Option(help="Submissions of the stationary stream (false alarms).")] = 1_000_000,
@@ -998,13 +1030,14 @@ def bench_model(
 
 @bench_app.command("all")
 def bench_all() -> None:
-    """Every benchmark in turn: validation, model, stream, serve, drift, estimate (stream and serve need `stack up`).
+    """Every benchmark in turn: validation, model, stream, serve, drift, estimate, psychometrics (stream and serve need `stack up`).
 
     Each runs with its defaults; a failing one is reported and the others still run.
     """
     failed = []
     for name, run in (("validation", bench_validation), ("model", bench_model), ("stream", bench_stream),
-                      ("serve", bench_serve), ("drift", bench_drift), ("estimate", bench_estimate)):
+                      ("serve", bench_serve), ("drift", bench_drift), ("estimate", bench_estimate),
+                      ("psychometrics", bench_psychometrics)):
         typer.secho(f"== bench {name}", bold=True)
         try:
             run()

@@ -22,7 +22,7 @@ import pyarrow as pa
 from learnscore.schemas.events import LEVELS, SUBJECTS
 from learnscore.simulator.irt import ItemBank, answer_tests, draw_abilities, make_item_bank, sample_tests
 from learnscore.simulator.outcomes import level_index, observe_outcomes
-from learnscore.simulator.scenarios import ScenarioSpec, effects_of
+from learnscore.simulator.scenarios import ScenarioSpec, apply_psychometric_effects, effects_of
 
 BLOCK_SIZE = 2048
 BANK_SEED = 2026  # the platform has one item bank: the same for every run and seed
@@ -214,6 +214,8 @@ class Simulator:
         outcome_ids = _uuid4_strings(rng, n)
         learner_ids = [f"L{value:016x}" for value in
                        rng.integers(0, 2**63 - 1, n, dtype=np.int64).tolist()]
+        if effects.psychometric:  # last: a run without these scenarios draws what it always drew
+            apply_psychometric_effects(rng, bank, answers, theta, effects)
         submitted = self._start64 + (offsets_s * 1e6).astype("timedelta64[us]")
         observed = submitted + np.timedelta64(int(round(self.outcome_delay_s * 1e6)), "us")
         submitted_text, observed_text = _rfc3339(submitted), _rfc3339(observed)

@@ -9,7 +9,15 @@ Once started a scenario stays on; several may run at the same time.
 - ``item-bank-change``: tests use bank ``v2``: new item ids, harder, less discriminating;
 - ``concept-shift``: the observed score follows ability far less (60 + 5θ instead of 50 + 15θ):
   the inputs look the same, the outcomes do not, so the live model's error rises;
-- ``response-time-unit-change``: ``response_time_ms`` is sent in seconds (values ÷ 1000).
+- ``response-time-unit-change``: ``response_time_ms`` is sent in seconds (values ÷ 1000);
+- ``rapid-guessing``: three in ten new learners (cohort ``rushing``) answer half of their items
+  at chance in 0.3–1.5 s (low-effort responses);
+- ``item-leak``: three items per subject (:func:`psychometric_items`) become easy (95 % right)
+  and fast (a third of their time) for everyone: leaked items;
+- ``item-difficulty-drift``: three other items per subject get harder by 1.5 (difficulty).
+
+The three psychometric scenarios change answers only: abilities and outcomes stay as they were,
+and a run without them draws exactly the numbers it drew before they existed.
 """
 
 from __future__ import annotations
@@ -26,7 +34,19 @@ SCENARIOS: dict[str, str] = {
     "item-bank-change": "tests switch to item bank v2 (new item ids, harder, less discriminating)",
     "concept-shift": "observed score = 60 + 5·ability instead of 50 + 15·ability",
     "response-time-unit-change": "response_time_ms carries seconds (values / 1000)",
+    "rapid-guessing": "3 in 10 new learners answer half their items at chance in 0.3-1.5 s",
+    "item-leak": "3 items per subject become easy (95 % right) and fast for everyone",
+    "item-difficulty-drift": "3 items per subject get harder by 1.5",
 }
+PSYCHOMETRIC = ("rapid-guessing", "item-leak", "item-difficulty-drift")
+RUSHING_IN_TEN = 3  # new learners k with k % 10 < 3 rush
+RUSHED_ITEM_SHARE = 0.5
+RAPID_TIME_MS = (300.0, 1500.0)
+CHANCE = 0.25  # four options
+LEAKED_RIGHT = 0.95
+LEAKED_TIME_FACTOR = 1 / 3
+DRIFT_DIFFICULTY = 1.5
+_ITEM_POSITIONS = {"item-leak": 1, "item-difficulty-drift": 2}  # item k of the first three skills
 WEAKER_COHORT_SHIFT = -1.0
 
 
@@ -92,7 +112,13 @@ class Effects:
     score_noise_sd: np.ndarray
     time_in_seconds: np.ndarray  # response_time_ms carries seconds
     label: np.ndarray  # object array: "+"-joined active scenario names, or "none"
-    cohort: np.ndarray  # object array: "baseline" or "weaker"
+    cohort: np.ndarray  # object array: "baseline", "weaker" or "rushing"
+    item_leak: np.ndarray  # the leaked items are easy and fast in this event
+    item_drift: np.ndarray  # the drifted items are harder in this event
+
+    @property
+    def psychometric(self) -> bool:
+        return bool((self.cohort == "rushing").any() or self.item_leak.any() or self.item_drift.any())
 
 
 def effects_of(scenarios: tuple[ScenarioSpec, ...], index: np.ndarray, offset_s: np.ndarray) -> Effects:
@@ -118,5 +144,53 @@ def effects_of(scenarios: tuple[ScenarioSpec, ...], index: np.ndarray, offset_s:
         score_noise_sd=np.where(shifted, SHIFTED_RELATION.noise_sd, BASE_RELATION.noise_sd),
         time_in_seconds=active["response-time-unit-change"],
         label=np.where(label == "", "none", label).astype(object),
-        cohort=np.where(active["weaker-cohort"], "weaker", "baseline").astype(object),
+        cohort=np.where(active["rapid-guessing"] & (index % 10 < RUSHING_IN_TEN), "rushing",
+                        np.where(active["weaker-cohort"], "weaker", "baseline")).astype(object),
+        item_leak=active["item-leak"],
+        item_drift=active["item-difficulty-drift"],
     )
+
+
+def psychometric_items(item_id: np.ndarray, items_per_skill: int, skills_per_subject: int,
+                       scenario: str) -> np.ndarray:
+    """Which items of a simulated bank (laid out by version, subject, skill, item) a psychometric
+    scenario changes: item 1 (leak) or 2 (difficulty drift) of the first three skills of every
+    subject in every bank version. A mask over ``item_id``.
+
+    >>> ids = np.array([f"i{k}" for k in range(2 * 5 * 4)])   # 2 subjects x 5 skills x 4 items
+    >>> ids[psychometric_items(ids, 4, 5, "item-leak")].tolist()
+    ['i1', 'i5', 'i9', 'i21', 'i25', 'i29']
+    """
+    position = np.arange(len(item_id)) % (items_per_skill * skills_per_subject)
+    skill, within = position // items_per_skill, position % items_per_skill
+    return (skill < 3) & (within == _ITEM_POSITIONS[scenario])
+
+
+def apply_psychometric_effects(rng: np.random.Generator, bank, answers, theta: np.ndarray,
+                               effects: Effects) -> None:
+    """Change ``answers`` (a block's :class:`~learnscore.simulator.irt.Answers`, in place) the
+    way the active psychometric scenarios say. Called after every other draw of the block, and
+    only when one is active, so that other runs keep their numbers."""
+    from learnscore.simulator.irt import SKILLS, SUBJECTS, p_correct
+
+    counts = np.diff(answers.offsets)
+    event = np.repeat(np.arange(len(counts)), counts)
+    skills = len(SKILLS[SUBJECTS[0]])
+    m = len(answers.item_index)
+    drifted = (psychometric_items(bank.item_id, bank.items_per_skill, skills, "item-difficulty-drift")
+               [answers.item_index] & effects.item_drift[event])
+    if drifted.any():
+        i = answers.item_index[drifted]
+        p = p_correct(theta[event[drifted]], bank.discrimination[i], bank.difficulty[i] + DRIFT_DIFFICULTY,
+                      bank.guessing[i])
+        answers.correct[drifted] = rng.random(int(drifted.sum())) < p
+    leaked = (psychometric_items(bank.item_id, bank.items_per_skill, skills, "item-leak")
+              [answers.item_index] & effects.item_leak[event])
+    if leaked.any():
+        answers.correct[leaked] = rng.random(int(leaked.sum())) < LEAKED_RIGHT
+        answers.response_time_ms[leaked] = np.maximum(answers.response_time_ms[leaked] * LEAKED_TIME_FACTOR,
+                                                      RAPID_TIME_MS[0])
+    rushed = (effects.cohort == "rushing")[event] & (rng.random(m) < RUSHED_ITEM_SHARE)
+    if rushed.any():
+        answers.correct[rushed] = rng.random(int(rushed.sum())) < CHANCE
+        answers.response_time_ms[rushed] = rng.uniform(*RAPID_TIME_MS, int(rushed.sum()))
