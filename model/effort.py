@@ -94,8 +94,7 @@ def without_rapid_guesses(flat: FlatResponses, rapid: np.ndarray) -> tuple[FlatR
     """
     keep = ~rapid
     per_row = np.bincount(flat.row, weights=keep, minlength=flat.n_rows).astype(np.int64)
-    rows = np.flatnonzero(per_row > 0)
-    keep &= (per_row > 0)[flat.row]
+    rows = np.flatnonzero(per_row > 0)  # a row with no kept response has none in `keep` either
     lengths = per_row[rows]
     offsets = np.zeros(len(rows) + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
