@@ -319,6 +319,15 @@ class EstimationConfig(_Section):
     min_labelled_rows: int = Field(100, ge=1)  # realized metrics once this many of a cell's rows have outcomes
 
 
+class PsychometricsConfig(_Section):
+    """Rapid guessing in the stream (model/effort.py, streaming/effort.py)."""
+
+    enabled: bool = True
+    normative_share: float = Field(0.10, gt=0, lt=1)  # NT10: faster than this share of the item's typical time
+    threshold_cap_ms: float = Field(10_000, gt=0)
+    low_effort_share: float = Field(0.10, ge=0, lt=1)  # more rapid guesses than this share: low_effort
+
+
 class GuardConfig(_Section):
     """The rollback guard (registry/guard.py): watches a version after its promotion."""
 
@@ -429,6 +438,7 @@ class Config(_Section):
     model: ModelConfig = ModelConfig()
     gates: GatesConfig = GatesConfig()
     estimation: EstimationConfig = EstimationConfig()
+    psychometrics: PsychometricsConfig = PsychometricsConfig()
     guard: GuardConfig = GuardConfig()
     alerts: AlertsConfig = AlertsConfig()
     models: ModelsConfig = ModelsConfig()

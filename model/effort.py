@@ -82,6 +82,30 @@ def measure_effort(flat: FlatResponses, bank: ItemBank, *, share: float = NORMAT
                   low_effort=rapid_share > low_effort_share)
 
 
+def judges_effort(bank: ItemBank) -> bool:
+    """Whether ``bank`` knows response times (a neutral bank does not: nothing can be a rapid guess).
+
+    >>> judges_effort(_example_bank()), judges_effort(ItemBank.neutral())
+    (True, False)
+    """
+    return bool(np.any(bank.log_time > 0) or np.any(bank.subject_log_time > 0) or bank.global_log_time > 0)
+
+
+def effort_per_submission(flat: FlatResponses, bank: ItemBank, *, share: float = NORMATIVE_SHARE,
+                          cap_ms: float = THRESHOLD_CAP_MS) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Per submission: its share of rapid guesses and its rapid-guess mask (one flag per response,
+    in answer order) — what the stream and the endpoint attach to a score.
+
+    >>> from learnscore.model.features import flatten_events
+    >>> shares, masks = effort_per_submission(flatten_events([_example_event([900, 30_000, 400])]),
+    ...                                       _example_bank())
+    >>> shares.round(3).tolist(), [mask.tolist() for mask in masks]
+    ([0.333], [[True, False, False]])
+    """
+    effort = measure_effort(flat, bank, share=share, cap_ms=cap_ms)
+    return effort.rapid_guess_share, np.split(effort.rapid, flat.offsets[1:-1])
+
+
 def without_rapid_guesses(flat: FlatResponses, rapid: np.ndarray) -> tuple[FlatResponses, np.ndarray]:
     """The effortful responses only, for the score "without the rapid guesses", and the rows
     that keep at least one response (a submission of rapid guesses alone has no such score).

@@ -34,22 +34,31 @@ def item_bank_loader(config) -> Callable[[str], Any]:
 
 def version_item_bank(config, version: str):
     """The item bank of ``version``: its ``item_bank.json``, else our model's own, else neutral."""
-    import mlflow
-
-    from learnscore.model.item_bank import ItemBank
     from learnscore.registry.trust import trusted_version_folder
 
     with trusted_version_folder(config, version) as folder:
-        bank_file = next(iter(sorted(folder.rglob(ITEM_BANK_FILE))), None)
-        if bank_file is not None:
-            log.info("drift: the item bank of version %s from its %s", version, bank_file.relative_to(folder))
-            return read_item_bank(bank_file)
-        own = getattr(raw_model(mlflow.pyfunc.load_model(str(folder))), "item_bank", None)
+        return folder_item_bank(folder, version)
+
+
+def folder_item_bank(folder: str | Path, version: str, pyfunc_model=None):
+    """The item bank of the (checked) model copy in ``folder``; ``pyfunc_model``: that copy
+    already loaded, so it is not loaded twice."""
+    import mlflow
+
+    from learnscore.model.item_bank import ItemBank
+
+    folder = Path(folder)
+    bank_file = next(iter(sorted(folder.rglob(ITEM_BANK_FILE))), None)
+    if bank_file is not None:
+        log.info("the item bank of version %s from its %s", version, bank_file.relative_to(folder))
+        return read_item_bank(bank_file)
+    own = getattr(raw_model(pyfunc_model or mlflow.pyfunc.load_model(str(folder))), "item_bank", None)
     if isinstance(own, ItemBank):
-        log.info("drift: loaded the item bank of version %s for the covariate signals", version)
+        log.info("loaded the item bank of version %s", version)
         return own
-    log.warning("drift: version %s carries no item bank (%s): its ability signal uses a neutral bank "
-                "(every item slope 1, difficulty 0)", version, ITEM_BANK_FILE)
+    log.warning("version %s carries no item bank (%s): its ability signal uses a neutral bank "
+                "(every item slope 1, difficulty 0) and no response is called a rapid guess",
+                version, ITEM_BANK_FILE)
     return ItemBank.neutral()
 
 

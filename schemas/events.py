@@ -134,6 +134,10 @@ def contracts_for(domain: Domain = DEFAULT_DOMAIN) -> EventContracts:
         submission_time: NotRequired[described(Timestamp, "event_time of the submission") | None]
         signals: NotRequired[described(_number_map(32), "per-submission measures the monitors watch "
                                                         "(accuracy, mean log response time, ...)") | None]
+        low_effort: NotRequired[described(bool, "more rapid guesses than psychometrics.low_effort_share "
+                                                "(null: the version's item bank has no response times)") | None]
+        effort_moderated_score: NotRequired[described(number(0, 100), "a low_effort submission scored on its "
+                                                                     "effortful responses alone") | None]
 
     class RetrainRequested(TypedDict):
         """Ask the retrain worker for a new model. Topic model.retrain-requests; event_id is the request id."""

@@ -92,8 +92,10 @@ PREDICTIONS = Table("gold.predictions", (
     ("p_advanced", "double"), ("model_name", "string"), ("model_version", "string"),
     ("scored_at", "timestamp"), ("latency_s", "double"), ("batch_id", "bigint"),
     ("score_event_id", "string"), ("published_at", "timestamp"), ("landed_at", "timestamp"),
+    ("rapid_guess_share", "double"), ("low_effort", "boolean"), ("effort_moderated_score", "double"),
 ), "One row per scored submission: the first ScoreIssued published for it, with the version that "
-   "scored it.", bi_facing=True)
+   "scored it; rapid_guess_share/low_effort/effort_moderated_score: the effort of the submission "
+   "(null when that version's item bank has no response times).", bi_facing=True)
 
 PREDICTION_OUTCOMES = Table("gold.prediction_outcomes", (
     ("event_id", "string"), ("learner_key", "string"), ("subject", "string"),

@@ -97,6 +97,8 @@ def gold_rows(scores: DataFrame, batch_id: int, pseudonym_key: str, with_alias: 
         ((F.unix_micros("s.scored_at") - F.unix_micros("s.submission_time")) / 1e6).alias("latency_s"),
         F.lit(batch_id).cast("bigint").alias("batch_id"), F.col("s.event_id").alias("score_event_id"),
         F.col("kafka_timestamp").alias("published_at"), F.current_timestamp().alias("landed_at"),
+        F.col("s.signals").getItem("rapid_guess_share").alias("rapid_guess_share"),
+        F.col("s.low_effort").alias("low_effort"), F.col("s.effort_moderated_score").alias("effort_moderated_score"),
         F.col("s.signals").getItem("accuracy").alias("accuracy"),
         F.col("s.signals").getItem("mean_log_time").alias("mean_log_time"),
         F.col("s.signals").getItem("ability").alias("ability"),

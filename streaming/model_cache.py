@@ -19,7 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from learnscore.core.config import Config
+from learnscore.model.item_bank import ItemBank
 from learnscore.registry.access import PRODUCTION, RegistryUnreachable, alias_version, version_uri
+from learnscore.registry.artifacts import folder_item_bank
 from learnscore.registry.trust import check_version_folder
 from learnscore.schemas.scoring import PREDICTION_RESULT_TYPE
 
@@ -45,6 +47,7 @@ class ScoringUdf:
     version: str
     udf: Callable
     local_path: str | None = None
+    item_bank: ItemBank | None = None  # its rapid-guess thresholds (streaming.effort); None: none judged
 
 
 @dataclass(frozen=True)
@@ -75,12 +78,13 @@ def build_model_udf(spark, config: Config, version: str) -> ScoringUdf:
         local_path = mlflow.artifacts.download_artifacts(artifact_uri=version_uri(config, version),
                                                          dst_path=target)
         check_version_folder(config, version, local_path)  # UntrustedModel: nothing of it has run
-        mlflow.pyfunc.load_model(local_path)
+        loaded = mlflow.pyfunc.load_model(local_path)
+        bank = folder_item_bank(local_path, str(version), loaded)
         udf = mlflow.pyfunc.spark_udf(spark, local_path, result_type=PREDICTION_RESULT_TYPE, env_manager="local")
     except BaseException:
         shutil.rmtree(target, ignore_errors=True)
         raise
-    return ScoringUdf(name=name, version=str(version), udf=udf, local_path=target)
+    return ScoringUdf(name=name, version=str(version), udf=udf, local_path=target, item_bank=bank)
 
 
 class ModelCache:

@@ -30,8 +30,9 @@ from learnscore.schemas.scoring import PROBABILITY_COLUMNS, PROBABILITY_TOLERANC
 SCORE_EVENT_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://learnscore.dev/events/ScoreIssued/2")
 # RFC 3339 with microseconds and "Z" for UTC (the session time zone is UTC).
 JSON_TIMESTAMP_FORMAT = "yyyy-MM-dd'T'HH:mm:ss.SSSSSSXXX"
-#: The per-submission signals a ScoreIssued carries (computed while decoding, model-free).
-SIGNAL_COLUMNS = ("accuracy", "mean_log_time", "n_responses")
+#: The per-submission signals a ScoreIssued carries: computed while decoding (model-free), and the
+#: share of rapid guesses (``streaming.effort``; absent when the version's bank has no times).
+SIGNAL_COLUMNS = ("accuracy", "mean_log_time", "n_responses", "rapid_guess_share")
 
 
 def score_event_id(submission_event_id: str) -> str:
@@ -111,8 +112,9 @@ def usable_output() -> Column:
 def score_issued_value(alias: str = PRODUCTION) -> Column:
     """The ``ScoreIssued`` JSON of a scored row (contract ``learnscore.schemas.events.SCORE_ISSUED``)."""
     probabilities = F.create_map(*[item for level in LEVELS for item in (F.lit(level), F.col(f"p_{level}"))])
-    signals = F.create_map(*[item for name in SIGNAL_COLUMNS
-                             for item in (F.lit(name), F.col(name).cast("double"))])
+    signals = F.map_filter(F.create_map(*[item for name in SIGNAL_COLUMNS
+                                          for item in (F.lit(name), F.col(name).cast("double"))]),
+                           lambda _, value: value.isNotNull())
     event = F.struct(
         score_event_id_column(F.col("event_id")).alias("event_id"),
         F.lit(SCORE_ISSUED.version).alias("schema_version"),
@@ -122,6 +124,6 @@ def score_issued_value(alias: str = PRODUCTION) -> Column:
         probabilities.alias("probabilities"), "model_name", "model_version",
         F.lit(alias).alias("model_alias"), "scored_at",
         "assessment_id", "subject", "grade_level", F.col("event_time").alias("submission_time"),
-        signals.alias("signals"),
+        signals.alias("signals"), "low_effort", "effort_moderated_score",
     )
     return F.to_json(event, {"timestampFormat": JSON_TIMESTAMP_FORMAT})

@@ -31,6 +31,7 @@ from pyspark.sql import functions as F
 from learnscore.core.config import Config
 from learnscore.registry.access import PRODUCTION
 from learnscore.streaming.decode import SUBMISSION, decode_events
+from learnscore.streaming.effort import low_effort_count, with_effort, with_effort_moderated_score
 from learnscore.streaming.ingest import kafka_rows
 from learnscore.streaming.model_cache import NO_MODEL, OK, SCORE_FAILED, ModelCache, ScoringUdf
 from learnscore.streaming.progress import BatchReport
@@ -104,17 +105,22 @@ class ScoreOutcome:
 def score_and_publish(rows: DataFrame, model: ScoringUdf, config: Config, names: ScorerTopics,
                       report: BatchReport) -> ScoreOutcome:
     """Score ``rows`` (decoded submissions) with ``model`` and publish scores and retries in one write."""
-    scored = score_submissions(rows, model.udf, model.name, model.version).persist()
+    scored = with_effort(score_submissions(rows, model.udf, model.name, model.version), model.item_bank,
+                         config.psychometrics).persist()
     try:
         with timed(report, "score"):
             stats = scored.agg(
                 F.sum(F.col("output_ok").cast("long")).alias("ok"),
                 F.sum((~F.col("output_ok")).cast("long")).alias("bad"),
+                low_effort_count().alias("low_effort"),
                 F.percentile_approx(
                     F.when(F.col("output_ok"), F.unix_micros("scored_at") - F.unix_micros("event_time")),
                     [0.5, 0.95, 0.99], 10000).alias("latency")).collect()[0]
+        if stats.low_effort:
+            report.note(f"{stats.low_effort} low-effort submissions")
         with timed(report, "kafka"):
-            publish(outgoing(scored, names, F.lit(model.version)), config)
+            published = with_effort_moderated_score(scored, model.udf, stats.low_effort)
+            publish(outgoing(published, names, F.lit(model.version)), config)
     finally:
         scored.unpersist()
     latency = tuple(value / 1e6 for value in stats.latency) if stats.latency else None

@@ -22,6 +22,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from learnscore.core.config import Config
+from learnscore.streaming.effort import low_effort_count, with_effort, with_effort_moderated_score
 from learnscore.streaming.model_cache import OK, ModelCache, ScoringUdf
 from learnscore.streaming.runtime import QueryRuntime, ScorerTopics, timed
 from learnscore.streaming.score import score_issued_value, score_submissions
@@ -68,8 +69,14 @@ def make_shadow_handler(spark: SparkSession, config: Config, runtime: QueryRunti
                 for alias, model in models.items():
                     try:
                         with timed(report, f"shadow.{alias}"):
-                            scored = score_submissions(rows, model.udf, model.name, model.version)
-                            publish(shadow_records(scored, names, alias), config)
+                            scored = with_effort(score_submissions(rows, model.udf, model.name, model.version),
+                                                 model.item_bank, config.psychometrics).persist()
+                            try:
+                                rushed = scored.agg(low_effort_count()).first()[0]
+                                published = with_effort_moderated_score(scored, model.udf, rushed)
+                                publish(shadow_records(published, names, alias), config)
+                            finally:
+                                scored.unpersist()
                     except Exception as exc:  # noqa: BLE001 - a challenger never stops the stream
                         log.error("%s batch %s: %s version %s failed (skipped): %s", QUERY, batch_id, alias,
                                   model.version, str(exc).strip().splitlines()[0][:300] if str(exc).strip() else exc)

@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 
 STATE_FILE = "drift/state.json"
 PREDICTION_COLUMNS = ("event_id", "event_time", "subject", "grade_level", "model_version",
-                      "accuracy", "ability", "mean_log_time", "progress_score")
+                      "accuracy", "ability", "mean_log_time", "progress_score", "rapid_guess_share")
 OUTCOME_COLUMNS = ("event_id", "event_time", "subject", "grade_level", "model_version",
                    "abs_error", "level_correct")
 

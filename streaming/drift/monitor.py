@@ -247,12 +247,15 @@ class DriftMonitor:
         )
 
     def _apply_cooldown(self, findings: list[Finding], now: datetime) -> list[Finding]:
-        """The first finding of a segment outside its cooldown asks for a retrain; others do not."""
+        """The first finding of a segment outside its cooldown asks for a retrain (if its signal
+        asks for retrains at all); others do not."""
         cooldown = timedelta(seconds=self.settings.cooldown_seconds)
         result = []
+        asks = {signal.name: signal.retrain for signal in self.signals}
         for finding in findings:
             last = self._last_request.get(finding.segment)
-            if last is None or now - datetime.fromisoformat(last) >= cooldown:
+            if asks.get(finding.signal, True) and (
+                    last is None or now - datetime.fromisoformat(last) >= cooldown):
                 key = drift_key(self.stream_id, finding.batch_id, finding.detector,
                                 finding.signal, finding.segment)
                 finding = replace(finding,

@@ -14,7 +14,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-Kind = Literal["covariate", "prediction", "concept"]
+Kind = Literal["covariate", "prediction", "concept", "effort"]
 Source = Literal["predictions", "outcomes"]
 
 
@@ -37,9 +37,13 @@ class Signal:
     direction: Literal["both", "increase"] = "both"
     min_scale: float = 1e-3
     invert: bool = False  # value = 1 − column (a "correct" flag watched as an error)
+    optional: bool = False  # a frame without the column gives NaN (not fed) instead of an error
+    retrain: bool = True  # a detection asks for a retrain (a cohort that rushes is not the model's fault)
 
     def values(self, frame: pd.DataFrame) -> np.ndarray:
         """This signal's value per row of ``frame`` as float64 (NaN where missing)."""
+        if self.column not in frame.columns and self.optional:
+            return np.full(len(frame), np.nan)
         if self.column not in frame.columns:
             raise KeyError(
                 f"drift signal {self.name!r} needs column {self.column!r} in the {self.source} "
@@ -57,6 +61,11 @@ SIGNALS: tuple[Signal, ...] = (
            min_scale=0.01),
     Signal("mean_log_time", "covariate", "predictions", "mean_log_time", model_dependent=False,
            min_scale=0.01),
+    # Rapid guessing (streaming/effort.py): a segment that starts rushing. Its thresholds come from
+    # the scoring version's item bank, so it restarts with each version; it asks for no retrain —
+    # a model trained on rushed answers would learn the rushing.
+    Signal("rapid_guess_share", "effort", "predictions", "rapid_guess_share", model_dependent=True,
+           direction="increase", min_scale=0.01, optional=True, retrain=False),
     Signal("predicted_score", "prediction", "predictions", "progress_score",
            model_dependent=True, min_scale=0.1),
     Signal("abs_error", "concept", "outcomes", "abs_error", model_dependent=True,
