@@ -326,6 +326,14 @@ class PsychometricsConfig(_Section):
     normative_share: float = Field(0.10, gt=0, lt=1)  # NT10: faster than this share of the item's typical time
     threshold_cap_ms: float = Field(10_000, gt=0)
     low_effort_share: float = Field(0.10, ge=0, lt=1)  # more rapid guesses than this share: low_effort
+    # Item drift and leaked items (streaming/drift/items.py, model/item_fit.py)
+    item_reference_submissions: int = Field(5000, ge=10)
+    item_window_submissions: int = Field(5000, ge=10)
+    item_z_limit: float = Field(5.0, gt=0)
+    item_z_time_limit: float = Field(5.0, gt=0)
+    item_min_responses: int = Field(50, ge=1)
+    exclude_compromised_items: bool = False
+    item_flags_check_seconds: float = Field(10, gt=0)
 
 
 class GuardConfig(_Section):

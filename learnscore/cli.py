@@ -254,7 +254,7 @@ def bench_psychometrics(
     stationary: Annotated[int, typer.Option(help="Submissions of the stationary stream (false flags).")] = 200_000,
     onset: Annotated[int, typer.Option(help="Submission at which each scenario starts.")] = 20_000,
     after: Annotated[int, typer.Option(help="Submissions watched after the onset.")] = 40_000,
-    window: Annotated[int, typer.Option(min=500, help="Submissions per tested window.")] = 5_000,
+    batch: Annotated[int, typer.Option(min=10, help="Submissions per micro-batch (the windows: psychometrics.item_* in the config).")] = 500,
     seed: Annotated[int, typer.Option(help="Seed of the simulated history and streams.")] = 11,
     output: Annotated[Path, typer.Option(help="Where the JSON goes.")] = Path("bench/results/psychometrics.json"),
 ) -> None:
@@ -264,11 +264,12 @@ def bench_psychometrics(
     from learnscore.bench.psychometrics import run_psychometrics_bench
 
     result = run_psychometrics_bench(get_config(), stationary=stationary, onset=onset, after=after,
-                                     window=window, seed=seed)
+                                     batch=batch, seed=seed)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(result, indent=2, default=str) + "\n")
     calm = result["stationary"]
-    typer.echo(f"stationary: {len(calm['items_flagged'])} items flagged, {calm['low_effort_submissions']} "
+    typer.echo(f"stationary: {len(calm['items_flagged'])} items flagged, {len(calm['effort_events'])} effort "
+               f"events, {calm['low_effort_submissions']} "
                f"low-effort submissions in {calm['submissions']:,} (largest |z| {calm['max_abs_z']}, "
                f"limit {calm['z_limits'][0]})")
     for name, entry in result["scenarios"].items():
@@ -493,6 +494,46 @@ def lake_vacuum() -> None:
     typer.echo(f"{sum(deleted.values())} replaced files deleted from {len(deleted)} tables")
 
 
+
+
+items_app = typer.Typer(help="Items the stream flagged (item drift, leaked items) and their review.",
+                        no_args_is_help=True)
+app.add_typer(items_app, name="items")
+
+
+@items_app.command("list")
+def items_list(
+    all_: Annotated[bool, typer.Option("--all", help="Also the items a reviewer cleared.")] = False,
+) -> None:
+    """The flagged items with their evidence (from ops.item_flags)."""
+    from learnscore.streaming.drift.items import item_flags
+
+    config = get_config()
+    flags = item_flags(config, include_cleared=all_)
+    if flags.empty:
+        typer.echo("no item is flagged" + ("" if all_ else " (--all shows cleared ones)"))
+        return
+    for row in flags.itertuples():
+        reviewed = f"  cleared by {row.reviewed_by} at {row.reviewed_at:%Y-%m-%d %H:%M}" if row.status == "cleared" else ""
+        typer.echo(f"{row.item_id:<28} {row.flag:<17} {row.direction or '-':<7} {row.flagged_at:%Y-%m-%d %H:%M} "
+                   f"v{row.model_version}  {row.evidence}{reviewed}")
+    if config.psychometrics.exclude_compromised_items:
+        typer.echo("answers to flagged item_compromised items are left out of scoring until cleared")
+
+
+@items_app.command("clear")
+def items_clear(
+    item_id: Annotated[str, typer.Argument(help="The item to mark reviewed.")],
+    by: Annotated[Optional[str], typer.Option(help="Who reviewed it (default: the login name).")] = None,
+) -> None:
+    """Mark a flagged item reviewed: its flag is kept as history, and it is scored again."""
+    import getpass
+
+    from learnscore.streaming.drift.items import clear_item_flag
+
+    if not clear_item_flag(get_config(), item_id, by or getpass.getuser()):
+        fail(f"item {item_id!r} is not flagged; `learnscore items list` shows the flagged items")
+    typer.echo(f"cleared {item_id}")
 
 
 @bench_app.command("serve")

@@ -42,6 +42,9 @@ FIT_COLUMNS = ("item_id", "responses", "observed_rate", "expected_rate", "effect
                "time_residual", "time_sd", "z_time", "flag", "direction")
 
 
+SUM_COLUMNS = ("item_id", "responses", "correct", "expected", "variance", "time_sum", "time_squares")
+
+
 def item_fit(flat: FlatResponses, bank: ItemBank, *, reference: pd.DataFrame | None = None,
              z_limit: float = Z_LIMIT, z_time_limit: float = Z_TIME_LIMIT,
              min_responses: int = MIN_RESPONSES, exclude: np.ndarray | None = None,
@@ -56,47 +59,79 @@ def item_fit(flat: FlatResponses, bank: ItemBank, *, reference: pd.DataFrame | N
     flagged item. Items the bank does not know are left out (nothing to compare with), and so are
     the responses ``exclude`` marks (rapid guesses: chance answers pull every item "harder").
     """
-    lookup = bank.lookup(flat.item_id, flat.skill, flat.subject, flat.row)
-    use = lookup[3] & (True if exclude is None else ~exclude)
-    if not use.any():
-        return pd.DataFrame(columns=list(FIT_COLUMNS))
-    item_of = pc.cast(flat.item_id, "string").to_numpy(zero_copy_only=False)
     limits = (z_limit, z_time_limit, min_responses)
     # Purification (as in DIF analysis, Candell & Drasgow, 1988): a leaked item inflates the
     # abilities of those who saw it and so makes their other items look harder; abilities are
     # estimated again without the flagged items until the flags settle.
-    basis = use.copy()
+    flagged: list[str] = []
+    frame = pd.DataFrame(columns=list(FIT_COLUMNS))
     for _ in range(1 + purify_rounds):
-        frame = _fit_once(flat, lookup, item_of, use, basis, reference, limits)
-        flagged = frame.loc[frame["flag"] != "", "item_id"].to_numpy()
-        narrowed = use & ~np.isin(item_of, flagged)
-        if reference is None or np.array_equal(narrowed, basis):
+        frame = compare_items(item_sums(flat, bank, exclude=exclude, not_for_ability=flagged), reference, limits)
+        now = sorted(frame.loc[frame["flag"] != "", "item_id"])
+        if reference is None or now == flagged:
             break
-        basis = narrowed
+        flagged = now
     return frame
 
 
-def _fit_once(flat: FlatResponses, lookup, item_of: np.ndarray, use: np.ndarray, basis: np.ndarray,
-              reference: pd.DataFrame | None, limits: tuple[float, float, int]) -> pd.DataFrame:
-    """The rows of :func:`item_fit` with abilities estimated from the ``basis`` responses."""
-    a, b, expected_log_time, _ = lookup
-    z_limit, z_time_limit, min_responses = limits
+def item_sums(flat: FlatResponses, bank: ItemBank, *, exclude: np.ndarray | None = None,
+              not_for_ability=()) -> pd.DataFrame:
+    """Per item the bank knows, additive sums of its responses (:data:`SUM_COLUMNS`): the count,
+    correct answers, their expectation and variance under the 2PL at each learner's ``θ``, and the
+    sum and squares of the log-time residuals. Sums of micro-batches add up to a window's (the
+    stream's way, :mod:`learnscore.streaming.drift.items`). ``θ`` is estimated per submission
+    without the items ``not_for_ability`` (those already flagged) and the ``exclude`` responses."""
+    a, b, expected_log_time, known = bank.lookup(flat.item_id, flat.skill, flat.subject, flat.row)
+    use = known & (True if exclude is None else ~exclude)
+    if not use.any():
+        return pd.DataFrame({c: pd.Series(dtype=object if c == "item_id" else np.float64) for c in SUM_COLUMNS})
+    item_of = pc.cast(flat.item_id, "string").to_numpy(zero_copy_only=False)
+    basis = use & ~np.isin(item_of, list(not_for_ability)) if len(not_for_ability) else use
     theta, _ = estimate_ability(flat.correct[basis], a[basis], b[basis], flat.row[basis], flat.n_rows)
     names, code = np.unique(item_of[use], return_inverse=True)
     k = len(names)
-    y = flat.correct[use].astype(np.float64)
     p = 1.0 / (1.0 + np.exp(-a[use] * (theta[flat.row[use]] - b[use])))
-    n = np.bincount(code, minlength=k).astype(np.float64)
     residual_time = np.log1p(flat.response_time_ms[use].astype(np.float64)) - expected_log_time[use]
-    time_mean = np.bincount(code, weights=residual_time, minlength=k) / n
-    frame = pd.DataFrame({
-        "item_id": names, "responses": n.astype(np.int64),
-        "observed_rate": np.bincount(code, weights=y, minlength=k) / n,
-        "expected_rate": np.bincount(code, weights=p, minlength=k) / n,
+    return pd.DataFrame({
+        "item_id": names,
+        "responses": np.bincount(code, minlength=k).astype(np.float64),
+        "correct": np.bincount(code, weights=flat.correct[use].astype(np.float64), minlength=k),
+        "expected": np.bincount(code, weights=p, minlength=k),
         "variance": np.bincount(code, weights=p * (1.0 - p), minlength=k),  # of the correct count
-        "time_residual": time_mean,
-        "time_sd": np.sqrt(np.bincount(code, weights=(residual_time - time_mean[code]) ** 2,
-                                       minlength=k) / np.maximum(n - 1, 1)),
+        "time_sum": np.bincount(code, weights=residual_time, minlength=k),
+        "time_squares": np.bincount(code, weights=residual_time ** 2, minlength=k),
+    })
+
+
+def add_sums(*parts: pd.DataFrame) -> pd.DataFrame:
+    """The :func:`item_sums` of several batches as one window.
+
+    >>> one = pd.DataFrame({"item_id": ["a"], **{c: [1.0] for c in SUM_COLUMNS[1:]}})
+    >>> add_sums(one, one.assign(item_id="b"), one)[["item_id", "responses"]].values.tolist()
+    [['a', 2.0], ['b', 1.0]]
+    """
+    frames = [part for part in parts if part is not None and len(part)]
+    if not frames:
+        return pd.DataFrame({c: pd.Series(dtype=object if c == "item_id" else np.float64) for c in SUM_COLUMNS})
+    return pd.concat(frames).groupby("item_id", as_index=False, sort=True)[list(SUM_COLUMNS[1:])].sum()
+
+
+def compare_items(sums: pd.DataFrame, reference: pd.DataFrame | None,
+                  limits: tuple[float, float, int] = (Z_LIMIT, Z_TIME_LIMIT, MIN_RESPONSES)) -> pd.DataFrame:
+    """The :func:`item_fit` rows of a window's sums; against ``reference`` (those rows of a
+    reference window), each item's change and its flag."""
+    z_limit, z_time_limit, min_responses = limits
+    n = sums["responses"].to_numpy(np.float64)
+    if not len(n):
+        return pd.DataFrame(columns=list(FIT_COLUMNS))
+    time_mean = sums["time_sum"].to_numpy(np.float64) / n
+    spread = np.maximum(sums["time_squares"].to_numpy(np.float64) - n * time_mean ** 2, 0.0)
+    frame = pd.DataFrame({
+        "item_id": sums["item_id"].to_numpy(), "responses": n.astype(np.int64),
+        "observed_rate": sums["correct"].to_numpy(np.float64) / n,
+        "expected_rate": sums["expected"].to_numpy(np.float64) / n,
+        "variance": sums["variance"].to_numpy(np.float64),
+        "time_residual": time_mean, "time_sd": np.sqrt(spread / np.maximum(n - 1, 1)),
     })
     frame["effect"] = frame["observed_rate"] - frame["expected_rate"]
     if reference is None:

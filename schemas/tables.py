@@ -140,8 +140,16 @@ DRIFT_EVENTS = Table("ops.drift_events", (
     ("kind", "string"), ("detector", "string"), ("signal", "string"), ("segment", "string"),
     ("statistic", "double"), ("mean_before", "double"), ("mean_after", "double"),
     ("n_before", "bigint"), ("n_after", "bigint"), ("model_version", "string"),
-    ("request_id", "string"),
-), "Each detection by a River detector with its evidence; request_id when it asked to retrain.")
+    ("request_id", "string"), ("item_id", "string"), ("direction", "string"), ("evidence", "string"),
+), "Each detection with its evidence: a River detector's on a signal and segment (request_id when it "
+   "asked to retrain), or an item's (kind 'item': item_id, direction, evidence as JSON).")
+
+ITEM_FLAGS = Table("ops.item_flags", (
+    ("item_id", "string"), ("flag", "string"), ("direction", "string"), ("status", "string"),
+    ("flagged_at", "timestamp"), ("model_version", "string"), ("drift_event_id", "string"),
+    ("evidence", "string"), ("reviewed_at", "timestamp"), ("reviewed_by", "string"),
+), "One row per flagged item: item_drift or item_compromised, its evidence, and whether it is still "
+   "'flagged' or was 'cleared' by a reviewer (learnscore items).", writer="deltalake")
 
 DRIFT_METRICS = Table("ops.drift_metrics", (
     ("computed_at", "timestamp"), ("window_start", "timestamp"), ("window_end", "timestamp"),
@@ -194,7 +202,7 @@ TABLES: dict[str, Table] = {
     table.name: table
     for table in (SUBMISSIONS_RAW, OUTCOMES_RAW, SUBMISSIONS, QUARANTINE, OUTCOMES, PREDICTIONS,
                   PREDICTION_OUTCOMES, SHADOW_PREDICTIONS, SHADOW_PREDICTION_OUTCOMES, DAILY_SUMMARY,
-                  STREAM_PROGRESS, DRIFT_EVENTS, DRIFT_METRICS, RETRAIN_RUNS, RETRAIN_LEASE, MODEL_EVENTS,
+                  STREAM_PROGRESS, DRIFT_EVENTS, ITEM_FLAGS, DRIFT_METRICS, RETRAIN_RUNS, RETRAIN_LEASE, MODEL_EVENTS,
                   ENDPOINT_REQUESTS, ESTIMATED_PERFORMANCE)
 }
 

@@ -25,7 +25,7 @@ from learnscore.schemas.events import SCORE_ISSUED
 from learnscore.schemas.tables import PREDICTIONS
 from learnscore.streaming.ingest import coordinate_key, kafka_rows
 from learnscore.streaming.quarantine import INVALID_SCORE, quarantine_rows, reason_for
-from learnscore.streaming.runtime import QueryRuntime, ScorerTopics, timed
+from learnscore.streaming.runtime import QueryRuntime, ScorerTopics, run_hook, timed
 from learnscore.streaming.score import JSON_TIMESTAMP_FORMAT, pseudonym_column
 
 log = logging.getLogger(__name__)
@@ -143,23 +143,12 @@ def make_gold_handler(spark: SparkSession, config: Config, runtime: QueryRuntime
                             value / 1e6 for value in stats.latency)
                     report.model_version = stats.version
                     for hook in hooks:
-                        _run_hook(hook, writer.batch_id, rows, report)
+                        run_hook(hook, writer.batch_id, rows, report, QUERY)
             finally:
                 batch.unpersist()
             runtime.write_progress(spark, writer, report)
 
     return handle
-
-
-def _run_hook(hook: PredictionsHook, batch_id: int, rows: DataFrame, report) -> None:
-    """A failing hook never stops the stream: logged, noted in the progress row, tried on the next batch."""
-    name = getattr(hook, "__name__", "hook")
-    try:
-        with timed(report, f"hook.{name}"):
-            hook(batch_id, rows)
-    except Exception as exc:  # noqa: BLE001 - isolation is the point (issue: hooks never kill the stream)
-        log.error("%s hook %s failed on batch %s (the stream goes on): %s", QUERY, name, batch_id, exc)
-        report.note(f"hook {name} failed: {str(exc)[:200]}")
 
 
 __all__ = ["PREDICTIONS", "QUERY", "gold_stream", "make_gold_handler"]

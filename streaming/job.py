@@ -224,7 +224,8 @@ def start_scorer(spark: SparkSession, config: Config, hooks: ScorerHooks | None 
                 from learnscore.streaming.drift.hook import drift_hooks
 
                 hooks = drift_hooks(config, scorer_checkpoint(config, gold.QUERY),
-                                    scorer_checkpoint(config, pairs.QUERY), spark=spark)
+                                    scorer_checkpoint(config, pairs.QUERY), spark=spark,
+                                    land_checkpoint=scorer_checkpoint(config, landing.QUERY))
         names = ScorerTopics.of(config)
         key = Secrets(config).pseudonym_key.get_secret_value()
         models = models or ModelCache(spark, config)
@@ -236,7 +237,7 @@ def start_scorer(spark: SparkSession, config: Config, hooks: ScorerHooks | None 
                             scoring.make_scoring_handler(spark, config, runtimes[scoring.QUERY], models, catch_up),
                             config.streaming.trigger_seconds),
             landing.QUERY: (landing.landing_stream(spark, config, names),
-                            landing.make_landing_handler(spark, config, runtimes[landing.QUERY]),
+                            landing.make_landing_handler(spark, config, runtimes[landing.QUERY], hooks.submissions),
                             config.streaming.landing_trigger_seconds),
             gold.QUERY: (gold.gold_stream(spark, config, names),
                          gold.make_gold_handler(spark, config, runtimes[gold.QUERY], key, hooks.predictions),

@@ -12,7 +12,7 @@ the same with 0 or 10 million rows in silver. Each write is an idempotent append
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -38,7 +38,7 @@ from learnscore.streaming.quarantine import (
     reason_for,
 )
 from learnscore.streaming.request_log import parse_request_log, request_rows
-from learnscore.streaming.runtime import QueryRuntime, ScorerTopics, timed
+from learnscore.streaming.runtime import QueryRuntime, ScorerTopics, run_hook, timed
 
 log = logging.getLogger(__name__)
 
@@ -77,9 +77,10 @@ def landing_stream(spark: SparkSession, config: Config, names: ScorerTopics) -> 
     return with_first_deliveries(rows, key, config.streaming.dedupe_horizon)
 
 
-def make_landing_handler(spark: SparkSession, config: Config,
-                         runtime: QueryRuntime) -> Callable[[DataFrame, int], None]:
-    """The query's ``foreachBatch`` handler."""
+def make_landing_handler(spark: SparkSession, config: Config, runtime: QueryRuntime,
+                         hooks: Sequence[Callable[[int, DataFrame], None]] = ()) -> Callable[[DataFrame, int], None]:
+    """The query's ``foreachBatch`` handler; ``hooks`` get each batch's new valid submissions once
+    they are in silver (the item watch)."""
     names = ScorerTopics.of(config)
     domain = config.domain.contract()
 
@@ -90,7 +91,7 @@ def make_landing_handler(spark: SparkSession, config: Config,
                 if attempt >= config.streaming.max_batch_attempts:
                     _quarantine_poison(batch, writer, report, attempt)
                 else:
-                    _land(spark, batch, writer, report, names, domain)
+                    _land(spark, batch, writer, report, names, domain, hooks)
             finally:
                 batch.unpersist()
             runtime.write_progress(spark, writer, report)
@@ -98,7 +99,8 @@ def make_landing_handler(spark: SparkSession, config: Config,
     return handle
 
 
-def _land(spark, batch: DataFrame, writer: sinks.BatchWriter, report: BatchReport, names: ScorerTopics, domain) -> None:
+def _land(spark, batch: DataFrame, writer: sinks.BatchWriter, report: BatchReport, names: ScorerTopics, domain,
+          hooks: Sequence[Callable[[int, DataFrame], None]] = ()) -> None:
     delivered = first_delivery_flags(batch).persist()
     try:
         with timed(report, "count"):
@@ -112,7 +114,7 @@ def _land(spark, batch: DataFrame, writer: sinks.BatchWriter, report: BatchRepor
         if counts.get(names.submissions):
             quarantine += _land_events(delivered.where(F.col("kafka_topic") == names.submissions), SUBMISSION, domain,
                                        SUBMISSIONS.column_names, "silver.submissions", DUPLICATE_EVENT_ID, "event_id",
-                                       writer, report)
+                                       writer, report, hooks)
         if counts.get(names.outcomes):
             quarantine += _land_events(delivered.where(F.col("kafka_topic") == names.outcomes), OUTCOME, domain,
                                        OUTCOMES.column_names, "silver.outcomes", DUPLICATE_OUTCOME,
@@ -134,7 +136,8 @@ def _land(spark, batch: DataFrame, writer: sinks.BatchWriter, report: BatchRepor
 
 
 def _land_events(rows: DataFrame, kind, domain, columns: list[str], table: str, duplicate_code: str,
-                 duplicate_id: str, writer: sinks.BatchWriter, report: BatchReport) -> list[DataFrame]:
+                 duplicate_id: str, writer: sinks.BatchWriter, report: BatchReport,
+                 hooks: Sequence[Callable[[int, DataFrame], None]] = ()) -> list[DataFrame]:
     """Decode a topic's rows once; land the valid first deliveries; return the quarantine parts."""
     flags = rows.select(*COORDINATES, "is_first")
     decoded = (decode_events(rows, kind, domain)
@@ -157,8 +160,11 @@ def _land_events(rows: DataFrame, kind, domain, columns: list[str], table: str, 
                                          writer.batch_id, F.lit(duplicate_code),
                                          reason_for(duplicate_code, duplicate_id), F.col("event_id")))
         if valid_first:
+            landed = decoded.where(F.col("reason_code").isNull() & F.col("is_first")).select(*columns)
             with timed(report, table):
-                writer.append(decoded.where(F.col("reason_code").isNull() & F.col("is_first")).select(*columns), table)
+                writer.append(landed, table)
+            for hook in hooks:
+                run_hook(hook, writer.batch_id, landed, report, QUERY)
         report.quarantined += refused + duplicates
         report.duplicates += duplicates
         if table == "silver.submissions":

@@ -27,7 +27,7 @@ from learnscore.schemas.events import OUTCOME_OBSERVED
 from learnscore.streaming.decode import event_key_column
 from learnscore.streaming.gold import is_production, parsed_scores, readable
 from learnscore.streaming.ingest import kafka_rows
-from learnscore.streaming.runtime import QueryRuntime, ScorerTopics, timed
+from learnscore.streaming.runtime import QueryRuntime, ScorerTopics, run_hook, timed
 from learnscore.streaming.score import JSON_TIMESTAMP_FORMAT, pseudonym_column
 
 log = logging.getLogger(__name__)
@@ -87,7 +87,6 @@ def pair_rows(joined: DataFrame, pseudonym_key: str) -> DataFrame:
 
 def make_pairs_handler(spark: SparkSession, config: Config, runtime: QueryRuntime, pseudonym_key: str,
                        hooks: Sequence[PairsHook] = ()) -> Callable[[DataFrame, int], None]:
-    from learnscore.streaming.gold import _run_hook
 
     def handle(batch_df: DataFrame, batch_id: int) -> None:
         with runtime.batch(batch_id) as (writer, report, _attempt):
@@ -105,7 +104,7 @@ def make_pairs_handler(spark: SparkSession, config: Config, runtime: QueryRuntim
                 with timed(report, "gold.prediction_outcomes"):
                     writer.append(rows, "gold.prediction_outcomes")
                 for hook in hooks:
-                    _run_hook(hook, writer.batch_id, rows, report)
+                    run_hook(hook, writer.batch_id, rows, report, QUERY)
             runtime.write_progress(spark, writer, report)
 
     return handle

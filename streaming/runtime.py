@@ -66,11 +66,24 @@ class ScorerTopics:
 @dataclass(frozen=True)
 class ScorerHooks:
     """What runs after the Delta side landed a batch: ``predictions(batch_id, gold_rows)`` on gold
-    rows (with the submissions' signals) and ``pairs(batch_id, pair_rows)`` on prediction–outcome
-    pairs. Drift detection plugs in here (``streaming/drift/hook.py``)."""
+    rows (with the submissions' signals), ``pairs(batch_id, pair_rows)`` on prediction–outcome
+    pairs and ``submissions(batch_id, silver_rows)`` on the new valid submissions (with their
+    responses). Drift detection plugs in here (``streaming/drift/hook.py``, ``drift/items.py``)."""
 
     predictions: Sequence[Callable] = ()
     pairs: Sequence[Callable] = ()
+    submissions: Sequence[Callable] = ()
+
+
+def run_hook(hook: Callable, batch_id: int, rows, report: BatchReport, query: str) -> None:
+    """A failing hook never stops the stream: logged, noted in the progress row, tried on the next batch."""
+    name = getattr(hook, "__name__", "hook")
+    try:
+        with timed(report, f"hook.{name}"):
+            hook(batch_id, rows)
+    except Exception as exc:  # noqa: BLE001 - isolation is the point (issue: hooks never kill the stream)
+        log.error("%s hook %s failed on batch %s (the stream goes on): %s", query, name, batch_id, exc)
+        report.note(f"hook {name} failed: {str(exc)[:200]}")
 
 
 @contextmanager

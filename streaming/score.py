@@ -77,6 +77,16 @@ def model_input_columns() -> list[Column]:
             *(F.col(f"responses.{column}").alias(column) for column in RESPONSE_COLUMNS)]
 
 
+def without_items(submissions: DataFrame, items) -> DataFrame:
+    """Submissions with the answers to ``items`` left out (items flagged compromised, while
+    ``psychometrics.exclude_compromised_items`` is on). A submission with nothing else keeps its
+    answers: a score from nothing would be no score at all."""
+    if not items:
+        return submissions
+    kept = F.filter(F.col("responses"), lambda response: ~response.item_id.isin(*items))
+    return submissions.withColumn("responses", F.when(F.size(kept) > 0, kept).otherwise(F.col("responses")))
+
+
 def score_submissions(submissions: DataFrame, model_udf, model_name: str, model_version: str) -> DataFrame:
     """Decoded submissions with the model's outputs, ``output_ok``, the model and ``scored_at``.
 

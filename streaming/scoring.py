@@ -20,7 +20,7 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,12 +31,13 @@ from pyspark.sql import functions as F
 from learnscore.core.config import Config
 from learnscore.registry.access import PRODUCTION
 from learnscore.streaming.decode import SUBMISSION, decode_events
+from learnscore.streaming.drift.items import ExcludedItems
 from learnscore.streaming.effort import low_effort_count, with_effort, with_effort_moderated_score
 from learnscore.streaming.ingest import kafka_rows
 from learnscore.streaming.model_cache import NO_MODEL, OK, SCORE_FAILED, ModelCache, ScoringUdf
 from learnscore.streaming.progress import BatchReport
 from learnscore.streaming.runtime import QueryRuntime, ScorerTopics, timed
-from learnscore.streaming.score import score_issued_value, score_submissions
+from learnscore.streaming.score import score_issued_value, score_submissions, without_items
 
 log = logging.getLogger(__name__)
 
@@ -103,9 +104,13 @@ class ScoreOutcome:
 
 
 def score_and_publish(rows: DataFrame, model: ScoringUdf, config: Config, names: ScorerTopics,
-                      report: BatchReport) -> ScoreOutcome:
-    """Score ``rows`` (decoded submissions) with ``model`` and publish scores and retries in one write."""
-    scored = with_effort(score_submissions(rows, model.udf, model.name, model.version), model.item_bank,
+                      report: BatchReport, excluded: Sequence[str] = ()) -> ScoreOutcome:
+    """Score ``rows`` (decoded submissions) with ``model`` and publish scores and retries in one
+    write; answers to the ``excluded`` items are not scored (the retries keep the raw submission)."""
+    if excluded:
+        report.note(f"answers to {len(excluded)} compromised items left out")
+    scored = with_effort(score_submissions(without_items(rows, excluded), model.udf, model.name, model.version),
+                         model.item_bank,
                          config.psychometrics).persist()
     try:
         with timed(report, "score"):
@@ -136,8 +141,10 @@ class RetryCatchUp:
     under the same ids (gold keeps the first).
     """
 
-    def __init__(self, spark: SparkSession, config: Config, names: ScorerTopics, checkpoint: str):
+    def __init__(self, spark: SparkSession, config: Config, names: ScorerTopics, checkpoint: str,
+                 exclusion: ExcludedItems | None = None):
         self.spark, self.config, self.names = spark, config, names
+        self.exclusion = exclusion or ExcludedItems(config)
         self.path = Path(checkpoint.removeprefix("file://")) / "retries-cursor.json"
         self.lock = threading.Lock()
 
@@ -185,7 +192,7 @@ class RetryCatchUp:
             rows = (decode_events(kafka_rows(raw), SUBMISSION, self.config.domain.contract())
                     .where(F.col("reason_code").isNull()))
             local = report or BatchReport(QUERY, -1, _utcnow())
-            outcome = score_and_publish(rows, model, self.config, self.names, local)
+            outcome = score_and_publish(rows, model, self.config, self.names, local, self.exclusion.current())
             self._save({str(p): o for p, o in end.items()}, model.version, self.cursor().get("runs", 0) + 1)
             log.info("caught up %d waiting submissions with version %s (%d still unusable)", outcome.scored,
                      model.version, outcome.failed)
@@ -245,7 +252,7 @@ def make_scoring_handler(spark: SparkSession, config: Config, runtime: QueryRunt
                     if model is None:
                         report.model_status = report.model_status or NO_MODEL
                 else:
-                    outcome = _score_or_park(rows, model, config, names, report)
+                    outcome = _score_or_park(rows, model, config, names, report, catch_up.exclusion.current())
                     report.scored, report.failed = outcome.scored, outcome.failed
                     if outcome.latency:
                         report.latency_p50_s, report.latency_p95_s, report.latency_p99_s = outcome.latency
@@ -261,9 +268,9 @@ def make_scoring_handler(spark: SparkSession, config: Config, runtime: QueryRunt
 
 
 def _score_or_park(rows: DataFrame, model: ScoringUdf, config: Config, names: ScorerTopics,
-                   report: BatchReport) -> ScoreOutcome:
+                   report: BatchReport, excluded: Sequence[str] = ()) -> ScoreOutcome:
     try:
-        return score_and_publish(rows, model, config, names, report)
+        return score_and_publish(rows, model, config, names, report, excluded)
     except Exception as exc:  # noqa: BLE001 - a model that raises must not stop the stream
         first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
         log.error("%s batch %s: version %s raised while scoring; the rows wait for another version: %s",

@@ -37,7 +37,8 @@ log = logging.getLogger(__name__)
 
 STATE_FILE = "drift/state.json"
 PREDICTION_COLUMNS = ("event_id", "event_time", "subject", "grade_level", "model_version",
-                      "accuracy", "ability", "mean_log_time", "progress_score", "rapid_guess_share")
+                      "accuracy", "ability", "mean_log_time", "progress_score")
+OPTIONAL_PREDICTION_COLUMNS = ("rapid_guess_share",)  # null when the scoring version judged no effort
 OUTCOME_COLUMNS = ("event_id", "event_time", "subject", "grade_level", "model_version",
                    "abs_error", "level_correct")
 
@@ -123,7 +124,7 @@ class DriftHook:
         if frame is None:
             return None
         if all(column in frame.columns for column in PREDICTION_COLUMNS):
-            return _pandas(frame, PREDICTION_COLUMNS)
+            return _pandas(frame, PREDICTION_COLUMNS + OPTIONAL_PREDICTION_COLUMNS)
         from learnscore.streaming.drift.features import with_drift_features
 
         if self.item_bank is None:
@@ -223,11 +224,13 @@ def make_drift_hook(config: Config, checkpoint_dir: str, *, spark=None, producer
                      item_bank_loader(config), submissions, training_cutoff)
 
 
-def drift_hooks(config: Config, gold_checkpoint: str, pairs_checkpoint: str, *, spark=None):
-    """The scorer's drift detectors: on gold rows (covariate and prediction signals, state in the
-    gold query's checkpoint) and on pairs (concept signals, state in the pairs query's): two
-    monitors, each applied once per micro-batch of its own query. Empty when ``drift.enabled`` is
-    false."""
+def drift_hooks(config: Config, gold_checkpoint: str, pairs_checkpoint: str, *, spark=None,
+                land_checkpoint: str | None = None):
+    """The scorer's drift detectors: on gold rows (covariate, prediction and effort signals, state
+    in the gold query's checkpoint) and on pairs (concept signals, state in the pairs query's): two
+    monitors, each applied once per micro-batch of its own query; with ``land_checkpoint`` and
+    ``psychometrics.enabled``, the item watch on new submissions too (``drift/items.py``). Empty
+    when ``drift.enabled`` is false."""
     from learnscore.streaming.runtime import ScorerHooks
 
     if not config.drift.enabled:
@@ -241,7 +244,12 @@ def drift_hooks(config: Config, gold_checkpoint: str, pairs_checkpoint: str, *, 
     def drift_pairs(batch_id: int, rows) -> None:
         on_pairs(batch_id, None, rows)
 
-    return ScorerHooks(predictions=(drift_predictions,), pairs=(drift_pairs,))
+    on_submissions = ()
+    if config.psychometrics.enabled and land_checkpoint:
+        from learnscore.streaming.drift.items import make_item_hook
+
+        on_submissions = (make_item_hook(config, land_checkpoint, spark=spark),)
+    return ScorerHooks(predictions=(drift_predictions,), pairs=(drift_pairs,), submissions=on_submissions)
 
 
 def write_drift_events(spark, config: Config, rows: list[dict[str, Any]], app_id: str,
@@ -253,7 +261,7 @@ def write_drift_events(spark, config: Config, rows: list[dict[str, Any]], app_id
     from learnscore.schemas.tables import DRIFT_EVENTS
 
     ensure_spark_tables(spark, config, [DRIFT_EVENTS.name])
-    frame = spark.createDataFrame([tuple(row[c] for c in DRIFT_EVENTS.column_names) for row in rows],
+    frame = spark.createDataFrame([tuple(row.get(c) for c in DRIFT_EVENTS.column_names) for row in rows],
                                   StructType.fromDDL(DRIFT_EVENTS.ddl))
     (frame.write.format("delta").mode("append")
      .option("txnAppId", app_id).option("txnVersion", batch_id)

@@ -45,6 +45,7 @@ def drift_event_row(finding: Finding) -> dict[str, Any]:
         "n_after": int(detection.n_after),
         "model_version": finding.model_version,
         "request_id": finding.request_id,
+        "item_id": None, "direction": None, "evidence": None,
     }
 
 
