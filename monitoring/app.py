@@ -23,7 +23,7 @@ from learnscore.monitoring.tables import TableReader
 log = logging.getLogger(__name__)
 
 PANEL_IDS = ("requests", "endpoint", "versions", "stream", "drift_events", "drift_metrics",
-             "lifecycle", "live_error", "scores")
+             "lifecycle", "live_error", "scores", "psychometrics")
 
 
 def endpoint_base(config: Config) -> tuple[str, Any]:
@@ -68,6 +68,7 @@ def build_panels(config: Config, reader: TableReader, probe: dict[str, Any]) -> 
     """Every panel, in page order, from the current table versions."""
     minutes, bucket = config.dashboard.window_minutes, config.dashboard.bucket_seconds
     requests = reader.read("ops.endpoint_requests")
+    predictions = reader.read("gold.predictions")
     return [
         panels.requests_panel(requests, minutes, bucket),
         panels.endpoint_panel(requests, probe, minutes, bucket),
@@ -78,7 +79,9 @@ def build_panels(config: Config, reader: TableReader, probe: dict[str, Any]) -> 
         panels.lifecycle_panel(reader.read("ops.model_events")),
         panels.live_error_panel(reader.read("gold.prediction_outcomes"), minutes, bucket,
                                 shadow=reader.read("gold.shadow_prediction_outcomes")),
-        panels.scores_panel(reader.read("gold.predictions")),
+        panels.scores_panel(predictions),
+        panels.psychometrics_panel(predictions, reader.read("ops.item_flags"), minutes, bucket,
+                                   config.drift.grade_bands),
     ]
 
 

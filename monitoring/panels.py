@@ -317,6 +317,44 @@ def scores_panel(predictions: pd.DataFrame, bins: int = 20) -> Panel:
               {"label": "mean score", "value": f"{frame['progress_score'].mean():.1f}"}])
 
 
+def psychometrics_panel(predictions: pd.DataFrame, flags: pd.DataFrame, minutes: int, largest_bucket: int,
+                        grade_bands) -> Panel:
+    """Rapid guessing by segment over time (gold.predictions) and the flagged items with their
+    evidence (ops.item_flags)."""
+    from learnscore.schemas.segments import segment_labels
+
+    title = "Psychometrics: rapid guessing and flagged items"
+    frame = predictions[predictions["rapid_guess_share"].notna()] if not predictions.empty else predictions
+    flagged = flags[flags["flagged_at"].notna()] if not flags.empty else flags
+    if frame.empty and flagged.empty:
+        return _empty("psychometrics", title, "no effort measured yet: nothing scored, or the production "
+                                              "version's item bank has no response times")
+    charts, tiles = [], []
+    if not frame.empty:
+        frame = window(frame.assign(t=pd.to_datetime(frame["scored_at"], utc=True)), "t", minutes)
+        seconds = bucket_seconds(frame["t"], largest_bucket)
+        frame = frame.assign(bucket=frame["t"].dt.floor(f"{seconds}s"), segment=segment_labels(frame, grade_bands),
+                             flagged=frame["low_effort"].fillna(False).astype(float))
+        rate = frame.pivot_table(index="bucket", columns="segment", values="flagged", aggfunc="mean").sort_index()
+        charts.append({"type": "line", "title": f"share of low-effort submissions per {seconds}s, by segment",
+                       "percent": True, "x": _iso(rate.index),
+                       "series": [{"name": segment, "values": _numbers(rate[segment])} for segment in rate.columns]})
+        tiles += [{"label": "low-effort share", "value": f"{frame['flagged'].mean():.1%}"},
+                  {"label": "rapid guesses (mean share)", "value": f"{frame['rapid_guess_share'].mean():.1%}"}]
+    if not flagged.empty:
+        flagged = flagged.sort_values("flagged_at")
+        charts.append({"type": "events", "title": "flagged items", "points": [
+            {"t": t, "group": flag, "label": f"{item} ({direction or '-'}, v{version})",
+             "detail": evidence + (f" · cleared by {reviewer}" if status == "cleared" else "")}
+            for t, flag, item, direction, version, evidence, status, reviewer in zip(
+                _iso(flagged["flagged_at"]), flagged["flag"], flagged["item_id"], flagged["direction"],
+                flagged["model_version"], flagged["evidence"].fillna(""), flagged["status"],
+                flagged["reviewed_by"])][-200:]})
+    tiles.append({"label": "items flagged", "value": int((flagged["status"] == "flagged").sum()) if not flagged.empty
+                  else 0})
+    return _ok("psychometrics", title, charts, tiles=tiles)
+
+
 def _fmt(value) -> str:
     return "?" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.3g}"
 

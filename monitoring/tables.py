@@ -36,7 +36,10 @@ COLUMNS: dict[str, list[str]] = {
                                  "joined_at"],
     "gold.shadow_prediction_outcomes": ["event_id", "model_version", "model_alias", "abs_error", "level_correct",
                                         "outcome_time", "joined_at"],
-    "gold.predictions": ["progress_score", "comprehension_level", "model_version", "scored_at"],
+    "gold.predictions": ["progress_score", "comprehension_level", "model_version", "scored_at", "subject",
+                         "grade_level", "rapid_guess_share", "low_effort"],
+    "ops.item_flags": ["item_id", "flag", "direction", "status", "flagged_at", "model_version", "evidence",
+                       "reviewed_by"],
 }
 
 

@@ -65,7 +65,9 @@ def seed_dashboard_tables(spark, config: Config, seed: int = 7) -> dict[str, int
                             "p_beginner": 0.25, "p_developing": 0.25, "p_proficient": 0.25,
                             "p_advanced": 0.25, "model_name": "learnscore-diagnostic",
                             "model_version": version, "scored_at": at + timedelta(seconds=1),
-                            "latency_s": 1.0, "batch_id": i // 10})
+                            "latency_s": 1.0, "batch_id": i // 10,
+                            "rapid_guess_share": 0.5 if i % 17 == 0 else 0.0, "low_effort": i % 17 == 0,
+                            "effort_moderated_score": score if i % 17 == 0 else None})
         if i % 2 == 0:
             observed = min(100.0, max(0.0, score + rnd.gauss(0, 8 if version == "1" else 5)))
             outcomes.append({"event_id": event_id, "learner_key": f"k{i % 150}", "subject": "math",
@@ -112,6 +114,10 @@ def seed_dashboard_tables(spark, config: Config, seed: int = 7) -> dict[str, int
                        ("ops.drift_metrics", drift_metrics)):
         _spark_append(spark, config, name, rows)
     append_rows(config, "ops.model_events", model_events)
+    append_rows(config, "ops.item_flags", [
+        {"item_id": "math.fractions.v1.003", "flag": "item_compromised", "direction": "easier", "status": "flagged",
+         "flagged_at": START + timedelta(minutes=7), "model_version": "2", "drift_event_id": "i1",
+         "evidence": '{"effect": 0.31, "z": 9.2, "z_time": -11.0}', "reviewed_at": None, "reviewed_by": None}])
     return {"requests": len(requests), "predictions": len(predictions), "outcomes": len(outcomes)}
 
 
