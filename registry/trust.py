@@ -280,10 +280,16 @@ def trusted_version_folder(config: Config, version: str, client=None) -> Iterato
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def load_trusted_version(config: Config, version: str, client=None):
+def load_trusted_version(config: Config, version: str, client=None, *, with_item_bank: bool = False):
     """Load a checked copy of ``version`` (:func:`trusted_version_folder`) as an MLflow pyfunc
-    (our loader reads the file into memory, so the copy may go)."""
+    (our loader reads the file into memory, so the copy may go); ``with_item_bank``: the pyfunc
+    and the version's item bank (``registry/artifacts.py``), read from the same checked copy."""
     import mlflow
 
     with trusted_version_folder(config, version, client) as folder:
-        return mlflow.pyfunc.load_model(str(folder))
+        model = mlflow.pyfunc.load_model(str(folder))
+        if not with_item_bank:
+            return model
+        from learnscore.registry.artifacts import folder_item_bank
+
+        return model, folder_item_bank(folder, version, model)

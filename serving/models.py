@@ -46,6 +46,10 @@ class ServedVersion:
     #: (batch.model.DiagnosticModel): the endpoint then calls it directly, skipping MLflow's
     #: per-call schema work and the one-row DataFrame. ``None``: score through the pyfunc.
     direct: Any = field(default=None, repr=False)
+    #: The version's item bank and the psychometrics settings: each answer's effort flags
+    #: (``learnscore.model.effort``), as the stream computes them. ``None``: no flags.
+    item_bank: Any = field(default=None, repr=False)
+    effort: Any = field(default=None, repr=False)
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "version": self.version, "alias": self.alias,
@@ -96,9 +100,9 @@ class Registry:
         """Load ``version`` of the model once it passed the trust checks (``registry/trust.py``:
         our skops loader or an allowed one, no code paths, no pickle, its registered content);
         raises :class:`~learnscore.registry.trust.UntrustedModel` otherwise."""
-        model = load_trusted_version(self.config, version, client=self._client)
+        model, bank = load_trusted_version(self.config, version, client=self._client, with_item_bank=True)
         return ServedVersion(self.model_name, version, alias, model, datetime.now(timezone.utc),
-                           direct=self_checking_model(model))
+                             direct=self_checking_model(model), item_bank=bank, effort=self.config.psychometrics)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

@@ -74,13 +74,49 @@ def score_events(model: ServedVersion, events: list[dict[str, Any]]) -> list[dic
     A model that checks its own input gets the flat responses directly
     (:func:`learnscore.model.features.flatten_events`); any other pyfunc gets the model input DataFrame.
     """
-    from learnscore.model.features import flatten_events, model_input_from_events
+    from learnscore.model.features import flatten_events
+
+    flat = flatten_events(events)
+    predictions = predictions_from_columns(_predict(model, events, flat), events, model)
+    return with_effort(predictions, events, flat, model)
+
+
+def _predict(model: ServedVersion, events: list[dict[str, Any]], flat) -> Mapping[str, Any]:
+    from learnscore.model.features import model_input_from_events
 
     if model.direct is not None:
-        predicted = model.direct.predict_flat(flatten_events(events))
-    else:
-        predicted = model.model.predict(model_input_from_events(events))
-    return predictions_from_columns(predicted, events, model)
+        return model.direct.predict_flat(flat)
+    return model.model.predict(model_input_from_events(events))
+
+
+def with_effort(predictions: list[dict[str, Any]], events: list[dict[str, Any]], flat,
+                model: ServedVersion) -> list[dict[str, Any]]:
+    """Each prediction with ``rapid_guess_share`` and ``low_effort`` (null when the version's item
+    bank has no response times) and, for a low-effort submission, ``effort_moderated_score``: the
+    same model's score of its effortful answers alone — as ``streaming/effort.py`` does in the stream."""
+    from learnscore.model.effort import effort_per_submission, judges_effort
+    from learnscore.model.features import flatten_events
+
+    settings = model.effort
+    for prediction in predictions:
+        prediction.update(rapid_guess_share=None, low_effort=None, effort_moderated_score=None)
+    if settings is None or not settings.enabled or model.item_bank is None or not judges_effort(model.item_bank):
+        return predictions
+    shares, masks = effort_per_submission(flat, model.item_bank, share=settings.normative_share,
+                                          cap_ms=settings.threshold_cap_ms)
+    rushed = []
+    for row, (prediction, share, mask) in enumerate(zip(predictions, shares.tolist(), masks)):
+        prediction.update(rapid_guess_share=share, low_effort=share > settings.low_effort_share)
+        if prediction["low_effort"] and not mask.all():
+            rushed.append(row)
+    if rushed:
+        effortful = [{**events[row], "responses": [response for response, rapid in
+                                                   zip(events[row]["responses"], masks[row]) if not rapid]}
+                     for row in rushed]
+        scores = np.asarray(_predict(model, effortful, flatten_events(effortful))["progress_score"], dtype=np.float64)
+        for row, score in zip(rushed, scores.tolist()):
+            predictions[row]["effort_moderated_score"] = score if np.isfinite(score) else None
+    return predictions
 
 
 @dataclass

@@ -210,3 +210,28 @@ def test_canary_share_is_scored_by_staging(serving_config, mlflow_store, api_key
     expected = {"production": helpers.expected("first", events), "staging": helpers.expected("second", events)}
     for position, answer in enumerate(answers):
         assert answer["predictions"][0]["progress_score"] == expected[answer["route"]][position]
+
+
+def test_a_rushed_submission_is_flagged_and_scored_on_its_effortful_answers_too(serving_config, mlflow_store,
+                                                                                 api_key, helpers):
+    import copy
+
+    version = helpers.register_version(serving_config)
+    helpers.set_alias(serving_config, "production", version)
+    calm, rushed = copy.deepcopy(helpers.submission(11)), copy.deepcopy(helpers.submission(12))
+    for response in calm["responses"]:
+        response["response_time_ms"] = max(response["response_time_ms"], 10_000)  # above every threshold
+    for position, response in enumerate(rushed["responses"]):
+        response["response_time_ms"] = 300 if position % 2 == 0 else max(response["response_time_ms"], 10_000)
+    with helpers.running_endpoint(serving_config, request_log=False) as base:
+        helpers.wait_for(lambda: helpers.ready_version(base), what="a loaded model")
+        answer = httpx.post(f"{base}/v1/score", json=[calm, rushed], headers={"X-API-Key": api_key})
+
+    assert answer.status_code == 200, answer.text
+    normal, flagged = answer.json()["predictions"]
+    assert (normal["rapid_guess_share"], normal["low_effort"], normal["effort_moderated_score"]) == (0.0, False, None)
+    n = len(rushed["responses"])
+    assert flagged["rapid_guess_share"] == pytest.approx(((n + 1) // 2) / n) and flagged["low_effort"] is True
+    effortful = {**rushed, "responses": rushed["responses"][1::2]}
+    assert flagged["effort_moderated_score"] == pytest.approx(helpers.expected("first", [effortful])[0])
+    assert flagged["progress_score"] == pytest.approx(helpers.expected("first", [rushed])[0])
