@@ -32,6 +32,32 @@ def item_bank_loader(config) -> Callable[[str], Any]:
     return item_bank
 
 
+def production_item_bank(config) -> Callable[[], Any]:
+    """``() → (version, ItemBank)`` of the version ``production`` points to, or None without one.
+
+    The registry is asked at most every ``streaming.alias_check_seconds`` (as the scorer asks it);
+    when it does not answer, the version known last is kept.
+    """
+    import time
+
+    from learnscore.registry.access import PRODUCTION, RegistryUnreachable, alias_version
+
+    banks = item_bank_loader(config)
+    asked: dict[str, Any] = {"at": None, "version": None}
+
+    def production_bank():
+        if asked["at"] is None or time.monotonic() - asked["at"] >= config.streaming.alias_check_seconds:
+            try:
+                asked["version"] = alias_version(config, PRODUCTION)
+                asked["at"] = time.monotonic()
+            except RegistryUnreachable as exc:
+                log.warning("%s; the item bank of version %s stays in use", exc, asked["version"])
+        version = asked["version"]
+        return None if version is None else (str(version), banks(str(version)))
+
+    return production_bank
+
+
 def version_item_bank(config, version: str):
     """The item bank of ``version``: its ``item_bank.json``, else our model's own, else neutral."""
     from learnscore.registry.trust import trusted_version_folder

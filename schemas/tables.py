@@ -67,7 +67,10 @@ SUBMISSIONS = Table("silver.submissions", (
     ("learner_id", "string"), ("assessment_id", "string"), ("subject", "string"),
     ("grade_level", "bigint"), ("responses", RESPONSES_DDL), *_KAFKA,
     ("ingested_at", "timestamp"),
-), "Valid submissions, one row per event_id (the first delivery wins).", optional_columns=_LINEAGE)
+), "Valid submissions, one row per event_id (the first delivery wins); rapid_guess_share/low_effort: "
+   "judged by the item bank of effort_model_version, production when the row landed (null: none was).",
+    optional_columns=(*_LINEAGE, ("rapid_guess_share", "double"), ("low_effort", "boolean"),
+                      ("effort_model_version", "string")))
 
 QUARANTINE = Table("silver.quarantine", (
     ("source_topic", "string"), ("kafka_partition", "int"), ("kafka_offset", "bigint"),

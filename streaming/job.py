@@ -200,6 +200,15 @@ class Scorer:
                 log.warning("stopping the %s query: %s", name, exc)
 
 
+def _production_bank(config: Config):
+    """What judges silver's effort flags: production's item bank (None with psychometrics off)."""
+    if not config.psychometrics.enabled:
+        return None
+    from learnscore.registry.artifacts import production_item_bank
+
+    return production_item_bank(config)
+
+
 def start_scorer(spark: SparkSession, config: Config, hooks: ScorerHooks | None = None,
                  models: ModelCache | None = None, drift: bool = True) -> Scorer:
     """Take the lease, create topics and tables, start the four queries; return the running scorer.
@@ -237,7 +246,8 @@ def start_scorer(spark: SparkSession, config: Config, hooks: ScorerHooks | None 
                             scoring.make_scoring_handler(spark, config, runtimes[scoring.QUERY], models, catch_up),
                             config.streaming.trigger_seconds),
             landing.QUERY: (landing.landing_stream(spark, config, names),
-                            landing.make_landing_handler(spark, config, runtimes[landing.QUERY], hooks.submissions),
+                            landing.make_landing_handler(spark, config, runtimes[landing.QUERY], hooks.submissions,
+                                                         _production_bank(config)),
                             config.streaming.landing_trigger_seconds),
             gold.QUERY: (gold.gold_stream(spark, config, names),
                          gold.make_gold_handler(spark, config, runtimes[gold.QUERY], key, hooks.predictions),

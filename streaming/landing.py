@@ -18,9 +18,11 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from learnscore.core.config import Config
+from learnscore.model.item_bank import ItemBank
 from learnscore.schemas.tables import OUTCOMES, STREAM_PROGRESS, SUBMISSIONS
 from learnscore.streaming import sinks
 from learnscore.streaming.decode import OUTCOME, SUBMISSION, decode_events, event_key_column
+from learnscore.streaming.effort import RAPID, with_effort
 from learnscore.streaming.ingest import (
     COORDINATES,
     bronze_rows,
@@ -78,9 +80,12 @@ def landing_stream(spark: SparkSession, config: Config, names: ScorerTopics) -> 
 
 
 def make_landing_handler(spark: SparkSession, config: Config, runtime: QueryRuntime,
-                         hooks: Sequence[Callable[[int, DataFrame], None]] = ()) -> Callable[[DataFrame, int], None]:
+                         hooks: Sequence[Callable[[int, DataFrame], None]] = (),
+                         production_bank: Callable[[], tuple[str, ItemBank] | None] | None = None,
+                         ) -> Callable[[DataFrame, int], None]:
     """The query's ``foreachBatch`` handler; ``hooks`` get each batch's new valid submissions once
-    they are in silver (the item watch)."""
+    they are in silver (the item watch); with ``production_bank`` (``registry.artifacts``) each
+    submission lands with its effort flags, judged by the production version's item bank."""
     names = ScorerTopics.of(config)
     domain = config.domain.contract()
 
@@ -91,7 +96,8 @@ def make_landing_handler(spark: SparkSession, config: Config, runtime: QueryRunt
                 if attempt >= config.streaming.max_batch_attempts:
                     _quarantine_poison(batch, writer, report, attempt)
                 else:
-                    _land(spark, batch, writer, report, names, domain, hooks)
+                    effort = _effort(config, production_bank)
+                    _land(spark, batch, writer, report, names, domain, hooks, effort)
             finally:
                 batch.unpersist()
             runtime.write_progress(spark, writer, report)
@@ -99,8 +105,23 @@ def make_landing_handler(spark: SparkSession, config: Config, runtime: QueryRunt
     return handle
 
 
+def _effort(config: Config, production_bank) -> Callable[[DataFrame], DataFrame] | None:
+    """Adds silver's effort columns with the production version's bank (None: no version, none added)."""
+    production = production_bank() if production_bank is not None else None
+    if production is None:
+        return None
+    version, bank = production
+
+    def judged(rows: DataFrame) -> DataFrame:
+        return (with_effort(rows, bank, config.psychometrics).drop(RAPID)
+                .withColumn("effort_model_version", F.when(F.col("rapid_guess_share").isNotNull(), F.lit(version))))
+
+    return judged
+
+
 def _land(spark, batch: DataFrame, writer: sinks.BatchWriter, report: BatchReport, names: ScorerTopics, domain,
-          hooks: Sequence[Callable[[int, DataFrame], None]] = ()) -> None:
+          hooks: Sequence[Callable[[int, DataFrame], None]] = (),
+          effort: Callable[[DataFrame], DataFrame] | None = None) -> None:
     delivered = first_delivery_flags(batch).persist()
     try:
         with timed(report, "count"):
@@ -114,7 +135,7 @@ def _land(spark, batch: DataFrame, writer: sinks.BatchWriter, report: BatchRepor
         if counts.get(names.submissions):
             quarantine += _land_events(delivered.where(F.col("kafka_topic") == names.submissions), SUBMISSION, domain,
                                        SUBMISSIONS.column_names, "silver.submissions", DUPLICATE_EVENT_ID, "event_id",
-                                       writer, report, hooks)
+                                       writer, report, hooks, effort)
         if counts.get(names.outcomes):
             quarantine += _land_events(delivered.where(F.col("kafka_topic") == names.outcomes), OUTCOME, domain,
                                        OUTCOMES.column_names, "silver.outcomes", DUPLICATE_OUTCOME,
@@ -137,7 +158,8 @@ def _land(spark, batch: DataFrame, writer: sinks.BatchWriter, report: BatchRepor
 
 def _land_events(rows: DataFrame, kind, domain, columns: list[str], table: str, duplicate_code: str,
                  duplicate_id: str, writer: sinks.BatchWriter, report: BatchReport,
-                 hooks: Sequence[Callable[[int, DataFrame], None]] = ()) -> list[DataFrame]:
+                 hooks: Sequence[Callable[[int, DataFrame], None]] = (),
+                 effort: Callable[[DataFrame], DataFrame] | None = None) -> list[DataFrame]:
     """Decode a topic's rows once; land the valid first deliveries; return the quarantine parts."""
     flags = rows.select(*COORDINATES, "is_first")
     decoded = (decode_events(rows, kind, domain)
@@ -162,7 +184,7 @@ def _land_events(rows: DataFrame, kind, domain, columns: list[str], table: str, 
         if valid_first:
             landed = decoded.where(F.col("reason_code").isNull() & F.col("is_first")).select(*columns)
             with timed(report, table):
-                writer.append(landed, table)
+                writer.append(effort(landed) if effort else landed, table)
             for hook in hooks:
                 run_hook(hook, writer.batch_id, landed, report, QUERY)
         report.quarantined += refused + duplicates

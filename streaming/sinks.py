@@ -31,7 +31,8 @@ log = logging.getLogger(__name__)
 
 
 def conform(rows: DataFrame, table: Table | str) -> DataFrame:
-    """``rows`` with exactly the columns of ``table``, in its order and with its types.
+    """``rows`` with exactly the columns of ``table``, in its order and with its types, and those
+    of its optional columns ``rows`` has (Delta fills the others with null).
 
     A missing column is a programming error and fails loudly rather than writing nulls.
     """
@@ -40,7 +41,8 @@ def conform(rows: DataFrame, table: Table | str) -> DataFrame:
     if missing:
         raise ValueError(f"rows for {table.name} lack the columns {', '.join(missing)} "
                          f"(they have {', '.join(rows.columns)})")
-    return rows.select(*[F.col(name).cast(kind).alias(name) for name, kind in table.columns])
+    optional = [(name, kind) for name, kind in table.optional_columns if name in rows.columns]
+    return rows.select(*[F.col(name).cast(kind).alias(name) for name, kind in (*table.columns, *optional)])
 
 
 MARKER_PREFIX = "learnscore-write:"

@@ -221,24 +221,8 @@ class ItemHook:
 
 def make_item_hook(config: Config, checkpoint_dir: str, *, spark=None) -> ItemHook:
     """The item watch of the landing query checkpointed at ``checkpoint_dir``."""
-    from learnscore.registry.access import PRODUCTION, RegistryUnreachable, alias_version
-    from learnscore.registry.artifacts import item_bank_loader
+    from learnscore.registry.artifacts import production_item_bank
     from learnscore.streaming.drift.hook import write_drift_events
-
-    banks = item_bank_loader(config)
-    asked: dict[str, Any] = {"at": None, "version": None}
-
-    def production_bank() -> tuple[str, ItemBank] | None:
-        # The registry is asked as often as the scorer asks it; when it does not answer, the
-        # version known last is watched on.
-        if asked["at"] is None or time.monotonic() - asked["at"] >= config.streaming.alias_check_seconds:
-            try:
-                asked["version"] = alias_version(config, PRODUCTION)
-                asked["at"] = time.monotonic()
-            except RegistryUnreachable as exc:
-                log.warning("items: %s; watching version %s", exc, asked["version"])
-        version = asked["version"]
-        return None if version is None else (str(version), banks(str(version)))
 
     def write_events(rows, app_id: str, batch_id: int) -> None:
         from pyspark.sql import SparkSession
@@ -248,7 +232,7 @@ def make_item_hook(config: Config, checkpoint_dir: str, *, spark=None) -> ItemHo
     def write_flags(rows) -> None:
         merge_item_flags(config, rows)
 
-    return ItemHook(config.psychometrics, f"{checkpoint_dir.rstrip('/')}/{STATE_FILE}", production_bank,
+    return ItemHook(config.psychometrics, f"{checkpoint_dir.rstrip('/')}/{STATE_FILE}", production_item_bank(config),
                     write_events, write_flags)
 
 

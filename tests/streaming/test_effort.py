@@ -55,6 +55,12 @@ def test_a_rushing_cohort_is_flagged_scored_without_its_guesses_and_raises_an_ef
         row = gold[event["event_id"]]
         assert row.rapid_guess_share == pytest.approx(0.5) and row.low_effort is True
         assert row.effort_moderated_score is not None and 0 <= row.effort_moderated_score <= 100
+    # silver holds the flags too, judged by production's bank when the row landed
+    silver = {row.event_id: row for row in kit.table("silver.submissions").collect()}
+    assert {(silver[e["event_id"]].low_effort, silver[e["event_id"]].effort_model_version)
+            for e in math_normal + reading} == {(False, production_model)}
+    assert {(silver[e["event_id"]].low_effort, silver[e["event_id"]].rapid_guess_share)
+            for e in math_rushed} == {(True, 0.5)}
     # the application's score carries the flag and the second score too
     scores = {v.event["submission_event_id"]: v.event for v in consume_scores(config) if v.ok}
     rushed_score = scores[math_rushed[0]["event_id"]]
@@ -84,3 +90,5 @@ def test_a_version_without_response_times_judges_no_effort(kit, models, small_mo
     gold = kit.table("gold.predictions").collect()
     assert len(gold) == 20
     assert {(r.rapid_guess_share, r.low_effort, r.effort_moderated_score) for r in gold} == {(None, None, None)}
+    silver = kit.table("silver.submissions").collect()
+    assert {(r.rapid_guess_share, r.low_effort, r.effort_model_version) for r in silver} == {(None, None, None)}
