@@ -330,7 +330,8 @@ def build_submissions(rows: pa.Table, *, nested: bool, contract: Contract, now: 
         **{name: events.column(name).take(valid_groups)
            for name in ("learner_id", "assessment_id", "subject", "grade_level", "responses")},
         **_nulls(SILVER_SUBMISSIONS, ("kafka_topic", "kafka_partition", "kafka_offset", "kafka_timestamp",
-                                      "ingested_at"), len(valid)),
+                                      "ingested_at", "rapid_guess_share", "low_effort", "effort_model_version"),
+                 len(valid)),
         "import_lineage": pa.array([lineage.json(where) for _, where in valid], pa.string()),
     }, schema=SILVER_SUBMISSIONS)
     return Built(silver, pa.Table.from_pylist(refused_rows, schema=QUARANTINE_ROWS), groups.count, refusals)

@@ -286,12 +286,13 @@ def bench_psychometrics(
 def bench_drift(
     stationary: Annotated[int, typer.Option(help="Submissions of the stationary stream (false alarms).")] = 1_000_000,
     onset: Annotated[int, typer.Option(help="Submission at which each scenario starts.")] = 30_000,
-    scenario: Annotated[Optional[list[str]], typer.Option(help="Scenarios to time (default: all four); repeatable.")] = None,
+    scenario: Annotated[Optional[list[str]], typer.Option(help="Scenarios to time (default: all, the psychometric ones too); repeatable.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the simulated history and streams.")] = 11,
     e2e: Annotated[bool, typer.Option("--e2e", help="Instead: onset → new production version scoring, with the scorer, the worker and the broker running (needs `learnscore stack up`); added to the JSON.")] = False,
     output: Annotated[str, typer.Option(help="Where the JSON goes.")] = "bench/results/drift.json",
 ) -> None:
-    """False retrain requests on a stationary stream and detection delay per drift scenario."""
+    """False retrain requests on a stationary stream and detection delay per drift scenario; the
+    psychometric watchers' false flags and delays (rapid-guessing, item-leak, item-difficulty-drift)."""
     import json
 
     from learnscore.bench.drift import SCENARIOS, run_drift_bench
@@ -309,11 +310,19 @@ def bench_drift(
                    f"{figures['onset_to_new_production_scoring_s']} s (target 600 s); "
                    f"written to {path}")
         return
-    unknown = sorted(set(scenario or ()) - set(SCENARIOS))
+    from learnscore.simulator.scenarios import PSYCHOMETRIC
+
+    unknown = sorted(set(scenario or ()) - set(SCENARIOS) - set(PSYCHOMETRIC))
     if unknown:
-        fail(f"unknown scenario(s) {', '.join(unknown)}; known: {', '.join(SCENARIOS)}")
-    result = run_drift_bench(get_config(), stationary_submissions=stationary, onset=onset,
-                             seed=seed, scenarios=tuple(scenario or SCENARIOS))
+        fail(f"unknown scenario(s) {', '.join(unknown)}; known: {', '.join((*SCENARIOS, *PSYCHOMETRIC))}")
+    model_scenarios = tuple(s for s in scenario or SCENARIOS if s in SCENARIOS)
+    result = run_drift_bench(get_config(), stationary_submissions=stationary if model_scenarios or not scenario else 0,
+                             onset=onset, seed=seed, scenarios=model_scenarios)
+    psychometric = tuple(s for s in scenario or PSYCHOMETRIC if s in PSYCHOMETRIC)
+    if psychometric:  # the item and effort watchers: their own stationary run and scenarios
+        from learnscore.bench.psychometrics import run_psychometrics_bench
+
+        result["psychometrics"] = run_psychometrics_bench(get_config(), seed=seed, scenarios=psychometric)
     if path.exists():  # keep an end-to-end figure measured earlier
         previous = json.loads(path.read_text())
         if "end_to_end" in previous:
@@ -328,6 +337,14 @@ def bench_drift(
         delay = entry.get(entry["measured_by"], "not detected")
         typer.echo(f"{name}: {delay} {entry['measured_by'].removeprefix('delay_').replace('_', ' ')}"
                    f" from onset to the first request")
+    if "psychometrics" in result:
+        calm = result["psychometrics"]["stationary"]
+        typer.echo(f"psychometrics, stationary: {len(calm['items_flagged'])} items and "
+                   f"{len(calm['effort_events'])} segments flagged, {calm['low_effort_submissions']} low-effort "
+                   f"submissions in {calm['submissions']:,}")
+        for name, entry in result["psychometrics"]["scenarios"].items():
+            typer.echo(f"{name}: " + (f"{entry['delay_submissions']:,} submissions from onset to the first flag"
+                                      if entry["detected"] else "not detected"))
     typer.echo(f"written to {path}")
 
 

@@ -79,19 +79,26 @@ class ItemMonitor:
     def observe(self, batch_id: int, flat: FlatResponses, version: str, bank: ItemBank,
                 now: datetime) -> list[ItemFinding]:
         """Add a batch's responses; at the end of a window, test every item and return the new flags."""
-        settings = self.settings
+        self.follow(version)
+        return self.add(batch_id, flat_sums(flat, bank, self.settings, self.flagged), flat.n_rows, now)
+
+    def follow(self, version: str) -> None:
+        """Start a new reference when ``version`` is not the one watched so far."""
         if version != self.version:
             if self.version is not None:
                 log.info("items: production is version %s (was %s): a new reference", version, self.version)
             self._start(version)
-        rapid = measure_effort(flat, bank, share=settings.normative_share, cap_ms=settings.threshold_cap_ms).rapid
-        sums = item_sums(flat, bank, exclude=rapid, not_for_ability=sorted(self.flagged))
+
+    def add(self, batch_id: int, sums: pd.DataFrame, submissions: int, now: datetime) -> list[ItemFinding]:
+        """Add a batch's per-item sums (:func:`flat_sums` of ``submissions`` submissions, under the
+        version :meth:`follow` set); at the end of a window, test every item: the new flags."""
+        settings, version = self.settings, self.version
         if self.reference_count < settings.item_reference_submissions:
             self.reference = add_sums(self.reference, sums)
-            self.reference_count += flat.n_rows
+            self.reference_count += submissions
             return []
         self.window = add_sums(self.window, sums)
-        self.window_count += flat.n_rows
+        self.window_count += submissions
         if self.window_count < settings.item_window_submissions:
             return []
         limits = (settings.item_z_limit, settings.item_z_time_limit, settings.item_min_responses)
@@ -193,10 +200,10 @@ class ItemHook:
         if production is None:  # nothing to compare with: the batch is not watched
             return []
         version, bank = production
-        flat = _flat(submissions)
         try:
-            findings = (monitor.observe(batch_id, flat, version, bank, now or datetime.now(timezone.utc))
-                        if flat.n_rows else [])
+            monitor.follow(version)
+            sums, count = batch_sums(submissions, bank, self.settings, monitor.flagged)
+            findings = monitor.add(batch_id, sums, count, now or datetime.now(timezone.utc)) if count else []
             outbox = {"batch_id": batch_id, "app_id": f"learnscore-item-events-{monitor.stream_id}",
                       "drift_events": [_isoformat(drift_event_row(f)) for f in findings],
                       "flags": [_isoformat(item_flag_row(f)) for f in findings]}
@@ -321,8 +328,15 @@ class ExcludedItems:
         return self._items
 
 
-def _flat(submissions) -> FlatResponses:
-    from learnscore.model.features import spark_model_input_columns
+def flat_sums(flat: FlatResponses, bank: ItemBank, settings: PsychometricsConfig, flagged) -> pd.DataFrame:
+    """Per-item sums of a batch: rapid guesses left out, abilities estimated without ``flagged`` items."""
+    rapid = measure_effort(flat, bank, share=settings.normative_share, cap_ms=settings.threshold_cap_ms).rapid
+    return item_sums(flat, bank, exclude=rapid, not_for_ability=sorted(flagged))
+
+
+def batch_sums(submissions, bank: ItemBank, settings: PsychometricsConfig, flagged) -> tuple[pd.DataFrame, int]:
+    """:func:`flat_sums` of a batch of submissions (pandas, or Spark: summed on the executors, so
+    only one row per item and partition reaches the driver) and how many submissions it held."""
     from learnscore.schemas.scoring import MODEL_INPUT_COLUMNS
 
     if isinstance(submissions, pd.DataFrame):
@@ -330,9 +344,23 @@ def _flat(submissions) -> FlatResponses:
         if "responses" in frame.columns:
             frame = frame.assign(**{c: [[r[c] for r in responses] for responses in frame["responses"]]
                                     for c in MODEL_INPUT_COLUMNS[2:]})
-    else:
-        frame = submissions.select(*spark_model_input_columns()).toPandas()
-    return flatten_model_input(frame[list(MODEL_INPUT_COLUMNS)])
+        flat = flatten_model_input(frame[list(MODEL_INPUT_COLUMNS)])
+        return flat_sums(flat, bank, settings, flagged), flat.n_rows
+    from learnscore.model.features import spark_model_input_columns
+
+    flagged = sorted(flagged)
+
+    def per_chunk(chunks):
+        for chunk in chunks:
+            flat = flatten_model_input(chunk)
+            sums = flat_sums(flat, bank, settings, flagged) if flat.n_rows else None
+            counted = pd.DataFrame({"item_id": [None], **{c: [0.0] for c in SUM_COLUMNS[1:]},
+                                    "submissions": [flat.n_rows]})  # the count, even of a chunk with no known item
+            yield counted if sums is None or sums.empty else pd.concat([sums.assign(submissions=0), counted])
+
+    schema = ", ".join(["item_id string", *(f"{c} double" for c in SUM_COLUMNS[1:]), "submissions long"])
+    rows = submissions.select(*spark_model_input_columns()).mapInPandas(per_chunk, schema).toPandas()
+    return add_sums(rows[rows["item_id"].notna()][list(SUM_COLUMNS)]), int(rows["submissions"].sum())
 
 
 def _frame_state(frame: pd.DataFrame | None) -> dict[str, list] | None:
