@@ -11,7 +11,8 @@ The normal score stays the one the application gets; the second sits beside it.
 A version without response times in its item bank (a model brought without ``item_bank.json``)
 calls nothing a rapid guess: the columns are null, not false. Only the low-effort rows go through
 the model twice, and after the batch's first pass is cached, so the usual batch pays one more
-small Spark job.
+small Spark job. The same pass gives each submission's ``ability`` under the version's bank (a
+signal the drift detectors watch, carried by the score).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from pyspark.sql import functions as F
 from learnscore.core.config import PsychometricsConfig
 from learnscore.model.effort import effort_per_submission, judges_effort
 from learnscore.model.features import flatten_model_input
-from learnscore.model.item_bank import ItemBank
+from learnscore.model.item_bank import ItemBank, estimate_ability
 from learnscore.schemas.scoring import MODEL_INPUT_COLUMNS, RESPONSE_COLUMNS, SCORE_RANGE
 from learnscore.streaming.score import model_input_columns
 
@@ -32,23 +33,32 @@ RAPID = "_rapid"  # per response: was it a rapid guess (dropped before anything 
 
 
 def with_effort(rows: DataFrame, bank: ItemBank | None, settings: PsychometricsConfig) -> DataFrame:
-    """``rows`` (decoded submissions) with :data:`EFFORT_COLUMNS` and the per-response mask."""
-    if not settings.enabled or bank is None or not judges_effort(bank):
+    """``rows`` (decoded submissions) with :data:`EFFORT_COLUMNS`, the per-response mask and
+    ``ability``: the learner's ability under the version's bank, the drift detectors' covariate —
+    computed in the same pass because it needs the same bank (a neutral bank still gives one)."""
+    if bank is None:
         return rows.select("*", F.lit(None).cast("double").alias("rapid_guess_share"),
                            F.lit(None).cast("boolean").alias("low_effort"),
-                           F.lit(None).cast("array<boolean>").alias(RAPID))
+                           F.lit(None).cast("array<boolean>").alias(RAPID), F.lit(None).cast("double").alias("ability"))
+    judged = settings.enabled and judges_effort(bank)
     share, cap_ms = settings.normative_share, settings.threshold_cap_ms
 
-    @F.pandas_udf("rapid_guess_share double, rapid array<boolean>")
-    def effort(model_input: pd.DataFrame) -> pd.DataFrame:
-        shares, masks = effort_per_submission(flatten_model_input(model_input), bank, share=share,
-                                              cap_ms=cap_ms)
-        return pd.DataFrame({"rapid_guess_share": shares, "rapid": masks}, index=model_input.index)
+    @F.pandas_udf("rapid_guess_share double, rapid array<boolean>, ability double")
+    def measure(model_input: pd.DataFrame) -> pd.DataFrame:
+        flat = flatten_model_input(model_input)
+        a, b, _, _ = bank.lookup(flat.item_id, flat.skill, flat.subject, flat.row)
+        ability, _ = estimate_ability(flat.correct, a, b, flat.row, flat.n_rows)
+        if not judged:
+            return pd.DataFrame({"rapid_guess_share": None, "rapid": None, "ability": ability},
+                                index=model_input.index)
+        shares, masks = effort_per_submission(flat, bank, share=share, cap_ms=cap_ms)
+        return pd.DataFrame({"rapid_guess_share": shares, "rapid": masks, "ability": ability},
+                            index=model_input.index)
 
-    measured = effort(F.struct(*model_input_columns()))
+    measured = measure(F.struct(*model_input_columns()))
     return rows.select("*", measured.rapid_guess_share.alias("rapid_guess_share"),
                        (measured.rapid_guess_share > F.lit(settings.low_effort_share)).alias("low_effort"),
-                       measured.rapid.alias(RAPID))
+                       measured.rapid.alias(RAPID), measured.ability.alias("ability"))
 
 
 def low_effort_count() -> F.Column:

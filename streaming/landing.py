@@ -113,7 +113,7 @@ def _effort(config: Config, production_bank) -> Callable[[DataFrame], DataFrame]
     version, bank = production
 
     def judged(rows: DataFrame) -> DataFrame:
-        return (with_effort(rows, bank, config.psychometrics).drop(RAPID)
+        return (with_effort(rows, bank, config.psychometrics).drop(RAPID, "ability")
                 .withColumn("effort_model_version", F.when(F.col("rapid_guess_share").isNotNull(), F.lit(version))))
 
     return judged

@@ -30,9 +30,10 @@ from learnscore.schemas.scoring import PROBABILITY_COLUMNS, PROBABILITY_TOLERANC
 SCORE_EVENT_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://learnscore.dev/events/ScoreIssued/2")
 # RFC 3339 with microseconds and "Z" for UTC (the session time zone is UTC).
 JSON_TIMESTAMP_FORMAT = "yyyy-MM-dd'T'HH:mm:ss.SSSSSSXXX"
-#: The per-submission signals a ScoreIssued carries: computed while decoding (model-free), and the
-#: share of rapid guesses (``streaming.effort``; absent when the version's bank has no times).
-SIGNAL_COLUMNS = ("accuracy", "mean_log_time", "n_responses", "rapid_guess_share")
+#: The per-submission signals a ScoreIssued carries: computed while decoding (model-free), the
+#: share of rapid guesses (``streaming.effort``; absent when the version's bank has no times) and the
+#: ability under the version's item bank.
+SIGNAL_COLUMNS = ("accuracy", "mean_log_time", "n_responses", "rapid_guess_share", "ability")
 
 
 def score_event_id(submission_event_id: str) -> str:

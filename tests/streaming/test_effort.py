@@ -34,7 +34,10 @@ def _cohort(kit, start: int, count: int, subject: str, rushed: bool) -> list[dic
     return events
 
 
-def test_a_rushing_cohort_is_flagged_scored_without_its_guesses_and_raises_an_effort_event(kit, production_model):
+def test_a_rushing_cohort_is_flagged_scored_without_its_guesses_and_raises_an_effort_event(kit, production_model,
+                                                                                             small_model):
+    from learnscore.model.features import model_input_from_events
+
     config = kit.config.model_copy(update={"drift": kit.config.drift.model_copy(update={
         "grade_bands": ((1, 12),), "min_segment_size": 100, "min_window": 50})})
     math_normal = _cohort(kit, 0, NORMAL, "math", rushed=False)
@@ -55,6 +58,10 @@ def test_a_rushing_cohort_is_flagged_scored_without_its_guesses_and_raises_an_ef
         row = gold[event["event_id"]]
         assert row.rapid_guess_share == pytest.approx(0.5) and row.low_effort is True
         assert row.effort_moderated_score is not None and 0 <= row.effort_moderated_score <= 100
+    # the ability under the version's bank travels with the score (the drift detectors' covariate)
+    model = small_model[0]
+    expected = model.features(model_input_from_events(math_rushed[:5]))["ability"].tolist()
+    assert [gold[e["event_id"]].ability for e in math_rushed[:5]] == pytest.approx(expected)
     # silver holds the flags too, judged by production's bank when the row landed
     silver = {row.event_id: row for row in kit.table("silver.submissions").collect()}
     assert {(silver[e["event_id"]].low_effort, silver[e["event_id"]].effort_model_version)
