@@ -103,6 +103,8 @@ def effort_per_submission(flat: FlatResponses, bank: ItemBank, *, share: float =
     ([0.333], [[True, False, False]])
     """
     effort = measure_effort(flat, bank, share=share, cap_ms=cap_ms)
+    if not flat.n_rows:
+        return effort.rapid_guess_share, []
     return effort.rapid_guess_share, np.split(effort.rapid, flat.offsets[1:-1])
 
 

@@ -18,6 +18,7 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 ITEM_BANK_FILE = "item_bank.json"
+RETRY_FAILED_BANK_S = 30.0
 
 
 def item_bank_loader(config) -> Callable[[str], Any]:
@@ -43,17 +44,32 @@ def production_item_bank(config) -> Callable[[], Any]:
     from learnscore.registry.access import PRODUCTION, RegistryUnreachable, alias_version
 
     banks = item_bank_loader(config)
-    asked: dict[str, Any] = {"at": None, "version": None}
+    asked: dict[str, Any] = {"at": None, "version": None, "failed": {}}
 
     def production_bank():
-        if asked["at"] is None or time.monotonic() - asked["at"] >= config.streaming.alias_check_seconds:
+        now = time.monotonic()
+        if asked["at"] is None or now - asked["at"] >= config.streaming.alias_check_seconds:
             try:
                 asked["version"] = alias_version(config, PRODUCTION)
-                asked["at"] = time.monotonic()
+                asked["at"] = now
             except RegistryUnreachable as exc:
                 log.warning("%s; the item bank of version %s stays in use", exc, asked["version"])
         version = asked["version"]
-        return None if version is None else (str(version), banks(str(version)))
+        if version is None:
+            return None
+        # A bank that cannot be read (store down, refused copy, a broken item_bank.json) means no
+        # flags and no item watch for a while, never a failed landing batch; tried again after 30 s.
+        failed_at = asked["failed"].get(version)
+        if failed_at is not None and now - failed_at < RETRY_FAILED_BANK_S:
+            return None
+        try:
+            return str(version), banks(str(version))
+        except Exception as exc:  # noqa: BLE001 - see above
+            asked["failed"][version] = now
+            log.error("the item bank of version %s could not be read (%s: %s); effort flags and the item "
+                      "watch pause, tried again in %.0f s", version, type(exc).__name__, str(exc)[:300],
+                      RETRY_FAILED_BANK_S)
+            return None
 
     return production_bank
 
@@ -86,6 +102,16 @@ def folder_item_bank(folder: str | Path, version: str, pyfunc_model=None):
                 "(every item slope 1, difficulty 0) and no response is called a rapid guess",
                 version, ITEM_BANK_FILE)
     return ItemBank.neutral()
+
+
+def readable_item_bank(folder: str | Path, version: str, pyfunc_model=None):
+    """:func:`folder_item_bank`, or None when the version's ``item_bank.json`` cannot be read: the
+    version still scores (and serves), without effort flags."""
+    try:
+        return folder_item_bank(folder, version, pyfunc_model)
+    except ValueError as exc:
+        log.error("version %s: %s; it scores without effort flags", version, exc)
+        return None
 
 
 def read_item_bank(path: str | Path):

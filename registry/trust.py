@@ -290,6 +290,6 @@ def load_trusted_version(config: Config, version: str, client=None, *, with_item
         model = mlflow.pyfunc.load_model(str(folder))
         if not with_item_bank:
             return model
-        from learnscore.registry.artifacts import folder_item_bank
+        from learnscore.registry.artifacts import readable_item_bank
 
-        return model, folder_item_bank(folder, version, model)
+        return model, readable_item_bank(folder, version, model)

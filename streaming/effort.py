@@ -17,6 +17,8 @@ signal the drift detectors watch, carried by the score).
 
 from __future__ import annotations
 
+import logging
+
 import pandas as pd
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
@@ -27,6 +29,8 @@ from learnscore.model.features import flatten_model_input
 from learnscore.model.item_bank import ItemBank, estimate_ability
 from learnscore.schemas.scoring import MODEL_INPUT_COLUMNS, RESPONSE_COLUMNS, SCORE_RANGE
 from learnscore.streaming.score import model_input_columns
+
+log = logging.getLogger(__name__)
 
 EFFORT_COLUMNS = ("rapid_guess_share", "low_effort")
 RAPID = "_rapid"  # per response: was it a rapid guess (dropped before anything is published)
@@ -85,4 +89,10 @@ def with_effort_moderated_score(scored: DataFrame, model_udf, low_effort_rows: i
     # One row per event id, whatever the batch holds: a left join must never double a score.
     moderated = (rushed.select("event_id", F.when(usable, score).alias("effort_moderated_score"))
                  .dropDuplicates(["event_id"]))
+    try:  # computed apart: a model that refuses the shorter input must not hold the scores back
+        moderated = moderated.localCheckpoint(eager=True)
+    except Exception as exc:  # noqa: BLE001 - the second score is an extra, the first is the product
+        log.error("effort-moderated scores of %d low-effort submissions failed (published without): %s",
+                  low_effort_rows, str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__)
+        return scored.withColumn("effort_moderated_score", F.lit(None).cast("double"))
     return scored.join(F.broadcast(moderated), "event_id", "left")

@@ -229,7 +229,7 @@ def start_scorer(spark: SparkSession, config: Config, hooks: ScorerHooks | None 
         ensure_spark_tables(spark, config, STREAM_TABLES)
         if hooks is None:
             hooks = ScorerHooks()
-            if drift and config.drift.enabled:
+            if drift and (config.drift.enabled or config.psychometrics.enabled):
                 from learnscore.streaming.drift.hook import drift_hooks
 
                 hooks = drift_hooks(config, scorer_checkpoint(config, gold.QUERY),

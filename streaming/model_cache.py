@@ -21,7 +21,7 @@ from pathlib import Path
 from learnscore.core.config import Config
 from learnscore.model.item_bank import ItemBank
 from learnscore.registry.access import PRODUCTION, RegistryUnreachable, alias_version, version_uri
-from learnscore.registry.artifacts import folder_item_bank
+from learnscore.registry.artifacts import readable_item_bank
 from learnscore.registry.trust import check_version_folder
 from learnscore.schemas.scoring import PREDICTION_RESULT_TYPE
 
@@ -79,7 +79,7 @@ def build_model_udf(spark, config: Config, version: str) -> ScoringUdf:
                                                          dst_path=target)
         check_version_folder(config, version, local_path)  # UntrustedModel: nothing of it has run
         loaded = mlflow.pyfunc.load_model(local_path)
-        bank = folder_item_bank(local_path, str(version), loaded)
+        bank = readable_item_bank(local_path, str(version), loaded)
         udf = mlflow.pyfunc.spark_udf(spark, local_path, result_type=PREDICTION_RESULT_TYPE, env_manager="local")
     except BaseException:
         shutil.rmtree(target, ignore_errors=True)

@@ -22,10 +22,11 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from learnscore.core.config import Config
+from learnscore.streaming.drift.items import ExcludedItems
 from learnscore.streaming.effort import low_effort_count, with_effort, with_effort_moderated_score
 from learnscore.streaming.model_cache import OK, ModelCache, ScoringUdf
 from learnscore.streaming.runtime import QueryRuntime, ScorerTopics, timed
-from learnscore.streaming.score import score_issued_value, score_submissions
+from learnscore.streaming.score import score_issued_value, score_submissions, without_items
 from learnscore.streaming.scoring import publish
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,7 @@ def make_shadow_handler(spark: SparkSession, config: Config, runtime: QueryRunti
                         caches: dict[str, ModelCache]) -> Callable[[DataFrame, int], None]:
     """The query's ``foreachBatch`` handler; ``caches``: one ``ModelCache`` per shadow alias."""
     names = ScorerTopics.of(config)
+    exclusion = ExcludedItems(config)  # challengers see the same answers production does
 
     def handle(batch_df: DataFrame, batch_id: int) -> None:
         with runtime.batch(batch_id) as (_writer, report, _attempt):
@@ -69,7 +71,8 @@ def make_shadow_handler(spark: SparkSession, config: Config, runtime: QueryRunti
                 for alias, model in models.items():
                     try:
                         with timed(report, f"shadow.{alias}"):
-                            scored = with_effort(score_submissions(rows, model.udf, model.name, model.version),
+                            scored = with_effort(score_submissions(without_items(rows, exclusion.current()),
+                                                                   model.udf, model.name, model.version),
                                                  model.item_bank, config.psychometrics).persist()
                             try:
                                 rushed = scored.agg(low_effort_count()).first()[0]

@@ -229,12 +229,17 @@ def drift_hooks(config: Config, gold_checkpoint: str, pairs_checkpoint: str, *, 
     """The scorer's drift detectors: on gold rows (covariate, prediction and effort signals, state
     in the gold query's checkpoint) and on pairs (concept signals, state in the pairs query's): two
     monitors, each applied once per micro-batch of its own query; with ``land_checkpoint`` and
-    ``psychometrics.enabled``, the item watch on new submissions too (``drift/items.py``). Empty
-    when ``drift.enabled`` is false."""
+    ``psychometrics.enabled``, the item watch on new submissions too (``drift/items.py``, also when
+    ``drift.enabled`` is false)."""
     from learnscore.streaming.runtime import ScorerHooks
 
+    on_submissions = ()
+    if config.psychometrics.enabled and land_checkpoint:
+        from learnscore.streaming.drift.items import make_item_hook
+
+        on_submissions = (make_item_hook(config, land_checkpoint, spark=spark),)
     if not config.drift.enabled:
-        return ScorerHooks()
+        return ScorerHooks(submissions=on_submissions)
     on_predictions = make_drift_hook(config, gold_checkpoint, spark=spark)
     on_pairs = make_drift_hook(config, pairs_checkpoint, spark=spark)
 
@@ -244,11 +249,6 @@ def drift_hooks(config: Config, gold_checkpoint: str, pairs_checkpoint: str, *, 
     def drift_pairs(batch_id: int, rows) -> None:
         on_pairs(batch_id, None, rows)
 
-    on_submissions = ()
-    if config.psychometrics.enabled and land_checkpoint:
-        from learnscore.streaming.drift.items import make_item_hook
-
-        on_submissions = (make_item_hook(config, land_checkpoint, spark=spark),)
     return ScorerHooks(predictions=(drift_predictions,), pairs=(drift_pairs,), submissions=on_submissions)
 
 

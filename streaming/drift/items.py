@@ -12,9 +12,12 @@ out, and abilities are estimated without the items already flagged.
 
 Findings go to ``ops.drift_events`` (kind ``item``) and ``ops.item_flags`` (one row per item:
 ``flagged`` until ``learnscore items clear``). An item is reported once per version; a new version
-(whose bank the retrain re-fitted on recent answers) starts a new reference. Exactly once as the
-drift hook: state, batch id and outbox are saved in one atomic replace (``state.py``), a replayed
-batch re-writes its outbox, and both writes are idempotent.
+(whose bank the retrain re-fitted on recent answers) starts a new reference; an ``item_drift``
+that later shows a leak's speed too is reported again as ``item_compromised``. Exactly once: the
+monitor, the batch id and the outboxes not yet written are saved in one atomic replace
+(``state.py``) before anything is written; a replayed batch feeds nothing again; outboxes are
+written oldest first and dropped once written, so a failed write is tried again with the next
+batch (both writes are idempotent).
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ log = logging.getLogger(__name__)
 STATE_FILE = "items/state.json"
 DETECTOR = "item_fit"
 ITEM_EVENT_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://learnscore.dev/drift/item")
+SEVERITY = {"item_drift": 1, "item_compromised": 2}
 
 
 @dataclass(frozen=True)
@@ -106,7 +110,10 @@ class ItemMonitor:
         self.window, self.window_count = None, 0
         reference_n = dict(zip(self.reference["item_id"], self.reference["responses"]))
         findings = []
-        for row in fit[(fit["flag"] != "") & ~fit["item_id"].isin(list(self.flagged))].to_dict("records"):
+        # An item is reported once per flag: an item_drift that turns out faster too is reported
+        # again as item_compromised (a gradual leak), never the other way round.
+        worse = fit["flag"].map(SEVERITY).fillna(0) > fit["item_id"].map(lambda i: SEVERITY.get(self.flagged.get(i), 0))
+        for row in fit[(fit["flag"] != "") & worse].to_dict("records"):
             key = f"{self.stream_id}/{version}/{row['item_id']}/{row['flag']}"
             findings.append(ItemFinding(
                 drift_event_id=str(uuid.uuid5(ITEM_EVENT_NAMESPACE, key)), batch_id=batch_id,
@@ -180,6 +187,7 @@ class ItemHook:
         self.write_events, self.write_flags = write_events, write_flags
         self._monitor: ItemMonitor | None = None
         self._last_batch_id = -1
+        self._unsent: list[dict[str, Any]] = []  # outboxes not known to be written, oldest first
 
     @property
     def monitor(self) -> ItemMonitor:
@@ -188,26 +196,32 @@ class ItemHook:
             self._monitor = (ItemMonitor.from_state(state.monitor, self.settings) if state.monitor
                              else ItemMonitor(self.settings))
             self._last_batch_id = state.last_batch_id
+            # After a restart the saved outboxes may or may not have been written: written again
+            # (both writes are idempotent).
+            self._unsent = list(state.outbox.get("unsent", []))
         return self._monitor
 
     def __call__(self, batch_id: int, submissions, *, now: datetime | None = None) -> list[ItemFinding]:
         monitor = self.monitor
-        if batch_id <= self._last_batch_id:
-            if batch_id == self._last_batch_id:
-                self._emit(self.store.load().outbox)
+        if batch_id <= self._last_batch_id:  # a replay: the detectors are not fed again
+            self._emit_unsent()
             return []
         production = self.production_bank()
         if production is None:  # nothing to compare with: the batch is not watched
+            self._emit_unsent()
             return []
         version, bank = production
         try:
             monitor.follow(version)
             sums, count = batch_sums(submissions, bank, self.settings, monitor.flagged)
             findings = monitor.add(batch_id, sums, count, now or datetime.now(timezone.utc)) if count else []
-            outbox = {"batch_id": batch_id, "app_id": f"learnscore-item-events-{monitor.stream_id}",
-                      "drift_events": [_isoformat(drift_event_row(f)) for f in findings],
-                      "flags": [_isoformat(item_flag_row(f)) for f in findings]}
-            self.store.save(DriftState(monitor=monitor.to_state(), last_batch_id=batch_id, outbox=outbox))
+            if findings:
+                self._unsent.append({
+                    "batch_id": batch_id, "app_id": f"learnscore-item-events-{monitor.stream_id}",
+                    "drift_events": [_isoformat(drift_event_row(f)) for f in findings],
+                    "flags": [_isoformat(item_flag_row(f)) for f in findings]})
+            self.store.save(DriftState(monitor=monitor.to_state(), last_batch_id=batch_id,
+                                       outbox={"unsent": self._unsent}))
             self._last_batch_id = batch_id
         except BaseException:
             self._monitor = None  # the file is the truth
@@ -215,15 +229,19 @@ class ItemHook:
         for finding in findings:
             log.warning("items: %s %s (%s) under version %s: %s", finding.item_id, finding.flag,
                         finding.direction, finding.model_version, evidence(finding))
-        self._emit(outbox)
+        self._emit_unsent()
         return findings
 
-    def _emit(self, outbox: dict[str, Any]) -> None:
-        if outbox.get("drift_events"):
+    def _emit_unsent(self) -> None:
+        """Write the saved outboxes oldest first, dropping each once written; stop at the first
+        that fails (it raises: the stream logs it) and try again on the next batch. In order,
+        because Delta's ``txnVersion`` skips a batch id older than one it committed."""
+        while self._unsent:
+            outbox = self._unsent[0]
             self.write_events([_datetimes(row) for row in outbox["drift_events"]], outbox["app_id"],
                               outbox["batch_id"])
-        if outbox.get("flags"):
             self.write_flags([_datetimes(row) for row in outbox["flags"]])
+            self._unsent.pop(0)
 
 
 def make_item_hook(config: Config, checkpoint_dir: str, *, spark=None) -> ItemHook:

@@ -63,7 +63,7 @@ class Learners:
 
 def test_a_leaked_and_a_harder_item_are_flagged_excluded_and_cleared(kit, production_model, small_model):
     from learnscore.model.features import model_input_from_events
-    from learnscore.streaming.drift.items import excluded_items, item_flags
+    from learnscore.streaming.drift.items import ExcludedItems, excluded_items, item_flags
     from tests.streaming.test_own_model import _cli
 
     config = kit.config.model_copy(update={"psychometrics": kit.config.psychometrics.model_copy(update={
@@ -102,6 +102,9 @@ def test_a_leaked_and_a_harder_item_are_flagged_excluded_and_cleared(kit, produc
     assert len(scored) == 1 and expected != pytest.approx(with_leaked, abs=1e-6)
     assert scored[0].progress_score == pytest.approx(expected, abs=1e-6)
 
+    clock = [0.0]
+    exclusion = ExcludedItems(config, clock=lambda: clock[0])
+    assert exclusion.current() == [leaked]
     cleared = _cli(config, "items", "clear", leaked, "--by", "reviewer")
     assert cleared.exit_code == 0, cleared.output
     again = _cli(config, "items", "clear", leaked)
@@ -110,5 +113,7 @@ def test_a_leaked_and_a_harder_item_are_flagged_excluded_and_cleared(kit, produc
     row = item_flags(config, include_cleared=True).set_index("item_id").loc[leaked]
     assert (row["status"], row["reviewed_by"]) == ("cleared", "reviewer")
 
-    # Cleared: no longer left out of scoring (what the scoring query rereads every few seconds).
-    assert excluded_items(config) == []
+    # Cleared: the scoring query sees it at its next reread of the flags, and scores the item again.
+    assert exclusion.current() == [leaked]
+    clock[0] += config.psychometrics.item_flags_check_seconds
+    assert exclusion.current() == []
