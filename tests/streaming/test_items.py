@@ -11,6 +11,7 @@ import uuid
 from datetime import timedelta
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from learnscore.schemas import topics
@@ -117,3 +118,41 @@ def test_a_leaked_and_a_harder_item_are_flagged_excluded_and_cleared(kit, produc
     assert exclusion.current() == [leaked]
     clock[0] += config.psychometrics.item_flags_check_seconds
     assert exclusion.current() == []
+
+
+def test_item_flags_that_could_not_be_written_are_written_with_the_next_batch_once(config, spark, small_model,
+                                                                                   tmp_path):
+    from learnscore.streaming.drift.items import ItemHook, item_flags, make_item_hook, merge_item_flags
+
+    config = config.model_copy(update={"psychometrics": config.psychometrics.model_copy(update={
+        "item_reference_submissions": REFERENCE, "item_window_submissions": WINDOW, "item_min_responses": 30})})
+    bank = small_model[0].item_bank
+    learners = Learners(bank, seed=9)
+    leaked, harder = (bank.item_ids[i] for i in learners.items[:2])
+    checkpoint = str(tmp_path / "checkpoints" / "land")
+    real = make_item_hook(config, checkpoint, spark=spark)
+
+    def hook(write_flags) -> ItemHook:  # what the landing query builds, after a restart each time
+        return ItemHook(config.psychometrics, str(real.store.path), lambda: ("1", bank), real.write_events,
+                        write_flags)
+
+    def broken(rows):
+        raise ConnectionError("the flag table's commit was lost")
+
+    first = hook(broken)
+    assert first(0, pd.DataFrame(learners.submissions(REFERENCE))) == []
+    window = pd.DataFrame(learners.submissions(WINDOW, leaked=leaked, harder=harder))
+    with pytest.raises(ConnectionError):
+        first(1, window)
+    assert item_flags(config).empty
+
+    def item_events():
+        return sorted((e.item_id, e.signal) for e in spark.read.format("delta").load(
+            config.table_path("ops.drift_events")).collect())
+
+    restarted = hook(lambda rows: merge_item_flags(config, rows))
+    assert restarted(1, window) == []  # a replay: nothing is fed again, what was not written is
+    assert sorted(item_flags(config)["item_id"]) == sorted([leaked, harder])
+    assert item_events() == sorted([(leaked, "item_compromised"), (harder, "item_drift")])
+    assert restarted.monitor.window_count == 0 and restarted(2, pd.DataFrame(learners.submissions(10))) == []
+    assert item_events() == sorted([(leaked, "item_compromised"), (harder, "item_drift")])  # once
