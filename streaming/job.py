@@ -227,6 +227,7 @@ def start_scorer(spark: SparkSession, config: Config, hooks: ScorerHooks | None 
     try:
         create_topics(config, list(ScorerTopics.BASE_NAMES))
         ensure_spark_tables(spark, config, STREAM_TABLES)
+        production_bank = _production_bank(config)  # one registry lookup and bank for silver and the item watch
         if hooks is None:
             hooks = ScorerHooks()
             if drift and (config.drift.enabled or config.psychometrics.enabled):
@@ -234,7 +235,8 @@ def start_scorer(spark: SparkSession, config: Config, hooks: ScorerHooks | None 
 
                 hooks = drift_hooks(config, scorer_checkpoint(config, gold.QUERY),
                                     scorer_checkpoint(config, pairs.QUERY), spark=spark,
-                                    land_checkpoint=scorer_checkpoint(config, landing.QUERY))
+                                    land_checkpoint=scorer_checkpoint(config, landing.QUERY),
+                                    production_bank=production_bank)
         names = ScorerTopics.of(config)
         key = Secrets(config).pseudonym_key.get_secret_value()
         models = models or ModelCache(spark, config)
@@ -247,7 +249,7 @@ def start_scorer(spark: SparkSession, config: Config, hooks: ScorerHooks | None 
                             config.streaming.trigger_seconds),
             landing.QUERY: (landing.landing_stream(spark, config, names),
                             landing.make_landing_handler(spark, config, runtimes[landing.QUERY], hooks.submissions,
-                                                         _production_bank(config)),
+                                                         production_bank),
                             config.streaming.landing_trigger_seconds),
             gold.QUERY: (gold.gold_stream(spark, config, names),
                          gold.make_gold_handler(spark, config, runtimes[gold.QUERY], key, hooks.predictions),

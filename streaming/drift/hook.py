@@ -225,7 +225,7 @@ def make_drift_hook(config: Config, checkpoint_dir: str, *, spark=None, producer
 
 
 def drift_hooks(config: Config, gold_checkpoint: str, pairs_checkpoint: str, *, spark=None,
-                land_checkpoint: str | None = None):
+                land_checkpoint: str | None = None, production_bank=None):
     """The scorer's drift detectors: on gold rows (covariate, prediction and effort signals, state
     in the gold query's checkpoint) and on pairs (concept signals, state in the pairs query's): two
     monitors, each applied once per micro-batch of its own query; with ``land_checkpoint`` and
@@ -237,7 +237,7 @@ def drift_hooks(config: Config, gold_checkpoint: str, pairs_checkpoint: str, *, 
     if config.psychometrics.enabled and land_checkpoint:
         from learnscore.streaming.drift.items import make_item_hook
 
-        on_submissions = (make_item_hook(config, land_checkpoint, spark=spark),)
+        on_submissions = (make_item_hook(config, land_checkpoint, spark=spark, production_bank=production_bank),)
     if not config.drift.enabled:
         return ScorerHooks(submissions=on_submissions)
     on_predictions = make_drift_hook(config, gold_checkpoint, spark=spark)

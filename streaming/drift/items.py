@@ -244,8 +244,10 @@ class ItemHook:
             self._unsent.pop(0)
 
 
-def make_item_hook(config: Config, checkpoint_dir: str, *, spark=None) -> ItemHook:
-    """The item watch of the landing query checkpointed at ``checkpoint_dir``."""
+def make_item_hook(config: Config, checkpoint_dir: str, *, spark=None, production_bank=None) -> ItemHook:
+    """The item watch of the landing query checkpointed at ``checkpoint_dir``; ``production_bank``:
+    the landing query's own (``registry.artifacts.production_item_bank``), so the registry is asked
+    and the bank loaded once for both."""
     from learnscore.registry.artifacts import production_item_bank
     from learnscore.streaming.drift.hook import write_drift_events
 
@@ -257,7 +259,8 @@ def make_item_hook(config: Config, checkpoint_dir: str, *, spark=None) -> ItemHo
     def write_flags(rows) -> None:
         merge_item_flags(config, rows)
 
-    return ItemHook(config.psychometrics, f"{checkpoint_dir.rstrip('/')}/{STATE_FILE}", production_item_bank(config),
+    return ItemHook(config.psychometrics, f"{checkpoint_dir.rstrip('/')}/{STATE_FILE}",
+                    production_bank or production_item_bank(config),
                     write_events, write_flags)
 
 
@@ -358,11 +361,9 @@ def batch_sums(submissions, bank: ItemBank, settings: PsychometricsConfig, flagg
     from learnscore.schemas.scoring import MODEL_INPUT_COLUMNS
 
     if isinstance(submissions, pd.DataFrame):
-        frame = submissions
-        if "responses" in frame.columns:
-            frame = frame.assign(**{c: [[r[c] for r in responses] for responses in frame["responses"]]
-                                    for c in MODEL_INPUT_COLUMNS[2:]})
-        flat = flatten_model_input(frame[list(MODEL_INPUT_COLUMNS)])
+        from learnscore.streaming.drift.features import _model_input_pandas
+
+        flat = flatten_model_input(_model_input_pandas(submissions)[list(MODEL_INPUT_COLUMNS)])
         return flat_sums(flat, bank, settings, flagged), flat.n_rows
     from learnscore.model.features import spark_model_input_columns
 
