@@ -7,7 +7,11 @@
    out per row in, no NaN, score within 0–100, a known level, probabilities summing to 1.
 3. ``vs_production_mae`` / ``vs_production_macro_f1``: on the same recent labelled window it is
    not worse than the current production version beyond ``gates.max_mae_increase`` /
-   ``gates.max_macro_f1_drop``.
+   ``gates.max_macro_f1_drop``. The window holds only submissions made after the candidate's
+   training data ends (its ``data.train_until`` tag; its holdout and what came since): rows it
+   was trained on would flatter it, and after a concept drift, rows of the old concept (the
+   newest outcomes when silver lags behind the scores) would judge it by the relation it was
+   retrained to leave.
 4. ``floor_mae`` / ``floor_macro_f1``: absolute limits on the window (``gates.max_mae``,
    ``gates.min_macro_f1``).
 
@@ -52,6 +56,7 @@ class GateReport:
     production_version: str | None = None
     production_metrics: dict[str, float] = field(default_factory=dict)
     window_rows: int = 0
+    window_after: str | None = None  # the candidate's training cutoff: the window's rows came later
 
     @property
     def passed(self) -> bool:
@@ -63,6 +68,7 @@ class GateReport:
 
     def summary(self) -> str:
         head = (f"gates for version {self.version} on {self.window_rows} recent labelled submissions"
+                + (f" made after its training data ({self.window_after})" if self.window_after else "")
                 + (f" (production: v{self.production_version})" if self.production_version else
                    " (no production version yet)"))
         return "\n".join([head, *(f"  {result}" for result in self.results)])
@@ -181,6 +187,7 @@ def run_gates(config: Config, version: str) -> GateReport:
     failing gate (the report says it); the caller decides."""
     from mlflow.models import get_model_info
 
+    from learnscore.registry.access import training_cutoff
     from learnscore.registry.window import recent_labelled_window
 
     uri = version_uri(config, version)
@@ -193,8 +200,10 @@ def run_gates(config: Config, version: str) -> GateReport:
                                     check_smoke(None, 0, error=f"could not load: {exc}")))
     results = [GateResult("trust", True, "no code path, no pickle, content as registered"),
                check_signature(get_model_info(uri).signature)]
-    model_input, labels = recent_labelled_window(config, config.gates.window_rows)
-    log.info("gates: scoring version %s on %d recent labelled submissions", version, len(labels))
+    cutoff = training_cutoff(config, version)
+    model_input, labels = recent_labelled_window(config, config.gates.window_rows, after=cutoff)
+    after = f" made after its training data ({cutoff.isoformat()})" if cutoff else ""
+    log.info("gates: scoring version %s on %d recent labelled submissions%s", version, len(labels), after)
     try:
         smoke_input = model_input.head(config.gates.smoke_rows)
         if smoke_input.empty:
@@ -204,8 +213,8 @@ def run_gates(config: Config, version: str) -> GateReport:
         results.append(check_smoke(None, 0, error=f"could not load or score: {exc}"))
         return GateReport(version, tuple(results))
     if labels.empty:
-        results.append(GateResult("window", False, "no labelled submissions (silver.submissions ⋈ "
-                                  "silver.outcomes) to judge the version on; load a history or wait "
+        results.append(GateResult("window", False, f"no labelled submissions{after} (silver.submissions "
+                                  "⋈ silver.outcomes) to judge the version on; load a history or wait "
                                   "for outcomes"))
         return GateReport(version, tuple(results))
     candidate_metrics = window_metrics(candidate.predict(model_input), labels)
@@ -224,7 +233,7 @@ def run_gates(config: Config, version: str) -> GateReport:
     results += check_against_production(candidate_metrics, production_metrics, production_version, config)
     results += check_floors(candidate_metrics, config)
     return GateReport(version, tuple(results), candidate_metrics, production_version,
-                      production_metrics or {}, len(labels))
+                      production_metrics or {}, len(labels), cutoff.isoformat() if cutoff else None)
 
 
 # -- helpers ---------------------------------------------------------------------------------------

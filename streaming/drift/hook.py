@@ -2,16 +2,18 @@
 
 Order of one call for micro-batch ``b`` (exactly once, see ``state.py``):
 
-1. ``b <= last_batch_id``: a replay. The detectors are not fed again; if ``b`` is the last
-   applied batch its outbox is written again (both writes are idempotent) and returned.
-2. Otherwise the monitor observes the batch, and the new monitor state, ``b`` and the batch's
-   outputs are saved in one atomic replace of the state file.
-3. The outputs are written: ``ops.drift_events`` with Delta's ``txnAppId``/``txnVersion``
-   (one app id per stream, version = batch id: a second write of the batch is skipped), and each
-   ``RetrainRequested`` on ``model.retrain-requests`` (key = segment, event id = deterministic
-   request id, so the retrain worker recognises a re-sent request).
+1. ``b <= last_batch_id``: a replay. The detectors are not fed again; the saved outboxes not
+   yet known to be written are written (both writes are idempotent).
+2. Otherwise the monitor observes the batch, and the new monitor state, ``b`` and the unsent
+   outboxes (this batch's outputs appended) are saved in one atomic replace of the state file.
+3. The unsent outboxes are written oldest first, each dropped once written: ``ops.drift_events``
+   with Delta's ``txnAppId``/``txnVersion`` (one app id per stream, version = batch id: a second
+   write of the batch is skipped), and each ``RetrainRequested`` on ``model.retrain-requests``
+   (key = segment, event id = deterministic request id, so the retrain worker recognises a
+   re-sent request). A write that fails stops there and is tried again with the next batch.
 
-A crash between 2 and 3 replays ``b``, which lands in case 1 and writes the outbox.
+A crash between 2 and 3 replays ``b``, which lands in case 1 and writes the outbox; a failed
+write that does not stop the stream (the runtime logs a failing hook) is written with ``b + 1``.
 """
 
 from __future__ import annotations
@@ -77,6 +79,7 @@ class DriftHook:
         self.send_requests = send_requests
         self._monitor: DriftMonitor | None = None
         self._last_batch_id: int | None = None
+        self._unsent: list[dict[str, Any]] = []  # outboxes not known to be written, oldest first
 
     def _load(self) -> None:
         if self._monitor is None:
@@ -84,6 +87,10 @@ class DriftHook:
             self._monitor = (DriftMonitor.from_state(state.monitor, self.settings)
                              if state.monitor else DriftMonitor(self.settings))
             self._last_batch_id = state.last_batch_id
+            # After a restart the saved outboxes may or may not have been written: written again.
+            # A state file of an older release holds the last batch's outbox alone.
+            outbox = state.outbox
+            self._unsent = list(outbox["unsent"]) if "unsent" in outbox else [outbox] if outbox else []
 
     @property
     def monitor(self) -> DriftMonitor:
@@ -108,15 +115,17 @@ class DriftHook:
                                        self._out_of_sample(_pandas(outcomes, OUTCOME_COLUMNS)),
                                        now or datetime.now(timezone.utc))
             outbox = _outbox(batch_id, monitor.stream_id, findings)
+            if findings:
+                self._unsent.append(outbox)
             self.store.save(DriftState(monitor=monitor.to_state(), last_batch_id=batch_id,
-                                       outbox=outbox))
+                                       outbox={"unsent": self._unsent}))
             self._last_batch_id = batch_id
         except BaseException:
             self._monitor = None  # the file is the truth: reload it on the next call
             raise
         for finding in findings:
             _log_finding(finding)
-        self._emit(outbox)
+        self._emit_unsent()
         return _rows(outbox)
 
     def _predictions(self, frame) -> pd.DataFrame | None:
@@ -170,23 +179,25 @@ class DriftHook:
         return self._cutoffs[version]
 
     def _replay(self, batch_id: int) -> list[dict[str, Any]]:
-        if batch_id < self._last_batch_id:
-            log.info("drift: batch %d replayed, already applied (last %d): skipped",
-                     batch_id, self._last_batch_id)
-            return []
-        outbox = self.store.load().outbox
-        log.info("drift: batch %d replayed: detectors not fed again; re-writing its %d drift "
-                 "events and %d retrain requests", batch_id, len(outbox.get("drift_events", [])),
-                 len(outbox.get("requests", [])))
-        self._emit(outbox)
-        return _rows(outbox)
+        """The rows of the saved outboxes written by this call (the detectors are not fed)."""
+        log.info("drift: batch %d replayed (last applied %d): detectors not fed again; %d saved "
+                 "outboxes to write", batch_id, self._last_batch_id, len(self._unsent))
+        rows = [row for outbox in self._unsent for row in _rows(outbox)]
+        self._emit_unsent()
+        return rows
 
-    def _emit(self, outbox: dict[str, Any]) -> None:
-        rows = _rows(outbox)
-        if rows:
-            self.write_events(rows, outbox["app_id"], outbox["batch_id"])
-        if outbox.get("requests"):
-            self.send_requests(outbox["requests"])
+    def _emit_unsent(self) -> None:
+        """Write the saved outboxes oldest first, dropping each once written; stop at the first
+        that fails (it raises: the stream logs it) and try again with the next batch. In order,
+        because Delta's ``txnVersion`` skips a batch id older than one it committed."""
+        while self._unsent:
+            outbox = self._unsent[0]
+            rows = _rows(outbox)
+            if rows:
+                self.write_events(rows, outbox["app_id"], outbox["batch_id"])
+            if outbox.get("requests"):
+                self.send_requests(outbox["requests"])
+            self._unsent.pop(0)
 
 
 def make_drift_hook(config: Config, checkpoint_dir: str, *, spark=None, producer=None) -> DriftHook:

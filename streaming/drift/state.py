@@ -8,10 +8,10 @@ A tampered file can at worst make the detectors alarm or stay quiet, which is wh
 the stream's checkpoint, under the same access control. A file that is not valid JSON or of an
 unknown format is refused with a message, never guessed at.
 
-Exactly once: the monitor state, ``last_batch_id`` and the batch's outputs (the *outbox*) are
-replaced in one atomic step (temp file, fsync, rename, fsync of the folder). A batch replayed
-after a crash (``batch_id <= last_batch_id``) therefore never feeds the detectors again, and
-its outputs can be re-emitted from the outbox.
+Exactly once: the monitor state, ``last_batch_id`` and the outputs not yet written (the
+*outboxes*) are replaced in one atomic step (temp file, fsync, rename, fsync of the folder). A
+batch replayed after a crash (``batch_id <= last_batch_id``) therefore never feeds the
+detectors again, and its outputs can be re-emitted from the saved outboxes.
 """
 
 from __future__ import annotations
@@ -35,7 +35,8 @@ class DriftStateError(RuntimeError):
 
 @dataclass
 class DriftState:
-    """What the file holds. ``outbox`` is the output of ``last_batch_id`` (rows and events)."""
+    """What the file holds. ``outbox`` is ``{"unsent": [...]}``: the outputs (rows and events) of
+    applied batches not yet known to be written, oldest first."""
 
     monitor: dict[str, Any] | None = None
     last_batch_id: int = -1

@@ -95,6 +95,10 @@ def test_train_promote_refuse_promote_rollback(spark, lifecycle_config, small_hi
     moved = promote(config, actor="test", reason="first model")
     assert (moved.version, moved.previous_version) == ("1", None)
     assert alias_version(config, PRODUCTION) == "1" and moved.report.passed
+    # Judged on what it never saw: its holdout (what came after its training data), not all 3,000.
+    assert moved.report.window_rows == first.rows_holdout == 600
+    assert moved.report.window_after == newest_trained.tz_localize("UTC").isoformat()
+    assert "made after its training data" in moved.report.summary()
 
     # -- version 2: deliberately worse, refused with the gate and the margin -----------------------
     worse = train_model(spark, _worse(config), history_dir=small_history, actor="test")

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from learnscore.core.kafka_io import consumer, create_topics
+from learnscore.core.lake import ensure_spark_tables
 from learnscore.schemas import topics
 from learnscore.schemas.events import RETRAIN_REQUESTED, validate_bytes
 from learnscore.schemas.tables import DRIFT_EVENTS
@@ -105,6 +106,35 @@ def test_a_crash_after_the_state_is_saved_rewrites_the_outbox_on_replay(config, 
     restarted(6, _batch(6), None, now=NOW)  # and once more: Delta skips the second commit
     table = spark.read.format("delta").load(config.table_path(DRIFT_EVENTS.name))
     assert table.count() == 1
+
+
+def test_a_failed_write_that_does_not_stop_the_stream_is_written_with_the_next_batch_once(
+        config, spark, tmp_path):
+    config = _small(config)
+    create_topics(config, [topics.RETRAIN_REQUESTS])
+    working = make_drift_hook(config, str(tmp_path / "checkpoints" / "scorer"), spark=spark)
+    failures = iter([ConnectionError("Delta commit lost")])
+
+    def flaky_write(rows, app_id, batch_id):
+        failure = next(failures, None)
+        if failure:
+            raise failure
+        working.write_events(rows, app_id, batch_id)
+
+    hook = DriftHook(working.settings, working.store.path, flaky_write, working.send_requests)
+    for b in range(6):
+        hook(b, _batch(b), None, now=NOW)
+    with pytest.raises(ConnectionError):  # the runtime logs it and the stream goes on
+        hook(6, _batch(6), None, now=NOW)
+    ensure_spark_tables(spark, config, [DRIFT_EVENTS.name])
+    table = spark.read.format("delta").load(config.table_path(DRIFT_EVENTS.name))
+    assert table.count() == 0 and _requests(config) == []
+    assert hook(7, _batch(7), None, now=NOW) == []  # batch 7 finds nothing but writes batch 6's
+    assert hook(8, _batch(8), None, now=NOW) == []  # and nothing is written twice
+    assert make_drift_hook(config, str(tmp_path / "checkpoints" / "scorer"), spark=spark)(8, None, None) == []
+    events = spark.read.format("delta").load(config.table_path(DRIFT_EVENTS.name)).collect()
+    assert [(e["batch_id"], e["signal"]) for e in events] == [(6, "accuracy")]
+    assert [r["event_id"] for r in _requests(config)] == [events[0]["request_id"]]
 
 
 def _pairs(n: int, start: datetime, version: str) -> pd.DataFrame:
