@@ -32,7 +32,7 @@ from learnscore.model.effort import measure_effort
 from learnscore.model.features import flatten_events
 from learnscore.model.item_bank import fit_item_bank
 from learnscore.simulator.generator import Simulator
-from learnscore.simulator.irt import SKILLS, SUBJECTS
+from learnscore.simulator.irt import SKILLS_PER_SUBJECT
 from learnscore.simulator.scenarios import PSYCHOMETRIC, ScenarioSpec, psychometric_items
 from learnscore.streaming.drift.items import ItemMonitor
 from learnscore.streaming.drift.monitor import DriftMonitor, DriftSettings
@@ -80,7 +80,7 @@ def run_psychometrics_bench(config, *, history: int = 20_000, stationary: int = 
         },
         "scenarios": {},
     }
-    skills = len(SKILLS[SUBJECTS[0]])
+    skills = SKILLS_PER_SUBJECT
     for name in scenarios:
         log.info("scenario %s from submission %d", name, onset)
         simulator = _simulator(seed, name, ScenarioSpec(name, at_event=onset))

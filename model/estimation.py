@@ -50,6 +50,7 @@ References
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -170,9 +171,9 @@ class ConfidenceBasedEstimator:
 # -- DLE ----------------------------------------------------------------------------------------
 
 
-def loss_features(predictions: pd.DataFrame) -> np.ndarray:
-    """What the DLE nanny sees of a row: predicted score, class probabilities, subject (one
-    column per known subject) and grade.
+def loss_features(predictions: pd.DataFrame, subjects: Sequence[str] = SUBJECTS) -> np.ndarray:
+    """What the DLE nanny sees of a row: predicted score, class probabilities, grade and subject
+    (one column per subject of ``subjects``: the reference's, as :class:`DirectLossEstimator` fits).
 
     >>> frame = pd.DataFrame({"subject": ["math"], "grade_level": [4], "progress_score": [61.5],
     ...                       "p_beginner": [0.1], "p_developing": [0.2], "p_proficient": [0.6],
@@ -188,7 +189,7 @@ def loss_features(predictions: pd.DataFrame) -> np.ndarray:
         predictions["progress_score"].to_numpy(dtype=np.float64),
         predictions[list(PROBABILITY_COLUMNS)].to_numpy(dtype=np.float64),
         predictions["grade_level"].to_numpy(dtype=np.float64),
-        *((subject == name).astype(np.float64) for name in SUBJECTS),
+        *((subject == name).astype(np.float64) for name in subjects),
     ])
 
 
@@ -230,6 +231,7 @@ class DirectLossEstimator:
         if len(observed) != len(predictions):
             raise ValueError(f"{len(predictions)} reference predictions but {len(observed)} observed scores")
         error = np.abs(observed - predictions["progress_score"].to_numpy(dtype=np.float64))
+        self.subjects_ = sorted({str(s) for s in predictions["subject"].dropna()})  # the domain's, as seen
         nanny = HistGradientBoostingRegressor(
             loss="squared_error", max_iter=self.max_iter, learning_rate=self.learning_rate,
             max_leaf_nodes=self.max_leaf_nodes, min_samples_leaf=min(self.min_samples_leaf, max(1, len(error) // 10)),
@@ -237,7 +239,7 @@ class DirectLossEstimator:
         # One OpenMP thread, as the diagnostic model does: threads spinning against other
         # processes made a small fit many times slower on a busy machine.
         with single_thread():
-            self.nanny_ = nanny.fit(loss_features(predictions), error)
+            self.nanny_ = nanny.fit(loss_features(predictions, self.subjects_), error)
         self.reference_mae_ = float(error.mean())
         return self
 
@@ -248,7 +250,7 @@ class DirectLossEstimator:
         if len(predictions) == 0:
             return np.zeros(0)
         with single_thread():
-            return np.maximum(self.nanny_.predict(loss_features(predictions)), 0.0)
+            return np.maximum(self.nanny_.predict(loss_features(predictions, self.subjects_)), 0.0)
 
     def estimate(self, predictions: pd.DataFrame) -> float:
         """The estimated MAE of these rows."""

@@ -6,7 +6,7 @@ endpoint all hand the model the same *model input* — one row per submission:
 =====================  =========================================================
 column                 type
 =====================  =========================================================
-``subject``            str, one of :data:`learnscore.schemas.events.SUBJECTS`
+``subject``            str, one of the domain's subjects (``domain.subjects``)
 ``grade_level``        int64
 ``item_id``            list[str]   one value per response, in answer order
 ``skill``              list[str]
@@ -42,21 +42,22 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from learnscore.model.item_bank import ItemBank, estimate_ability, index_of
-from learnscore.schemas.events import SUBJECTS
 from learnscore.schemas.scoring import MODEL_INPUT_COLUMNS, RESPONSE_COLUMNS
 
 _STRING_LISTS = ("item_id", "skill")
 _LIST_DTYPES = {"correct": np.bool_, "response_time_ms": np.int64, "attempts": np.int64,
                 "hint_used": np.bool_}
 
-#: Features every model has. Per-skill accuracies follow them, one slot per skill of the
-#: model's item bank: see :func:`feature_names`.
+#: Features every model has. A one-hot slot per subject of the model's item bank follows them,
+#: then a per-skill accuracy per skill of the bank: see :func:`feature_names`. The subjects and
+#: skills are the ones the model was trained on (the bank is learned from its training data), so
+#: a subject added to ``domain.subjects`` becomes a feature of the next model trained on it.
 FEATURE_NAMES = (
     "n_responses", "accuracy", "first_try_accuracy", "mean_attempts", "multi_attempt_share",
     "hint_share", "mean_log_time", "median_log_time", "std_log_time", "log_time_residual",
     "ability", "ability_se", "mean_item_difficulty", "unknown_item_share", "grade_level",
-    *(f"subject_{subject}" for subject in SUBJECTS),
 )
+SUBJECT_FEATURE_PREFIX = "subject_"
 SKILL_FEATURE_PREFIX = "skill_accuracy__"
 
 
@@ -66,7 +67,8 @@ class ModelInputError(ValueError):
 
 def feature_names(item_bank: ItemBank) -> list[str]:
     """All feature columns for a model with this item bank, in order."""
-    return [*FEATURE_NAMES, *(SKILL_FEATURE_PREFIX + skill for skill in item_bank.skills)]
+    return [*FEATURE_NAMES, *(SUBJECT_FEATURE_PREFIX + subject for subject in item_bank.subjects),
+            *(SKILL_FEATURE_PREFIX + skill for skill in item_bank.skills)]
 
 
 # -- building the model input -----------------------------------------------------------------
@@ -331,19 +333,19 @@ def feature_matrix(flat: FlatResponses, item_bank: ItemBank) -> np.ndarray:
         "unknown_item_share": per_row_mean((~known).astype(np.float64)),
         "grade_level": flat.grade_level,
     }
-    subject_index, _ = index_of(flat.subject, list(SUBJECTS))
-    for position, subject in enumerate(SUBJECTS):
-        columns[f"subject_{subject}"] = (subject_index == position).astype(np.float64)
-    n_skills = len(item_bank.skills)
-    matrix = np.empty((n, len(FEATURE_NAMES) + n_skills))
+    n_subjects, n_skills = len(item_bank.subjects), len(item_bank.skills)
+    matrix = np.empty((n, len(FEATURE_NAMES) + n_subjects + n_skills))
     for position, name in enumerate(FEATURE_NAMES):
         matrix[:, position] = columns[name]
+    subject_index, _ = index_of(flat.subject, item_bank.subjects)  # −1: a subject the model never saw
+    for position in range(n_subjects):
+        matrix[:, len(FEATURE_NAMES) + position] = (subject_index == position).astype(np.float64)
     skill_index, skill_known = index_of(flat.skill, item_bank.skills)
     key = row[skill_known] * n_skills + skill_index[skill_known]
     seen = np.bincount(key, minlength=n * n_skills).reshape(n, n_skills)
     right = np.bincount(key, weights=correct[skill_known], minlength=n * n_skills).reshape(n, n_skills)
     with np.errstate(invalid="ignore", divide="ignore"):
-        matrix[:, len(FEATURE_NAMES):] = np.where(seen > 0, right / seen, np.nan)  # skill accuracies
+        matrix[:, len(FEATURE_NAMES) + n_subjects:] = np.where(seen > 0, right / seen, np.nan)  # skill accuracies
     return matrix
 
 

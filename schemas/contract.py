@@ -289,8 +289,14 @@ def _problem(error: dict) -> Problem:
         return Problem(code, path, f"needs at least {(error.get('ctx') or {}).get('min_length')} characters")
     if code == "unknown_value":
         expected = str((error.get("ctx") or {}).get("expected", "")).replace("'", "").replace(" or ", ", ")
-        return Problem(code, path, f"{str(value)[:64]!r} is not one of {expected}")
+        key = DOMAIN_KEYS.get(path.rsplit(".", 1)[-1])
+        return Problem(code, path, f"{str(value)[:64]!r} is not one of {expected}"
+                                   + (f" (the config's {key}: add it there to accept it)" if key else ""))
     return Problem(code, path, error.get("msg", kind))
+
+
+#: Fields whose allowed values come from the config (``domain:``): an unknown value names the key.
+DOMAIN_KEYS = {"subject": "domain.subjects", "skill": "domain.skills"}
 
 
 def _describe(value: Any) -> str:

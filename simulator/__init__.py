@@ -17,9 +17,12 @@ from __future__ import annotations
 
 
 def settings_from_config(config):
-    """The simulated platform's shape (:class:`SimulatorSettings`) from ``config.simulator``."""
+    """The simulated platform's shape (:class:`SimulatorSettings`) from ``config.simulator`` and
+    ``config.domain`` (its subjects, grades and skills)."""
     from learnscore.simulator.generator import SimulatorSettings
 
-    section = config.simulator
+    section, domain = config.simulator, config.domain
     return SimulatorSettings(items_per_skill=section.items_per_skill, min_items=section.min_items,
-                             max_items=section.max_items)
+                             max_items=section.max_items, subjects=tuple(domain.subjects),
+                             grade_min=domain.grade_min, grade_max=domain.grade_max,
+                             skills=tuple(domain.skills) if domain.skills else None)

@@ -42,6 +42,10 @@ class SimulatorSettings:
     min_items: int = 20
     max_items: int = 40
     bank_seed: int = BANK_SEED
+    subjects: tuple[str, ...] = SUBJECTS  # the domain's (config: domain.subjects, grade_min/max, skills)
+    grade_min: int = 1
+    grade_max: int = 12
+    skills: tuple[str, ...] | None = None
 
 
 @dataclass
@@ -162,7 +166,8 @@ class Simulator:
         self.scenarios = tuple(self.scenarios)
         self._start64 = _datetime64(self.start)
         self._start_ms = int(self._start64.astype("datetime64[ms]").astype(np.int64))
-        self.bank = self.bank or make_item_bank(self.settings.bank_seed, self.settings.items_per_skill)
+        self.bank = self.bank or make_item_bank(self.settings.bank_seed, self.settings.items_per_skill,
+                                                subjects=self.settings.subjects, skills=self.settings.skills)
         self._run_key = zlib.crc32(self.run.encode())
         self._buffer: SimulatedBatch | None = None
         self._next_block = 0
@@ -200,8 +205,8 @@ class Simulator:
         offsets_s = index * self.interval_s
         effects = effects_of(self.scenarios, index, offsets_s)
 
-        subject_index = rng.integers(0, len(SUBJECTS), n)
-        grade = rng.integers(1, 13, n)
+        subject_index = rng.integers(0, len(bank.subjects), n)
+        grade = rng.integers(settings.grade_min, settings.grade_max + 1, n)
         theta = draw_abilities(rng, grade, effects.ability_shift)
         test_offsets, item_index = sample_tests(rng, bank, subject_index, effects.bank_version,
                                                 settings.min_items, settings.max_items)
@@ -230,7 +235,7 @@ class Simulator:
                 answers.attempts.tolist(), answers.hint_used.tolist())
         ]
         bounds = test_offsets.tolist()
-        subjects = np.asarray(SUBJECTS, dtype=object)[subject_index].tolist()
+        subjects = np.asarray(bank.subjects, dtype=object)[subject_index].tolist()
         versions = np.asarray(bank.versions, dtype=object)[effects.bank_version].tolist()
         grades = grade.tolist()
         submissions = [

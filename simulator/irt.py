@@ -23,6 +23,22 @@ SKILLS: dict[str, tuple[str, ...]] = {
     "reading": ("phonics", "vocabulary", "fluency", "comprehension", "inference"),
     "science": ("life_science", "physical_science", "earth_science", "inquiry", "chemistry"),
 }
+SKILLS_PER_SUBJECT = 5
+
+
+def subject_skills(subject: str, allowed: tuple[str, ...] | None = None) -> tuple[str, ...]:
+    """The simulated skills of ``subject``: the built-in ones, else ``<subject>_skill_<k>``; with
+    ``allowed`` (``domain.skills``) the subject's slots take allowed names in turn.
+
+    >>> subject_skills("music")[:2]
+    ('music_skill_1', 'music_skill_2')
+    >>> subject_skills("music", ("rhythm", "pitch"))
+    ('rhythm', 'pitch', 'rhythm', 'pitch', 'rhythm')
+    """
+    own = SKILLS.get(subject) or tuple(f"{subject}_skill_{k + 1}" for k in range(SKILLS_PER_SUBJECT))
+    if allowed is None or set(own) <= set(allowed):
+        return own
+    return tuple(allowed[k % len(allowed)] for k in range(SKILLS_PER_SUBJECT))
 
 GRADES = np.arange(1, 13)
 MEDIAN_RESPONSE_MS = 20_000.0  # a typical item takes ~20 s
@@ -62,31 +78,38 @@ class ItemBank:
     difficulty: np.ndarray  # b
     guessing: np.ndarray  # c
     time_intensity: np.ndarray  # log-scale offset of the item's typical response time
+    subjects: tuple[str, ...] = SUBJECTS
 
     @property
     def items_per_subject(self) -> int:
-        return len(SKILLS[SUBJECTS[0]]) * self.items_per_skill
+        return SKILLS_PER_SUBJECT * self.items_per_skill
 
     def block_start(self, version_index: np.ndarray | int, subject_index: np.ndarray | int):
-        return (np.asarray(version_index) * len(SUBJECTS) + np.asarray(subject_index)) * self.items_per_subject
+        return (np.asarray(version_index) * len(self.subjects) + np.asarray(subject_index)) * self.items_per_subject
 
 
 def make_item_bank(seed: int, items_per_skill: int = 40,
-                   designs: tuple[BankDesign, ...] = (BASE_BANK, CHANGED_BANK)) -> ItemBank:
+                   designs: tuple[BankDesign, ...] = (BASE_BANK, CHANGED_BANK),
+                   subjects: tuple[str, ...] = SUBJECTS, skills: tuple[str, ...] | None = None) -> ItemBank:
     """Draw the item bank: for each design, subject and skill, ``items_per_skill`` items.
+    ``subjects`` / ``skills``: the domain's (``domain.subjects``, ``domain.skills``).
 
     >>> bank = make_item_bank(seed=1, items_per_skill=2)
     >>> len(bank.item_id), bank.item_id[0], bank.item_id[-1]
     (60, 'math.number_sense.v1.000', 'science.chemistry.v2.001')
+    >>> make_item_bank(seed=1, items_per_skill=2, subjects=("math", "music")).item_id[-1]
+    'music.music_skill_5.v2.001'
     """
     rng = np.random.default_rng([seed, 0x17E5])
-    ids, skills, a, b, c, tau = [], [], [], [], [], []
+    ids, skill_names, a, b, c, tau = [], [], [], [], [], []
     for design in designs:
-        for subject in SUBJECTS:
-            for skill in SKILLS[subject]:
-                n = items_per_skill
-                ids += [f"{subject}.{skill}.{design.version}.{k:03d}" for k in range(n)]
-                skills += [skill] * n
+        for subject in subjects:
+            numbered: dict[str, int] = {}  # a skill that fills two slots numbers its items on
+            for skill in subject_skills(subject, skills):
+                n, first = items_per_skill, numbered.get(skill, 0)
+                numbered[skill] = first + n
+                ids += [f"{subject}.{skill}.{design.version}.{k:03d}" for k in range(first, first + n)]
+                skill_names += [skill] * n
                 a.append(np.exp(rng.normal(design.log_discrimination_mean, design.log_discrimination_sd, n)))
                 b.append(rng.normal(design.difficulty_mean, design.difficulty_sd, n))
                 # Beta with mean guessing_mean and ~0.07 spread, kept below one half.
@@ -98,11 +121,12 @@ def make_item_bank(seed: int, items_per_skill: int = 40,
         versions=tuple(design.version for design in designs),
         items_per_skill=items_per_skill,
         item_id=np.array(ids, dtype=object),
-        skill=np.array(skills, dtype=object),
+        skill=np.array(skill_names, dtype=object),
         discrimination=np.concatenate(a),
         difficulty=np.concatenate(b),
         guessing=np.concatenate(c),
         time_intensity=np.concatenate(tau),
+        subjects=tuple(subjects),
     )
 
 

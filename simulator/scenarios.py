@@ -171,11 +171,11 @@ def apply_psychometric_effects(rng: np.random.Generator, bank, answers, theta: n
     """Change ``answers`` (a block's :class:`~learnscore.simulator.irt.Answers`, in place) the
     way the active psychometric scenarios say. Called after every other draw of the block, and
     only when one is active, so that other runs keep their numbers."""
-    from learnscore.simulator.irt import SKILLS, SUBJECTS, p_correct
+    from learnscore.simulator.irt import SKILLS_PER_SUBJECT, p_correct
 
     counts = np.diff(answers.offsets)
     event = np.repeat(np.arange(len(counts)), counts)
-    skills = len(SKILLS[SUBJECTS[0]])
+    skills = SKILLS_PER_SUBJECT
     m = len(answers.item_index)
     drifted = (psychometric_items(bank.item_id, bank.items_per_skill, skills, "item-difficulty-drift")
                [answers.item_index] & effects.item_drift[event])

@@ -13,7 +13,7 @@ from learnscore.model.features import flatten_events
 from learnscore.model.item_bank import fit_item_bank
 from learnscore.model.item_fit import item_fit
 from learnscore.simulator.generator import Simulator
-from learnscore.simulator.irt import SKILLS, SUBJECTS
+from learnscore.simulator.irt import SKILLS_PER_SUBJECT
 from learnscore.simulator.scenarios import ScenarioSpec, psychometric_items
 
 START = datetime(2026, 11, 10, tzinfo=timezone.utc)
@@ -42,7 +42,7 @@ def reference(bank):
 
 def changed_items(simulator, scenario: str) -> set[str]:
     ids = simulator.bank.item_id
-    mask = psychometric_items(ids, simulator.bank.items_per_skill, len(SKILLS[SUBJECTS[0]]), scenario)
+    mask = psychometric_items(ids, simulator.bank.items_per_skill, SKILLS_PER_SUBJECT, scenario)
     return set(ids[mask].tolist())
 
 

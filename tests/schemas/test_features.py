@@ -17,7 +17,6 @@ from learnscore.model.features import (
     feature_names,
     model_input_from_events,
 )
-from learnscore.schemas.events import SUBJECTS
 
 
 def _reference_features(event: dict, bank) -> dict[str, float]:
@@ -56,7 +55,7 @@ def _reference_features(event: dict, bank) -> dict[str, float]:
         "mean_item_difficulty": sum(p[1] for p in params) / n,
         "unknown_item_share": sum(r["item_id"] not in items for r in responses) / n,
         "grade_level": event["grade_level"],
-        **{f"subject_{s}": float(event["subject"] == s) for s in SUBJECTS},
+        **{f"subject_{s}": float(event["subject"] == s) for s in bank.subjects},
     }
     for skill in bank.skills:
         answered = [r["correct"] for r in responses if r["skill"] == skill]
@@ -83,11 +82,12 @@ def test_vectorised_features_equal_the_per_row_reference(small_history_events, f
     assert features["unknown_item_share"].iloc[-1] == pytest.approx(2 / len(events[-1]["responses"]))
 
 
-def test_feature_names_start_with_the_fixed_ones_then_one_slot_per_skill(fitted_model):
+def test_feature_names_start_with_the_fixed_ones_then_one_slot_per_subject_and_skill(fitted_model):
     names = feature_names(fitted_model.item_bank)
     assert tuple(names[:len(FEATURE_NAMES)]) == FEATURE_NAMES
-    assert len(names) == len(FEATURE_NAMES) + 15  # 3 subjects × 5 skills in the simulated bank
-    assert all(name.startswith(SKILL_FEATURE_PREFIX) for name in names[len(FEATURE_NAMES):])
+    subjects, skills = names[len(FEATURE_NAMES):len(FEATURE_NAMES) + 3], names[len(FEATURE_NAMES) + 3:]
+    assert subjects == ["subject_math", "subject_reading", "subject_science"]  # the bank's, sorted
+    assert len(skills) == 15 and all(name.startswith(SKILL_FEATURE_PREFIX) for name in skills)
 
 
 def test_ability_estimate_tracks_the_true_ability(small_history, small_history_events, fitted_model):

@@ -152,3 +152,19 @@ def test_settings_change_the_test_length():
 def test_a_naive_start_time_is_refused():
     with pytest.raises(ValueError, match="has no time zone"):
         Simulator(seed=1, start=datetime(2026, 1, 1))
+
+
+def test_the_simulator_follows_the_configured_domain():
+    from learnscore.core.config import DomainConfig
+    from learnscore.schemas.events import contracts_for
+    from learnscore.simulator import settings_from_config
+
+    domain = DomainConfig(subjects=("math", "music"), grade_min=3, grade_max=6)
+    settings = settings_from_config(type("Config", (), {"domain": domain, "simulator": SimulatorSettings()})())
+    events = Simulator(seed=3, start=START, settings=settings).take(400).submissions
+    assert {e["subject"] for e in events} == {"math", "music"}
+    assert {e["grade_level"] for e in events} == {3, 4, 5, 6}
+    assert {r["skill"] for e in events if e["subject"] == "music" for r in e["responses"]} == {
+        f"music_skill_{k}" for k in range(1, 6)}
+    contract = contracts_for(domain.contract()).diagnostic_submitted
+    assert all(validate_bytes(contract, orjson.dumps(e), START + timedelta(seconds=60)).ok for e in events)
