@@ -19,7 +19,9 @@ KEYS = ["day", "subject", "grade_level"]
 
 
 def summarise_daily(predictions, outcomes, min_cell_learners: int):
-    """Aggregate predictions and outcomes per day, subject and grade; drop cells with too few learners.
+    """Aggregate predictions and outcomes per day, subject and grade; drop cells with too few
+    learners, and leave the outcome figure (``mean_abs_error``) out of a cell whose outcomes come
+    from too few learners: ten learners with one outcome would show that learner's error.
 
     ``predictions`` has gold.predictions' columns, ``outcomes`` gold.prediction_outcomes'; the day is
     the UTC day of the submission's ``event_time``. Returns gold.daily_summary's columns.
@@ -37,11 +39,14 @@ def summarise_daily(predictions, outcomes, min_cell_learners: int):
     observed = (outcomes
                 .withColumn("day", F.to_date("event_time"))
                 .groupBy(*KEYS)
-                .agg(F.count("*").alias("outcomes"), F.avg("abs_error").alias("mean_abs_error")))
+                .agg(F.count("*").alias("outcomes"), F.countDistinct("learner_key").alias("outcome_learners"),
+                     F.avg("abs_error").alias("mean_abs_error")))
     return (submitted
             .where(F.col("learners") >= min_cell_learners)
             .join(observed, KEYS, "left")
             .withColumn("outcomes", F.coalesce(F.col("outcomes"), F.lit(0)).cast("bigint"))
+            .withColumn("mean_abs_error", F.when(F.col("outcome_learners") >= min_cell_learners,
+                                                 F.col("mean_abs_error")))
             .withColumn("updated_at", F.current_timestamp())
             .select(*DAILY_SUMMARY.column_names))
 
@@ -55,6 +60,6 @@ def refresh_daily_summary(spark, config: Config) -> int:
     cells = summary.count()
     summary.write.format("delta").mode("overwrite").save(config.table_path(DAILY_SUMMARY.name))
     summary.unpersist()
-    log.info("gold.daily_summary rebuilt: %d cells (fewer than %d learners suppressed)", cells,
-             config.privacy.min_cell_learners)
+    log.info("gold.daily_summary rebuilt: %d cells (cells of fewer than %d learners suppressed, and "
+             "the mean error of cells with outcomes of fewer)", cells, config.privacy.min_cell_learners)
     return cells

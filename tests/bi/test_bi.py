@@ -13,6 +13,7 @@ import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from learnscore.bi.daily_summary import refresh_daily_summary
@@ -37,7 +38,8 @@ def _write(spark, config, name, rows):
 
 
 def _seed(spark, config):
-    """Day 1 math grade 4: 12 learners (kept); day 1 reading grade 4: 3 learners (suppressed)."""
+    """Day 1 math grade 4: 12 learners (kept), 11 with outcomes; day 1 reading grade 4: 3 learners
+    (suppressed)."""
     predictions, outcomes = [], []
     for i in range(15):
         math = i < 12
@@ -50,7 +52,7 @@ def _seed(spark, config):
                             "comprehension_level": level, "p_beginner": 0.1, "p_developing": 0.4,
                             "p_proficient": 0.4, "p_advanced": 0.1, "model_name": "m", "model_version": "1",
                             "scored_at": DAY1 + timedelta(minutes=i, seconds=1), "latency_s": 1.0, "batch_id": 0})
-        if math and i % 2 == 0:
+        if i < 11:
             outcomes.append({"event_id": event_id, "learner_key": f"k{i}", "subject": "math", "grade_level": 4,
                              "event_time": DAY1 + timedelta(minutes=i), "model_version": "1",
                              "progress_score": score, "comprehension_level": level,
@@ -74,8 +76,14 @@ def test_daily_summary_suppresses_small_cells_and_is_idempotent(spark, config):
         "2026-11-02", "math", 4, 12, 12)
     assert row["mean_predicted_score"] == pytest.approx(45.5)
     assert (row["share_developing"], row["share_proficient"]) == (pytest.approx(10 / 12), pytest.approx(2 / 12))
-    assert (row["outcomes"], row["mean_abs_error"]) == (6, 4.0)
+    assert (row["outcomes"], row["mean_abs_error"]) == (11, 4.0)
     assert first.drop(columns="updated_at").equals(again.drop(columns="updated_at"))
+
+    # A cell of 12 learners whose outcomes come from 11 shows its learners but not their error.
+    stricter = config.model_copy(update={"privacy": config.privacy.model_copy(update={"min_cell_learners": 12})})
+    assert refresh_daily_summary(spark, stricter) == 1
+    row = read_table(config, "gold.daily_summary").iloc[0]
+    assert (row["learners"], row["outcomes"]) == (12, 11) and pd.isna(row["mean_abs_error"])
 
 
 def _wait_for_port(port: int, process: subprocess.Popen, log_file: Path, timeout_s: float = 240) -> None:
