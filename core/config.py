@@ -225,6 +225,7 @@ class BiConfig(_Section):
     thrift_port: int = Field(10000, ge=1, le=65535)
     thrift_host: str = "127.0.0.1"
     driver_memory: str = "1g"
+    user: str = Field("bi", min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")  # its password: LEARNSCORE_BI_PASSWORD
 
 
 class DriftConfig(_Section):
@@ -501,6 +502,7 @@ class Secrets:
     KAFKA_PASSWORD = "LEARNSCORE_KAFKA_PASSWORD"
     ALERT_WEBHOOK_URL = "LEARNSCORE_ALERT_WEBHOOK_URL"
     TLS_KEY_PASSWORD = "LEARNSCORE_TLS_KEY_PASSWORD"
+    BI_PASSWORD = "LEARNSCORE_BI_PASSWORD"
 
     def __init__(self, config: Config, environ: dict[str, str] | None = None):
         self._config = config
@@ -537,6 +539,16 @@ class Secrets:
                 f"{self.API_KEY} is {len(key.get_secret_value())} characters long; the endpoint needs at "
                 f"least {MIN_API_KEY_LENGTH} (a short key can be guessed). Generate one with: python -c "
                 f"'import secrets; print(secrets.token_urlsafe(32))'")
+        return key
+
+    @property
+    def bi_password(self) -> SecretStr:
+        """The password of the BI server's user (``bi.user``), for JDBC/ODBC clients."""
+        key = self._local_or_required(self.BI_PASSWORD, "password of the BI (JDBC) server's user")
+        if len(key.get_secret_value()) < MIN_API_KEY_LENGTH:
+            raise ConfigError(f"{self.BI_PASSWORD} is {len(key.get_secret_value())} characters long; the BI "
+                              f"server needs at least {MIN_API_KEY_LENGTH}. Generate one with: python -c "
+                              f"'import secrets; print(secrets.token_urlsafe(32))'")
         return key
 
     @property

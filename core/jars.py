@@ -1,9 +1,10 @@
 """JVM jars from Maven Central, resolved by ``mvn`` from the manifests in ``jvm/``.
 
-Two separate classpaths: Spark's extras (Delta, the Kafka connector) and the local Kafka broker.
-Nothing is downloaded by Spark's own ``spark.jars.packages`` at run time. The manifests ship
-inside the package (``learnscore.jvm``); Maven runs on a copy beside the target folder, so an
-installed, read-only package is never written to.
+Two separate classpaths: Spark's extras (Delta, the Kafka connector) and the local Kafka broker;
+and one jar built from source, the BI server's guard (``jvm/bi-guard``: its password provider and
+read-only SQL check). Nothing is downloaded by Spark's own ``spark.jars.packages`` at run time.
+The manifests ship inside the package (``learnscore.jvm``); Maven runs on a copy beside the
+target folder, so an installed, read-only package is never written to.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from learnscore.core.config import Config, ConfigError
 log = logging.getLogger(__name__)
 
 MANIFESTS = {"spark": "spark-jars.xml", "kafka": "kafka-broker.xml"}
+BI_GUARD = "bi-guard"  # a Maven module in learnscore.jvm: pom.xml and src/
 
 
 class JarsMissing(ConfigError):
@@ -46,7 +48,43 @@ def resolve_jars(config: Config, force: bool = False) -> dict[str, list[Path]]:
                     "Check that Maven Central is reachable (or a mirror in ~/.m2/settings.xml)."
                 )
         resolved[name] = jar_files(Path(target), name)
+    resolved["bi"] = build_bi_guard(config, force)
     return resolved
+
+
+def bi_guard_dir(config: Config) -> Path:
+    """Where the built BI guard jar lives (beside the Spark jars)."""
+    return Path(config.spark.jars_dir).parent / "bi"
+
+
+def build_bi_guard(config: Config, force: bool = False) -> list[Path]:
+    """Build ``jvm/bi-guard`` with ``mvn package`` into :func:`bi_guard_dir` (skipped when built)."""
+    target = bi_guard_dir(config)
+    if force or not list(target.glob("*.jar")):
+        module = target.parent / f".maven-{BI_GUARD}"
+        shutil.rmtree(module, ignore_errors=True)
+        _copy_resources(resources.files("learnscore.jvm").joinpath(BI_GUARD), module)
+        log.info("building the BI guard (jvm/%s) into %s", BI_GUARD, target)
+        result = subprocess.run(["mvn", "-B", "-q", "-f", str(module / "pom.xml"), "package"],
+                                capture_output=True, text=True)
+        if result.returncode != 0:
+            raise JarsMissing(f"mvn could not build the BI guard (learnscore/jvm/{BI_GUARD}):\n"
+                              f"{(result.stdout + result.stderr)[-2000:]}\n"
+                              "Check that Maven Central is reachable (or a mirror in ~/.m2/settings.xml).")
+        target.mkdir(parents=True, exist_ok=True)
+        for jar in (module / "target").glob("*.jar"):
+            shutil.copy2(jar, target / jar.name)
+    return jar_files(target, "BI guard")
+
+
+def _copy_resources(source, destination: Path) -> None:
+    """Copy a package resource folder (``importlib.resources`` traversable) to ``destination``."""
+    destination.mkdir(parents=True, exist_ok=True)
+    for entry in source.iterdir():
+        if entry.is_dir():
+            _copy_resources(entry, destination / entry.name)
+        else:
+            (destination / entry.name).write_bytes(entry.read_bytes())
 
 
 def manifest_text(name: str) -> str:

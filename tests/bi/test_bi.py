@@ -6,6 +6,7 @@ import csv
 import io
 import os
 import re
+import secrets
 import socket
 import subprocess
 import sys
@@ -98,14 +99,20 @@ def _wait_for_port(port: int, process: subprocess.Popen, log_file: Path, timeout
     raise AssertionError(f"the Thrift server did not listen within {timeout_s}s:\n{log_file.read_text()[-4000:]}")
 
 
-def _beeline(port: int, sql: str, first_column: str) -> list[dict[str, str]]:
+def _beeline_run(port: int, sql: str, password_file: Path, *options: str) -> subprocess.CompletedProcess:
     import pyspark
 
     beeline = Path(pyspark.__file__).parent / "bin" / "beeline"
-    answer = subprocess.run([str(beeline), "-u", f"jdbc:hive2://127.0.0.1:{port}/", "--silent=true",
-                             "--outputformat=csv2", "-e", sql], capture_output=True, text=True, timeout=180,
-                            env={**os.environ, "SPARK_HOME": str(beeline.parent.parent)})
-    assert answer.returncode == 0, answer.stderr[-3000:]
+    return subprocess.run([str(beeline), "-u", f"jdbc:hive2://127.0.0.1:{port}/bi", "-n", "bi", "-w",
+                           str(password_file), "--silent=true", "--outputformat=csv2", *options,
+                           *(["-e", sql] if sql else [])],
+                          capture_output=True, text=True, timeout=180,
+                          env={**os.environ, "SPARK_HOME": str(beeline.parent.parent)})
+
+
+def _beeline(port: int, sql: str, first_column: str, password_file: Path) -> list[dict[str, str]]:
+    answer = _beeline_run(port, sql, password_file)
+    assert answer.returncode == 0, answer.stderr[:2000] + " ... " + answer.stderr[-1000:]
     # Beeline echoes its prompt ("0: jdbc:hive2://...> ") in front of the header row.
     lines = [re.sub(r"^\d+: jdbc:hive2://\S*> ", "", line) for line in answer.stdout.splitlines() if line.strip()]
     starts = [n for n, line in enumerate(lines) if line.split(",")[0] == first_column]
@@ -114,23 +121,40 @@ def _beeline(port: int, sql: str, first_column: str) -> list[dict[str, str]]:
 
 
 @pytest.mark.slow
-def test_thrift_server_and_deltalake_agree_on_gold_predictions(spark, config, tmp_path):
+def test_bi_signs_in_reads_the_bi_views_and_nothing_else(spark, config, tmp_path):
     _seed(spark, config)
+    ensure_spark_tables(spark, config, ["silver.submissions"])  # raw learner ids: never served
     refresh_daily_summary(spark, config)
     port = free_port()
     log_file = tmp_path / "bi.log"
+    password = secrets.token_urlsafe(32)
+    password_file, wrong_file = tmp_path / "bi-password", tmp_path / "wrong-password"
+    password_file.write_text(password)
+    wrong_file.write_text(password[:-1] + ("x" if password[-1] != "x" else "y"))
     env = {**os.environ, "PYTHONPATH": str(ROOT), "LEARNSCORE__STATE_DIR": str(tmp_path / "state"),
            "LEARNSCORE__LAKE__ROOT": config.lake.root, "LEARNSCORE__BI__THRIFT_PORT": str(port),
-           "LEARNSCORE__SPARK__MASTER": "local[1]"}
+           "LEARNSCORE__SPARK__MASTER": "local[1]", "LEARNSCORE_BI_PASSWORD": password}
+    silver = config.table_path("silver.submissions")
     with open(log_file, "wb") as log:
         process = subprocess.Popen([sys.executable, "-m", "learnscore", "bi"], cwd=ROOT, env=env,
                                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         _wait_for_port(port, process, log_file)
         via_jdbc = _beeline(port, "SELECT event_id, subject, progress_score, model_version "
-                                  "FROM gold.predictions ORDER BY event_id", "event_id")
-        summary = _beeline(port, "SELECT subject, learners FROM gold.daily_summary", "subject")
-        tables = _beeline(port, "SHOW TABLES IN ops", "namespace")
+                                  "FROM bi.predictions ORDER BY event_id", "event_id", password_file)
+        summary = _beeline(port, "SELECT subject, learners FROM daily_summary", "subject", password_file)
+        tables = _beeline(port, "SHOW TABLES IN bi", "namespace", password_file)
+        script = tmp_path / "hostile.sql"  # -f with --force runs every statement, errors or not
+        script.write_text(";\n".join([
+            f"SELECT count(*) FROM delta.`{silver}`",
+            f"SELECT * FROM text.`{password_file}`",
+            "SELECT count(*) FROM bi.predictions WHERE event_id IN (SELECT event_id FROM delta.`" + silver + "`)",
+            f"DELETE FROM delta.`{silver}`",
+            f"CREATE TABLE stolen USING delta LOCATION '{silver}'",
+            "SET spark.sql.runSQLOnFiles=true",
+            "SELECT reflect('java.lang.System', 'getenv', 'LEARNSCORE_BI_PASSWORD')"]) + ";\n")
+        refused = _beeline_run(port, "", password_file, "--force=true", "-f", str(script))
+        intruder = _beeline_run(port, "SELECT count(*) FROM bi.predictions", wrong_file)
     finally:
         process.terminate()
         try:
@@ -145,4 +169,14 @@ def test_thrift_server_and_deltalake_agree_on_gold_predictions(spark, config, tm
                                              direct["progress_score"], direct["model_version"]))
     assert len(via_jdbc) == 15
     assert summary == [{"subject": "math", "learners": "12"}]
-    assert {"endpoint_requests", "model_events", "stream_progress"} <= {row["tableName"] for row in tables}
+    served = {row["tableName"] for row in tables}
+    assert {"predictions", "daily_summary", "model_events", "stream_progress"} <= served
+    assert not served & {"submissions", "quarantine", "outcomes", "diagnostic_submitted"}
+
+    said = refused.stdout + refused.stderr
+    errors = [line[:300] for line in said.splitlines() if line.startswith("Error:")]
+    assert sum("BI reads the views of the `bi` schema only" in e for e in errors) == 3, errors
+    assert sum("the BI server is read-only" in e for e in errors) == 3, errors
+    assert "reflect/java_method are not allowed" in said and password not in said, errors
+    assert read_table(config, "gold.predictions").shape[0] == 15  # nothing deleted
+    assert intruder.returncode != 0 and "15" not in intruder.stdout
