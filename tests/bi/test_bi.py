@@ -99,15 +99,23 @@ def _wait_for_port(port: int, process: subprocess.Popen, log_file: Path, timeout
     raise AssertionError(f"the Thrift server did not listen within {timeout_s}s:\n{log_file.read_text()[-4000:]}")
 
 
-def _beeline_run(port: int, sql: str, password_file: Path, *options: str) -> subprocess.CompletedProcess:
+def _beeline_command(port: int) -> list[str]:
     import pyspark
 
     beeline = Path(pyspark.__file__).parent / "bin" / "beeline"
-    return subprocess.run([str(beeline), "-u", f"jdbc:hive2://127.0.0.1:{port}/bi", "-n", "bi", "-w",
-                           str(password_file), "--silent=true", "--outputformat=csv2", *options,
+    return [str(beeline), "-u", f"jdbc:hive2://127.0.0.1:{port}/bi", "--silent=true", "--outputformat=csv2"]
+
+
+def _beeline_env() -> dict[str, str]:
+    import pyspark
+
+    return {**os.environ, "SPARK_HOME": str(Path(pyspark.__file__).parent)}
+
+
+def _beeline_run(port: int, sql: str, password_file: Path, *options: str) -> subprocess.CompletedProcess:
+    return subprocess.run([*_beeline_command(port), "-n", "bi", "-w", str(password_file), *options,
                            *(["-e", sql] if sql else [])],
-                          capture_output=True, text=True, timeout=180,
-                          env={**os.environ, "SPARK_HOME": str(beeline.parent.parent)})
+                          capture_output=True, text=True, timeout=180, env=_beeline_env())
 
 
 def _beeline(port: int, sql: str, first_column: str, password_file: Path) -> list[dict[str, str]]:
@@ -150,11 +158,14 @@ def test_bi_signs_in_reads_the_bi_views_and_nothing_else(spark, config, tmp_path
             f"SELECT * FROM text.`{password_file}`",
             "SELECT count(*) FROM bi.predictions WHERE event_id IN (SELECT event_id FROM delta.`" + silver + "`)",
             f"DELETE FROM delta.`{silver}`",
+            f"DELETE FROM delta.`{config.table_path('gold.predictions')}`",
             f"CREATE TABLE stolen USING delta LOCATION '{silver}'",
             "SET spark.sql.runSQLOnFiles=true",
             "SELECT reflect('java.lang.System', 'getenv', 'LEARNSCORE_BI_PASSWORD')"]) + ";\n")
         refused = _beeline_run(port, "", password_file, "--force=true", "-f", str(script))
         intruder = _beeline_run(port, "SELECT count(*) FROM bi.predictions", wrong_file)
+        anonymous = subprocess.run([*_beeline_command(port), "-e", "SELECT count(*) FROM bi.predictions"],
+                                   capture_output=True, text=True, timeout=180, env=_beeline_env())
     finally:
         process.terminate()
         try:
@@ -176,7 +187,10 @@ def test_bi_signs_in_reads_the_bi_views_and_nothing_else(spark, config, tmp_path
     said = refused.stdout + refused.stderr
     errors = [line[:300] for line in said.splitlines() if line.startswith("Error:")]
     assert sum("BI reads the views of the `bi` schema only" in e for e in errors) == 3, errors
-    assert sum("the BI server is read-only" in e for e in errors) == 3, errors
+    assert sum("the BI server is read-only" in e for e in errors) == 4, errors
     assert "reflect/java_method are not allowed" in said and password not in said, errors
     assert read_table(config, "gold.predictions").shape[0] == 15  # nothing deleted
-    assert intruder.returncode != 0 and "15" not in intruder.stdout
+    for refused_login in (intruder, anonymous):  # a wrong password, and none at all
+        assert refused_login.returncode != 0 and "15" not in refused_login.stdout, refused_login.stdout
+        assert "Error validating the login" in refused_login.stderr or "Could not open client" in \
+            refused_login.stderr, refused_login.stderr[-2000:]
