@@ -32,7 +32,7 @@ from learnscore.schemas import topics
 from learnscore.streaming.drift.features import pandas_safe_times
 from learnscore.streaming.drift.monitor import DriftMonitor, DriftSettings, Finding
 from learnscore.streaming.drift.records import drift_event_row, retrain_request_event
-from learnscore.streaming.drift.state import DriftState, DriftStateStore
+from learnscore.streaming.drift.state import DriftState, DriftStateStore, write_oldest_first
 from learnscore.streaming.model_cache import RETRY_FAILED_LOAD_S
 
 log = logging.getLogger(__name__)
@@ -187,17 +187,14 @@ class DriftHook:
         return rows
 
     def _emit_unsent(self) -> None:
-        """Write the saved outboxes oldest first, dropping each once written; stop at the first
-        that fails (it raises: the stream logs it) and try again with the next batch. In order,
-        because Delta's ``txnVersion`` skips a batch id older than one it committed."""
-        while self._unsent:
-            outbox = self._unsent[0]
-            rows = _rows(outbox)
-            if rows:
-                self.write_events(rows, outbox["app_id"], outbox["batch_id"])
-            if outbox.get("requests"):
-                self.send_requests(outbox["requests"])
-            self._unsent.pop(0)
+        write_oldest_first(self._unsent, self._write)
+
+    def _write(self, outbox: dict[str, Any]) -> None:
+        rows = _rows(outbox)
+        if rows:
+            self.write_events(rows, outbox["app_id"], outbox["batch_id"])
+        if outbox.get("requests"):
+            self.send_requests(outbox["requests"])
 
 
 def make_drift_hook(config: Config, checkpoint_dir: str, *, spark=None, producer=None) -> DriftHook:

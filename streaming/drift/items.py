@@ -38,7 +38,7 @@ from learnscore.model.effort import measure_effort
 from learnscore.model.features import FlatResponses, flatten_model_input
 from learnscore.model.item_bank import ItemBank
 from learnscore.model.item_fit import SUM_COLUMNS, add_sums, compare_items, item_sums
-from learnscore.streaming.drift.state import DriftState, DriftStateStore
+from learnscore.streaming.drift.state import DriftState, DriftStateStore, write_oldest_first
 
 log = logging.getLogger(__name__)
 
@@ -233,15 +233,12 @@ class ItemHook:
         return findings
 
     def _emit_unsent(self) -> None:
-        """Write the saved outboxes oldest first, dropping each once written; stop at the first
-        that fails (it raises: the stream logs it) and try again on the next batch. In order,
-        because Delta's ``txnVersion`` skips a batch id older than one it committed."""
-        while self._unsent:
-            outbox = self._unsent[0]
-            self.write_events([_datetimes(row) for row in outbox["drift_events"]], outbox["app_id"],
-                              outbox["batch_id"])
-            self.write_flags([_datetimes(row) for row in outbox["flags"]])
-            self._unsent.pop(0)
+        write_oldest_first(self._unsent, self._write)
+
+    def _write(self, outbox: dict[str, Any]) -> None:
+        self.write_events([_datetimes(row) for row in outbox["drift_events"]], outbox["app_id"],
+                          outbox["batch_id"])
+        self.write_flags([_datetimes(row) for row in outbox["flags"]])
 
 
 def make_item_hook(config: Config, checkpoint_dir: str, *, spark=None, production_bank=None) -> ItemHook:

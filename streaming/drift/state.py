@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -96,3 +97,12 @@ class DriftStateStore:
             os.fsync(directory)
         finally:
             os.close(directory)
+
+
+def write_oldest_first(unsent: list[dict[str, Any]], write: Callable[[dict[str, Any]], None]) -> None:
+    """Write saved outboxes oldest first, dropping each from ``unsent`` once written; the first
+    that fails raises (the stream logs it) and stays, to be tried with the next batch. In order,
+    because Delta's ``txnVersion`` skips a batch id older than one it committed."""
+    while unsent:
+        write(unsent[0])
+        unsent.pop(0)
