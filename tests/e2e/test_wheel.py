@@ -55,6 +55,7 @@ def test_commands_work_from_an_empty_folder(installed_learnscore, tmp_path):
     assert jars.returncode == 0, jars.stderr[-2000:]
     assert list((empty / ".cache" / "jars" / "spark").glob("delta-spark_2.13-*.jar"))
     assert list((empty / ".cache" / "jars" / "kafka").glob("kafka_2.13-*.jar"))
+    assert list((empty / ".cache" / "jars" / "bi").glob("learnscore-bi-guard-*.jar"))  # built from the shipped sources
 
     up = _run(installed_learnscore, "stack", "up", cwd=empty, env=env, timeout=300)
     try:
@@ -65,6 +66,7 @@ def test_commands_work_from_an_empty_folder(installed_learnscore, tmp_path):
     assert "kafka: stopped" in down.stdout
     # state, jars and logs went to the working folder, nothing into the installed package
     (package,) = installed_learnscore.parent.parent.glob("lib/python3.*/site-packages/learnscore")
-    assert not [p for p in package.rglob("*") if p.suffix not in (".py", ".pyc", ".yaml", ".xml", ".json", ".js", ".html")
+    assert not [p for p in package.rglob("*") if p.suffix not in (".py", ".pyc", ".yaml", ".xml", ".json", ".js", ".html",
+                                                                  ".java")
                 and p.is_file()]
     assert (empty / ".state" / "kafka").is_dir()

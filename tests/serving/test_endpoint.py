@@ -73,7 +73,7 @@ def test_invalid_submissions_are_refused_with_the_contract_reasons(serving_confi
         (1, "unknown_value"), (2, "missing_field")]
     assert body["items"][0]["event_id"] == bad_subject["event_id"]
     assert body["items"][0]["problems"] == [
-        {"code": "unknown_value", "path": "subject", "message": "'art' is not one of math, reading, science"}]
+        {"code": "unknown_value", "path": "subject", "message": "'art' is not one of math, reading, science (the config's domain.subjects: add it there to accept it)"}]
     assert body["items"][1]["problems"][0]["path"] == "responses"
     assert (not_json.status_code, not_json.json()["error"]) == (422, "not_json")
     assert (too_many.status_code, too_many.json()["error"]) == (422, "too_many_items")
