@@ -68,7 +68,7 @@ class GateReport:
 
     def summary(self) -> str:
         head = (f"gates for version {self.version} on {self.window_rows} recent labelled submissions"
-                + (f" made after its training data ({self.window_after})" if self.window_after else "")
+                + _made_after(self.window_after)
                 + (f" (production: v{self.production_version})" if self.production_version else
                    " (no production version yet)"))
         return "\n".join([head, *(f"  {result}" for result in self.results)])
@@ -202,7 +202,7 @@ def run_gates(config: Config, version: str) -> GateReport:
                check_signature(get_model_info(uri).signature)]
     cutoff = training_cutoff(config, version)
     model_input, labels = recent_labelled_window(config, config.gates.window_rows, after=cutoff)
-    after = f" made after its training data ({cutoff.isoformat()})" if cutoff else ""
+    after = _made_after(cutoff.isoformat() if cutoff else None)
     log.info("gates: scoring version %s on %d recent labelled submissions%s", version, len(labels), after)
     try:
         smoke_input = model_input.head(config.gates.smoke_rows)
@@ -237,6 +237,11 @@ def run_gates(config: Config, version: str) -> GateReport:
 
 
 # -- helpers ---------------------------------------------------------------------------------------
+
+
+def _made_after(cutoff: str | None) -> str:
+    """How the window's lower bound reads in the report and the log ("" for a plain window)."""
+    return f" made after its training data ({cutoff})" if cutoff else ""
 
 
 def _columns(schema) -> list[dict]:

@@ -65,10 +65,6 @@ public final class BiGuard implements Function1<SparkSessionExtensions, BoxedUni
     locked = true;
   }
 
-  public static boolean isLocked() {
-    return locked;
-  }
-
   @Override
   @SuppressWarnings({"unchecked", "rawtypes"})
   public BoxedUnit apply(SparkSessionExtensions extensions) {
