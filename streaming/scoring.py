@@ -236,7 +236,7 @@ def make_scoring_handler(spark: SparkSession, config: Config, runtime: QueryRunt
                 report.model_status, report.model_version = state.status, model.version if model else None
                 if state.message:
                     report.note(state.message)
-                if model is not None and catch_up.due(model):
+                if model is not None and _safe_due(catch_up, model):
                     with timed(report, "catch_up"):
                         caught_up = catch_up.run(model, report)
                     report.note(f"caught up {caught_up} waiting submissions")
@@ -279,6 +279,17 @@ def _score_or_park(rows: DataFrame, model: ScoringUdf, config: Config, names: Sc
         report.note(f"scoring raised: {first}")
         publish(waiting(rows, names, model.version), config)
         return ScoreOutcome(0, report.rows_read, None)
+
+
+def _safe_due(catch_up: RetryCatchUp, model: ScoringUdf) -> bool:
+    """Whether waiting rows need catching up; unknown (broker away) counts as not yet. The batch's
+    own rows must not fail on it: the idle tick and the next batch ask again."""
+    try:
+        return catch_up.due(model)
+    except Exception as exc:  # noqa: BLE001 - the retry topic's end offsets need the broker
+        log.warning("%s: could not read the retry topic's end offsets (%s); catch-up is checked again "
+                    "with the next batch", QUERY, str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__)
+        return False
 
 
 def _safe_pending(catch_up: RetryCatchUp) -> int:
