@@ -3,10 +3,15 @@ scoring the stream, with every real part running.
 
 The scorer (Spark Structured Streaming, with the drift hook) and the retrain worker (real
 training job, gates, ``auto`` policy) run side by side; the simulator sends 200 submissions/s
-with outcomes 10 s later, switching to ``concept-shift`` after a warm-up that lets every
-detector learn its reference. The clock runs from the first shifted submission to the first
-``gold.predictions`` row scored by the retrained version; the stages in between (first drift
-event, first request, run start/end, promotion) are reported too.
+with outcomes 10 s later, switching to the scenario (default ``concept-shift``) after a warm-up
+that lets every detector learn its reference. The clock runs from the first shifted submission
+to the first ``gold.predictions`` row scored by the retrained version; the stages in between
+(first drift event, first request, run start/end, promotion) are reported too.
+
+Then the retrained version's quality (:func:`retrained_quality`): R² and macro-F1 on labelled
+post-onset submissions made after its training data ends, beside the previous version and the
+post-shift oracle on the same rows (the simulator's exact expected score, ``oracle_score``, for
+each learner's true ability under the relation in force), and the version's share of it.
 
 Everything is isolated under ``<state_dir>/bench/drift-e2e-<tag>`` with its own topic prefix
 and model name; the broker is the configured one (``learnscore stack up``).
@@ -38,9 +43,10 @@ def _isolated(config, tag: str):
     }), home
 
 
-def measure_onset_to_production(config, *, warmup_s: float = 90.0, rate: float = 200.0,
-                                outcome_delay_s: float = 10.0, learners: int = 6000,
-                                timeout_s: float = 1200.0, seed: int = 13) -> dict[str, Any]:
+def measure_onset_to_production(config, *, scenario: str = "concept-shift", warmup_s: float = 90.0,
+                                rate: float = 200.0, outcome_delay_s: float = 10.0, learners: int = 6000,
+                                timeout_s: float = 1200.0, judge_rows: int = 3000, judge_timeout_s: float = 300.0,
+                                seed: int = 13) -> dict[str, Any]:
     """Run the loop once; return the figures (seconds are wall-clock, from the onset)."""
     from learnscore.batch.importer import import_history
     from learnscore.batch.retrain_worker import RetrainWorker
@@ -76,16 +82,17 @@ def measure_onset_to_production(config, *, warmup_s: float = 90.0, rate: float =
     worker_thread.start()
     options = StreamOptions(rate=rate, duration_s=warmup_s + timeout_s, seed=seed + 1,
                             outcome_delay_s=outcome_delay_s,
-                            scenarios=(ScenarioSpec("concept-shift", at_seconds=warmup_s),))
+                            scenarios=(ScenarioSpec(scenario, at_seconds=warmup_s),))
     started = datetime.now(timezone.utc)
-    sim = threading.Thread(target=stream_to_kafka, args=(config, options),
-                           kwargs={"stop_event": stop, "start": started, "keep_truth": False},
+    sent: list = []  # the simulator's report, with the truth of every submission it sent
+    sim = threading.Thread(target=lambda: sent.append(stream_to_kafka(config, options, stop_event=stop,
+                                                                      start=started, keep_truth=True)),
                            name="simulator", daemon=True)
     sim.start()
     onset = started + timedelta(seconds=warmup_s)
     result: dict[str, Any] = {
         "measured_at": started.isoformat(timespec="seconds"), "rate_per_s": rate,
-        "outcome_delay_s": outcome_delay_s, "warmup_s": warmup_s, "scenario": "concept-shift",
+        "outcome_delay_s": outcome_delay_s, "warmup_s": warmup_s, "scenario": scenario,
         "initial_version": initial.version, "onset": onset.isoformat(),
         "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
         "settings": {"drift": config.drift.model_dump(mode="json"),
@@ -107,6 +114,8 @@ def measure_onset_to_production(config, *, warmup_s: float = 90.0, rate: float =
                                           "the retrained version to score", interval_s=2, check=scorer_alive)
         except WaitTimedOut:
             new_version_rows = None
+        if new_version_rows is not None:  # let outcomes of rows it never trained on land
+            _wait_for_judge_rows(config, runs[0].model_version, judge_rows, judge_timeout_s, scorer_alive)
     finally:
         stop.set()
         sim.join(60)
@@ -120,8 +129,64 @@ def measure_onset_to_production(config, *, warmup_s: float = 90.0, rate: float =
         seconds = (new_version_rows - onset).total_seconds()
         result["onset_to_new_production_scoring_s"] = round(seconds, 1)
         result["meets_target"] = seconds <= 600
+        if sent and sent[0].truth is not None:
+            result["retrained_quality"] = retrained_quality(
+                config, sent[0].truth.to_pandas(), onset, initial.version, runs[0].model_version, judge_rows)
     spark.stop()
     return result
+
+
+def _wait_for_judge_rows(config, version: str, rows: int, timeout_s: float, check) -> None:
+    from learnscore.registry.access import training_cutoff
+    from learnscore.registry.window import recent_labelled_window
+
+    cutoff = training_cutoff(config, version)
+    try:
+        wait_until(lambda: len(recent_labelled_window(config, rows, after=cutoff)[1]) >= rows or None,
+                   timeout_s, f"{rows} labelled submissions after version {version}'s training data",
+                   interval_s=10, check=check)
+    except WaitTimedOut as exc:
+        log.warning("e2e: %s; the quality is measured on what landed", exc)
+
+
+def retrained_quality(config, truth, onset: datetime, previous: str, version: str, rows: int) -> dict[str, Any]:
+    """The retrained ``version``, the ``previous`` one and the post-shift oracle on the same rows:
+    labelled submissions made after the onset *and* after ``version``'s training data ends (none of
+    them trained it). ``truth``: the simulator's truth per submission (``event_id``, ``oracle_score``,
+    ``oracle_level``)."""
+    from learnscore.model.metrics import level_metrics, score_metrics
+    from learnscore.registry.access import training_cutoff
+    from learnscore.registry.gates import window_metrics
+    from learnscore.registry.trust import load_trusted_version
+    from learnscore.registry.window import recent_labelled_window
+
+    cutoff = training_cutoff(config, version)
+    after = max(moment for moment in (cutoff, onset) if moment is not None)
+    model_input, labels = recent_labelled_window(config, rows, after=after)
+    oracle = truth.set_index("event_id").reindex(labels["event_id"])
+    known = oracle["oracle_score"].notna().to_numpy()
+    model_input, labels, oracle = (model_input[known].reset_index(drop=True), labels[known].reset_index(drop=True),
+                                   oracle[known])
+    if labels.empty:
+        return {"rows": 0, "note": f"no labelled post-onset submissions after {after.isoformat()} landed"}
+
+    def quality(metrics: dict[str, float]) -> dict[str, float]:
+        return {name: round(float(metrics[name]), 4) for name in ("r2", "mae", "macro_f1", "accuracy")}
+
+    observed_score, observed_level = labels["observed_progress_score"], labels["observed_comprehension_level"]
+    oracle_figures = quality({**score_metrics(observed_score, oracle["oracle_score"].to_numpy()),
+                              **level_metrics(observed_level, oracle["oracle_level"].to_numpy(dtype=object))})
+    figures = {name: quality(window_metrics(load_trusted_version(config, number).predict(model_input), labels))
+               for name, number in (("retrained", version), ("previous", previous))}
+    retrained = figures["retrained"]
+    return {
+        "rows": len(labels), "after": after.isoformat(), "retrained_version": version,
+        "previous_version": previous, **figures, "post_shift_oracle": oracle_figures,
+        "r2_share_of_oracle": round(retrained["r2"] / oracle_figures["r2"], 4) if oracle_figures["r2"] > 0 else None,
+        "macro_f1_share_of_oracle": (round(retrained["macro_f1"] / oracle_figures["macro_f1"], 4)
+                                     if oracle_figures["macro_f1"] > 0 else None),
+        "goal_share": 0.9,
+    }
 
 
 def _first_scored(spark, config, version: str) -> datetime | None:

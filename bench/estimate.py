@@ -12,7 +12,9 @@ estimate and the realized figure moved from the stationary windows.
 Goal: ``|estimated − realized|`` macro-F1 ≤ 0.03 on stationary data; after a covariate shift
 (``weaker-cohort``) the estimate moves, before any outcome exists. ``concept-shift`` is the
 case the method cannot see (the inputs do not change, the relation does): it is reported to
-show that, and the stream's error detectors on realized outcomes cover it.
+show that, and the stream's error detectors on realized outcomes cover it. The psychometric
+scenarios (rapid guessing, a leaked item, items drifting harder) run too: they change the inputs
+the way a cohort of rushing learners or a compromised item would.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import pandas as pd
 from learnscore.bench.drift import SCENARIOS, START
 from learnscore.model.estimation import PerformanceEstimator, realized_metrics
 from learnscore.schemas.segments import segment_labels
+from learnscore.simulator.scenarios import PSYCHOMETRIC
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +73,7 @@ def compare(estimator: PerformanceEstimator, window: pd.DataFrame) -> dict[str, 
 
 def run_estimate_bench(config, *, history_learners: int = 20_000, reference_rows: int = 10_000,
                        window_rows: int = 5_000, windows: int = 5, seed: int = 11,
-                       scenarios: tuple[str, ...] = SCENARIOS) -> dict[str, Any]:
+                       scenarios: tuple[str, ...] = (*SCENARIOS, *PSYCHOMETRIC)) -> dict[str, Any]:
     """Run the comparison; return the figures (``bench/results/estimate.json``)."""
     from learnscore.bench.drift import train_bench_model
 

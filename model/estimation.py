@@ -33,6 +33,14 @@ move far outside the reference's range. They do notice covariate shift — a wea
 the estimate before any outcome arrives. The reference must be held-out rows (the model's live
 predictions paired with their outcomes, never its training rows: those errors are in-sample).
 
+**Why not a library.** Checked against our pins (2026-12): NannyML 0.13.1 has CBPE and DLE
+and installs beside them, but it brings ~30 packages the project does not otherwise need
+(LightGBM, FLAML[automl], plotly, matplotlib, seaborn, s3fs, gcsfs, kaleido, APScheduler) and
+``segment-analytics-python``, which reports usage to NannyML unless ``NML_DISABLE_USAGE_LOGGING``
+is set — for learners' data we would rather not ship that. Evidently 0.7.23 fits our pins but
+has no label-free performance estimation. The two methods are a few dozen lines over numpy and
+scikit-learn, checked against NannyML's definitions below and by ``learnscore bench estimate``.
+
 References
 ----------
 * NannyML, "How it works: performance estimation" (CBPE, DLE and their calibration), and its
