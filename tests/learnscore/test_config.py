@@ -62,9 +62,20 @@ def test_secrets_come_from_the_environment_only(tmp_path):
 
 
 def test_the_mlflow_server_we_start_stays_on_loopback():
-    # It has no login: from another machine anyone could move 'production'.
+    # It speaks plain HTTP: a login from another machine would cross the network in clear text.
     from learnscore.core.config import MlflowConfig
 
     with pytest.raises(ValueError, match="mlflow.ui_host is 0.0.0.0, reachable from other machines"):
         MlflowConfig(ui_host="0.0.0.0")
     assert MlflowConfig(ui_host="127.0.0.1").ui_host == "127.0.0.1"
+
+
+def test_the_mlflow_server_asks_for_a_login_in_every_profile_but_local(tmp_path):
+    assert not load_config("local", environ={}, base_dir=tmp_path).mlflow_ui_login
+    assert load_config("cluster", environ={}, base_dir=tmp_path).mlflow_ui_login
+    assert load_config("local", environ={"LEARNSCORE__MLFLOW__UI_LOGIN": "true"}, base_dir=tmp_path).mlflow_ui_login
+    cluster = load_config("cluster", environ={}, base_dir=tmp_path)
+    with pytest.raises(ConfigError, match="LEARNSCORE_MLFLOW_ADMIN_PASSWORD is not set"):
+        _ = Secrets(cluster, environ={}).mlflow_admin_password
+    with pytest.raises(ConfigError, match="at least 32"):
+        _ = Secrets(cluster, environ={"LEARNSCORE_MLFLOW_ADMIN_PASSWORD": "short"}).mlflow_admin_password
