@@ -38,8 +38,9 @@ so an outage delays a retrain but does not lose it; after ``retrain.max_deferred
 deferrals in a row (an MLflow error that is not an outage) the run is recorded ``failed``. Any
 other error ends the attempt ``attempt_failed``; the run is tried again after
 ``retrain.failed_backoff_seconds``, twice as long after each failure, and after
-``retrain.failed_attempts`` failures it is recorded ``failed`` for good: logged at ERROR and
-handed to ``on_final_failure`` (the hook for alerts), and its requests are acknowledged.
+``retrain.failed_attempts`` failures it is recorded ``failed`` for good: logged at ERROR, alerted
+(``retrain_failed``, as is each deferral) and handed to ``on_final_failure``, and its requests are
+acknowledged. A run's first attempt is alerted too (``retrain_requested``; :func:`run_alert`).
 ``--every 24h`` also asks for a run when no model has been trained for that long, by sending a
 ``schedule`` request (its id is derived from the period, so restarts do not duplicate it).
 
@@ -92,6 +93,7 @@ from learnscore.batch.retrain_runs import (
     run_id_for,
     runs,
 )
+from learnscore.core.alerts import alert
 from learnscore.core.config import Config
 from learnscore.core.kafka_io import BrokerAuthenticationFailed, BrokerUnreachable
 from learnscore.registry.access import (
@@ -256,17 +258,21 @@ class RetrainWorker:
                          window_start=window.since, window_end=window.until,
                          message=f"{len(request_ids)} request(s) [{', '.join(sorted(kinds))}]; "
                                  f"window: {window.reason}")
-        if any(statuses.get(i) in ("started", DEFERRED, ATTEMPT_FAILED) for i in request_ids):
+        resumed = any(statuses.get(i) in ("started", DEFERRED, ATTEMPT_FAILED) for i in request_ids)
+        if resumed:
             log.warning("retrain run %s did not finish before (%d failed attempt(s)): running it again%s",
                         run.run_id, len(failures),
                         f" with {len(request_ids) - sum(1 for i in request_ids if i in statuses)} request(s) "
                         f"that came meanwhile" if any(i not in statuses for i in request_ids) else "")
         self.lease.fence(f"starting retrain run {run.run_id}")
         record_run(self.config, run)
+        if not resumed:  # its first attempt: a resumed run was announced when it began
+            _alert_run(run)
         final = self._train_and_promote(run, window, may_defer, len(failures))
         self.lease.fence(f"recording the end of retrain run {run.run_id} ({final.status})")
         record_run(self.config, final)
         self.metrics.observe_run(final)
+        _alert_run(final)
         if final.status == "failed":
             self._on_final_failure(final)
         return final
@@ -636,6 +642,44 @@ class RetrainWorker:
         self._scheduled.add(request["event_id"])
         log.info("schedule: no model trained since %s (every %s): asked for run %s",
                  last.isoformat() if last else "ever", self.every, request["event_id"])
+
+
+def run_alert(run: RetrainRun) -> tuple[str, str, str] | None:
+    """The alert a ledger row calls for, as (kind, text, key), or None.
+
+    ``started`` → ``retrain_requested`` (key: the run id); ``failed`` (for good) →
+    ``retrain_failed`` (key: the run id); ``deferred`` → ``retrain_failed`` (key:
+    ``<run id>/deferred``, so that the run failing for good later is a new incident).
+
+    >>> started = RetrainRun("r1", "drift", ("q1", "q2"), "started", datetime(2026, 12, 3))
+    >>> run_alert(started)
+    ('retrain_requested', 'retrain run r1 started (drift): 2 request(s)', 'r1')
+    >>> run_alert(started.finished("deferred", message="MLflow unreachable"))[::2]
+    ('retrain_failed', 'r1/deferred')
+    >>> run_alert(started.finished("succeeded")) is None
+    True
+    """
+    if run.status == "started":
+        return ("retrain_requested", f"retrain run {run.run_id} started ({run.trigger}): "
+                                     f"{len(run.request_ids)} request(s)", run.run_id)
+    if run.status == "failed":
+        return "retrain_failed", f"retrain run {run.run_id} failed for good: {run.message}", run.run_id
+    if run.status == DEFERRED:
+        return ("retrain_failed", f"retrain run {run.run_id} deferred, its requests wait: {run.message}",
+                f"{run.run_id}/{DEFERRED}")
+    return None
+
+
+def _alert_run(run: RetrainRun) -> None:
+    """Raise the alert ``run`` calls for (:func:`run_alert`); never raises."""
+    try:
+        found = run_alert(run)
+        if found is not None:
+            kind, text, key = found
+            alert(kind, text, key=key, run_id=run.run_id, trigger=run.trigger, status=run.status,
+                  requests=list(run.request_ids), model_version=run.model_version)
+    except Exception as exc:  # noqa: BLE001 - an alert must not stop the worker
+        log.error("alert for retrain run %s (%s) could not be raised: %s", run.run_id, run.status, exc)
 
 
 def _commit(reader) -> None:

@@ -39,14 +39,15 @@ log = logging.getLogger("learnscore.alerts")
 
 #: Every kind of alert, and when it is sent.
 ALERT_KINDS: dict[str, str] = {
-    "drift_detected": "a drift detector in the stream fired",
+    "drift_detected": "a drift detector in the stream fired and its ops.drift_events rows were written",
     "retrain_requested": "the retrain worker started a run for drift, schedule or manual requests",
     "retrain_failed": "a retrain run failed, or was deferred because MLflow stayed away",
     "model_promoted": "a version became production",
     "model_rolled_back": "production went back to the previous version",
     "rollback_recommended": "the guard found the new version worse but its policy is alert-only",
-    "endpoint_error_rate": "the REST endpoint's error rate is above alerts.endpoint_error_rate",
-    "stream_lag": "the stream lags more than alerts.stream_lag_seconds",
+    "endpoint_error_rate": "the REST endpoint's 5xx share over alerts.endpoint_error_window_seconds is "
+                           "above alerts.endpoint_error_rate",
+    "stream_lag": "event → score, or the wait of unscored submissions, is above alerts.stream_lag_seconds",
     "performance_below_floor": "estimated performance of a version is below a gates floor",
 }
 

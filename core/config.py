@@ -368,7 +368,14 @@ class AlertsConfig(_Section):
     dedupe_seconds: float = Field(3600, ge=0)
     max_per_hour: int = Field(20, ge=0)
     queue_size: int = Field(1000, ge=1)
+    # endpoint_error_rate: 5xx share of the scoring requests the endpoint owed an answer (4xx are
+    # the client's and left out) over the last endpoint_error_window_seconds, once at least
+    # endpoint_error_min_requests of them came (serving/error_rate.py).
     endpoint_error_rate: float = Field(0.05, ge=0, le=1)
+    endpoint_error_window_seconds: float = Field(60, gt=0)
+    endpoint_error_min_requests: int = Field(20, ge=1)
+    # stream_lag: event → published score (median of a scoring batch), or how long submissions
+    # have waited unscored for a usable version (streaming/lag.py).
     stream_lag_seconds: float = Field(120, gt=0)
     kinds: dict[str, AlertKindConfig] = Field(default_factory=dict)
 

@@ -373,7 +373,7 @@ def retrain_worker(
     idle_exit: Annotated[Optional[float], typer.Option(help="Stop after this many seconds without requests.")] = None,
     guard: Annotated[bool, typer.Option("--guard/--no-guard", help="Also run the rollback guard (guard.policy) beside the runs.")] = True,
     estimate: Annotated[bool, typer.Option("--estimate/--no-estimate", help="Also estimate every version's performance every estimation.interval_seconds (what `monitor performance` does, on the windows that changed).")] = True,
-    on_final_failure: Annotated[Optional[str], typer.Option(help="Called with the run that failed for good (alerts), module:function.")] = None,
+    on_final_failure: Annotated[Optional[str], typer.Option(help="Also called with the run that failed for good (which is alerted in any case), module:function.")] = None,
 ) -> None:
     """Consume model.retrain-requests: one recorded training run per burst of requests."""
     from learnscore.batch.retrain_worker import run_retrain_worker

@@ -23,11 +23,13 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from learnscore.core.alerts import alert
 from learnscore.core.config import Config, Secrets
 from learnscore.core.tracking import apply_pickle_setting
 from learnscore.registry.access import PRODUCTION, STAGING
 from learnscore.serving.auth import api_key_matches, presented_api_key, redact_json, redact_text
 from learnscore.serving.body import BodyTooLarge, declared_length, read_limited
+from learnscore.serving.error_rate import ErrorRate, ErrorRateWatch
 from learnscore.serving.metrics import ServingMetrics
 from learnscore.serving.models import ModelWatcher, Registry, ServedModels
 from learnscore.serving.ratelimit import Limited, RateLimitMiddleware
@@ -64,6 +66,7 @@ class ScoringService:
                                     on_change=self._log_change)
         self.request_log = request_log
         self.metrics = ServingMetrics(self.watcher, request_log)
+        self.errors = ErrorRateWatch.from_config(config.alerts)
         self.batcher = ScoreBatcher(config.serving.score_batch_items)
         self.refusals = RefusalSampler(config.serving.refusal_log_share)
         self.started_at = datetime.now(timezone.utc)
@@ -98,6 +101,7 @@ class ScoringService:
         if error is not None:  # the request log lands in ops.endpoint_requests: no secrets there
             error = redact_text(error, self.api_key)
         self.metrics.observe(status, version, route, latency_s, items)
+        self._watch_errors(status)
         if status in (401, 429) and not self.refusals.keep(status):
             self.metrics.refusals_not_logged.labels(str(status)).inc()
             return
@@ -107,6 +111,15 @@ class ScoringService:
                 model_name=model.name if model is not None else self.config.mlflow.model_name,
                 model_version=version, route=route, items=items, error_code=error_code,
                 error=error))
+
+    def _watch_errors(self, status: int) -> None:
+        """Count the response in the error-rate window; alert when the 5xx share is too high."""
+        try:
+            reading = self.errors.observe(status)
+            if reading is not None:
+                _alert_error_rate(reading, self.config.alerts.endpoint_error_rate)
+        except Exception as exc:  # noqa: BLE001 - an alert must never fail a request
+            log.error("the endpoint's error-rate alert failed: %s", exc)
 
     def limited(self, limited: Limited) -> None:
         """A request the rate limiter refused: counted, and logged like a 401 (sampled)."""
@@ -133,6 +146,15 @@ class ScoringService:
         self.batcher.close()
         if self.request_log is not None:
             self.request_log.stop()
+
+
+def _alert_error_rate(reading: ErrorRate, threshold: float) -> None:
+    alert("endpoint_error_rate",
+          f"scoring endpoint: {reading.errors} of {reading.requests} requests failed with a server error "
+          f"(5xx) in the last {reading.window_s:g} s: {reading.share:.0%} > {threshold:.0%} "
+          f"(alerts.endpoint_error_rate); see the endpoint's log and /metrics",
+          key="/v1/score", errors=reading.errors, requests=reading.requests,
+          share=reading.share, threshold=threshold, window_s=reading.window_s)
 
 
 def _unauthorised(request_id: str) -> Response:

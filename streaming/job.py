@@ -37,6 +37,7 @@ import signal
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 
 from pyspark.sql import SparkSession
@@ -44,6 +45,7 @@ from pyspark.sql import SparkSession
 from learnscore.core.config import Config, Secrets
 from learnscore.core.waiting import WaitTimedOut, wait_until
 from learnscore.streaming import gold, landing, pairs, scoring, shadow
+from learnscore.streaming.lag import LagWatch, StreamLag, alert_stream_lag
 from learnscore.streaming.lease import CheckpointLease
 from learnscore.streaming.model_cache import ModelCache
 from learnscore.streaming.runtime import STOP_MARKER, QueryRuntime, ScorerHooks, ScorerTopics
@@ -51,6 +53,7 @@ from learnscore.streaming.runtime import STOP_MARKER, QueryRuntime, ScorerHooks,
 log = logging.getLogger(__name__)
 
 QUERY_NAME = "scorer"
+LAG_CHECK_S = 5.0  # how often the run loop looks for lag (a broker call only while rows wait)
 QUERIES = (scoring.QUERY, landing.QUERY, gold.QUERY, pairs.QUERY)
 STREAM_TABLES = tuple(dict.fromkeys((*landing.TABLES, *gold.TABLES, "gold.prediction_outcomes",
                                      "gold.shadow_prediction_outcomes")))
@@ -82,6 +85,9 @@ class Scorer:
     _last_catch_up_check: float = 0.0
     _positions: dict = field(default_factory=dict)
     _last_loss_check: float = 0.0
+    _lag: LagWatch | None = None
+    _lag_report: object = None  # the scoring report the lag watch saw last
+    _last_lag_check: float = 0.0
 
     def model_caches(self) -> list[ModelCache]:
         """Production's model cache, then each challenger's."""
@@ -120,7 +126,7 @@ class Scorer:
 
     def tick(self) -> None:
         """Called from the run loop: catch up waiting rows when the stream is idle; check Kafka
-        retention against the queries' positions."""
+        retention against the queries' positions; alert when the stream lags (:meth:`check_lag`)."""
         now = time.monotonic()
         if now - self._last_catch_up_check >= max(self.config.streaming.alias_check_seconds, 1.0):
             self._last_catch_up_check = now
@@ -132,6 +138,13 @@ class Scorer:
                         self.catch_up.run_reported(model, runtime.query_id, self.progress)
                 except Exception as exc:  # noqa: BLE001 - the next tick (or batch) tries again
                     log.warning("catch-up of waiting submissions failed (tried again later): %s", exc)
+        if now - self._last_lag_check >= LAG_CHECK_S:
+            self._last_lag_check = now
+            try:
+                for lag in self.check_lag():
+                    alert_stream_lag(lag)
+            except Exception as exc:  # noqa: BLE001 - a check, not the stream: tried again next tick
+                log.warning("the stream-lag check failed (tried again in %.0f s): %s", LAG_CHECK_S, exc)
         if now - self._last_loss_check >= self.config.streaming.data_loss_check_seconds:
             self._last_loss_check = now
             try:
@@ -139,6 +152,26 @@ class Scorer:
             except Exception as exc:  # noqa: BLE001 - a check, not the stream: tried again next time
                 log.warning("the data-loss check failed (tried again in %.0f s): %s",
                             self.config.streaming.data_loss_check_seconds, exc)
+
+    def check_lag(self, now: datetime | None = None) -> list[StreamLag]:
+        """Feed the lag watch (``streaming/lag.py``) the scoring query's newest batch report — its
+        median event → score latency and the submissions left waiting — or, with no new batch while
+        submissions wait, the waiting count from Kafka; return what lags beyond
+        ``alerts.stream_lag_seconds``."""
+        if self._lag is None:
+            self._lag = LagWatch(self.config.alerts.stream_lag_seconds)
+        report = self.state.last_report
+        latency_s = pending = batch_id = None
+        if report is not None and report is not self._lag_report:
+            self._lag_report = report
+            latency_s, pending, batch_id = report.latency_p50_s, report.pending_unscored, report.batch_id
+        elif self._lag.waiting:
+            try:
+                pending = self.catch_up.pending()
+            except Exception as exc:  # noqa: BLE001 - unknown: the wait's clock keeps running
+                log.debug("could not count waiting submissions for the lag check: %s", exc)
+        return self._lag.observe(now or datetime.now(timezone.utc), latency_s=latency_s, pending=pending,
+                                 batch_id=batch_id)
 
     def pending_unscored(self) -> int:
         """Valid submissions waiting on the retries topic for a version that can score them."""

@@ -27,11 +27,12 @@ from typing import Any
 import orjson
 import pandas as pd
 
+from learnscore.core.alerts import alert
 from learnscore.core.config import Config
 from learnscore.schemas import topics
 from learnscore.streaming.drift.features import pandas_safe_times
 from learnscore.streaming.drift.monitor import DriftMonitor, DriftSettings, Finding
-from learnscore.streaming.drift.records import drift_event_row, retrain_request_event
+from learnscore.streaming.drift.records import drift_alert, drift_event_row, retrain_request_event
 from learnscore.streaming.drift.state import DriftState, DriftStateStore, write_oldest_first
 from learnscore.streaming.model_cache import RETRY_FAILED_LOAD_S
 
@@ -195,6 +196,21 @@ class DriftHook:
             self.write_events(rows, outbox["app_id"], outbox["batch_id"])
         if outbox.get("requests"):
             self.send_requests(outbox["requests"])
+        alert_drift_events(rows)
+
+
+def alert_drift_events(rows: list[dict[str, Any]]) -> None:
+    """A ``drift_detected`` alert for each ``ops.drift_events`` row, called once an outbox is
+    written: a replay rewrites only outboxes not yet written, so it does not alert again, and the
+    dispatcher's dedupe on ``kind/signal/segment`` makes a change found again one incident. (A
+    stream killed between a write and the next state save writes that outbox, and alerts, again
+    on restart.) Never raises: the outbox must be dropped once written."""
+    for row in rows:
+        try:
+            text, key, fields = drift_alert(row)
+            alert("drift_detected", text, key=key, **fields)
+        except Exception as exc:  # noqa: BLE001 - an alert must not stop the drift hook
+            log.error("drift alert for %s could not be raised: %s", row.get("drift_event_id"), exc)
 
 
 def make_drift_hook(config: Config, checkpoint_dir: str, *, spark=None, producer=None) -> DriftHook:

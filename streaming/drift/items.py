@@ -38,6 +38,7 @@ from learnscore.model.effort import measure_effort
 from learnscore.model.features import FlatResponses, flatten_model_input
 from learnscore.model.item_bank import ItemBank
 from learnscore.model.item_fit import SUM_COLUMNS, add_sums, compare_items, item_sums
+from learnscore.streaming.drift.hook import alert_drift_events
 from learnscore.streaming.drift.state import DriftState, DriftStateStore, write_oldest_first
 
 log = logging.getLogger(__name__)
@@ -239,6 +240,7 @@ class ItemHook:
         self.write_events([_datetimes(row) for row in outbox["drift_events"]], outbox["app_id"],
                           outbox["batch_id"])
         self.write_flags([_datetimes(row) for row in outbox["flags"]])
+        alert_drift_events(outbox["drift_events"])
 
 
 def make_item_hook(config: Config, checkpoint_dir: str, *, spark=None, production_bank=None) -> ItemHook:

@@ -49,6 +49,43 @@ def drift_event_row(finding: Finding) -> dict[str, Any]:
     }
 
 
+def drift_alert(row: dict[str, Any]) -> tuple[str, str, dict[str, Any]]:
+    """The ``drift_detected`` alert of one ``ops.drift_events`` row: (text, incident key, fields).
+
+    The key is ``kind/signal/segment``: the detectors finding the same change again in later
+    batches is the same incident.
+
+    >>> text, key, fields = drift_alert({
+    ...     "kind": "covariate", "signal": "accuracy", "segment": "math/5-8", "detector": "ADWIN",
+    ...     "statistic": -1.52, "mean_before": 0.70, "mean_after": 0.45, "n_before": 300,
+    ...     "n_after": 200, "model_version": "1", "request_id": "r-1", "batch_id": 6,
+    ...     "drift_event_id": "d-1"})
+    >>> key
+    'covariate/accuracy/math/5-8'
+    >>> fields["drift_kind"], fields["request_id"]
+    ('covariate', 'r-1')
+    >>> text
+    'drift: covariate/accuracy in math/5-8, -1.52 (mean 0.7 -> 0.45, n 300/200), model 1; retrain requested (r-1)'
+    """
+    kind, signal, segment = row.get("kind"), row.get("signal"), row.get("segment")
+    statistic, request_id = row.get("statistic"), row.get("request_id")
+    effect = f"{statistic:+.2f}" if isinstance(statistic, (int, float)) else "?"
+    text = (f"drift: {kind}/{signal} in {segment}, {effect} (mean {_number(row.get('mean_before'))} -> "
+            f"{_number(row.get('mean_after'))}, n {row.get('n_before')}/{row.get('n_after')}), "
+            f"model {row.get('model_version') or '-'}" + (f"; retrain requested ({request_id})" if request_id else ""))
+    fields = {"drift_kind": kind}  # ``kind`` names the alert's own kind
+    fields.update((name, row[name]) for name in ("signal", "segment", "detector", "statistic", "mean_before",
+                                                 "mean_after", "n_before", "n_after", "model_version",
+                                                 "request_id", "batch_id", "drift_event_id", "item_id",
+                                                 "direction")
+                  if row.get(name) is not None)
+    return text, f"{kind}/{signal}/{segment}", fields
+
+
+def _number(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, (int, float)) else "?"
+
+
 def retrain_request_event(finding: Finding) -> dict[str, Any]:
     """The ``RetrainRequested`` a finding asks for, validated against its contract.
 
