@@ -211,7 +211,15 @@ class KafkaBroker:
         command = self._java_command("kafka.tools.StorageTool", "format", "--standalone",
                                      "-t", cluster_id, "-c", str(self.properties_file),
                                      *self._format_extra_args())
-        result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+        # The SCRAM arguments hold passwords: the launcher reads them from a file, so they never
+        # appear in the process's command line.
+        from learnscore.stack.kafka_security import write_argument_file
+
+        arguments = write_argument_file(self.home / "format.args", command[1:])
+        try:
+            result = subprocess.run([command[0], f"@{arguments}"], capture_output=True, text=True, timeout=120)
+        finally:
+            arguments.unlink(missing_ok=True)
         if result.returncode != 0:
             raise StackError(f"formatting the Kafka storage in {self.data_dir} failed:\n"
                              f"{(result.stdout + result.stderr)[-2000:]}")

@@ -5,10 +5,16 @@ The certificate is made with the JDK's ``keytool``; clients trust it through the
 when the storage is formatted (KRaft keeps them in the metadata log), so a broker that should
 accept SASL logins must be formatted with the listener enabled: the user is
 ``kafka.sasl_username`` and the password comes from ``$LEARNSCORE_KAFKA_PASSWORD`` only.
+
+No secret is ever an argument of a process (``/proc/<pid>/cmdline`` is readable by every local
+user): keytool reads its store password from its environment (``-storepass:env``), and the
+storage tool gets its SCRAM arguments from a Java argument file (``java @file``, mode 0600,
+deleted once the format is done).
 """
 
 from __future__ import annotations
 
+import os
 import secrets
 import shutil
 import subprocess
@@ -18,6 +24,8 @@ from learnscore.core.config import Config, Secrets
 from learnscore.stack.processes import StackError
 
 MECHANISM = "SCRAM-SHA-512"
+# keytool reads the keystore password from this variable of its own environment.
+_KEYTOOL_PASSWORD_VARIABLE = "LEARNSCORE_KEYSTORE_PASSWORD"
 
 
 def tls_dir(config: Config) -> Path:
@@ -47,12 +55,13 @@ def _ensure_certificate(config: Config) -> tuple[Path, str]:
         ["keytool", "-genkeypair", "-alias", "broker", "-keyalg", "RSA", "-keysize", "2048",
          "-validity", "825", "-dname", f"CN={host}", "-ext", f"SAN={san},DNS:localhost",
          "-keystore", str(keystore), "-storetype", "PKCS12",
-         "-storepass", password, "-keypass", password],
+         "-storepass:env", _KEYTOOL_PASSWORD_VARIABLE, "-keypass:env", _KEYTOOL_PASSWORD_VARIABLE],
         ["keytool", "-exportcert", "-rfc", "-alias", "broker", "-keystore", str(keystore),
-         "-storepass", password, "-file", str(ca_file(config))],
+         "-storepass:env", _KEYTOOL_PASSWORD_VARIABLE, "-file", str(ca_file(config))],
     ]
+    environment = {**os.environ, _KEYTOOL_PASSWORD_VARIABLE: password}
     for command in steps:
-        result = subprocess.run(command, capture_output=True, text=True)
+        result = subprocess.run(command, capture_output=True, text=True, env=environment)
         if result.returncode != 0:
             raise StackError(f"keytool failed making the broker certificate: {result.stderr[-500:]}")
     return keystore, password
@@ -73,15 +82,35 @@ def sasl_ssl_properties(config: Config, home: Path) -> list[str]:
 
 
 def scram_format_args(config: Config) -> list[str]:
-    """``kafka-storage format`` arguments that create the SCRAM user of ``kafka.sasl_username``."""
+    """``kafka-storage format`` arguments that create the SCRAM user of ``kafka.sasl_username``.
+
+    They hold the password: pass them through :func:`write_argument_file`, never on a command line.
+    """
     user = config.kafka.sasl_username
     if not user:
         raise StackError("broker.sasl_ssl_port is set but kafka.sasl_username is empty; "
                          "set LEARNSCORE__KAFKA__SASL_USERNAME")
-    password = Secrets(config).kafka_password_required()
-    if any(ch in password for ch in ",[]="):
-        raise StackError(f"{Secrets.KAFKA_PASSWORD} may not contain , [ ] or = (Kafka's --add-scram syntax)")
-    return ["--add-scram", f"{MECHANISM}=[name={user},password={password}]"]
+    return ["--add-scram", scram_credential(user, Secrets(config).kafka_password_required(), Secrets.KAFKA_PASSWORD)]
+
+
+def scram_credential(user: str, password: str, source: str) -> str:
+    """The value of one ``--add-scram``; ``source`` names where the password came from, for errors."""
+    if any(ch in password for ch in ",[]=\"'") or any(ch.isspace() for ch in password):
+        raise StackError(f"{source} may not contain , [ ] = quotes, backslashes or spaces "
+                         f"(Kafka's --add-scram syntax); choose another password")
+    return f"{MECHANISM}=[name={user},password={password}]"
+
+
+def write_argument_file(path: Path, arguments: list[str]) -> Path:
+    """Write a Java argument file (``java @path``): one argument a line, readable by us alone.
+
+    The launcher expands it before the JVM starts, so the arguments, secrets among them, never
+    appear in the process's command line.
+    """
+    path.unlink(missing_ok=True)
+    path.touch(mode=0o600)
+    path.write_text("".join(f'"{argument}"\n' for argument in arguments))
+    return path
 
 
 def sasl_ssl_client_config(config: Config) -> Config:
