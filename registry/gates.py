@@ -155,20 +155,46 @@ def check_against_production(candidate: dict[str, float], production: dict[str, 
     ]
 
 
-def check_floors(candidate: dict[str, float], config: Config) -> list[GateResult]:
-    """Absolute limits, whatever production does."""
-    gates = config.gates
-    mae, f1 = candidate["mae"], candidate["macro_f1"]
+def check_floors(candidate: dict[str, float], config: Config, production: dict[str, float] | None = None,
+                 production_version: str | None = None) -> list[GateResult]:
+    """Absolute limits. A candidate beyond one still passes it when production, on the same rows,
+    is beyond it too and worse than the candidate: refusing would keep the worse model serving
+    (after a concept shift the old model fails the very floors it was promoted under).
+
+    >>> from learnscore.core.config import Config
+    >>> [r.passed for r in check_floors({"mae": 4.2, "macro_f1": 0.36}, Config())]
+    [True, False]
+    >>> print(check_floors({"mae": 4.2, "macro_f1": 0.36}, Config(), {"mae": 12.2, "macro_f1": 0.32}, "1")[1].message)
+    macro-F1 0.360 is below the minimum 0.400, but production v1 is further below on the same rows (0.320): ...
+    """
+    gates, production = config.gates, production or {}
     return [
-        GateResult("floor_mae", mae <= gates.max_mae,
-                   f"MAE {mae:.3f} within the limit {gates.max_mae:.3f}" if mae <= gates.max_mae else
-                   f"MAE {mae:.3f} exceeds the limit {gates.max_mae:.3f} by {mae - gates.max_mae:.3f}"),
-        GateResult("floor_macro_f1", f1 >= gates.min_macro_f1,
-                   f"macro-F1 {f1:.3f} meets the minimum {gates.min_macro_f1:.3f}"
-                   if f1 >= gates.min_macro_f1 else
-                   f"macro-F1 {f1:.3f} is below the minimum {gates.min_macro_f1:.3f} by "
-                   f"{gates.min_macro_f1 - f1:.3f}"),
+        _floor_result("floor_mae", "MAE", candidate["mae"], gates.max_mae, production.get("mae"),
+                      production_version, lower_is_better=True),
+        _floor_result("floor_macro_f1", "macro-F1", candidate["macro_f1"], gates.min_macro_f1,
+                      production.get("macro_f1"), production_version, lower_is_better=False),
     ]
+
+
+def floor_excused(value: float, other: float | None, *, lower_is_better: bool) -> bool:
+    """Whether ``value``, beyond a floor, is excused: ``other`` (the version it would replace,
+    or be replaced by, on the same rows) is worse still."""
+    if other is None:
+        return False
+    return value < other if lower_is_better else value > other
+
+
+def _floor_result(name: str, label: str, value: float, limit: float, production: float | None,
+                  production_version: str | None, *, lower_is_better: bool) -> GateResult:
+    if value <= limit if lower_is_better else value >= limit:
+        meets = "within the limit" if lower_is_better else "meets the minimum"
+        return GateResult(name, True, f"{label} {value:.3f} {meets} {limit:.3f}")
+    beyond = f"{label} {value:.3f} {'exceeds the limit' if lower_is_better else 'is below the minimum'} {limit:.3f}"
+    if floor_excused(value, production, lower_is_better=lower_is_better):
+        return GateResult(name, True, f"{beyond}, but production v{production_version} is further "
+                                      f"{'above' if lower_is_better else 'below'} on the same rows "
+                                      f"({production:.3f}): the candidate replaces a worse model")
+    return GateResult(name, False, f"{beyond} by {abs(value - limit):.3f}")
 
 
 def window_metrics(predictions: pd.DataFrame, labels: pd.DataFrame) -> dict[str, float]:
@@ -231,7 +257,8 @@ def run_gates(config: Config, version: str) -> GateReport:
     elif production_version == str(version):
         production_metrics = candidate_metrics
     results += check_against_production(candidate_metrics, production_metrics, production_version, config)
-    results += check_floors(candidate_metrics, config)
+    results += check_floors(candidate_metrics, config, production_metrics if production_version != str(version)
+                            else None, production_version)
     return GateReport(version, tuple(results), candidate_metrics, production_version,
                       production_metrics or {}, len(labels), cutoff.isoformat() if cutoff else None)
 

@@ -43,6 +43,7 @@ import pandas as pd
 from learnscore.core.config import Config
 from learnscore.model.estimation import PerformanceEstimator, realized_metrics
 from learnscore.registry.access import PRODUCTION, block_promotion, production_version, training_cutoff, version_uri
+from learnscore.registry.gates import floor_excused
 from learnscore.registry.history import PROMOTED, model_events
 
 log = logging.getLogger(__name__)
@@ -141,9 +142,11 @@ def decide(version: str, evidence: Evidence, baseline: Baseline, config: Config)
     live, base = evidence.metrics, baseline.metrics
     reasons = []
     mae, f1 = live.get("mae"), live.get("macro_f1")
-    if mae is not None and mae > gates.max_mae:
+    # A floor breach rolls back only to a version that is not worse still (gates.floor_excused).
+    if mae is not None and mae > gates.max_mae and not floor_excused(mae, base.get("mae"), lower_is_better=True):
         reasons.append(f"MAE {mae:.2f} is above the limit {gates.max_mae:.2f}")
-    if f1 is not None and f1 < gates.min_macro_f1:
+    if f1 is not None and f1 < gates.min_macro_f1 and not floor_excused(f1, base.get("macro_f1"),
+                                                                         lower_is_better=False):
         reasons.append(f"macro-F1 {f1:.3f} is below the floor {gates.min_macro_f1:.3f}")
     if mae is not None and "mae" in base and mae - base["mae"] > guard.max_mae_increase:
         reasons.append(f"MAE {mae:.2f} exceeds v{baseline.version}'s {base['mae']:.2f} by "

@@ -41,3 +41,23 @@ def test_floors_alone_decide_when_there_is_no_baseline():
 def test_too_little_evidence_waits():
     decision = decide("7", Evidence("none", 120, 30), BEFORE, Config())
     assert decision.action == "wait" and "judging needs 300 predictions or 300 outcomes" in decision.reasons[0]
+
+
+def test_below_a_floor_is_kept_when_the_previous_version_is_further_below():
+    # After a concept shift the old version fails the floors it was promoted under; rolling back
+    # to it would put a worse model in front of learners.
+    shifted = Baseline("1", "gate report", {"mae": 12.2, "macro_f1": 0.32})
+    live = Evidence("realized", 900, 400, {"mae": 4.2, "macro_f1": 0.36})
+    assert decide("2", live, shifted, Config()).action == "keep"
+    worse = Evidence("realized", 900, 400, {"mae": 4.2, "macro_f1": 0.30})
+    assert decide("2", worse, shifted, Config()).reasons == ("macro-F1 0.300 is below the floor 0.400",)
+    assert decide("2", live, Baseline("1", "none", {}), Config()).action == "roll_back"
+
+
+def test_the_gates_pass_a_floor_only_for_a_candidate_that_beats_a_production_below_it():
+    from learnscore.registry.gates import check_floors
+
+    candidate = {"mae": 4.2, "macro_f1": 0.36}
+    assert [r.passed for r in check_floors(candidate, Config())] == [True, False]
+    assert [r.passed for r in check_floors(candidate, Config(), {"mae": 12.2, "macro_f1": 0.32}, "1")] == [True, True]
+    assert [r.passed for r in check_floors(candidate, Config(), {"mae": 3.9, "macro_f1": 0.37}, "1")] == [True, False]
