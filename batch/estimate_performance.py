@@ -23,12 +23,24 @@ Spark-free (``deltalake`` readers), meant to run on a schedule next to ``monitor
 
 Rows are MERGEd on (model_version, segment, window_start, window_end): running the report again
 replaces its rows (realized figures fill in as outcomes arrive).
+
+**On a schedule** (:func:`run_estimation_schedule`, a thread of the retrain worker, every
+``estimation.interval_seconds``; 0 or ``learnscore retrain-worker --no-estimate``: never) the same
+estimation runs over windows of ``estimation.window_seconds``, but only on the windows that need it
+(:func:`estimate_changed_windows`): of the last ``estimation.lookback_windows`` complete windows,
+those where a version's prediction or outcome count differs from what its ``all`` row recorded —
+a new window, late-scored rows, outcomes that arrived. A quiet interval costs three column-pruned
+reads of counts; a busy one costs what the CLI costs for the changed windows. Its floor alert
+looks at the newest complete window only, so it fires when that window is first estimated. An
+error (a table mid-write, no predictions yet) is logged and the next interval tries again.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -149,6 +161,37 @@ def floor_breaches(rows: list[dict[str, Any]], config: Config) -> list[dict[str,
     return breaches
 
 
+def windows_to_estimate(counts: pd.DataFrame, recorded: pd.DataFrame, min_window_rows: int) -> list[datetime]:
+    """Starts of the windows to (re-)estimate, oldest first: those where a version with at least
+    ``min_window_rows`` predictions has counts other than its recorded ``all`` row (or none).
+
+    ``counts`` and ``recorded`` have columns ``model_version``, ``window_start``, ``n_rows`` and
+    ``n_labelled``: what the tables hold now, and what ``ops.estimated_performance`` recorded.
+
+    >>> t = [pd.Timestamp("2026-11-20 09:00", tz="UTC"), pd.Timestamp("2026-11-20 10:00", tz="UTC")]
+    >>> now = pd.DataFrame({"model_version": ["1", "1", "2"], "window_start": [t[0], t[1], t[1]],
+    ...                     "n_rows": [500, 400, 10], "n_labelled": [300, 0, 0]})
+    >>> recorded = pd.DataFrame({"model_version": ["1"], "window_start": [t[0]], "n_rows": [500],
+    ...                          "n_labelled": [200]})
+    >>> [w.strftime("%H:%M") for w in windows_to_estimate(now, recorded, 200)]  # outcomes came; a new window
+    ['09:00', '10:00']
+    >>> windows_to_estimate(now, now, 200)
+    []
+    """
+    keys = ["model_version", "window_start"]
+
+    def keyed(frame: pd.DataFrame) -> pd.DataFrame:
+        return frame.assign(model_version=frame["model_version"].astype(str),
+                            window_start=pd.to_datetime(frame["window_start"], utc=True).astype("datetime64[ns, UTC]"))
+
+    current = keyed(counts[counts["n_rows"] >= min_window_rows])
+    merged = current.merge(keyed(recorded[[*keys, "n_rows", "n_labelled"]]), on=keys, how="left",
+                           suffixes=("", "_recorded"))
+    changed = ((merged["n_rows"] != merged["n_rows_recorded"])
+               | (merged["n_labelled"] != merged["n_labelled_recorded"]))
+    return sorted({pd.Timestamp(start).to_pydatetime() for start in merged.loc[changed, "window_start"]})
+
+
 def _finite(value) -> float | None:
     return None if value is None or not math.isfinite(value) else float(value)
 
@@ -158,19 +201,69 @@ def run_performance_report(config: Config, *, window: timedelta, windows: int,
                            now: datetime | None = None) -> PerformanceSummary:
     """Estimate the last ``windows`` windows, MERGE them into ``ops.estimated_performance`` and
     alert on floors (module docstring)."""
+    now = now or datetime.now(timezone.utc)
+    starts = window_starts(now, window, windows)[1:]
+    return _estimate_and_record(config, starts, window, now, alert_window=starts[-1])
+
+
+def estimate_changed_windows(config: Config, *, now: datetime | None = None) -> PerformanceSummary:
+    """The scheduled run: of the last ``estimation.lookback_windows`` complete windows, estimate
+    those whose counts changed (:func:`windows_to_estimate`) and MERGE them; nothing when none did."""
+    settings = config.estimation
+    now = now or datetime.now(timezone.utc)
+    window = timedelta(seconds=settings.window_seconds)
+    starts = window_starts(now, window, settings.lookback_windows)[1:]
+    counts = _window_counts(config, starts[0], starts[-1] + window, window)
+    changed = windows_to_estimate(counts, _recorded_counts(config, starts[0]), settings.min_window_rows)
+    if not changed:
+        log.debug("performance estimation: no window changed since the last run")
+        return PerformanceSummary([], [], [])
+    log.info("performance estimation: %d of the last %d windows of %s changed, from %s",
+             len(changed), len(starts), window, changed[0].isoformat())
+    return _estimate_and_record(config, changed, window, now, alert_window=starts[-1])
+
+
+def run_estimation_schedule(config: Config, *, stop: threading.Event,
+                            clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+                            on_run: Callable[[PerformanceSummary | Exception], None] | None = None) -> None:
+    """Run :func:`estimate_changed_windows` every ``estimation.interval_seconds`` until ``stop``
+    is set (the retrain worker's estimation thread). A failed run is logged, handed to ``on_run``
+    like a summary, and the next interval tries again; nothing here raises."""
+    interval = config.estimation.interval_seconds
+    if interval <= 0:
+        log.info("performance estimation off (estimation.interval_seconds is 0)")
+        return
+    while not stop.is_set():
+        outcome: PerformanceSummary | Exception
+        try:
+            outcome = estimate_changed_windows(config, now=clock())
+        except PerformanceReportError as exc:
+            log.warning("performance estimation: nothing to estimate yet (%s); next try in %.0f s", exc, interval)
+            outcome = exc
+        except Exception as exc:  # a failed run (a table mid-write, a full disk) waits for the next interval
+            log.exception("performance estimation failed; next try in %.0f s", interval)
+            outcome = exc
+        if on_run is not None:
+            on_run(outcome)
+        if stop.wait(interval):
+            return
+
+
+def _estimate_and_record(config: Config, starts: list[datetime], window: timedelta, now: datetime, *,
+                         alert_window: datetime) -> PerformanceSummary:
+    """Estimate the windows at ``starts`` (oldest first), MERGE their rows, and alert on the rows
+    of ``alert_window`` past a floor."""
     from learnscore.core.alerts import alert
     from learnscore.core.lake import upsert_rows
 
-    now = now or datetime.now(timezone.utc)
-    starts = window_starts(now, window, windows)[1:]
     end = starts[-1] + window
     predictions, pairs = read_report_inputs(config, starts[0], end, config.estimation.reference_rows)
     log.info("performance report: %d predictions and %d labelled rows for %d windows of %s from %s",
-             len(predictions), len(pairs), windows, window, starts[0].isoformat())
+             len(predictions), len(pairs), len(starts), window, starts[0].isoformat())
     rows = estimate_windows(predictions, pairs, starts, window, config=config, computed_at=now)
     upsert_rows(config, ESTIMATED_PERFORMANCE.name, rows, KEYS)
     sent = []
-    for breach in floor_breaches(rows, config):
+    for breach in floor_breaches([row for row in rows if row["window_start"] == alert_window], config):
         text = (f"version {breach['model_version']}, segment {breach['segment']}, window from "
                 f"{breach['window_start'].isoformat()}: {breach['why']} ({breach['n_rows']} predictions, "
                 f"{breach['n_labelled']} with outcomes)")
@@ -211,6 +304,43 @@ def read_report_inputs(config: Config, since: datetime, until: datetime,
             f"{PREDICTIONS.name} does not exist at {config.table_path(PREDICTIONS.name)}: run the "
             f'streaming scorer ("learnscore stream start") so that there are predictions to judge')
     return predictions, pairs
+
+
+def _window_counts(config: Config, since: datetime, until: datetime, window: timedelta) -> pd.DataFrame:
+    """Predictions and pairs per (model_version, window_start) in ``[since, until)``."""
+    in_range = (_column("event_time") >= _ts(since)) & (_column("event_time") < _ts(until))
+    columns = ["model_version", "event_time"]
+    predictions = _read(config, PREDICTIONS.name, columns, in_range)
+    if predictions is None:
+        raise PerformanceReportError(
+            f"{PREDICTIONS.name} does not exist at {config.table_path(PREDICTIONS.name)}: run the "
+            f'streaming scorer ("learnscore stream start") so that there are predictions to judge')
+    pairs = _read(config, PREDICTION_OUTCOMES.name, columns, in_range)
+    if pairs is None:
+        pairs = pd.DataFrame(columns=columns)
+
+    def per_window(frame: pd.DataFrame, name: str) -> pd.Series:
+        start = pd.to_datetime(frame["event_time"], utc=True).dt.floor(f"{int(window.total_seconds())}s")
+        return frame.assign(window_start=start).groupby(["model_version", "window_start"]).size().rename(name)
+
+    counts = pd.concat([per_window(predictions, "n_rows"), per_window(pairs, "n_labelled")], axis=1)
+    return counts.fillna(0).astype("int64").reset_index()
+
+
+def _recorded_counts(config: Config, since: datetime) -> pd.DataFrame:
+    """The ``all`` rows of ``ops.estimated_performance`` from ``since``: what was estimated on."""
+    columns = ["model_version", "window_start", "n_rows", "n_labelled"]
+    # The segment is filtered here: pyarrow has no string = string_view kernel for the pushed-down filter.
+    recorded = _read(config, ESTIMATED_PERFORMANCE.name, [*columns, "segment"], _column("window_start") >= _ts(since))
+    if recorded is None:
+        return pd.DataFrame(columns=columns)
+    return recorded.loc[recorded["segment"] == ALL_SEGMENTS, columns]
+
+
+def _column(name: str):
+    import pyarrow.compute as pc
+
+    return pc.field(name)
 
 
 def _read(config: Config, name: str, columns: list[str], where) -> pd.DataFrame | None:

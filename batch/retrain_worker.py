@@ -46,7 +46,10 @@ acknowledged. A run's first attempt is alerted too (``retrain_requested``; :func
 
 Beside the runs, the worker watches the last promotion with the rollback guard
 (:mod:`learnscore.registry.guard`, every ``guard.check_seconds``, per ``guard.policy``) in a thread
-of its own, and serves its counters on ``/metrics`` when ``retrain.metrics_port`` is set
+of its own, estimates the live performance of every version in another
+(:func:`learnscore.batch.estimate_performance.run_estimation_schedule`, every
+``estimation.interval_seconds``: the windows whose predictions or outcomes changed, into
+``ops.estimated_performance``), and serves its counters on ``/metrics`` when ``retrain.metrics_port`` is set
 (:mod:`learnscore.batch.retrain_metrics`). A version the guard rolled back is refused by the
 promotion (``refused``), never promoted again automatically.
 """
@@ -488,10 +491,12 @@ class RetrainWorker:
 
     # -- the consumer loop -----------------------------------------------------------------
     def serve(self, stop: threading.Event | None = None, *, max_runs: int | None = None,
-              idle_exit_seconds: float | None = None, watch: bool = False) -> list[RetrainRun]:
+              idle_exit_seconds: float | None = None, watch: bool = False,
+              estimate: bool = False) -> list[RetrainRun]:
         """Consume requests until ``stop`` is set, ``max_runs`` runs are done, or nothing came
         for ``idle_exit_seconds``. Returns the final rows of the runs it made. ``watch``: run
-        the rollback guard beside it (``learnscore retrain-worker`` does)."""
+        the rollback guard beside it; ``estimate``: the scheduled performance estimation
+        (``learnscore retrain-worker`` does both)."""
         from learnscore.core.kafka_io import consumer
 
         stop = self._stop = stop or threading.Event()  # also ends a wait for the lease
@@ -513,6 +518,7 @@ class RetrainWorker:
                  self.config.topic(topics.RETRAIN_REQUESTS), settings.consumer_group,
                  self.policy, f", every {self.every}" if self.every else "")
         guard = self._start_guard() if watch else None
+        estimation = self._start_estimation() if estimate else None
         try:
             while not stop.is_set():
                 self._maybe_schedule()
@@ -567,7 +573,28 @@ class RetrainWorker:
             if guard is not None:
                 self._guard_stop.set()
                 guard.join(timeout=30)
+            if estimation is not None:
+                estimation_thread, estimation_stop = estimation
+                estimation_stop.set()
+                estimation_thread.join(timeout=30)
         return done
+
+    def _start_estimation(self) -> tuple[threading.Thread, threading.Event] | None:
+        """The scheduled performance estimation in a thread of its own (an estimation never waits
+        for a training run, nor a run for it); the thread and the event that ends it."""
+        from learnscore.batch.estimate_performance import run_estimation_schedule
+
+        settings = self.config.estimation
+        if settings.interval_seconds <= 0:
+            log.info("retrain worker: performance estimation off (estimation.interval_seconds is 0)")
+            return None
+        stop = threading.Event()
+        thread = threading.Thread(target=run_estimation_schedule, name="performance-estimation", daemon=True,
+                                  args=(self.config,), kwargs={"stop": stop})
+        thread.start()
+        log.info("retrain worker: estimating performance every %.0f s over windows of %d s (last %d windows)",
+                 settings.interval_seconds, settings.window_seconds, settings.lookback_windows)
+        return thread, stop
 
     def _start_guard(self) -> threading.Thread | None:
         """The rollback guard in a thread of its own: a training run takes minutes, a bad
@@ -798,7 +825,8 @@ def _recent_labelled_times(config: Config, until: datetime, limit: int) -> list[
 def run_retrain_worker(config: Config, *, every: str | None = None, policy: str | None = None,
                        trainer: str = DEFAULT_TRAINER, promoter: str = DEFAULT_PROMOTER,
                        max_runs: int | None = None, idle_exit_seconds: float | None = None,
-                       watch: bool = True, on_final_failure: str | None = None) -> list[RetrainRun]:
+                       watch: bool = True, estimate: bool = True,
+                       on_final_failure: str | None = None) -> list[RetrainRun]:
     """The ``learnscore retrain-worker`` command: serve until Ctrl-C / SIGTERM."""
     import signal
 
@@ -813,7 +841,7 @@ def run_retrain_worker(config: Config, *, every: str | None = None, policy: str 
     worker.metrics.serve(config)
     try:
         return worker.serve(stop, max_runs=max_runs, idle_exit_seconds=idle_exit_seconds,
-                            watch=watch)
+                            watch=watch, estimate=estimate)
     finally:
         worker.metrics.close()
         signal.signal(signal.SIGTERM, previous)

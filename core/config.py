@@ -312,12 +312,16 @@ class GatesConfig(_Section):
 
 
 class EstimationConfig(_Section):
-    """Performance estimated before outcomes arrive (``learnscore monitor performance``)."""
+    """Performance estimated before outcomes arrive (``learnscore monitor performance``, and the
+    retrain worker every ``interval_seconds``)."""
 
     reference_rows: int = Field(20_000, ge=100)  # newest labelled rows of a version before a window
     min_reference_rows: int = Field(1000, ge=50)  # fewer: no estimate for that version and window
     min_window_rows: int = Field(200, ge=1)  # a (segment, window) cell with fewer predictions is left out
     min_labelled_rows: int = Field(100, ge=1)  # realized metrics once this many of a cell's rows have outcomes
+    interval_seconds: float = Field(300, ge=0)  # the retrain worker estimates this often; 0: never
+    window_seconds: int = Field(3600, ge=60)  # the windows it estimates (monitor performance --window)
+    lookback_windows: int = Field(24, ge=1)  # it revisits this many complete windows for late rows and outcomes
 
 
 class PsychometricsConfig(_Section):

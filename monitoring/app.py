@@ -23,7 +23,7 @@ from learnscore.monitoring.tables import TableReader
 log = logging.getLogger(__name__)
 
 PANEL_IDS = ("requests", "endpoint", "versions", "stream", "drift_events", "drift_metrics",
-             "lifecycle", "live_error", "scores", "psychometrics")
+             "lifecycle", "live_error", "model_versions", "scores", "psychometrics")
 
 
 def endpoint_base(config: Config) -> tuple[str, Any]:
@@ -69,6 +69,9 @@ def build_panels(config: Config, reader: TableReader, probe: dict[str, Any]) -> 
     minutes, bucket = config.dashboard.window_minutes, config.dashboard.bucket_seconds
     requests = reader.read("ops.endpoint_requests")
     predictions = reader.read("gold.predictions")
+    outcomes = reader.read("gold.prediction_outcomes")
+    shadow = reader.read("gold.shadow_prediction_outcomes")
+    events = reader.read("ops.model_events")
     return [
         panels.requests_panel(requests, minutes, bucket),
         panels.endpoint_panel(requests, probe, minutes, bucket),
@@ -76,9 +79,10 @@ def build_panels(config: Config, reader: TableReader, probe: dict[str, Any]) -> 
         panels.stream_panel(reader.read("ops.stream_progress"), reader.read("silver.quarantine"), minutes),
         panels.drift_events_panel(reader.read("ops.drift_events")),
         panels.drift_metrics_panel(reader.read("ops.drift_metrics")),
-        panels.lifecycle_panel(reader.read("ops.model_events")),
-        panels.live_error_panel(reader.read("gold.prediction_outcomes"), minutes, bucket,
-                                shadow=reader.read("gold.shadow_prediction_outcomes")),
+        panels.lifecycle_panel(events),
+        panels.live_error_panel(outcomes, minutes, bucket, shadow=shadow),
+        panels.model_versions_panel(predictions, reader.read("ops.estimated_performance"), events, outcomes, shadow,
+                                    minutes, bucket, config.estimation.interval_seconds),
         panels.scores_panel(predictions),
         panels.psychometrics_panel(predictions, reader.read("ops.item_flags"), minutes, bucket,
                                    config.drift.grade_bands),

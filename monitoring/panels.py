@@ -252,11 +252,7 @@ def live_error_panel(outcomes: pd.DataFrame, minutes: int, largest_bucket: int,
     if frame.empty:
         return _empty("live_error", title, "no outcomes joined to predictions yet")
     frame = frame.assign(version=frame["model_version"].astype(str))
-    challengers = pd.DataFrame()
-    if shadow is not None and not shadow.empty:
-        challengers = shadow[shadow["abs_error"].notna()]
-        challengers = challengers.assign(version=challengers["model_version"].astype(str) + " "
-                                         + challengers["model_alias"].fillna("shadow").astype(str))
+    challengers = _challengers(shadow)
     frame = pd.concat([frame, challengers], ignore_index=True) if not challengers.empty else frame
     frame = frame.assign(t=pd.to_datetime(frame["joined_at"].fillna(frame["outcome_time"]), utc=True))
     frame = window(frame, "t", minutes)
@@ -278,6 +274,116 @@ def live_error_panel(outcomes: pd.DataFrame, minutes: int, largest_bucket: int,
          "series": [{"name": "level accuracy", "values": _numbers(per["accuracy"])}]},
     ], tiles=[{"label": f"v{version} n", "value": int(n)} for version, n in per["n"].items()]
        + same_learners_tiles(outcomes, challengers))
+
+
+_ESTIMATE_WINDOWS_SHOWN = 48  # per version: two days of hourly windows
+_VERSIONS_CHARTED = 4  # the newest versions with estimates get their two charts each
+
+
+def model_versions_panel(predictions: pd.DataFrame, estimates: pd.DataFrame, events: pd.DataFrame,
+                         outcomes: pd.DataFrame, shadow: pd.DataFrame | None, minutes: int, largest_bucket: int,
+                         estimation_interval_s: float) -> Panel:
+    """Per model version: submissions scored (gold.predictions), estimated against realized
+    macro-F1 and MAE per window (ops.estimated_performance, segment ``all``), production against
+    each challenger on the same learners (the pairs), and promotions and rollbacks
+    (ops.model_events) marked on the time axes.
+
+    >>> empty = pd.DataFrame(columns=["model_version", "scored_at", "segment", "event_type"])
+    >>> model_versions_panel(empty, empty, empty, empty, None, 60, 60, 300)["note"]
+    'no estimates yet: the retrain worker estimates every 300 s (estimation.interval_seconds)'
+    """
+    title = "Model versions: scored, estimated vs realized performance, promotions and rollbacks"
+    waiting = ("no estimates yet: " + (f"the retrain worker estimates every {estimation_interval_s:.0f} s "
+                                       "(estimation.interval_seconds)" if estimation_interval_s > 0 else
+                                       "scheduled estimation is off (estimation.interval_seconds is 0); run "
+                                       "learnscore monitor performance"))
+    scored = predictions[predictions["model_version"].notna()] if not predictions.empty else predictions
+    overall = (estimates[(estimates["segment"] == "all") & estimates["model_version"].notna()]
+               if not estimates.empty else estimates)
+    if scored.empty and overall.empty:
+        return _empty("model_versions", title, waiting)
+    markers = lifecycle_markers(events)
+    charts, tiles = [], []
+    if not scored.empty:
+        frame = window(scored.assign(t=pd.to_datetime(scored["scored_at"], utc=True)), "t", minutes)
+        seconds = bucket_seconds(frame["t"], largest_bucket)
+        counts = (frame.assign(bucket=frame["t"].dt.floor(f"{seconds}s"), version=frame["model_version"].astype(str))
+                  .pivot_table(index="bucket", columns="version", values="t", aggfunc="size", fill_value=0)
+                  .sort_index())
+        charts.append(_marked({"type": "line", "title": f"submissions scored per {seconds}s, by version",
+                               "x": _iso(counts.index),
+                               "series": [{"name": f"v{version}", "values": _numbers(counts[version])}
+                                          for version in sorted(counts.columns, key=_version_key)]},
+                              markers, counts.index.min(), counts.index.max() + pd.Timedelta(seconds=seconds)))
+        per_version = scored["model_version"].astype(str).value_counts()
+        tiles += [{"label": f"v{version} scored", "value": int(per_version[version])}
+                  for version in sorted(per_version.index, key=_version_key)]
+    if not overall.empty:
+        overall = overall.assign(version=overall["model_version"].astype(str),
+                                 start=pd.to_datetime(overall["window_start"], utc=True),
+                                 end=pd.to_datetime(overall["window_end"], utc=True)).sort_values("start")
+        charted = sorted(overall["version"].unique(), key=_version_key)[-_VERSIONS_CHARTED:]
+        for version in charted:
+            rows = overall[overall["version"] == version].tail(_ESTIMATE_WINDOWS_SHOWN)
+            length = f"{int((rows['end'] - rows['start']).iloc[-1].total_seconds() // 60)}-min"
+            for metric, label in (("macro_f1", "macro-F1"), ("mae", "MAE")):
+                charts.append(_marked({
+                    "type": "line", "title": f"v{version} {label} per {length} window: estimated vs realized",
+                    "x": _iso(rows["start"]),
+                    "series": [{"name": "estimated", "values": _numbers(rows[f"estimated_{metric}"])},
+                               {"name": "realized", "values": _numbers(rows[f"realized_{metric}"])}]},
+                    markers, rows["start"].min(), rows["end"].max()))
+            newest = rows.iloc[-1]
+            tiles.append({"label": f"v{version} newest window: macro-F1 estimated / realized",
+                          "value": f"{_three(newest['estimated_macro_f1'])} / {_three(newest['realized_macro_f1'])}"})
+    challengers = _challengers(shadow)
+    tiles += same_learners_tiles(outcomes[outcomes["abs_error"].notna()] if not outcomes.empty else outcomes,
+                                 challengers)
+    return _ok("model_versions", title, charts, tiles=tiles, note=waiting if overall.empty else "")
+
+
+def lifecycle_markers(events: pd.DataFrame) -> list[dict]:
+    """Promotions and rollbacks (ops.model_events) as time-axis markers, oldest first.
+
+    >>> t = pd.to_datetime(["2026-11-20 09:00", "2026-11-20 09:30"], utc=True)
+    >>> events = pd.DataFrame({"occurred_at": t, "event_type": ["ModelPromoted", "ModelRolledBack"],
+    ...                        "version": ["2", "1"], "alias": ["production"] * 2, "previous_version": ["1", "2"],
+    ...                        "reason": ["gates passed", "MAE 9.1 vs 5.0"]})
+    >>> [(m["t"][11:16], m["kind"], m["label"]) for m in lifecycle_markers(events)]
+    [('09:00', 'promoted', 'v2 promoted'), ('09:30', 'rolled_back', 'v2 rolled back to v1')]
+    """
+    if events.empty:
+        return []
+    moves = events[events["event_type"].isin(["ModelPromoted", "ModelRolledBack"])
+                   & events["occurred_at"].notna()].sort_values("occurred_at", kind="stable")
+    markers = []
+    for t, kind, version, previous, reason in zip(_iso(moves["occurred_at"]), moves["event_type"], moves["version"],
+                                                  moves["previous_version"], moves["reason"]):
+        if kind == "ModelPromoted":
+            markers.append({"t": t, "kind": "promoted", "label": f"v{version} promoted", "detail": reason or ""})
+        else:  # a rollback records the version it restored; previous_version is the one taken back
+            markers.append({"t": t, "kind": "rolled_back", "label": f"v{previous} rolled back to v{version}",
+                            "detail": reason or ""})
+    return markers
+
+
+def _marked(chart: dict, markers: list[dict], since, until) -> dict:
+    """``chart`` with the markers whose time lies in ``[since, until]``."""
+    inside = [m for m in markers if pd.Timestamp(since) <= pd.Timestamp(m["t"]) <= pd.Timestamp(until)]
+    return {**chart, "markers": inside}
+
+
+def _challengers(shadow: pd.DataFrame | None) -> pd.DataFrame:
+    """Shadow pairs with an error, each labelled ``"<version> <alias>"``."""
+    if shadow is None or shadow.empty:
+        return pd.DataFrame()
+    challengers = shadow[shadow["abs_error"].notna()]
+    return challengers.assign(version=challengers["model_version"].astype(str) + " "
+                              + challengers["model_alias"].fillna("shadow").astype(str))
+
+
+def _three(value) -> str:
+    return "–" if value is None or pd.isna(value) else f"{float(value):.3f}"
 
 
 def same_learners_tiles(outcomes: pd.DataFrame, challengers: pd.DataFrame) -> list[dict]:

@@ -38,6 +38,8 @@ COLUMNS: dict[str, list[str]] = {
                                         "outcome_time", "joined_at"],
     "gold.predictions": ["progress_score", "comprehension_level", "model_version", "scored_at", "subject",
                          "grade_level", "rapid_guess_share", "low_effort"],
+    "ops.estimated_performance": ["model_version", "segment", "window_start", "window_end", "n_rows", "n_labelled",
+                                  "estimated_macro_f1", "realized_macro_f1", "estimated_mae", "realized_mae"],
     "ops.item_flags": ["item_id", "flag", "direction", "status", "flagged_at", "model_version", "evidence",
                        "reviewed_by"],
 }

@@ -4,6 +4,7 @@
   "use strict";
   const NS = "http://www.w3.org/2000/svg";
   const PALETTE = ["#2563eb", "#16a34a", "#f59e0b", "#dc2626", "#7c3aed", "#0891b2", "#db2777", "#65a30d"];
+  const MARKER_COLORS = { promoted: "#16a34a", rolled_back: "#dc2626" };
   const W = 460, H = 190, M = { l: 48, r: 10, t: 10, b: 26 };
 
   function el(name, attrs, parent) {
@@ -51,6 +52,25 @@
     container.appendChild(box);
   }
 
+  // Vertical markers (promotions, rollbacks) at their time on a line chart's axis: placed between
+  // the two points around it, in proportion to the time (the points need not be evenly spaced).
+  function markers(svg, chart, x) {
+    const times = chart.x.map((t) => Date.parse(t)), n = times.length;
+    (chart.markers || []).forEach((m, mi) => {
+      const t = Date.parse(m.t);
+      let i = 0;
+      while (i < n - 2 && t > times[i + 1]) i++;
+      const span = n > 1 ? times[i + 1] - times[i] : 0;
+      const at = span > 0 ? i + Math.min(1, Math.max(0, (t - times[i]) / span)) : i;
+      const px = n > 1 ? M.l + ((W - M.l - M.r) * at) / (n - 1) : x(0);
+      const color = MARKER_COLORS[m.kind] || "#475569";
+      const mark = el("line", { x1: px, x2: px, y1: M.t, y2: H - M.b, stroke: color, "stroke-width": 1.2,
+                                "stroke-dasharray": "4 3", class: "marker " + m.kind }, svg);
+      el("title", {}, mark).textContent = `${m.t} ${m.label}${m.detail ? "\n" + m.detail : ""}`;
+      text(svg, px + 3, M.t + 9 + (mi % 3) * 10, m.label, { fill: color, "font-size": 9 });
+    });
+  }
+
   function line(container, chart) {
     const svg = frame("line");
     const n = chart.x.length;
@@ -61,6 +81,7 @@
       text(svg, M.l, H - 8, shortTime(chart.x[0]));
       if (n > 1) text(svg, W - M.r, H - 8, shortTime(chart.x[n - 1]), { "text-anchor": "end" });
     }
+    if (n > 0) markers(svg, chart, x);
     chart.series.forEach((s, si) => {
       const color = PALETTE[si % PALETTE.length];
       let path = "", pen = false;

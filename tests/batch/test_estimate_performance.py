@@ -1,18 +1,27 @@
 """``learnscore monitor performance`` on gold tables written with deltalake (no Spark, no broker):
 estimates per version, segment and window next to the realized figures, MERGEd, with the floor
-alert."""
+alert; and the retrain worker's schedule of it, which re-estimates only the windows that changed
+and outlives a failed run."""
 
 from __future__ import annotations
 
 import logging
+import shutil
+import threading
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
 import pytest
 from deltalake import write_deltalake
 
-from learnscore.batch.estimate_performance import PerformanceReportError, run_performance_report
+from learnscore.batch.estimate_performance import (
+    PerformanceReportError,
+    PerformanceSummary,
+    run_estimation_schedule,
+    run_performance_report,
+)
 from learnscore.core.lake import read_table
 from learnscore.model.features import model_input_from_events
 from learnscore.schemas.tables import PREDICTION_OUTCOMES, PREDICTIONS, arrow_schema
@@ -129,3 +138,42 @@ def test_the_cli_prints_the_windows(lake_config, fitted_model):
     assert len(rows) == 3 and "no estimate (reference too small)" in rows[0]  # hour 0 has no reference
     assert all("estimated acc" in row for row in rows[1:])
     assert "realized acc" in lines[-2] and "rows into ops.estimated_performance" in lines[-1]
+
+
+def test_the_schedule_estimates_the_changed_windows_only_and_outlives_failed_runs(lake_config, fitted_model,
+                                                                                   caplog):
+    config = lake_config.model_copy(update={"estimation": lake_config.estimation.model_copy(update={
+        "interval_seconds": 0.01, "window_seconds": 3600, "lookback_windows": 3})})
+    now = START + 3 * HOUR + timedelta(minutes=5)
+    broken_log = config.table_path("ops.estimated_performance") + "/_delta_log"
+    outcomes: list[PerformanceSummary | Exception] = []
+    stop = threading.Event()
+
+    def after_run(outcome) -> None:  # what changes in the lake between two runs
+        outcomes.append(outcome)
+        if len(outcomes) == 1:  # no predictions yet; then the stream wrote three hours, a table broke
+            write_gold(config, fitted_model, labelled_hours=2)
+            Path(broken_log).mkdir(parents=True)
+            (Path(broken_log) / "00000000000000000000.json").write_text("not a Delta log\n")
+        elif len(outcomes) == 2:  # the table is mended
+            shutil.rmtree(config.table_path("ops.estimated_performance"))
+        elif len(outcomes) == 4:  # the third hour's outcomes arrive
+            write_gold_outcomes_of_hour(config, fitted_model, hour=2)
+        elif len(outcomes) == 5:
+            stop.set()
+
+    with caplog.at_level(logging.WARNING, logger="learnscore.batch.estimate_performance"):
+        run_estimation_schedule(config, stop=stop, clock=lambda: now, on_run=after_run)
+
+    no_predictions, broken, first, quiet, late_outcomes = outcomes
+    assert isinstance(no_predictions, PerformanceReportError) and "nothing to estimate yet" in caplog.text
+    assert isinstance(broken, Exception) and "performance estimation failed" in caplog.text
+    hours = [START + k * HOUR for k in range(3)]
+    assert first.window_starts == hours and len(first.rows) == 30  # 3 windows × (all + 9 segments)
+    assert quiet.window_starts == [] and quiet.rows == []  # nothing changed: nothing estimated
+    assert late_outcomes.window_starts == [hours[2]]  # only the window whose outcomes came
+    table = read_table(config, "ops.estimated_performance")
+    assert len(table) == 30
+    overall = table[table["segment"] == "all"].sort_values("window_start")
+    assert overall["n_labelled"].tolist() == [1500, 1500, 1500]
+    assert overall["realized_macro_f1"].notna().tolist() == [True, True, True]

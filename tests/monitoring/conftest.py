@@ -27,7 +27,8 @@ def _spark_append(spark, config: Config, name: str, rows: list[dict]) -> None:
 
 
 def seed_dashboard_tables(spark, config: Config, seed: int = 7) -> dict[str, int]:
-    """Ten minutes of a small deployment: requests, micro-batches, predictions, outcomes, drift."""
+    """Ten minutes of a small deployment: requests, micro-batches, predictions, outcomes (and a
+    challenger's in shadow), drift, promotions and a rollback, performance estimates."""
     rnd = random.Random(seed)
     requests, progress, predictions, outcomes = [], [], [], []
     for i in range(300):
@@ -107,13 +108,32 @@ def seed_dashboard_tables(spark, config: Config, seed: int = 7) -> dict[str, int
         {"event_id": "m4", "occurred_at": START + timedelta(minutes=6, seconds=30), "event_type": "ModelPromoted",
          "model_name": "learnscore-diagnostic", "version": "2", "alias": "production", "previous_version": "1",
          "actor": "retrain-worker", "reason": "better on the recent window", "metrics_json": "{}"},
+        {"event_id": "m5", "occurred_at": START + timedelta(minutes=9), "event_type": "ModelRolledBack",
+         "model_name": "learnscore-diagnostic", "version": "1", "alias": "production", "previous_version": "2",
+         "actor": "guard", "reason": "estimated MAE 9.10 vs 5.30", "metrics_json": "{}"},
     ]
+    # Two 5-minute windows estimated by the worker: v1 in both (the first with its outcomes), v2 in
+    # the second; a segment row the panel leaves out (it charts segment "all").
+    estimates = [{"model_version": version, "segment": segment, "window_start": START + timedelta(minutes=start),
+                  "window_end": START + timedelta(minutes=start + 5), "n_rows": n, "n_reference": 1000,
+                  "estimated_accuracy": 0.8, "estimated_macro_f1": f1, "estimated_mae": mae, "n_labelled": labelled,
+                  "realized_accuracy": None if real_f1 is None else 0.8, "realized_macro_f1": real_f1,
+                  "realized_mae": real_mae, "computed_at": START + timedelta(minutes=11)}
+                 for version, segment, start, n, f1, mae, labelled, real_f1, real_mae in (
+                     ("1", "all", 0, 200, 0.70, 5.1, 200, 0.72, 5.4),
+                     ("1", "all", 5, 200, 0.69, 5.3, 0, None, None),
+                     ("1", "math:3-5", 0, 70, 0.10, 50.0, 0, None, None),
+                     ("2", "all", 5, 160, 0.74, 4.2, 0, None, None))]
+    # Staging v3 in shadow on the first twenty pairs, one point better on each.
+    shadow = [{**outcome, "model_version": "3", "model_alias": "staging", "abs_error": outcome["abs_error"] + 1.0}
+              for outcome in outcomes[:20]]
     for name, rows in (("ops.endpoint_requests", requests), ("ops.stream_progress", progress),
                        ("gold.predictions", predictions), ("gold.prediction_outcomes", outcomes),
                        ("silver.quarantine", quarantine), ("ops.drift_events", drift_events),
-                       ("ops.drift_metrics", drift_metrics)):
+                       ("ops.drift_metrics", drift_metrics), ("gold.shadow_prediction_outcomes", shadow)):
         _spark_append(spark, config, name, rows)
     append_rows(config, "ops.model_events", model_events)
+    append_rows(config, "ops.estimated_performance", estimates)
     append_rows(config, "ops.item_flags", [
         {"item_id": "math.fractions.v1.003", "flag": "item_compromised", "direction": "easier", "status": "flagged",
          "flagged_at": START + timedelta(minutes=7), "model_version": "2", "drift_event_id": "i1",

@@ -30,6 +30,8 @@ def test_missing_tables_show_empty_panels_not_errors(config):
     assert tuple(panels) == PANEL_IDS
     assert {panel["state"] for panel in panels.values()} == {"empty"}
     assert panels["scores"]["note"] == "no predictions yet"
+    assert panels["model_versions"]["note"] == ("no estimates yet: the retrain worker estimates every 300 s "
+                                                "(estimation.interval_seconds)")
     assert panels["endpoint"]["tiles"][0] == {"label": "endpoint", "value": "down", "tone": "bad"}
 
 
@@ -43,9 +45,56 @@ def test_every_panel_has_data_from_the_tables(seeded_lake):
     assert panels["scores"]["tiles"][0] == {"label": "predictions", "value": 400}
     assert sum(panels["scores"]["charts"][0]["series"][0]["values"]) == 400
     assert [p["group"] for p in panels["lifecycle"]["charts"][0]["points"]] == [
-        "ModelRegistered", "ModelPromoted", "ModelRegistered", "ModelPromoted"]
-    assert panels["live_error"]["charts"][1]["categories"] == ["v1", "v2"]
+        "ModelRegistered", "ModelPromoted", "ModelRegistered", "ModelPromoted", "ModelRolledBack"]
+    assert panels["live_error"]["charts"][1]["categories"] == ["v1", "v2", "v3 staging"]
     assert len(panels["drift_events"]["charts"][0]["points"]) == 3
+
+
+def test_the_model_versions_panel_shows_scored_estimated_realized_and_the_moves(seeded_lake):
+    from learnscore.core.lake import read_table
+
+    panel = _panels(seeded_lake)["model_versions"]
+    tiles = {tile["label"]: tile["value"] for tile in panel["tiles"]}
+    assert tiles["v1 scored"] == 240 and tiles["v2 scored"] == 160
+    assert tiles["v1 newest window: macro-F1 estimated / realized"] == "0.690 / –"
+    assert tiles["v2 newest window: macro-F1 estimated / realized"] == "0.740 / –"
+    shadow = read_table(seeded_lake, "gold.shadow_prediction_outcomes", columns=["event_id"])
+    outcomes = read_table(seeded_lake, "gold.prediction_outcomes", columns=["event_id", "abs_error"])
+    production = outcomes[outcomes["event_id"].isin(shadow["event_id"])]["abs_error"].mean()
+    assert tiles["same 20 learners: MAE production vs v3 staging"] == f"{production:.3g} vs {production + 1:.3g}"
+
+    charts = {chart["title"]: chart for chart in panel["charts"]}
+    assert list(charts) == [
+        "submissions scored per 15s, by version",
+        "v1 macro-F1 per 5-min window: estimated vs realized", "v1 MAE per 5-min window: estimated vs realized",
+        "v2 macro-F1 per 5-min window: estimated vs realized", "v2 MAE per 5-min window: estimated vs realized"]
+    scored = charts["submissions scored per 15s, by version"]
+    assert [s["name"] for s in scored["series"]] == ["v1", "v2"]
+    assert [sum(s["values"]) for s in scored["series"]] == [240, 160]
+    f1 = charts["v1 macro-F1 per 5-min window: estimated vs realized"]
+    assert f1["x"] == ["2026-11-20T09:00:00Z", "2026-11-20T09:05:00Z"]  # segment "all" only
+    assert {s["name"]: s["values"] for s in f1["series"]} == {"estimated": [0.7, 0.69], "realized": [0.72, None]}
+    mae = charts["v1 MAE per 5-min window: estimated vs realized"]
+    assert {s["name"]: s["values"] for s in mae["series"]} == {"estimated": [5.1, 5.3], "realized": [5.4, None]}
+    assert charts["v2 MAE per 5-min window: estimated vs realized"]["x"] == ["2026-11-20T09:05:00Z"]
+    # Promotions and rollbacks inside each chart's time span; v1's promotion came before all of them.
+    moves = [("2026-11-20T09:06:30Z", "promoted", "v2 promoted"),
+             ("2026-11-20T09:09:00Z", "rolled_back", "v2 rolled back to v1")]
+    for chart in panel["charts"]:
+        assert [(m["t"], m["kind"], m["label"]) for m in chart["markers"]] == moves, chart["title"]
+    assert panel["charts"][0]["markers"][1]["detail"] == "estimated MAE 9.10 vs 5.30"
+    assert panel["note"] == ""
+
+
+def test_the_model_versions_panel_says_when_estimation_is_off(config):
+    from learnscore.monitoring.panels import model_versions_panel
+    from learnscore.monitoring.tables import TableReader
+
+    reader = TableReader(config)
+    tables = [reader.read(name) for name in ("gold.predictions", "ops.estimated_performance", "ops.model_events",
+                                             "gold.prediction_outcomes")]
+    panel = model_versions_panel(*tables, None, 120, 60, estimation_interval_s=0)
+    assert panel["state"] == "empty" and "scheduled estimation is off" in panel["note"]
 
 
 def test_reads_keep_working_while_a_table_is_appended(seeded_lake):
@@ -77,7 +126,7 @@ def test_reads_keep_working_while_a_table_is_appended(seeded_lake):
         writer.join()
         final = {p["id"]: p for p in client.get("/api/panels").json()["panels"]}
     assert failures == []
-    assert len(final["lifecycle"]["charts"][0]["points"]) == 4 + 15
+    assert len(final["lifecycle"]["charts"][0]["points"]) == 5 + 15
 
 
 def test_only_holders_of_the_api_key_see_the_panels(config):
