@@ -497,10 +497,12 @@ class RetrainWorker:
         for ``idle_exit_seconds``. Returns the final rows of the runs it made. ``watch``: run
         the rollback guard beside it; ``estimate``: the scheduled performance estimation
         (``learnscore retrain-worker`` does both)."""
-        from learnscore.core.kafka_io import consumer
+        from learnscore.core.kafka_io import consumer, create_topics
 
         stop = self._stop = stop or threading.Event()  # also ends a wait for the lease
         settings = self.config.retrain
+        # It writes both (scheduled requests, registry changes): a broker may not auto-create them.
+        create_topics(self.config, [topics.RETRAIN_REQUESTS, topics.LIFECYCLE])
         reader = consumer(
             self.config, self.config.topic(topics.RETRAIN_REQUESTS),
             group_id=settings.consumer_group, enable_auto_commit=False,

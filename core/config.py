@@ -72,7 +72,18 @@ class KafkaConfig(_Section):
     ssl_cafile: Path | None = None
     topic_prefix: str = ""
     partitions: int = Field(2, ge=1)
+    # Topics learnscore creates get these (a write with acks=all needs min_insync_replicas copies).
+    replication_factor: int = Field(1, ge=1)
+    min_insync_replicas: int = Field(1, ge=1)
     request_timeout_s: float = Field(15, gt=0)
+
+    @model_validator(mode="after")
+    def _insync_within_replicas(self) -> KafkaConfig:
+        if self.min_insync_replicas > self.replication_factor:
+            raise ValueError(
+                f"kafka.min_insync_replicas ({self.min_insync_replicas}) exceeds kafka.replication_factor "
+                f"({self.replication_factor}): no write with acks=all could succeed; lower it")
+        return self
 
 
 class BrokerConfig(_Section):
@@ -80,6 +91,8 @@ class BrokerConfig(_Section):
     port: int = Field(9092, ge=1, le=65535)
     controller_port: int = Field(9093, ge=1, le=65535)
     sasl_ssl_port: int | None = Field(None, ge=1, le=65535)
+    # false: a topic exists only once learnscore (or an operator) created it; a mistyped name fails.
+    auto_create_topics: bool = True
     heap: str = "512m"
     jars_dir: Path = Path(".cache/jars/kafka")
     start_timeout_s: float = Field(60, gt=0)

@@ -167,18 +167,26 @@ def admin_client(config: Config, secrets: Secrets | None = None):
 
 def create_topics(config: Config, base_names: list[str], partitions: int | None = None,
                   secrets: Secrets | None = None) -> list[str]:
-    """Create the topics that do not exist yet; return the ones created."""
+    """Create the topics that do not exist yet; return the ones created.
+
+    Each gets ``kafka.replication_factor`` replicas and ``kafka.min_insync_replicas`` as its
+    ``min.insync.replicas``. Every process that writes a topic calls this first, so a broker
+    with ``auto.create.topics.enable=false`` works as well as one that creates on first use.
+    """
     from kafka.admin import NewTopic
 
+    kafka = config.kafka
     admin = admin_client(config, secrets)
     try:
         existing = set(admin.list_topics())
         wanted = [config.topic(name) for name in base_names]
         missing = [name for name in wanted if name not in existing]
         if missing:
-            admin.create_topics(
-                [NewTopic(name, partitions or config.kafka.partitions, 1) for name in missing]
-            )
+            admin.create_topics([
+                NewTopic(name, partitions or kafka.partitions, kafka.replication_factor,
+                         topic_configs={"min.insync.replicas": str(kafka.min_insync_replicas)})
+                for name in missing
+            ])
             log.info("created topics %s", ", ".join(missing))
         return missing
     finally:

@@ -69,9 +69,10 @@ class LifecycleRecorder:
         self._producer = None
 
     def __enter__(self) -> LifecycleRecorder:
-        from learnscore.core.kafka_io import producer
+        from learnscore.core.kafka_io import create_topics, producer
 
-        self._producer = producer(self._config)  # raises BrokerUnreachable before any change
+        create_topics(self._config, [topics.LIFECYCLE])  # raises BrokerUnreachable before any change
+        self._producer = producer(self._config)
         return self
 
     def __exit__(self, *exc) -> None:

@@ -252,13 +252,15 @@ def start_scorer(spark: SparkSession, config: Config, hooks: ScorerHooks | None 
 
     from learnscore.core.kafka_io import create_topics
     from learnscore.core.lake import ensure_spark_tables
+    from learnscore.schemas.topics import RETRAIN_REQUESTS
 
     mlflow.set_tracking_uri(config.mlflow.tracking_uri)
     mlflow.set_registry_uri(config.registry_uri)
     lease = CheckpointLease(scorer_checkpoint(config), ttl_seconds=config.streaming.lease_ttl_seconds)
     lease.acquire()
     try:
-        create_topics(config, list(ScorerTopics.BASE_NAMES))
+        # The drift hook writes retrain requests: created here too, for brokers that do not auto-create.
+        create_topics(config, [*ScorerTopics.BASE_NAMES, RETRAIN_REQUESTS])
         ensure_spark_tables(spark, config, STREAM_TABLES)
         production_bank = _production_bank(config)  # one registry lookup and bank for silver and the item watch
         if hooks is None:

@@ -197,7 +197,7 @@ class KafkaBroker:
             "share.coordinator.state.topic.replication.factor=1",
             "share.coordinator.state.topic.min.isr=1",
             "group.initial.rebalance.delay.ms=0",
-            "auto.create.topics.enable=true",
+            f"auto.create.topics.enable={str(self.config.broker.auto_create_topics).lower()}",
             "log.retention.hours=168",
             "log.segment.bytes=104857600",
             *extra,

@@ -79,3 +79,17 @@ def test_the_mlflow_server_asks_for_a_login_in_every_profile_but_local(tmp_path)
         _ = Secrets(cluster, environ={}).mlflow_admin_password
     with pytest.raises(ConfigError, match="at least 32"):
         _ = Secrets(cluster, environ={"LEARNSCORE_MLFLOW_ADMIN_PASSWORD": "short"}).mlflow_admin_password
+
+
+def test_topic_replication_comes_from_the_profile(tmp_path):
+    local = load_config("local", environ={}, base_dir=tmp_path)
+    assert (local.kafka.replication_factor, local.kafka.min_insync_replicas) == (1, 1)
+    assert local.broker.auto_create_topics is True
+    cluster = load_config("cluster", environ={}, base_dir=tmp_path)
+    assert (cluster.kafka.replication_factor, cluster.kafka.min_insync_replicas) == (3, 2)
+
+
+def test_more_insync_replicas_than_replicas_is_refused(tmp_path):
+    with pytest.raises(ConfigError) as info:
+        load_config("local", base_dir=tmp_path, environ={"LEARNSCORE__KAFKA__MIN_INSYNC_REPLICAS": "2"})
+    assert "kafka.min_insync_replicas (2) exceeds kafka.replication_factor (1)" in str(info.value)
