@@ -76,6 +76,7 @@ class KafkaConfig(_Section):
     replication_factor: int = Field(1, ge=1)
     min_insync_replicas: int = Field(1, ge=1)
     request_timeout_s: float = Field(15, gt=0)
+    principals: KafkaPrincipals = Field(default_factory=lambda: KafkaPrincipals())
 
     @model_validator(mode="after")
     def _insync_within_replicas(self) -> KafkaConfig:
@@ -93,9 +94,35 @@ class BrokerConfig(_Section):
     sasl_ssl_port: int | None = Field(None, ge=1, le=65535)
     # false: a topic exists only once learnscore (or an operator) created it; a mistyped name fails.
     auto_create_topics: bool = True
+    # false: no PLAINTEXT listener at all; clients log in on sasl_ssl_port, the broker talks to
+    # itself over SASL_SSL and to its KRaft controller over mutual TLS (conf/secure.yaml).
+    plaintext_listener: bool = True
+    # true: StandardAuthorizer, nothing allowed without an ACL; `stack up` creates one SCRAM user
+    # per process (kafka.principals) with the least ACLs it needs (learnscore/stack/kafka_acls.py).
+    acls: bool = False
+    super_user: str = Field("learnscore-broker", min_length=1)  # the broker's own principal
     heap: str = "512m"
     jars_dir: Path = Path(".cache/jars/kafka")
     start_timeout_s: float = Field(60, gt=0)
+
+    @model_validator(mode="after")
+    def _secure_listeners_hang_together(self) -> BrokerConfig:
+        if not self.plaintext_listener and not self.sasl_ssl_port:
+            raise ValueError("broker.plaintext_listener is false but broker.sasl_ssl_port is not set: the "
+                             "broker would have no listener for clients; set broker.sasl_ssl_port")
+        if self.acls and self.plaintext_listener:
+            raise ValueError("broker.acls needs every client to log in: set broker.plaintext_listener: false "
+                             "(and broker.sasl_ssl_port)")
+        return self
+
+
+class KafkaPrincipals(_Section):
+    """The SCRAM user of each process (broker.acls); passwords: $LEARNSCORE_KAFKA_PASSWORD_<ROLE>."""
+
+    scorer: str = "learnscore-scorer"                  # the stream (learnscore stream start)
+    endpoint: str = "learnscore-endpoint"              # the REST endpoint's request log
+    retrain_worker: str = "learnscore-retrain-worker"  # the retrain worker, promote, the guard
+    producer: str = "learnscore-producer"              # applications (and the simulator) sending events
 
 
 class LakeConfig(_Section):
@@ -629,6 +656,33 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
+def _profile_chain(search: list[Path], env: str, env_file: Path) -> list[dict[str, Any]]:
+    """The settings of ``env`` and of the profiles it ``extends``, the farthest ancestor first.
+
+    ``extends: secure`` in ``cluster.yaml`` lays ``secure.yaml`` under it (and whatever that one
+    extends); ``base.yaml`` is always the bottom layer.
+    """
+    layers: list[dict[str, Any]] = []
+    chain, file = [env], env_file
+    while True:
+        data = _read_yaml(file)
+        parent = data.pop("extends", None)
+        layers.append(data)
+        if parent is None or parent == "base":
+            return layers[::-1]
+        if not isinstance(parent, str) or not parent.replace("-", "").replace("_", "").isalnum():
+            raise ConfigError(f"{file}: extends must name one profile, such as 'secure', got {parent!r}")
+        if parent in chain:
+            raise ConfigError(f"profile {env!r} extends itself: {' -> '.join([*chain, parent])}; "
+                              f"remove the 'extends' that closes the cycle")
+        parent_file = _first_file(search, f"{parent}.yaml")
+        if parent_file is None:
+            raise ConfigError(f"{file} extends {parent!r}, but there is no {parent}.yaml in "
+                              f"{' or '.join(str(folder) for folder in search)}; create it or fix 'extends'")
+        chain.append(parent)
+        file = parent_file
+
+
 def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
     """``LEARNSCORE__KAFKA__BOOTSTRAP_SERVERS=x`` → ``{"kafka": {"bootstrap_servers": "x"}}``.
 
@@ -696,7 +750,9 @@ def load_config(
             f"{' or '.join(str(folder) for folder in search)} (known: {', '.join(known) or 'none'}); "
             f"create it or pick one of those"
         )
-    data = _deep_merge(_read_yaml(base_file) if base_file else {}, _read_yaml(env_file))
+    data = _read_yaml(base_file) if base_file else {}
+    for layer in _profile_chain(search, env, env_file):
+        data = _deep_merge(data, layer)
     data = _deep_merge(data, _env_overrides(environ))
     data["env"] = env
 

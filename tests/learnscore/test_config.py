@@ -93,3 +93,56 @@ def test_more_insync_replicas_than_replicas_is_refused(tmp_path):
     with pytest.raises(ConfigError) as info:
         load_config("local", base_dir=tmp_path, environ={"LEARNSCORE__KAFKA__MIN_INSYNC_REPLICAS": "2"})
     assert "kafka.min_insync_replicas (2) exceeds kafka.replication_factor (1)" in str(info.value)
+
+
+def test_secure_profile_is_sasl_ssl_only_with_acls_and_no_auto_creation(tmp_path):
+    config = load_config("secure", environ={}, base_dir=tmp_path)
+    assert config.kafka.security_protocol == "SASL_SSL"
+    assert (config.broker.plaintext_listener, config.broker.acls, config.broker.auto_create_topics) == (
+        False, True, False)
+    assert config.mlflow_ui_login is True
+
+
+def test_cluster_extends_secure_and_keeps_its_own_values(tmp_path):
+    config = load_config("cluster", environ={}, base_dir=tmp_path)
+    assert config.broker.acls is True and config.broker.auto_create_topics is False  # from secure.yaml
+    assert config.kafka.bootstrap_servers.startswith("kafka-1.internal")           # its own
+    assert config.mlflow.ui_login is True
+
+
+def _profiles(folder, **files):
+    folder.mkdir()
+    (folder / "base.yaml").write_text("kafka:\n  partitions: 2\n  topic_prefix: base.\n")
+    for name, text in files.items():
+        (folder / f"{name}.yaml").write_text(text)
+    return folder
+
+
+def test_extends_layers_base_then_parent_then_profile_then_environment(tmp_path):
+    conf = _profiles(tmp_path / "conf",
+                     parent="kafka:\n  partitions: 3\n  topic_prefix: parent.\n  request_timeout_s: 9\n",
+                     child="extends: parent\nkafka:\n  partitions: 4\n")
+    config = load_config("child", conf_dir=conf, base_dir=tmp_path,
+                         environ={"LEARNSCORE__KAFKA__TOPIC_PREFIX": "env."})
+    assert (config.kafka.partitions, config.kafka.request_timeout_s, config.kafka.topic_prefix) == (4, 9, "env.")
+    assert config.env == "child"
+
+
+def test_an_extends_cycle_is_refused_with_the_chain(tmp_path):
+    conf = _profiles(tmp_path / "conf", a="extends: b\n", b="extends: c\n", c="extends: a\n")
+    with pytest.raises(ConfigError) as info:
+        load_config("a", conf_dir=conf, base_dir=tmp_path, environ={})
+    assert "a -> b -> c -> a" in str(info.value)
+
+
+def test_extending_a_missing_profile_names_it(tmp_path):
+    conf = _profiles(tmp_path / "conf", child="extends: nowhere\n")
+    with pytest.raises(ConfigError) as info:
+        load_config("child", conf_dir=conf, base_dir=tmp_path, environ={})
+    assert "extends 'nowhere'" in str(info.value) and "no nowhere.yaml" in str(info.value)
+
+
+def test_acls_without_closing_the_plaintext_listener_are_refused(tmp_path):
+    with pytest.raises(ConfigError) as info:
+        load_config("local", base_dir=tmp_path, environ={"LEARNSCORE__BROKER__ACLS": "true"})
+    assert "broker.acls needs every client to log in" in str(info.value)
