@@ -9,7 +9,8 @@ scored, quarantined, duplicates, failed, outcomes, endpoint_requests),
 ``learnscore_stream_last_batch_seconds{query}``, ``learnscore_stream_latency_seconds{query,quantile}``
 (score: event → published score; gold: event → gold row; of the last batch that had rows),
 ``learnscore_stream_pending_unscored``, ``learnscore_stream_model_info{alias,version,status}``,
-``learnscore_stream_up{query}``.
+``learnscore_stream_up{query}``, ``learnscore_stream_drift_events_total{kind}`` (rows written to
+``ops.drift_events`` by this run: model, covariate, concept, effort, item, …).
 """
 
 from __future__ import annotations
@@ -66,6 +67,13 @@ class ScorerCollector:
             state = cache.state
             models.add_metric([cache.alias, state.model.version if state.model else "", state.status], 1.0)
         yield models
+        from learnscore.streaming.drift.hook import drift_events_written
+
+        drift = CounterMetricFamily("learnscore_stream_drift_events", "Drift events written to ops.drift_events "
+                                    "in this run", labels=["kind"])
+        for kind, count in sorted(drift_events_written().items()):
+            drift.add_metric([kind], count)
+        yield drift
 
 
 def serve_metrics(scorer, host: str, port: int):

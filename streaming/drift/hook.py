@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
@@ -199,6 +200,14 @@ class DriftHook:
         alert_drift_events(rows)
 
 
+_WRITTEN: Counter[str] = Counter()  # ops.drift_events rows written by this process, by kind (/metrics)
+
+
+def drift_events_written() -> dict[str, int]:
+    """How many drift events this process wrote, by kind (``model``, ``concept``, ``item``, …)."""
+    return dict(_WRITTEN)
+
+
 def alert_drift_events(rows: list[dict[str, Any]]) -> None:
     """A ``drift_detected`` alert for each ``ops.drift_events`` row, called once an outbox is
     written: a replay rewrites only outboxes not yet written, so it does not alert again, and the
@@ -206,6 +215,7 @@ def alert_drift_events(rows: list[dict[str, Any]]) -> None:
     stream killed between a write and the next state save writes that outbox, and alerts, again
     on restart.) Never raises: the outbox must be dropped once written."""
     for row in rows:
+        _WRITTEN[str(row.get("kind") or "unknown")] += 1
         try:
             text, key, fields = drift_alert(row)
             alert("drift_detected", text, key=key, **fields)

@@ -16,7 +16,7 @@ import pytest
 
 from learnscore.core.alerts import configure_alerts
 from learnscore.core.config import Config
-from learnscore.streaming.drift.hook import DriftHook
+from learnscore.streaming.drift.hook import DriftHook, drift_events_written
 from learnscore.streaming.drift.monitor import DriftSettings
 from tests.support import WebhookReceiver
 
@@ -69,13 +69,16 @@ def test_a_drift_is_alerted_once_after_its_events_are_written(tmp_path):
         dispatcher = configure_alerts(config, environ={})
         try:
             hook = _hook(state, outputs)
+            written_before = sum(drift_events_written().values())
             for b in range(6):
                 assert hook(b, _batch(b), None, now=NOW + timedelta(seconds=b)) == []
             outputs.fail_next = True
             with pytest.raises(OSError, match="the lake is away"):  # the stream logs it and goes on
                 hook(6, _batch(6), None, now=NOW + timedelta(seconds=6))
             assert dispatcher.flush(10) and receiver.bodies == []  # found, not written: no alert yet
+            assert sum(drift_events_written().values()) == written_before  # nor counted on /metrics
             hook(7, _batch(7), None, now=NOW + timedelta(seconds=7))  # the outbox is written now
+            assert sum(drift_events_written().values()) == written_before + 1
             assert dispatcher.flush(10)
             alerted_after_write = len(receiver.bodies)
             assert hook(7, _batch(7), None) == []  # a replay: nothing left unwritten, no alert
