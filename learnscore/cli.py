@@ -126,7 +126,19 @@ def stack_up(
     config = get_config()
     resolve_jars(config)
     record = KafkaBroker(config).up()
-    create_topics(config, ALL_TOPICS)
+    if config.broker.plaintext_listener:
+        create_topics(config, ALL_TOPICS)
+    else:  # SASL_SSL only: the stack administers its broker as the broker's own user
+        from learnscore.stack.kafka_security import super_user_client
+
+        admin_config, admin_secrets = super_user_client(config)
+        create_topics(admin_config, ALL_TOPICS, secrets=admin_secrets)
+    if config.broker.acls:
+        from learnscore.stack.kafka_acls import ensure_principals
+
+        users = ensure_principals(config)
+        typer.echo(f"kafka   users {', '.join(users.values())} with least-privilege ACLs "
+                   f"(passwords: $LEARNSCORE_KAFKA_PASSWORD_<ROLE> or {config.state_dir / 'secrets'})")
     typer.echo(f"kafka   ready at {record.endpoint} (pid {record.pid}, log {record.log_file})")
     prepare_store(config)
     typer.echo(f"mlflow  store {config.mlflow.tracking_uri}")

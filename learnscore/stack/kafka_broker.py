@@ -71,7 +71,8 @@ class KafkaBroker:
 
     @property
     def bootstrap_servers(self) -> str:
-        return f"{self.config.broker.host}:{self.config.broker.port}"
+        broker = self.config.broker
+        return f"{broker.host}:{broker.port if broker.plaintext_listener else broker.sasl_ssl_port}"
 
     # -- state -------------------------------------------------------------------------------
     def record(self) -> ProcessRecord | None:
@@ -136,14 +137,23 @@ class KafkaBroker:
             raise StackError(f"{exc}; see {self.log_file}:\n{tail(self.log_file)}") from None
 
     def answers_metadata(self, timeout_s: float = 2.0) -> bool:
-        from learnscore.core.kafka_io import broker_answers
+        from learnscore.core.kafka_io import broker_answers, client_options
 
-        return broker_answers(self.bootstrap_servers, timeout_s=timeout_s)
+        if self.config.broker.plaintext_listener:
+            return broker_answers(self.bootstrap_servers, timeout_s=timeout_s)
+        from learnscore.stack.kafka_security import super_user_client
+
+        client, secrets = super_user_client(self.config)
+        options = {key: value for key, value in client_options(client, secrets).items()
+                   if key not in ("bootstrap_servers", "request_timeout_ms", "bootstrap_timeout_ms")}
+        return broker_answers(self.bootstrap_servers, timeout_s=timeout_s, **options)
 
     # -- helpers -----------------------------------------------------------------------------
     def _ports(self) -> list[tuple[int, str]]:
         broker = self.config.broker
-        ports = [(broker.port, "client listener"), (broker.controller_port, "KRaft controller")]
+        ports = [(broker.controller_port, "KRaft controller")]
+        if broker.plaintext_listener:
+            ports.append((broker.port, "client listener"))
         if broker.sasl_ssl_port:
             ports.append((broker.sasl_ssl_port, "SASL_SSL listener"))
         return ports
@@ -166,10 +176,15 @@ class KafkaBroker:
 
     def _write_properties(self) -> None:
         broker = self.config.broker
-        listeners = [f"PLAINTEXT://{broker.host}:{broker.port}",
-                     f"CONTROLLER://{broker.host}:{broker.controller_port}"]
-        advertised = [f"PLAINTEXT://{broker.host}:{broker.port}"]
-        protocol_map = ["CONTROLLER:PLAINTEXT", "PLAINTEXT:PLAINTEXT"]
+        listeners = [f"CONTROLLER://{broker.host}:{broker.controller_port}"]
+        advertised: list[str] = []
+        # Without a PLAINTEXT listener the controller speaks mutual TLS (kafka_security.py says why).
+        protocol_map = [f"CONTROLLER:{'PLAINTEXT' if broker.plaintext_listener else 'SSL'}"]
+        inter_broker = "PLAINTEXT" if broker.plaintext_listener else "SASL_SSL"
+        if broker.plaintext_listener:
+            listeners.append(f"PLAINTEXT://{broker.host}:{broker.port}")
+            advertised.append(f"PLAINTEXT://{broker.host}:{broker.port}")
+            protocol_map.append("PLAINTEXT:PLAINTEXT")
         extra: list[str] = []
         if broker.sasl_ssl_port:
             from learnscore.stack.kafka_security import sasl_ssl_properties
@@ -178,6 +193,14 @@ class KafkaBroker:
             advertised.append(f"SASL_SSL://{broker.host}:{broker.sasl_ssl_port}")
             protocol_map.append("SASL_SSL:SASL_SSL")
             extra = sasl_ssl_properties(self.config, self.home)
+        if broker.acls:
+            from learnscore.stack.kafka_security import controller_principal
+
+            extra += [
+                "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+                "allow.everyone.if.no.acl.found=false",
+                f"super.users=User:{broker.super_user};{controller_principal(self.config)}",
+            ]
         lines = [
             "process.roles=broker,controller",
             "node.id=1",
@@ -185,7 +208,7 @@ class KafkaBroker:
             f"listeners={','.join(listeners)}",
             f"advertised.listeners={','.join(advertised)}",
             "controller.listener.names=CONTROLLER",
-            "inter.broker.listener.name=PLAINTEXT",
+            f"inter.broker.listener.name={inter_broker}",
             f"listener.security.protocol.map={','.join(protocol_map)}",
             f"log.dirs={self.data_dir}",
             f"num.partitions={self.config.kafka.partitions}",

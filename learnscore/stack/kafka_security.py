@@ -68,17 +68,80 @@ def _ensure_certificate(config: Config) -> tuple[Path, str]:
 
 
 def sasl_ssl_properties(config: Config, home: Path) -> list[str]:
-    """server.properties lines for the SASL_SSL listener (SCRAM-SHA-512 over TLS)."""
+    """server.properties lines for the SASL_SSL listener (SCRAM-SHA-512 over TLS).
+
+    Without a PLAINTEXT listener (``broker.plaintext_listener: false``) the broker also talks to
+    itself over SASL_SSL as ``broker.super_user``, and to its KRaft controller over mutual TLS:
+    the controller accepts only a client holding the broker's own key (principal ``User:CN=<host>``).
+    """
     keystore, password = _ensure_certificate(config)
-    return [
+    login = "org.apache.kafka.common.security.scram.ScramLoginModule required"
+    if not config.broker.plaintext_listener:
+        user, secret = config.broker.super_user, broker_password(config)
+        login += f' username="{user}" password="{secret}"'
+    lines = [
         f"sasl.enabled.mechanisms={MECHANISM}",
-        f"listener.name.sasl_ssl.{MECHANISM.lower()}.sasl.jaas.config="
-        "org.apache.kafka.common.security.scram.ScramLoginModule required;",
-        "listener.name.sasl_ssl.ssl.keystore.type=PKCS12",
-        f"listener.name.sasl_ssl.ssl.keystore.location={keystore}",
-        f"listener.name.sasl_ssl.ssl.keystore.password={password}",
-        f"listener.name.sasl_ssl.ssl.key.password={password}",
+        f"listener.name.sasl_ssl.{MECHANISM.lower()}.sasl.jaas.config={login};",
+        *_tls_lines("sasl_ssl", keystore, password, ca_file(config)),
     ]
+    if not config.broker.plaintext_listener:
+        lines += [
+            f"sasl.mechanism.inter.broker.protocol={MECHANISM}",
+            *_tls_lines("controller", keystore, password, ca_file(config)),
+            "listener.name.controller.ssl.client.auth=required",
+        ]
+    return lines
+
+
+def _tls_lines(listener: str, keystore: Path, password: str, ca: Path) -> list[str]:
+    return [
+        f"listener.name.{listener}.ssl.keystore.type=PKCS12",
+        f"listener.name.{listener}.ssl.keystore.location={keystore}",
+        f"listener.name.{listener}.ssl.keystore.password={password}",
+        f"listener.name.{listener}.ssl.key.password={password}",
+        f"listener.name.{listener}.ssl.truststore.type=PEM",
+        f"listener.name.{listener}.ssl.truststore.location={ca}",
+    ]
+
+
+def controller_principal(config: Config) -> str:
+    """The principal the controller sees when the broker connects with its certificate."""
+    return f"User:CN={config.broker.host}"
+
+
+BROKER_PASSWORD = "LEARNSCORE_KAFKA_BROKER_PASSWORD"
+
+
+def principal_variable(role: str) -> str:
+    """``scorer`` -> ``LEARNSCORE_KAFKA_PASSWORD_SCORER``: where a process's password comes from."""
+    return f"LEARNSCORE_KAFKA_PASSWORD_{role.upper()}"
+
+
+def stack_password(config: Config, variable: str) -> str:
+    """A password of the local broker's users: ``$variable``, else made once under
+    ``<state_dir>/secrets`` (0600), as the local profile makes its keys. The stack owns this
+    broker, so it owns its users' passwords; a process reads the same file or the variable."""
+    value = os.environ.get(variable)
+    if value:
+        return value
+    path = config.state_dir / "secrets" / variable.lower()
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600)
+        path.write_text(secrets.token_urlsafe(32))
+    return path.read_text().strip()
+
+
+def broker_password(config: Config) -> str:
+    return stack_password(config, BROKER_PASSWORD)
+
+
+def super_user_client(config: Config) -> tuple[Config, Secrets]:
+    """Client settings and secrets to administer the local broker as ``broker.super_user``."""
+    client = sasl_ssl_client_config(config)
+    client = client.model_copy(update={"kafka": client.kafka.model_copy(
+        update={"sasl_username": config.broker.super_user})})
+    return client, Secrets(client, environ={Secrets.KAFKA_PASSWORD: broker_password(config)})
 
 
 def scram_format_args(config: Config) -> list[str]:
@@ -86,6 +149,8 @@ def scram_format_args(config: Config) -> list[str]:
 
     They hold the password: pass them through :func:`write_argument_file`, never on a command line.
     """
+    if not config.broker.plaintext_listener:  # the broker's own user; the others come through the admin API
+        return ["--add-scram", scram_credential(config.broker.super_user, broker_password(config), BROKER_PASSWORD)]
     user = config.kafka.sasl_username
     if not user:
         raise StackError("broker.sasl_ssl_port is set but kafka.sasl_username is empty; "
