@@ -214,7 +214,7 @@ def estimate_changed_windows(config: Config, *, now: datetime | None = None) -> 
     window = timedelta(seconds=settings.window_seconds)
     starts = window_starts(now, window, settings.lookback_windows)[1:]
     counts = _window_counts(config, starts[0], starts[-1] + window, window)
-    changed = windows_to_estimate(counts, _recorded_counts(config, starts[0]), settings.min_window_rows)
+    changed = windows_to_estimate(counts, _recorded_counts(config, starts[0], window), settings.min_window_rows)
     if not changed:
         log.debug("performance estimation: no window changed since the last run")
         return PerformanceSummary([], [], [])
@@ -267,8 +267,9 @@ def _estimate_and_record(config: Config, starts: list[datetime], window: timedel
         text = (f"version {breach['model_version']}, segment {breach['segment']}, window from "
                 f"{breach['window_start'].isoformat()}: {breach['why']} ({breach['n_rows']} predictions, "
                 f"{breach['n_labelled']} with outcomes)")
-        if alert("performance_below_floor", text, key=f"{breach['model_version']}/{breach['segment']}/"
-                                                      f"{breach['window_start'].isoformat()}",
+        # One incident per version and segment (not per window: a version that stays low would
+        # alert every window); the dispatcher's dedupe_seconds says when it is news again.
+        if alert("performance_below_floor", text, key=f"{breach['model_version']}/{breach['segment']}",
                  version=breach["model_version"], segment=breach["segment"],
                  estimated_macro_f1=breach["estimated_macro_f1"], estimated_mae=breach["estimated_mae"],
                  n_rows=breach["n_rows"]):
@@ -286,7 +287,11 @@ def read_report_inputs(config: Config, since: datetime, until: datetime,
 
     pairs_columns = ["event_id", "model_version", "event_time", "subject", "grade_level",
                      "progress_score", "comprehension_level", *OUTCOME_COLUMNS]
-    pairs = _read(config, PREDICTION_OUTCOMES.name, pairs_columns, pc.field("event_time") < _ts(until))
+    # Bounded below, so the read does not grow with the table: a version's reference is its
+    # newest pairs from the last estimation.reference_days before the windows.
+    oldest = since - timedelta(days=config.estimation.reference_days)
+    pairs = _read(config, PREDICTION_OUTCOMES.name, pairs_columns,
+                  (pc.field("event_time") >= _ts(oldest)) & (pc.field("event_time") < _ts(until)))
     if pairs is None:
         pairs = pd.DataFrame(columns=pairs_columns)
     # Each version's newest reference rows before the first window; the later windows' references
@@ -296,8 +301,9 @@ def read_report_inputs(config: Config, since: datetime, until: datetime,
               ["event_id"].tolist())
     columns = ["event_id", "model_version", "event_time", *PREDICTION_COLUMNS]
     in_windows = (pc.field("event_time") >= _ts(since)) & (pc.field("event_time") < _ts(until))
-    if needed:
-        in_windows = in_windows | pc.field("event_id").isin(pa.array(needed, pa.string()))
+    if needed:  # the reference rows too, inside the same time bound (file skipping on event_time)
+        in_windows = (in_windows | pc.field("event_id").isin(pa.array(needed, pa.string()))) & (
+            pc.field("event_time") >= _ts(oldest))
     predictions = _read(config, PREDICTIONS.name, columns, in_windows)
     if predictions is None:
         raise PerformanceReportError(
@@ -327,14 +333,17 @@ def _window_counts(config: Config, since: datetime, until: datetime, window: tim
     return counts.fillna(0).astype("int64").reset_index()
 
 
-def _recorded_counts(config: Config, since: datetime) -> pd.DataFrame:
-    """The ``all`` rows of ``ops.estimated_performance`` from ``since``: what was estimated on."""
+def _recorded_counts(config: Config, since: datetime, window: timedelta) -> pd.DataFrame:
+    """The ``all`` rows of ``ops.estimated_performance`` from ``since`` for windows of length
+    ``window`` (``monitor performance --window`` may have recorded others): what was estimated on."""
     columns = ["model_version", "window_start", "n_rows", "n_labelled"]
     # The segment is filtered here: pyarrow has no string = string_view kernel for the pushed-down filter.
-    recorded = _read(config, ESTIMATED_PERFORMANCE.name, [*columns, "segment"], _column("window_start") >= _ts(since))
+    recorded = _read(config, ESTIMATED_PERFORMANCE.name, [*columns, "segment", "window_end"],
+                     _column("window_start") >= _ts(since))
     if recorded is None:
         return pd.DataFrame(columns=columns)
-    return recorded.loc[recorded["segment"] == ALL_SEGMENTS, columns]
+    length = pd.to_datetime(recorded["window_end"], utc=True) - pd.to_datetime(recorded["window_start"], utc=True)
+    return recorded.loc[(recorded["segment"] == ALL_SEGMENTS) & (length == window), columns]
 
 
 def _column(name: str):

@@ -139,16 +139,20 @@ class MlflowConfig(_Section):
     model_name: str = "learnscore-diagnostic"
     ui_host: str = "127.0.0.1"
     ui_port: int = Field(5000, ge=1, le=65535)
+    # The MLflow server `stack up --mlflow-ui` starts asks for a login (MLflow's basic-auth app)
+    # unless this is false; unset: in every profile but `local` (Config.mlflow_ui_login).
+    ui_login: bool | None = None
+    ui_admin_user: str = Field("learnscore-admin", min_length=1)
 
     @model_validator(mode="after")
     def _ui_on_loopback(self) -> MlflowConfig:
-        # The MLflow server `learnscore stack up` starts has no login (MLflow's basic-auth app needs
-        # mlflow[auth]): reachable from other machines, anyone could move `production`.
+        # The server speaks plain HTTP: a login from another machine would cross the network in
+        # clear text, so other machines reach MLflow through a server of their own behind TLS.
         if not is_loopback(self.ui_host):
             raise ValueError(
                 f"mlflow.ui_host is {self.ui_host}, reachable from other machines, but the MLflow server "
-                f"learnscore starts has no login: anyone there could register versions and move "
-                f"'production'. Bind it to 127.0.0.1, or use an MLflow server with authentication "
+                f"learnscore starts speaks plain HTTP (its login would cross the network in clear "
+                f"text). Bind it to 127.0.0.1, or run MLflow behind TLS with authentication "
                 f"(mlflow.tracking_uri) and browse that one")
         return self
 
@@ -362,6 +366,7 @@ class EstimationConfig(_Section):
     interval_seconds: float = Field(300, ge=0)  # the retrain worker estimates this often; 0: never
     window_seconds: int = Field(3600, ge=60)  # the windows it estimates (monitor performance --window)
     lookback_windows: int = Field(24, ge=1)  # it revisits this many complete windows for late rows and outcomes
+    reference_days: float = Field(7, gt=0)  # a version's reference pairs are looked for this far before the windows
 
 
 class PsychometricsConfig(_Section):
@@ -535,6 +540,12 @@ class Config(_Section):
     def registry_uri(self) -> str:
         return self.mlflow.registry_uri or self.mlflow.tracking_uri
 
+    @property
+    def mlflow_ui_login(self) -> bool:
+        """Whether the MLflow server learnscore starts asks for a login: ``mlflow.ui_login``, by
+        default in every profile but ``local``."""
+        return self.env != "local" if self.mlflow.ui_login is None else self.mlflow.ui_login
+
     def topic(self, base_name: str) -> str:
         """The deployed name of a topic from :mod:`learnscore.schemas.topics`."""
         return f"{self.kafka.topic_prefix}{base_name}"
@@ -554,6 +565,7 @@ class Secrets:
     ALERT_WEBHOOK_URL = "LEARNSCORE_ALERT_WEBHOOK_URL"
     TLS_KEY_PASSWORD = "LEARNSCORE_TLS_KEY_PASSWORD"
     BI_PASSWORD = "LEARNSCORE_BI_PASSWORD"
+    MLFLOW_ADMIN_PASSWORD = "LEARNSCORE_MLFLOW_ADMIN_PASSWORD"
 
     def __init__(self, config: Config, environ: dict[str, str] | None = None):
         self._config = config
@@ -600,6 +612,16 @@ class Secrets:
             raise ConfigError(f"{self.BI_PASSWORD} is {len(key.get_secret_value())} characters long; the BI "
                               f"server needs at least {MIN_API_KEY_LENGTH}. Generate one with: python -c "
                               f"'import secrets; print(secrets.token_urlsafe(32))'")
+        return key
+
+    @property
+    def mlflow_admin_password(self) -> SecretStr:
+        """The password of ``mlflow.ui_admin_user`` on the MLflow server learnscore starts."""
+        key = self._local_or_required(self.MLFLOW_ADMIN_PASSWORD, "password of the MLflow server's admin user")
+        if len(key.get_secret_value()) < MIN_API_KEY_LENGTH:
+            raise ConfigError(f"{self.MLFLOW_ADMIN_PASSWORD} is {len(key.get_secret_value())} characters long; "
+                              f"the MLflow login needs at least {MIN_API_KEY_LENGTH}. Generate one with: "
+                              f"python -c 'import secrets; print(secrets.token_urlsafe(32))'")
         return key
 
     @property

@@ -116,6 +116,7 @@ def stack_up(
     mlflow_ui: Annotated[bool, typer.Option("--mlflow-ui", help="Also start the MLflow UI server.")] = False,
 ) -> None:
     """Start the local Kafka broker (KRaft) and prepare the embedded MLflow store."""
+    from learnscore.core.config import Secrets
     from learnscore.core.jars import resolve_jars
     from learnscore.core.kafka_io import create_topics
     from learnscore.core.tracking import prepare_store
@@ -144,7 +145,10 @@ def stack_up(
     typer.echo(f"mlflow  store {config.mlflow.tracking_uri}")
     if mlflow_ui:
         ui = MlflowUi(config).up()
-        typer.echo(f"mlflow  ui at {ui.endpoint} (pid {ui.pid})")
+        login = (f"; log in as {config.mlflow.ui_admin_user} with ${Secrets.MLFLOW_ADMIN_PASSWORD}"
+                 + (f" (kept in {config.state_dir / 'secrets'})" if config.env == "local" else "")
+                 if config.mlflow_ui_login else "; no login (mlflow.ui_login: false)")
+        typer.echo(f"mlflow  ui at {ui.endpoint} (pid {ui.pid}){login}")
 
 
 @stack_app.command("down")
@@ -168,6 +172,8 @@ def stack_status() -> None:
     for status in (KafkaBroker(config).status(), MlflowUi(config).status()):
         if status["running"]:
             extra = "" if status.get("ready", True) else " (not answering yet)"
+            if status.get("login") is not None:
+                extra += " (login required)" if status["login"] else " (no login)"
             typer.echo(f"{status['service']:<10} running  pid {status['pid']:<8} {status['listens']}{extra}")
         else:
             typer.echo(f"{status['service']:<10} stopped")

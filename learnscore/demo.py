@@ -93,6 +93,10 @@ def demo_settings(options: DemoOptions) -> dict[str, str]:
         # After concept-shift the observed levels crowd into two of the four, so no model
         # reaches the default macro-F1 floor (0.40) on the post-shift window (bench/results/drift.json).
         "LEARNSCORE__GATES__MIN_MACRO_F1": "0.3",
+        # Estimated performance per minute (the default hour never completes in a demo), so the
+        # dashboard's model-versions panel shows estimated beside realized while it runs.
+        "LEARNSCORE__ESTIMATION__WINDOW_SECONDS": "60",
+        "LEARNSCORE__ESTIMATION__INTERVAL_SECONDS": "30",
     }
     if not options.fast:
         # Nine segments (subject x grade band), each warm after 500 outcomes: about a minute

@@ -173,7 +173,7 @@ class Scorer:
         return self._lag.observe(now or datetime.now(timezone.utc), latency_s=latency_s, pending=pending,
                                  batch_id=batch_id)
 
-    def pending_unscored(self) -> int:
+    def pending_unscored(self) -> int | None:
         """Valid submissions waiting on the retries topic for a version that can score them."""
         return scoring._safe_pending(self.catch_up)
 
@@ -434,7 +434,7 @@ def with_task_retries(config: Config, attempts: int = 4) -> Config:
 class RunSummary:
     batches: int
     stopped_because: str
-    pending_unscored: int
+    pending_unscored: int | None
 
 
 def run_scorer(config: Config, *, until_idle_s: float | None = None, max_batches: int | None = None,

@@ -59,7 +59,8 @@ class ScorerCollector:
         yield from (batches, rows, duration, latency, up)
         pending = GaugeMetricFamily("learnscore_stream_pending_unscored",
                                     "Valid submissions waiting on the retries topic for a version that scores them")
-        pending.add_metric([], scorer.pending_unscored())
+        waiting = scorer.pending_unscored()
+        pending.add_metric([], float("nan") if waiting is None else waiting)  # NaN: the broker could not say
         yield pending
         models = GaugeMetricFamily("learnscore_stream_model_info", "The versions the stream scores with",
                                    labels=["alias", "version", "status"])

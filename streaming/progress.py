@@ -23,7 +23,7 @@ class BatchReport:
     duplicates: int = 0
     scored: int = 0
     failed: int = 0
-    pending_unscored: int = 0
+    pending_unscored: int | None = 0  # None: the broker could not say
     outcomes: int = 0
     endpoint_requests: int = 0
     latency_p50_s: float | None = None

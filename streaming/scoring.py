@@ -292,12 +292,14 @@ def _safe_due(catch_up: RetryCatchUp, model: ScoringUdf) -> bool:
         return False
 
 
-def _safe_pending(catch_up: RetryCatchUp) -> int:
+def _safe_pending(catch_up: RetryCatchUp) -> int | None:
+    """Submissions waiting for a version that scores them; None when the broker cannot say
+    (unknown, not zero: the lag watch keeps counting the wait)."""
     try:
         return catch_up.pending()
     except Exception as exc:  # noqa: BLE001 - a count for the report; the broker may be away
         log.debug("could not count waiting submissions: %s", exc)
-        return 0
+        return None
 
 
 class ProgressPublisher:

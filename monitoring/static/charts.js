@@ -67,7 +67,9 @@
       const mark = el("line", { x1: px, x2: px, y1: M.t, y2: H - M.b, stroke: color, "stroke-width": 1.2,
                                 "stroke-dasharray": "4 3", class: "marker " + m.kind }, svg);
       el("title", {}, mark).textContent = `${m.t} ${m.label}${m.detail ? "\n" + m.detail : ""}`;
-      text(svg, px + 3, M.t + 9 + (mi % 3) * 10, m.label, { fill: color, "font-size": 9 });
+      const right = px > W / 2;  // labels on the right half read leftwards, inside the frame
+      text(svg, right ? px - 3 : px + 3, M.t + 9 + (mi % 3) * 10, m.label,
+           { fill: color, "font-size": 9, "text-anchor": right ? "end" : "start" });
     });
   }
 

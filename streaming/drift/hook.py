@@ -19,6 +19,7 @@ write that does not stop the stream (the runtime logs a failing hook) is written
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -189,7 +190,7 @@ class DriftHook:
         return rows
 
     def _emit_unsent(self) -> None:
-        write_oldest_first(self._unsent, self._write)
+        write_oldest_first(self._unsent, self._write, self._written)
 
     def _write(self, outbox: dict[str, Any]) -> None:
         rows = _rows(outbox)
@@ -197,25 +198,33 @@ class DriftHook:
             self.write_events(rows, outbox["app_id"], outbox["batch_id"])
         if outbox.get("requests"):
             self.send_requests(outbox["requests"])
-        alert_drift_events(rows)
+
+    def _written(self, outboxes: list[dict[str, Any]]) -> None:
+        """Forget written outboxes at once (the next batch may be long coming), then announce them."""
+        self.store.save(DriftState(monitor=self.monitor.to_state(), last_batch_id=self._last_batch_id,
+                                   outbox={"unsent": self._unsent}))
+        alert_drift_events([row for outbox in outboxes for row in _rows(outbox)])
 
 
 _WRITTEN: Counter[str] = Counter()  # ops.drift_events rows written by this process, by kind (/metrics)
+_WRITTEN_LOCK = threading.Lock()  # the gold, pairs and landing queries write from their own threads
 
 
 def drift_events_written() -> dict[str, int]:
     """How many drift events this process wrote, by kind (``model``, ``concept``, ``item``, …)."""
-    return dict(_WRITTEN)
+    with _WRITTEN_LOCK:
+        return dict(_WRITTEN)
 
 
 def alert_drift_events(rows: list[dict[str, Any]]) -> None:
     """A ``drift_detected`` alert for each ``ops.drift_events`` row, called once an outbox is
-    written: a replay rewrites only outboxes not yet written, so it does not alert again, and the
-    dispatcher's dedupe on ``kind/signal/segment`` makes a change found again one incident. (A
-    stream killed between a write and the next state save writes that outbox, and alerts, again
-    on restart.) Never raises: the outbox must be dropped once written."""
+    written and forgotten by the saved state: a replay or a restart rewrites only outboxes not yet
+    written, so it does not alert again, and the dispatcher's dedupe on ``kind/signal/segment``
+    makes a change found again one incident. (A stream killed between a write and that save
+    writes the outbox, and alerts, again on restart.) Never raises."""
+    with _WRITTEN_LOCK:
+        _WRITTEN.update(str(row.get("kind") or "unknown") for row in rows)
     for row in rows:
-        _WRITTEN[str(row.get("kind") or "unknown")] += 1
         try:
             text, key, fields = drift_alert(row)
             alert("drift_detected", text, key=key, **fields)

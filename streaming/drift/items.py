@@ -234,13 +234,18 @@ class ItemHook:
         return findings
 
     def _emit_unsent(self) -> None:
-        write_oldest_first(self._unsent, self._write)
+        write_oldest_first(self._unsent, self._write, self._written)
 
     def _write(self, outbox: dict[str, Any]) -> None:
         self.write_events([_datetimes(row) for row in outbox["drift_events"]], outbox["app_id"],
                           outbox["batch_id"])
         self.write_flags([_datetimes(row) for row in outbox["flags"]])
-        alert_drift_events(outbox["drift_events"])
+
+    def _written(self, outboxes: list[dict[str, Any]]) -> None:
+        """Forget written outboxes at once (as the drift hook does), then announce them."""
+        self.store.save(DriftState(monitor=self.monitor.to_state(), last_batch_id=self._last_batch_id,
+                                   outbox={"unsent": self._unsent}))
+        alert_drift_events([row for outbox in outboxes for row in outbox["drift_events"]])
 
 
 def make_item_hook(config: Config, checkpoint_dir: str, *, spark=None, production_bank=None) -> ItemHook:

@@ -99,10 +99,18 @@ class DriftStateStore:
             os.close(directory)
 
 
-def write_oldest_first(unsent: list[dict[str, Any]], write: Callable[[dict[str, Any]], None]) -> None:
+def write_oldest_first(unsent: list[dict[str, Any]], write: Callable[[dict[str, Any]], None],
+                       on_written: Callable[[list[dict[str, Any]]], None] | None = None) -> None:
     """Write saved outboxes oldest first, dropping each from ``unsent`` once written; the first
     that fails raises (the stream logs it) and stays, to be tried with the next batch. In order,
-    because Delta's ``txnVersion`` skips a batch id older than one it committed."""
-    while unsent:
-        write(unsent[0])
-        unsent.pop(0)
+    because Delta's ``txnVersion`` skips a batch id older than one it committed. ``on_written``
+    gets the outboxes written, also when a later one failed: the hook saves its state there (so a
+    restart does not write them, and announce them, again) and then announces them."""
+    written: list[dict[str, Any]] = []
+    try:
+        while unsent:
+            write(unsent[0])
+            written.append(unsent.pop(0))
+    finally:
+        if written and on_written is not None:
+            on_written(written)
