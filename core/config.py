@@ -479,6 +479,10 @@ class ModelsConfig(_Section):
     # Pickle-based formats (cloudpickle'd python_model, sklearn pickle) run arbitrary code when
     # they load; they stay refused unless this is true (docs/security.md explains the risk).
     allow_pickle: bool = False
+    # A version without a content hash recorded at registration (registered before learnscore
+    # recorded one) loads on its structure checks alone unless this is true (conf/secure.yaml):
+    # deleting the hash tag must not be a way around the content check.
+    require_content_hash: bool = False
 
 
 class Config(_Section):

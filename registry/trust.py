@@ -245,6 +245,10 @@ def check_folder(folder: str | os.PathLike, models: ModelsConfig, tags: dict[str
     """
     problems = structure_problems(folder, models)
     problems += content_problems(content_manifest(folder), tags)
+    if models.require_content_hash and not tags.get(CONTENT_SHA256_TAG):
+        problems.append(f"no content hash was recorded at registration ({CONTENT_SHA256_TAG}) and "
+                        "models.require_content_hash is true; run `learnscore registry upgrade` to "
+                        "re-register it with one")
     if problems:
         raise UntrustedModel(what, problems)
     if not tags.get(CONTENT_SHA256_TAG):

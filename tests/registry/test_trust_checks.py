@@ -71,6 +71,10 @@ def test_a_model_as_training_saves_it_passes_with_its_registered_content(model, 
     with caplog.at_level(logging.WARNING, "learnscore.registry.trust"):
         check_folder(model, DEFAULT, {}, "version 1 of m")  # registered before hashes: accepted, said so
     assert "no recorded content hash" in caplog.text and "version 1 of m" in caplog.text
+    # The secure profile refuses it: deleting the hash tag is no way around the content check.
+    strict = DEFAULT.model_copy(update={"require_content_hash": True})
+    assert "no content hash was recorded at registration" in _refusal(model, {}, strict)
+    check_folder(model, strict, tags, "version 1 of m")
 
 
 def test_another_loader_module_is_refused_unless_allowed(model):
