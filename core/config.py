@@ -544,6 +544,15 @@ class Config(_Section):
     def registry_uri(self) -> str:
         return self.mlflow.registry_uri or self.mlflow.tracking_uri
 
+    def as_kafka_role(self, role: str) -> Config:
+        """This process logs in to Kafka as the user of ``role`` in ``kafka.principals``
+        (``scorer``, ``endpoint``, ``retrain_worker``, ``producer``) unless ``kafka.sasl_username``
+        names one: how one secure profile serves every process, each with its own ACLs."""
+        if self.kafka.sasl_username or not self.kafka.security_protocol.startswith("SASL"):
+            return self
+        user = getattr(self.kafka.principals, role)
+        return self.model_copy(update={"kafka": self.kafka.model_copy(update={"sasl_username": user})})
+
     @property
     def mlflow_ui_login(self) -> bool:
         """Whether the MLflow server learnscore starts asks for a login: ``mlflow.ui_login``, by
@@ -638,8 +647,24 @@ class Secrets:
         """The alert webhook when its URL holds a token (else ``alerts.webhook_url`` in config)."""
         return self._environ.get(self.ALERT_WEBHOOK_URL) or None
 
-    def kafka_password_required(self) -> str:
+    def _kafka_password_value(self) -> str | None:
+        """``$LEARNSCORE_KAFKA_PASSWORD``; for a ``kafka.principals`` user also
+        ``$LEARNSCORE_KAFKA_PASSWORD_<ROLE>``, then the password the local broker's ``stack up``
+        made for it under ``<state_dir>/secrets``."""
         value = self._environ.get(self.KAFKA_PASSWORD)
+        if value:
+            return value
+        kafka = self._config.kafka
+        role = next((role for role, user in kafka.principals.model_dump().items()
+                     if user == kafka.sasl_username), None)
+        if role is None:
+            return None
+        variable = f"{self.KAFKA_PASSWORD}_{role.upper()}"
+        made = self._config.state_dir / "secrets" / variable.lower()
+        return self._environ.get(variable) or (made.read_text().strip() if made.is_file() else None)
+
+    def kafka_password_required(self) -> str:
+        value = self._kafka_password_value()
         if not value:
             raise ConfigError(f"{self.KAFKA_PASSWORD} is not set: it holds the SASL password of "
                               f"Kafka user {self._config.kafka.sasl_username!r}; export it")
@@ -647,7 +672,7 @@ class Secrets:
 
     @property
     def kafka_password(self) -> SecretStr | None:
-        value = self._environ.get(self.KAFKA_PASSWORD)
+        value = self._kafka_password_value()
         if value:
             return SecretStr(value)
         if self._config.kafka.sasl_mechanism:

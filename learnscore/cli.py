@@ -55,11 +55,13 @@ def setup_logging(level: int = logging.INFO) -> None:
     logging.getLogger("kafka").setLevel(logging.CRITICAL)
 
 
-def get_config() -> Config:
+def get_config(kafka_role: str | None = None) -> Config:
+    """The configuration of this command; ``kafka_role``: the ``kafka.principals`` user it logs in
+    to Kafka as when ``kafka.sasl_username`` is unset (conf/secure.yaml)."""
     if _state.config is None:
         _state.config = load_config(_state.env)
         _configure_alerts(_state.config)
-    return _state.config
+    return _state.config.as_kafka_role(kafka_role) if kafka_role else _state.config
 
 
 def _configure_alerts(config: Config) -> None:
@@ -399,7 +401,7 @@ def retrain_worker(
     if policy not in (None, "auto", "manual"):
         fail(f"--policy must be auto or manual, got {policy!r}")
     try:
-        made = run_retrain_worker(get_config(), every=every, policy=policy, trainer=trainer,
+        made = run_retrain_worker(get_config(kafka_role="retrain_worker"), every=every, policy=policy, trainer=trainer,
                                   promoter=promoter, max_runs=max_runs,
                                   idle_exit_seconds=idle_exit, watch=guard, estimate=estimate,
                                   on_final_failure=on_final_failure)
@@ -426,7 +428,7 @@ def guard_command(
 
     if policy not in (None, "auto", "alert-only", "off"):
         fail(f"--policy must be auto, alert-only or off, got {policy!r}")
-    config = get_config()
+    config = get_config(kafka_role="retrain_worker")
     use_mlflow(config)
 
     def show(decision) -> None:
@@ -465,7 +467,7 @@ def stream_start(
     from learnscore.streaming.job import ScorerFailed, run_scorer
     from learnscore.streaming.lease import LeaseHeld
 
-    config = get_config()
+    config = get_config(kafka_role="scorer")
     try:
         summary = run_scorer(config, until_idle_s=until_idle, max_batches=max_batches)
     except LeaseHeld as exc:
@@ -485,7 +487,7 @@ def serve(
     """Run the REST scoring endpoint (POST /v1/score) for the `production` model."""
     from learnscore.serving.server import run_server
 
-    run_server(get_config(), host=host, port=port)
+    run_server(get_config(kafka_role="endpoint"), host=host, port=port)
 
 
 @app.command()
@@ -722,7 +724,7 @@ def simulate_stream(
     from learnscore.simulator import settings_from_config
     from learnscore.simulator.stream import StreamOptions, stream_to_kafka
 
-    config = get_config()
+    config = get_config(kafka_role="producer")
     section = config.simulator
     try:
         options = StreamOptions(
@@ -1007,7 +1009,7 @@ def promote(
     from learnscore.registry.promote import PromotionError
     from learnscore.registry.promote import promote as promote_version
 
-    config = get_config()
+    config = get_config(kafka_role="retrain_worker")
     use_mlflow(config)
     try:
         move = promote_version(config, version, actor=_actor(), reason=reason, force=force)
@@ -1031,7 +1033,7 @@ def rollback(
     from learnscore.registry.history import LifecycleHistoryError
     from learnscore.registry.promote import rollback as rollback_production
 
-    config = get_config()
+    config = get_config(kafka_role="retrain_worker")
     use_mlflow(config)
     try:
         move = rollback_production(config, actor=_actor(), reason=reason)

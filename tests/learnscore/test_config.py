@@ -146,3 +146,23 @@ def test_acls_without_closing_the_plaintext_listener_are_refused(tmp_path):
     with pytest.raises(ConfigError) as info:
         load_config("local", base_dir=tmp_path, environ={"LEARNSCORE__BROKER__ACLS": "true"})
     assert "broker.acls needs every client to log in" in str(info.value)
+
+
+def test_each_command_logs_in_to_kafka_as_its_own_user_in_the_secure_profile(tmp_path):
+    secure = load_config("secure", environ={}, base_dir=tmp_path)
+    assert secure.kafka.sasl_username is None
+    scorer = secure.as_kafka_role("scorer")
+    assert scorer.kafka.sasl_username == secure.kafka.principals.scorer == "learnscore-scorer"
+    assert load_config("local", environ={}, base_dir=tmp_path).as_kafka_role("scorer").kafka.sasl_username is None
+    named = load_config("secure", environ={"LEARNSCORE__KAFKA__SASL_USERNAME": "ops"}, base_dir=tmp_path)
+    assert named.as_kafka_role("scorer").kafka.sasl_username == "ops"  # an operator's choice stands
+
+    # Its password: the role's variable, else the one `stack up` made for the local broker's user.
+    assert Secrets(scorer, environ={"LEARNSCORE_KAFKA_PASSWORD_SCORER": "s3"}).kafka_password.get_secret_value() == "s3"
+    with pytest.raises(ConfigError, match="LEARNSCORE_KAFKA_PASSWORD is not set"):
+        _ = Secrets(scorer, environ={}).kafka_password
+    made = scorer.state_dir / "secrets" / "learnscore_kafka_password_scorer"
+    made.parent.mkdir(parents=True)
+    made.write_text("made-by-stack-up\n")
+    assert Secrets(scorer, environ={}).kafka_password.get_secret_value() == "made-by-stack-up"
+    assert Secrets(scorer, environ={"LEARNSCORE_KAFKA_PASSWORD": "x"}).kafka_password.get_secret_value() == "x"

@@ -1,5 +1,6 @@
 """The secure profile for real (conf/secure.yaml's broker): the simulator, the streaming scorer
-and the retrain worker, each a real ``learnscore`` process logged in as its own SCRAM user, talk
+and the retrain worker, each a real ``learnscore`` process logged in as its own SCRAM user (the
+first two pick it themselves, as ``kafka.sasl_username: null`` in conf/secure.yaml has them), talk
 to a broker that has no PLAINTEXT listener and allows nothing without an ACL (TLS with a keytool
 certificate, passwords from the environment). A user without an ACL for a topic is refused; a
 wrong password is a clear error within seconds; no secret shows up in any process log or on any
@@ -70,6 +71,13 @@ def sasl_broker(stack_config, tmp_path, monkeypatch):
         yield sasl_ssl_client_config(config), record.pid
     finally:
         broker.down()
+
+
+def by_role(env: dict[str, str], role: str) -> dict[str, str]:
+    """``env`` without a user name or password: the command picks its own ``kafka.principals``
+    user, its password from ``$LEARNSCORE_KAFKA_PASSWORD_<ROLE>`` (how conf/secure.yaml runs)."""
+    env = {k: v for k, v in env.items() if k not in ("LEARNSCORE__KAFKA__SASL_USERNAME", Secrets.KAFKA_PASSWORD)}
+    return {**env, principal_variable(role): ROLE_PASSWORDS[role]}
 
 
 def as_role(config, role: str):
@@ -177,10 +185,10 @@ def test_the_secure_profile_scores_over_sasl_ssl_with_a_user_and_acls_per_proces
         watch.roots.append(broker_pid)
         simulated = run_cli(["simulate", "stream", "--rate", "40", "--duration", "3s", "--invalid-ratio", "0.1",
                              "--outcome-delay", "1s", "--seed", "5", "--report", str(tmp_path / "sim.json")],
-                            process_env(config, "producer"), logs / "simulator.log", watch)
+                            by_role(process_env(config, "producer"), "producer"), logs / "simulator.log", watch)
         assert simulated.returncode == 0, simulated.stdout[-3000:]
         # Everything is in Kafka already: one micro-batch lands, scores and quarantines it all.
-        scored = run_cli(["stream", "start", "--max-batches", "1"], process_env(config, "scorer"),
+        scored = run_cli(["stream", "start", "--max-batches", "1"], by_role(process_env(config, "scorer"), "scorer"),
                          logs / "scorer.log", watch)
         assert scored.returncode == 0, scored.stdout[-3000:]
 
