@@ -607,35 +607,31 @@ class Secrets:
             raise ConfigError(f"{self.PSEUDONYM_KEY} must be at least 32 characters long")
         return key
 
-    @property
-    def api_key(self) -> SecretStr:
-        key = self._local_or_required(self.API_KEY, "API key clients send to the REST endpoint")
+    def _long_secret(self, variable: str, purpose: str, who: str) -> SecretStr:
+        """:meth:`_local_or_required`, refused when shorter than :data:`MIN_API_KEY_LENGTH` (a
+        short secret can be guessed); ``who`` needs it, in the message."""
+        key = self._local_or_required(variable, purpose)
         if len(key.get_secret_value()) < MIN_API_KEY_LENGTH:
             raise ConfigError(
-                f"{self.API_KEY} is {len(key.get_secret_value())} characters long; the endpoint needs at "
-                f"least {MIN_API_KEY_LENGTH} (a short key can be guessed). Generate one with: python -c "
+                f"{variable} is {len(key.get_secret_value())} characters long; {who} needs at least "
+                f"{MIN_API_KEY_LENGTH} (a short secret can be guessed). Generate one with: python -c "
                 f"'import secrets; print(secrets.token_urlsafe(32))'")
         return key
 
     @property
+    def api_key(self) -> SecretStr:
+        return self._long_secret(self.API_KEY, "API key clients send to the REST endpoint", "the endpoint")
+
+    @property
     def bi_password(self) -> SecretStr:
         """The password of the BI server's user (``bi.user``), for JDBC/ODBC clients."""
-        key = self._local_or_required(self.BI_PASSWORD, "password of the BI (JDBC) server's user")
-        if len(key.get_secret_value()) < MIN_API_KEY_LENGTH:
-            raise ConfigError(f"{self.BI_PASSWORD} is {len(key.get_secret_value())} characters long; the BI "
-                              f"server needs at least {MIN_API_KEY_LENGTH}. Generate one with: python -c "
-                              f"'import secrets; print(secrets.token_urlsafe(32))'")
-        return key
+        return self._long_secret(self.BI_PASSWORD, "password of the BI (JDBC) server's user", "the BI server")
 
     @property
     def mlflow_admin_password(self) -> SecretStr:
         """The password of ``mlflow.ui_admin_user`` on the MLflow server learnscore starts."""
-        key = self._local_or_required(self.MLFLOW_ADMIN_PASSWORD, "password of the MLflow server's admin user")
-        if len(key.get_secret_value()) < MIN_API_KEY_LENGTH:
-            raise ConfigError(f"{self.MLFLOW_ADMIN_PASSWORD} is {len(key.get_secret_value())} characters long; "
-                              f"the MLflow login needs at least {MIN_API_KEY_LENGTH}. Generate one with: "
-                              f"python -c 'import secrets; print(secrets.token_urlsafe(32))'")
-        return key
+        return self._long_secret(self.MLFLOW_ADMIN_PASSWORD, "password of the MLflow server's admin user",
+                                 "the MLflow login")
 
     @property
     def tls_key_password(self) -> str | None:
