@@ -59,6 +59,24 @@ STREAM_TABLES = tuple(dict.fromkeys((*landing.TABLES, *gold.TABLES, "gold.predic
                                      "gold.shadow_prediction_outcomes")))
 
 
+def failure_summary(text: str, fallback: str) -> str:
+    """A query's error in one line: its first line, and when a Python traceback follows (a
+    ``foreachBatch`` handler raised), the exception it ends with, which is what says why."""
+    lines = text.strip().splitlines()
+    if not lines or not lines[0].strip():
+        return fallback
+    head = lines[0].strip()
+    if "Traceback (most recent call last)" not in text:
+        return head
+    python = []
+    for line in lines[1:]:
+        if re.match(r"\s*at [\w$.<>]+\(", line):  # the JVM's stack follows the Python traceback
+            break
+        python.append(line)
+    raised = [line.strip() for line in python if line.strip() and not line[0].isspace()]
+    return f"{head} … {raised[-1][:500]}" if raised else head
+
+
 class ScorerFailed(RuntimeError):
     pass
 
@@ -110,8 +128,7 @@ class Scorer:
             exc = query.exception()
             if exc is None or STOP_MARKER in str(exc):
                 continue
-            text = str(getattr(exc, "desc", exc)).strip().splitlines()
-            return f"{name}: {text[0] if text else type(exc).__name__}"
+            return f"{name}: {failure_summary(str(getattr(exc, 'desc', exc)), type(exc).__name__)}"
         return None
 
     def batches(self, query: str = scoring.QUERY) -> int:

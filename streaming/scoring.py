@@ -96,6 +96,10 @@ def waiting(rows: DataFrame, names: ScorerTopics, failed_version: str) -> DataFr
                        F.col("raw_value").alias("value"), _failed_header(F.lit(failed_version)).alias("headers"))
 
 
+class KafkaWriteFailed(RuntimeError):
+    """Spark's Kafka sink gave up on a batch's scores (after its own retries and the task's)."""
+
+
 @dataclass
 class ScoreOutcome:
     scored: int = 0
@@ -125,7 +129,14 @@ def score_and_publish(rows: DataFrame, model: ScoringUdf, config: Config, names:
             report.note(f"{stats.low_effort} low-effort submissions")
         with timed(report, "kafka"):
             published = with_effort_moderated_score(scored, model.udf, stats.low_effort)
-            publish(outgoing(published, names, F.lit(model.version)), config)
+            try:
+                publish(outgoing(published, names, F.lit(model.version)), config)
+            except Exception as exc:
+                if "PythonException" in f"{type(exc).__name__} {exc}":
+                    raise  # the model raised again (low-effort moderation calls it): the model's failure
+                raise KafkaWriteFailed(f"publishing batch {report.batch_id}'s scores failed: "
+                                       f"{str(exc).strip().splitlines()[0][:300] if str(exc).strip() else exc!r}"
+                                       ) from exc
     finally:
         scored.unpersist()
     latency = tuple(value / 1e6 for value in stats.latency) if stats.latency else None
@@ -271,6 +282,10 @@ def _score_or_park(rows: DataFrame, model: ScoringUdf, config: Config, names: Sc
                    report: BatchReport, excluded: Sequence[str] = ()) -> ScoreOutcome:
     try:
         return score_and_publish(rows, model, config, names, report, excluded)
+    except KafkaWriteFailed:
+        # Not the model's fault: parking the rows for "another version" would strand them until
+        # a new one came. The batch fails and is replayed (same score ids; gold keeps the first).
+        raise
     except Exception as exc:  # noqa: BLE001 - a model that raises must not stop the stream
         first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
         log.error("%s batch %s: version %s raised while scoring; the rows wait for another version: %s",
@@ -310,15 +325,25 @@ class ProgressPublisher:
         self._producer = None
 
     def send(self, report: BatchReport) -> None:
-        from learnscore.core.kafka_io import producer
+        """Send the batch's report; never fail the batch on it. The scores are already published:
+        a broker away (its outage) leaves the record to the producer, which keeps retrying it
+        until ``delivery_timeout_ms``, and a warning here; the report stays in /metrics."""
+        from kafka.errors import KafkaError
 
-        if self._producer is None:
-            self._producer = producer(self.config)
+        from learnscore.core.kafka_io import BrokerUnreachable, producer
+
         row = report.row()
         row["duration_s"] = round(_seconds_since(report), 3)
         value = orjson.dumps(row, default=_iso)
-        self._producer.send(self.topic, key=(report.query_id or "").encode(), value=value).get(
-            timeout=self.config.kafka.request_timeout_s)
+        try:
+            if self._producer is None:
+                self._producer = producer(self.config)
+            self._producer.send(self.topic, key=(report.query_id or "").encode(), value=value).get(
+                timeout=self.config.kafka.request_timeout_s)
+        except (KafkaError, BrokerUnreachable) as exc:
+            log.warning("%s batch %s: its progress record was not acknowledged in %gs (%s); the "
+                        "producer keeps trying while the broker is away", report.query, report.batch_id,
+                        self.config.kafka.request_timeout_s, type(exc).__name__)
 
     def close(self) -> None:
         if self._producer is not None:

@@ -33,3 +33,39 @@ def test_pseudonyms_in_spark_are_the_python_ones(spark):
 def test_pseudonymise_refuses_what_is_not_a_string():
     with pytest.raises(TypeError, match="learner_id must be a string"):
         pseudonymise(42, "k" * 32)
+
+
+def test_a_failed_query_is_summarised_by_the_exception_its_handler_raised():
+    from learnscore.streaming.job import failure_summary
+
+    proxy = ("An exception was raised by the Python Proxy. Return Message: Traceback (most recent call last):\n"
+             '  File "/x/scoring.py", line 265, in handle\n    progress.send(report)\n'
+             "kafka.errors.KafkaTimeoutError: KafkaTimeoutError: Timeout after waiting for 15 secs.\n\n"
+             "\tat py4j.Protocol.getReturnValue(Protocol.java:476)\n\tat jdk.proxy3.$Proxy44.call(Unknown Source)\n")
+    assert failure_summary(proxy, "Py4JJavaError") == (
+        "An exception was raised by the Python Proxy. Return Message: Traceback (most recent call last): … "
+        "kafka.errors.KafkaTimeoutError: KafkaTimeoutError: Timeout after waiting for 15 secs.")
+    assert failure_summary("Job aborted.\nCaused by: x", "E") == "Job aborted."
+    assert failure_summary("  ", "StreamingQueryException") == "StreamingQueryException"
+
+
+def test_a_progress_record_the_broker_cannot_take_does_not_fail_the_batch(caplog):
+    """The scores are published before the progress record: a broker away must not fail the batch
+    (and the query with it) over its report."""
+    from datetime import datetime, timezone
+
+    from learnscore.core.config import Config
+    from learnscore.core.ports import free_port
+    from learnscore.streaming.progress import BatchReport
+    from learnscore.streaming.runtime import ScorerTopics
+    from learnscore.streaming.scoring import QUERY, ProgressPublisher
+
+    config = Config()
+    config = config.model_copy(update={"kafka": config.kafka.model_copy(update={
+        "bootstrap_servers": f"127.0.0.1:{free_port()}", "request_timeout_s": 1.0})})
+    publisher = ProgressPublisher(config, ScorerTopics.of(config))
+    report = BatchReport(QUERY, 7, datetime.now(timezone.utc), query_id="q")
+    with caplog.at_level("WARNING", logger="learnscore.streaming.scoring"):
+        publisher.send(report)
+    publisher.close()
+    assert "batch 7: its progress record was not acknowledged" in caplog.text
