@@ -176,6 +176,13 @@ class StreamingConfig(_Section):
     # Registry aliases scored beside production on the same micro-batches (streaming/shadow.py),
     # when they point to another version than production.
     shadow_aliases: list[str] = Field(default_factory=lambda: ["staging"])
+    # The queries this process runs (streaming/job.py); the shadow query runs beside "score".
+    # All in one driver by default. On a few cores, run "score" in one process and land, gold,
+    # pairs in another with a higher niceness: the OS then gives the scores the CPU first, which
+    # Spark's FAIR pools inside one driver cannot (streaming/README.md has the measurements).
+    queries: list[Literal["score", "land", "gold", "pairs"]] = Field(
+        default_factory=lambda: ["score", "land", "gold", "pairs"], min_length=1)
+    niceness: int = Field(0, ge=0, le=19)  # added to this process's (and its JVM's) nice value
     # Prometheus /metrics of `learnscore stream start` (streaming/metrics.py); 0: not served.
     metrics_host: str = "127.0.0.1"
     metrics_port: int = Field(0, ge=0, le=65535)

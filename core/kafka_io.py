@@ -174,20 +174,35 @@ def create_topics(config: Config, base_names: list[str], partitions: int | None 
     with ``auto.create.topics.enable=false`` works as well as one that creates on first use.
     """
     from kafka.admin import NewTopic
+    from kafka.errors import TopicAlreadyExistsError
 
     kafka = config.kafka
     admin = admin_client(config, secrets)
+
+    def new(name: str) -> NewTopic:
+        return NewTopic(name, partitions or kafka.partitions, kafka.replication_factor,
+                        topic_configs={"min.insync.replicas": str(kafka.min_insync_replicas)})
+
     try:
         existing = set(admin.list_topics())
         wanted = [config.topic(name) for name in base_names]
         missing = [name for name in wanted if name not in existing]
         if missing:
-            admin.create_topics([
-                NewTopic(name, partitions or kafka.partitions, kafka.replication_factor,
-                         topic_configs={"min.insync.replicas": str(kafka.min_insync_replicas)})
-                for name in missing
-            ])
-            log.info("created topics %s", ", ".join(missing))
+            try:
+                admin.create_topics([new(name) for name in missing])
+            except TopicAlreadyExistsError:
+                # Another process (e.g. the other half of a split scorer) created one meanwhile:
+                # one at a time, so that each of ours that is still missing gets made.
+                created = []
+                for name in missing:
+                    try:
+                        admin.create_topics([new(name)])
+                        created.append(name)
+                    except TopicAlreadyExistsError:
+                        pass
+                missing = created
+            if missing:
+                log.info("created topics %s", ", ".join(missing))
         return missing
     finally:
         admin.close()

@@ -33,7 +33,15 @@ def ensure_spark_tables(spark, config: Config, names: Iterable[str]) -> None:
         if table.partition_by:
             builder = builder.partitionedBy(*table.partition_by)
         interval = str(config.lake.delta_checkpoint_interval)
-        delta = builder.property(CHECKPOINT_INTERVAL, interval).execute()
+        builder = builder.property(CHECKPOINT_INTERVAL, interval)
+        try:
+            delta = builder.execute()
+        except Exception:
+            # Another process (the other half of a split scorer) created it between the check and
+            # ours; once its first commit is there, createIfNotExists finds the table.
+            if not _wait_for_table(spark, config.table_path(name)):
+                raise
+            delta, existed = builder.execute(), True
         # A table made before the setting existed (or with another value) is brought in line;
         # one made just now has it (the check is a Spark job: ~0.6 s a table on a fresh lake).
         if not existed:
@@ -49,6 +57,21 @@ def ensure_spark_tables(spark, config: Config, names: Iterable[str]) -> None:
             added = ", ".join(f"`{column}` {kind}" for column, kind in missing)
             spark.sql(f"ALTER TABLE delta.`{config.table_path(name)}` ADD COLUMNS ({added})")
             log.info("%s: added the columns %s of this release", name, ", ".join(c for c, _ in missing))
+
+
+def _wait_for_table(spark, path: str, timeout_s: float = 30.0) -> bool:
+    import time
+
+    from delta.tables import DeltaTable
+
+    # The failed create left this JVM's cached DeltaLog of the path without the other's commit.
+    spark._jvm.org.apache.spark.sql.delta.DeltaLog.clearCache()
+    deadline = time.monotonic() + timeout_s
+    while not DeltaTable.isDeltaTable(spark, path):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.5)
+    return True
 
 
 def vacuum_tables(spark, config: Config, names: Iterable[str] | None = None) -> dict[str, int]:

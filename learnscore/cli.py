@@ -462,20 +462,32 @@ def stream_start(
     max_batches: Annotated[Optional[int], typer.Option(
         "--max-batches", min=1, help="Stop after this many micro-batches of the scoring query (the other "
                                     "queries then land what it published).")] = None,
+    queries: Annotated[Optional[str], typer.Option(
+        "--queries", help="Run only these queries, comma-separated, of score, land, gold, pairs (default "
+                          "streaming.queries: all). E.g. --queries score in one process and --queries "
+                          "land,gold,pairs in another with LEARNSCORE__STREAMING__NICENESS=10.")] = None,
 ) -> None:
     """Run the streaming scorer until stopped (Ctrl-C / SIGTERM finish the micro-batch in flight)."""
-    from learnscore.streaming.job import ScorerFailed, run_scorer
+    from learnscore.streaming.job import QUERIES, ScorerFailed, run_scorer
     from learnscore.streaming.lease import LeaseHeld
 
     config = get_config(kafka_role="scorer")
+    if queries is not None:
+        chosen = [name.strip() for name in queries.split(",") if name.strip()]
+        unknown = sorted(set(chosen) - set(QUERIES))
+        if unknown or not chosen:
+            fail(f"--queries {queries!r}: {', '.join(unknown) or 'no query'} is not one of {', '.join(QUERIES)}; "
+                 f"e.g. --queries score, or --queries land,gold,pairs")
+        config = config.model_copy(update={"streaming": config.streaming.model_copy(update={"queries": chosen})})
     try:
         summary = run_scorer(config, until_idle_s=until_idle, max_batches=max_batches)
     except LeaseHeld as exc:
         fail(str(exc))
     except ScorerFailed as exc:
         fail(f"{exc}. Fix the cause and start it again: it resumes from its checkpoint.")
+    waiting = "an unknown number of" if summary.pending_unscored is None else summary.pending_unscored
     typer.echo(f"scorer stopped ({summary.stopped_because}) after {summary.batches} micro-batches; "
-               f"{summary.pending_unscored} submissions wait to be scored")
+               f"{waiting} submissions wait to be scored")
 
 
 # -- serving, dashboard, BI -----------------------------------------------------------------
@@ -619,6 +631,8 @@ def bench_stream(
     live_outcomes: Annotated[bool, typer.Option(
         help="Send outcomes during the latency runs (--no-live-outcomes: submissions only).")] = True,
     shadow: Annotated[bool, typer.Option(help="Also score a challenger (staging) in the shadow query.")] = False,
+    split: Annotated[bool, typer.Option(help="Run land, gold, pairs in a second process at niceness +10 "
+                                             "(stream start --queries), the scoring query here.")] = False,
 ) -> None:
     """Score and gold latency at live rates, drain throughput through every table, parse-only and
     raw-model speed, and a micro-batch's cost as the tables grow."""
@@ -627,7 +641,7 @@ def bench_stream(
     rows = tuple(int(part) for part in table_rows.split(",") if part.strip())
     result = run_stream_benchmark(get_config(), events=events, rates=tuple(rate or (500.0, 2000.0)),
                                   latency_seconds=latency_seconds, output=output, live_outcomes=live_outcomes,
-                                  table_rows=rows, shadow=shadow)
+                                  table_rows=rows, shadow=shadow, split=split)
     for key in ("throughput_eps", "parse_only_eps", "ratio_to_parse_only", "raw_model_eps",
                 "score_latency_p50_s", "score_latency_p95_s", "score_latency_p99_s",
                 "gold_latency_p50_s", "gold_latency_p95_s", "gold_latency_p99_s"):

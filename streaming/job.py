@@ -25,8 +25,12 @@ seconds-long Delta commit does not hold up a score. Dedupe and pairing state liv
 RocksDB state store; no batch reads a table, so a batch costs the same with 0 or 10 million rows
 landed.
 
-One scorer per checkpoint: a lease (``streaming.lease``) refuses a second one. Kafka outputs are
-at-least-once with stable ids; every Delta write is an idempotent append per (write, batch).
+One process per query: a lease per query checkpoint (``streaming.lease``) refuses a second one.
+The queries share nothing but Kafka and the tables, so ``streaming.queries`` may split them over two
+processes: ``score`` in one, ``land,gold,pairs`` in another at a higher niceness. On few cores the
+OS then hands the CPU to the scores first, which FAIR pools cannot inside one JVM (a running task
+keeps its core, and a Delta commit is driver work). Kafka outputs are at-least-once with stable
+ids; every Delta write is an idempotent append per (write, batch).
 """
 
 from __future__ import annotations
@@ -46,7 +50,7 @@ from learnscore.core.config import Config, Secrets
 from learnscore.core.waiting import WaitTimedOut, wait_until
 from learnscore.streaming import gold, landing, pairs, scoring, shadow
 from learnscore.streaming.lag import LagWatch, StreamLag, alert_stream_lag
-from learnscore.streaming.lease import CheckpointLease
+from learnscore.streaming.lease import LeaseSet
 from learnscore.streaming.model_cache import ModelCache
 from learnscore.streaming.runtime import STOP_MARKER, QueryRuntime, ScorerHooks, ScorerTopics
 
@@ -55,8 +59,10 @@ log = logging.getLogger(__name__)
 QUERY_NAME = "scorer"
 LAG_CHECK_S = 5.0  # how often the run loop looks for lag (a broker call only while rows wait)
 QUERIES = (scoring.QUERY, landing.QUERY, gold.QUERY, pairs.QUERY)
-STREAM_TABLES = tuple(dict.fromkeys((*landing.TABLES, *gold.TABLES, "gold.prediction_outcomes",
-                                     "gold.shadow_prediction_outcomes")))
+# The Delta tables each query writes: a process creates those of the queries it runs (the
+# scoring query writes none), so the two halves of a split scorer never race to create one.
+QUERY_TABLES = {landing.QUERY: landing.TABLES, gold.QUERY: gold.TABLES,
+                pairs.QUERY: ("gold.prediction_outcomes", "gold.shadow_prediction_outcomes")}
 
 
 def failure_summary(text: str, fallback: str) -> str:
@@ -97,7 +103,7 @@ class Scorer:
     runtimes: dict[str, QueryRuntime]
     models: ModelCache
     catch_up: scoring.RetryCatchUp
-    lease: CheckpointLease
+    lease: LeaseSet
     progress: scoring.ProgressPublisher
     shadow_models: dict[str, ModelCache] = field(default_factory=dict)  # alias → cache (shadow query)
     _last_catch_up_check: float = 0.0
@@ -117,8 +123,18 @@ class Scorer:
         return self.runtimes[scoring.QUERY]
 
     @property
+    def scores(self) -> bool:
+        """Whether this process runs the scoring query (``streaming.queries``)."""
+        return scoring.QUERY in self.queries
+
+    @property
+    def main(self) -> str:
+        """The query whose batches ``--max-batches`` counts: the scoring one, else the first run."""
+        return scoring.QUERY if self.scores else next(iter(self.queries))
+
+    @property
     def query(self):
-        return self.queries[scoring.QUERY]
+        return self.queries[self.main]
 
     def failure(self) -> str | None:
         """Why a query ended, if one ended on an error (a requested stop is not an error)."""
@@ -131,8 +147,8 @@ class Scorer:
             return f"{name}: {failure_summary(str(getattr(exc, 'desc', exc)), type(exc).__name__)}"
         return None
 
-    def batches(self, query: str = scoring.QUERY) -> int:
-        return self.runtimes[query].batches
+    def batches(self, query: str | None = None) -> int:
+        return self.runtimes[query or self.main].batches
 
     def idle_for(self) -> float:
         """Seconds since any query last read a row (0 while one is in a batch)."""
@@ -145,7 +161,7 @@ class Scorer:
         """Called from the run loop: catch up waiting rows when the stream is idle; check Kafka
         retention against the queries' positions; alert when the stream lags (:meth:`check_lag`)."""
         now = time.monotonic()
-        if now - self._last_catch_up_check >= max(self.config.streaming.alias_check_seconds, 1.0):
+        if self.scores and now - self._last_catch_up_check >= max(self.config.streaming.alias_check_seconds, 1.0):
             self._last_catch_up_check = now
             runtime = self.runtimes[scoring.QUERY]
             if not runtime.in_batch:
@@ -155,7 +171,7 @@ class Scorer:
                         self.catch_up.run_reported(model, runtime.query_id, self.progress)
                 except Exception as exc:  # noqa: BLE001 - the next tick (or batch) tries again
                     log.warning("catch-up of waiting submissions failed (tried again later): %s", exc)
-        if now - self._last_lag_check >= LAG_CHECK_S:
+        if self.scores and now - self._last_lag_check >= LAG_CHECK_S:
             self._last_lag_check = now
             try:
                 for lag in self.check_lag():
@@ -211,7 +227,7 @@ class Scorer:
         upstream = [name for name in (scoring.QUERY, shadow.QUERY) if name in self.runtimes]
         self._stop_queries(upstream, timeout_s)
         rest = [name for name in self.runtimes if name not in upstream]
-        if timeout_s is None:
+        if timeout_s is None and rest:
             settle = 2.0 + 2 * max(self.config.streaming.trigger_seconds, self.config.streaming.landing_trigger_seconds)
             try:
                 wait_until(lambda: self.failure() or min(self.runtimes[name].idle_for() for name in rest) >= settle,
@@ -259,11 +275,22 @@ def _production_bank(config: Config):
     return production_item_bank(config)
 
 
+def scorer_leases(config: Config) -> tuple[list[str], LeaseSet]:
+    """The queries this process runs (``streaming.queries``, the shadow query beside ``score``)
+    and a lease per query checkpoint: the queries may run in two processes, one query never in two."""
+    selected = [name for name in QUERIES if name in config.streaming.queries]
+    names_run = selected + ([shadow.QUERY] if scoring.QUERY in selected and config.streaming.shadow_aliases else [])
+    return names_run, LeaseSet([scorer_checkpoint(config, name) for name in names_run],
+                               ttl_seconds=config.streaming.lease_ttl_seconds)
+
+
 def start_scorer(spark: SparkSession, config: Config, hooks: ScorerHooks | None = None,
-                 models: ModelCache | None = None, drift: bool = True) -> Scorer:
-    """Take the lease, create topics and tables, start the four queries; return the running scorer.
+                 models: ModelCache | None = None, drift: bool = True, lease: LeaseSet | None = None) -> Scorer:
+    """Take the leases, create topics and tables, start the queries of ``streaming.queries`` (all
+    four by default, the shadow query with ``score``); return the running scorer.
 
     ``hooks`` default to the drift detectors (``drift.enabled``); ``drift=False`` runs none.
+    ``lease``: the leases :func:`scorer_leases` gave, already acquired (taken here otherwise).
     """
     import mlflow
 
@@ -273,16 +300,21 @@ def start_scorer(spark: SparkSession, config: Config, hooks: ScorerHooks | None 
 
     mlflow.set_tracking_uri(config.mlflow.tracking_uri)
     mlflow.set_registry_uri(config.registry_uri)
-    lease = CheckpointLease(scorer_checkpoint(config), ttl_seconds=config.streaming.lease_ttl_seconds)
-    lease.acquire()
+    names_run, leases = scorer_leases(config)
+    selected = [name for name in names_run if name in QUERIES]
+    if lease is None:
+        lease = leases
+        lease.acquire()
     try:
         # The drift hook writes retrain requests: created here too, for brokers that do not auto-create.
         create_topics(config, [*ScorerTopics.BASE_NAMES, RETRAIN_REQUESTS])
-        ensure_spark_tables(spark, config, STREAM_TABLES)
+        tables = dict.fromkeys(table for name in selected for table in QUERY_TABLES.get(name, ()))
+        if tables:
+            ensure_spark_tables(spark, config, tables)
         production_bank = _production_bank(config)  # one registry lookup and bank for silver and the item watch
         if hooks is None:
             hooks = ScorerHooks()
-            if drift and (config.drift.enabled or config.psychometrics.enabled):
+            if drift and (config.drift.enabled or config.psychometrics.enabled) and set(selected) - {scoring.QUERY}:
                 from learnscore.streaming.drift.hook import drift_hooks
 
                 hooks = drift_hooks(config, scorer_checkpoint(config, gold.QUERY),
@@ -292,24 +324,25 @@ def start_scorer(spark: SparkSession, config: Config, hooks: ScorerHooks | None 
         names = ScorerTopics.of(config)
         key = Secrets(config).pseudonym_key.get_secret_value()
         models = models or ModelCache(spark, config)
-        names_run = QUERIES + ((shadow.QUERY,) if config.streaming.shadow_aliases else ())
         runtimes = {name: QueryRuntime(name, config, scorer_checkpoint(config, name)) for name in names_run}
         catch_up = scoring.RetryCatchUp(spark, config, names, scorer_checkpoint(config, scoring.QUERY))
-        plans = {
-            scoring.QUERY: (scoring.scoring_stream(spark, config, names),
-                            scoring.make_scoring_handler(spark, config, runtimes[scoring.QUERY], models, catch_up),
-                            config.streaming.trigger_seconds),
-            landing.QUERY: (landing.landing_stream(spark, config, names),
-                            landing.make_landing_handler(spark, config, runtimes[landing.QUERY], hooks.submissions,
-                                                         production_bank),
-                            config.streaming.landing_trigger_seconds),
-            gold.QUERY: (gold.gold_stream(spark, config, names),
-                         gold.make_gold_handler(spark, config, runtimes[gold.QUERY], key, hooks.predictions),
-                         config.streaming.landing_trigger_seconds),
-            pairs.QUERY: (pairs.pairs_stream(spark, config, names),
-                          pairs.make_pairs_handler(spark, config, runtimes[pairs.QUERY], key, hooks.pairs),
-                          config.streaming.landing_trigger_seconds),
+        builders = {
+            scoring.QUERY: lambda: (scoring.scoring_stream(spark, config, names),
+                                    scoring.make_scoring_handler(spark, config, runtimes[scoring.QUERY], models,
+                                                                 catch_up),
+                                    config.streaming.trigger_seconds),
+            landing.QUERY: lambda: (landing.landing_stream(spark, config, names),
+                                    landing.make_landing_handler(spark, config, runtimes[landing.QUERY],
+                                                                 hooks.submissions, production_bank),
+                                    config.streaming.landing_trigger_seconds),
+            gold.QUERY: lambda: (gold.gold_stream(spark, config, names),
+                                 gold.make_gold_handler(spark, config, runtimes[gold.QUERY], key, hooks.predictions),
+                                 config.streaming.landing_trigger_seconds),
+            pairs.QUERY: lambda: (pairs.pairs_stream(spark, config, names),
+                                  pairs.make_pairs_handler(spark, config, runtimes[pairs.QUERY], key, hooks.pairs),
+                                  config.streaming.landing_trigger_seconds),
         }
+        plans = {name: builders[name]() for name in selected}
         shadow_models = {alias: ModelCache(spark, config, alias=alias) for alias in config.streaming.shadow_aliases}
         if shadow.QUERY in runtimes:
             # No dedupe state here: a redelivered submission scored twice in shadow is dropped
@@ -468,7 +501,18 @@ def run_scorer(config: Config, *, until_idle_s: float | None = None, max_batches
     # A registry that stalls must not stall the stream for minutes (MLflow retries 7 times).
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
-    spark = create_spark_session(with_task_retries(config), app_name="learnscore-scorer")
+    names_run, lease = scorer_leases(config)
+    lease.acquire()  # before the JVM starts: a second process for a running query fails in a second
+    try:
+        if config.streaming.niceness:
+            # Before the JVM starts: it and its Python workers inherit the lower priority.
+            os.nice(config.streaming.niceness)
+        log.info("this scorer runs the %s queries%s", ", ".join(names_run),
+                 f" at niceness +{config.streaming.niceness}" if config.streaming.niceness else "")
+        spark = create_spark_session(with_task_retries(config), app_name=f"learnscore-scorer-{'-'.join(names_run)}")
+    except BaseException:
+        lease.release()
+        raise
     stop_signal = stop or threading.Event()
     previous = {}
     if handle_signals:
@@ -482,7 +526,7 @@ def run_scorer(config: Config, *, until_idle_s: float | None = None, max_batches
         # After the SparkSession: PySpark installs its own SIGINT handler that cancels jobs.
         for signum in (signal.SIGINT, signal.SIGTERM):
             previous[signum] = signal.signal(signum, on_signal)
-    scorer = start_scorer(spark, config, hooks=hooks)
+    scorer = start_scorer(spark, config, hooks=hooks, lease=lease)
     reason, wait_for_batch_s = "stopped", None
     metrics = None
     try:
@@ -522,6 +566,6 @@ def run_scorer(config: Config, *, until_idle_s: float | None = None, max_batches
         for signum, handler in previous.items():
             signal.signal(signum, handler)
     pending = scoring._safe_pending(scorer.catch_up)
-    log.info("scorer stopped (%s) after %d scoring batches; %d submissions wait to be scored",
-             reason, scorer.batches(), pending)
+    log.info("scorer stopped (%s) after %d %s batches; %s submissions wait to be scored", reason,
+             scorer.batches(), scorer.main, "an unknown number of" if pending is None else pending)
     return RunSummary(scorer.batches(), reason, pending)

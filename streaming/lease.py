@@ -61,7 +61,9 @@ class CheckpointLease:
     def __init__(self, folder: str | os.PathLike, *, ttl_seconds: float = 60.0, renew_seconds: float = 10.0,
                  clock=time.time):
         self.path = Path(str(folder).removeprefix("file://")) / LEASE_FILE
-        self.ttl_seconds, self.renew_seconds, self._clock = ttl_seconds, renew_seconds, clock
+        # Renewed well inside the ttl whatever it is: a ttl shorter than the renewal period would
+        # let a second scorer take a live scorer's lease.
+        self.ttl_seconds, self.renew_seconds, self._clock = ttl_seconds, min(renew_seconds, ttl_seconds / 3), clock
         self.owner = str(uuid.uuid4())
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -136,3 +138,33 @@ class CheckpointLease:
     def _remove_if(self, lease: Lease) -> None:
         if self.holder() == lease:
             self.path.unlink(missing_ok=True)
+
+
+class LeaseSet:
+    """The leases of the queries one process runs (one per query checkpoint): all taken or none.
+
+    One process may run every query, or the scoring query and the landing queries may run in
+    two processes (``streaming.queries``); a second process for a query already running refuses.
+    """
+
+    def __init__(self, folders, **options):
+        self.leases = [CheckpointLease(folder, **options) for folder in folders]
+
+    def acquire(self) -> None:
+        taken = []
+        try:
+            for lease in self.leases:
+                lease.acquire()
+                taken.append(lease)
+        except BaseException:
+            for lease in taken:
+                lease.release()
+            raise
+
+    def start_renewing(self) -> None:
+        for lease in self.leases:
+            lease.start_renewing()
+
+    def release(self) -> None:
+        for lease in self.leases:
+            lease.release()

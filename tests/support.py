@@ -228,15 +228,15 @@ def scorer_env(config, **extra: str) -> dict[str, str]:
 class ScorerProcess:
     """`learnscore stream start` in its own process group, its output in a log file."""
 
-    def __init__(self, config, log_path: Path, **env: str):
-        self.env, self.log_path = scorer_env(config, **env), log_path
+    def __init__(self, config, log_path: Path, args: tuple[str, ...] = (), **env: str):
+        self.env, self.log_path, self.args = scorer_env(config, **env), log_path, args
         self.process: subprocess.Popen | None = None
         self.offset = 0
 
     def start(self) -> None:
         self.offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen([sys.executable, "-m", "learnscore", "stream", "start"],
+            self.process = subprocess.Popen([sys.executable, "-m", "learnscore", "stream", "start", *self.args],
                                             env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
                                             stdin=subprocess.DEVNULL, start_new_session=True)
 

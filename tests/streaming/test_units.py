@@ -69,3 +69,19 @@ def test_a_progress_record_the_broker_cannot_take_does_not_fail_the_batch(caplog
         publisher.send(report)
     publisher.close()
     assert "batch 7: its progress record was not acknowledged" in caplog.text
+
+
+def test_a_lease_with_a_short_ttl_is_renewed_in_time_and_still_refuses_a_second_scorer(tmp_path):
+    import time
+
+    from learnscore.streaming.lease import CheckpointLease, LeaseHeld
+
+    first = CheckpointLease(tmp_path, ttl_seconds=1.5)  # shorter than the default renewal (10 s)
+    first.acquire()
+    first.start_renewing()
+    try:
+        time.sleep(3)
+        with pytest.raises(LeaseHeld, match="one scorer per checkpoint"):
+            CheckpointLease(tmp_path, ttl_seconds=1.5).acquire()
+    finally:
+        first.release()
