@@ -488,7 +488,7 @@ def run_stream_benchmark(config: Config, *, events: int = 200_000, rates: tuple[
             _wait(lambda: _drained(spark, config, counts), timeout_s=3600, interval_s=2.0, scorer=scorer,
                   what="the backlog to drain through every table (the landing in its own process)")
             seconds = time.monotonic() - began
-            result.update({"drain_seconds": round(seconds, 2),
+            result.update({"drain_seconds": round(seconds, 2), "submissions_landed": counts.get("submission", 0),
                            "throughput_eps": round(counts.get("submission", 0) / seconds, 1),
                            "note": "split: drain timed from the scorer's start to the last pair in Delta"})
         else:
