@@ -26,7 +26,6 @@ import json
 import logging
 import os
 import platform
-import signal
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -334,21 +333,20 @@ def _with_queries(config: Config, queries: list[str]) -> Config:
 
 def _start_landing_process(config: Config):
     """``learnscore stream start --queries land,gold,pairs`` at niceness +10, on the bench's topics,
-    lake and model (its log: ``<lake root>/../landing.log``)."""
-    import subprocess
+    lake and model (its log: ``<lake root>/../landing.log``); started like every background
+    process of ours (pickle refused)."""
     import sys
 
-    env = {**os.environ,
-           "LEARNSCORE__KAFKA__TOPIC_PREFIX": config.kafka.topic_prefix,
+    from learnscore.stack.processes import start_background
+
+    env = {"LEARNSCORE__KAFKA__TOPIC_PREFIX": config.kafka.topic_prefix,
            "LEARNSCORE__LAKE__ROOT": config.lake.root, "LEARNSCORE__LAKE__CHECKPOINTS": config.lake.checkpoints,
            "LEARNSCORE__MLFLOW__MODEL_NAME": config.mlflow.model_name,
            "LEARNSCORE__STREAMING__SHADOW_ALIASES": orjson.dumps(config.streaming.shadow_aliases).decode(),
            "LEARNSCORE__STREAMING__NICENESS": "10", "LEARNSCORE__DRIFT__ENABLED": "false"}
-    log_path = Path(config.lake.root).parent / "landing.log"
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "ab") as out:
-        return subprocess.Popen([sys.executable, "-m", "learnscore", "stream", "start", "--queries", "land,gold,pairs"],
-                                env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    return start_background("bench-landing", [sys.executable, "-m", "learnscore", "stream", "start", "--queries",
+                                              "land,gold,pairs"], Path(config.lake.root).parent / "landing.log",
+                            endpoint="", env=env)
 
 
 def _drained(spark, config: Config, counts: dict[str, int]) -> bool:
@@ -516,8 +514,9 @@ def run_stream_benchmark(config: Config, *, events: int = 200_000, rates: tuple[
     finally:
         scorer.stop()
         if landing_process is not None:
-            landing_process.send_signal(signal.SIGINT)
-            landing_process.wait(timeout=300)
+            from learnscore.stack.processes import stop_process
+
+            stop_process(landing_process, timeout_s=300, leader_first=True)
     log.info("bench: raw model speed")
     raw = raw_model_eps(config, version, sample_submissions(min(events, 50_000), seed))
     result["raw_model_eps"] = round(raw, 1)

@@ -220,9 +220,10 @@ class WebhookReceiver:
 
 def scorer_env(config, **extra: str) -> dict[str, str]:
     """The per-test config as environment variables for a `learnscore stream start` process."""
-    return process_env(config, LEARNSCORE__STREAMING__LANDING_TRIGGER_SECONDS="0.5",
-                       LEARNSCORE__STREAMING__ALIAS_CHECK_SECONDS="1", LEARNSCORE__STREAMING__LEASE_TTL_SECONDS="5",
-                       LEARNSCORE__STREAMING__COMPACT_AFTER_WRITES="6", LEARNSCORE__SPARK__DRIVER_MEMORY="1g", **extra)
+    defaults = {"LEARNSCORE__STREAMING__LANDING_TRIGGER_SECONDS": "0.5", "LEARNSCORE__STREAMING__ALIAS_CHECK_SECONDS": "1",
+                "LEARNSCORE__STREAMING__LEASE_TTL_SECONDS": "5", "LEARNSCORE__STREAMING__COMPACT_AFTER_WRITES": "6",
+                "LEARNSCORE__SPARK__DRIVER_MEMORY": "1g"}
+    return process_env(config, **{**defaults, **extra})  # extra overrides a default
 
 
 class ScorerProcess:
