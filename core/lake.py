@@ -18,8 +18,11 @@ log = logging.getLogger(__name__)
 CHECKPOINT_INTERVAL = "delta.checkpointInterval"
 
 
-def ensure_spark_tables(spark, config: Config, names: Iterable[str]) -> None:
-    """Create the named Delta tables (empty, with their declared schema) when missing."""
+def ensure_spark_tables(spark, config: Config, names: Iterable[str], creator_wait_s: float = 30.0) -> None:
+    """Create the named Delta tables (empty, with their declared schema) when missing.
+
+    ``creator_wait_s``: how long a failed create waits for another process's create to commit
+    before it takes what is there for the leftover of a killed one."""
     from delta.tables import DeltaTable
     from pyspark.sql.types import StructType
 
@@ -38,9 +41,12 @@ def ensure_spark_tables(spark, config: Config, names: Iterable[str]) -> None:
             delta = builder.execute()
         except Exception:
             # Another process (the other half of a split scorer) created it between the check and
-            # ours; once its first commit is there, createIfNotExists finds the table.
-            if not _wait_for_table(spark, config.table_path(name)):
+            # ours: once its first commit is there, createIfNotExists finds the table. No commit
+            # after the wait: what is there is the leftover of a create killed before its commit.
+            path = config.table_path(name)
+            if not _wait_for_table(spark, path, creator_wait_s) and not _clear_interrupted_create(path):
                 raise
+            spark._jvm.org.apache.spark.sql.delta.DeltaLog.clearCache()
             delta, existed = builder.execute(), True
         # A table made before the setting existed (or with another value) is brought in line;
         # one made just now has it (the check is a Spark job: ~0.6 s a table on a fresh lake).
@@ -57,6 +63,36 @@ def ensure_spark_tables(spark, config: Config, names: Iterable[str]) -> None:
             added = ", ".join(f"`{column}` {kind}" for column, kind in missing)
             spark.sql(f"ALTER TABLE delta.`{config.table_path(name)}` ADD COLUMNS ({added})")
             log.info("%s: added the columns %s of this release", name, ", ".join(c for c, _ in missing))
+
+
+def _clear_interrupted_create(path: str) -> bool:
+    """Remove what a create killed before its first commit left: a ``_delta_log`` folder with no
+    commit or checkpoint in it (only temp files). Delta takes such a folder for a table and then
+    finds no version, so every later create failed (DELTA_TABLE_NOT_FOUND; the SIGKILL test found
+    it). Local paths only. Called once no other creator committed within the wait.
+
+    >>> import tempfile, pathlib
+    >>> log = pathlib.Path(tempfile.mkdtemp()) / "t" / "_delta_log"
+    >>> (log / "_staged_commits").mkdir(parents=True); (log / ".00000000000000000000.json.x.tmp").touch()
+    >>> _clear_interrupted_create(str(log.parent)), log.exists()
+    (True, False)
+    """
+    import re
+    import shutil
+    from pathlib import Path
+
+    if "://" in path and not path.startswith("file:"):
+        return False
+    folder = Path(path.removeprefix("file://").removeprefix("file:")) / "_delta_log"
+    if not folder.is_dir():
+        return False
+    committed = re.compile(r"^(\d{20}\.(json|checkpoint.*\.parquet)|_last_checkpoint|\d{20}\.\w+\.json)$")
+    if any(committed.match(entry.name) for entry in folder.rglob("*") if entry.is_file()):
+        return False
+    log.warning("%s: removing the remains of a table create that was interrupted before its first "
+                "commit (%s)", path, ", ".join(sorted(entry.name for entry in folder.rglob("*"))) or "empty")
+    shutil.rmtree(folder)
+    return True
 
 
 def _wait_for_table(spark, path: str, timeout_s: float = 30.0) -> bool:
