@@ -468,7 +468,7 @@ def stream_start(
                           "land,gold,pairs in another with LEARNSCORE__STREAMING__NICENESS=10.")] = None,
 ) -> None:
     """Run the streaming scorer until stopped (Ctrl-C / SIGTERM finish the micro-batch in flight)."""
-    from learnscore.streaming.job import QUERIES, ScorerFailed, run_scorer
+    from learnscore.streaming.job import QUERIES, ScorerFailed, count_words, run_scorer
     from learnscore.streaming.lease import LeaseHeld
 
     config = get_config(kafka_role="scorer")
@@ -485,9 +485,8 @@ def stream_start(
         fail(str(exc))
     except ScorerFailed as exc:
         fail(f"{exc}. Fix the cause and start it again: it resumes from its checkpoint.")
-    waiting = "an unknown number of" if summary.pending_unscored is None else summary.pending_unscored
     typer.echo(f"scorer stopped ({summary.stopped_because}) after {summary.batches} micro-batches; "
-               f"{waiting} submissions wait to be scored")
+               f"{count_words(summary.pending_unscored)} submissions wait to be scored")
 
 
 # -- serving, dashboard, BI -----------------------------------------------------------------

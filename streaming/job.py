@@ -83,6 +83,11 @@ def failure_summary(text: str, fallback: str) -> str:
     return f"{head} … {raised[-1][:500]}" if raised else head
 
 
+def count_words(count: int | None) -> str:
+    """A count for a message; None (the broker could not say) as words."""
+    return "an unknown number of" if count is None else str(count)
+
+
 class ScorerFailed(RuntimeError):
     pass
 
@@ -311,7 +316,8 @@ def start_scorer(spark: SparkSession, config: Config, hooks: ScorerHooks | None 
         tables = dict.fromkeys(table for name in selected for table in QUERY_TABLES.get(name, ()))
         if tables:
             ensure_spark_tables(spark, config, tables)
-        production_bank = _production_bank(config)  # one registry lookup and bank for silver and the item watch
+        # One registry lookup and bank for silver and the item watch; a score-only process needs neither.
+        production_bank = _production_bank(config) if set(selected) - {scoring.QUERY} else None
         if hooks is None:
             hooks = ScorerHooks()
             if drift and (config.drift.enabled or config.psychometrics.enabled) and set(selected) - {scoring.QUERY}:
@@ -567,5 +573,5 @@ def run_scorer(config: Config, *, until_idle_s: float | None = None, max_batches
             signal.signal(signum, handler)
     pending = scoring._safe_pending(scorer.catch_up)
     log.info("scorer stopped (%s) after %d %s batches; %s submissions wait to be scored", reason,
-             scorer.batches(), scorer.main, "an unknown number of" if pending is None else pending)
+             scorer.batches(), scorer.main, count_words(pending))
     return RunSummary(scorer.batches(), reason, pending)
