@@ -27,6 +27,7 @@ import logging
 import os
 import platform
 import time
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -293,16 +294,24 @@ def parse_only_eps(spark, config: Config, messages: int) -> float:
 
 
 def latency_run(spark, config: Config, scorer, rate: float, seconds: float, seed: int,
-                live_outcomes: bool) -> dict[str, Any]:
-    """Produce live submissions at ``rate`` for ``seconds``; both latencies of every one of them."""
+                live_outcomes: bool, warmup_s: float = 10.0) -> dict[str, Any]:
+    """Produce live submissions at ``rate`` for ``seconds`` after ``warmup_s`` at the same rate;
+    both latencies of every one sent after the warm-up."""
     from pyspark.sql import functions as F
 
     from learnscore.simulator.stream import StreamOptions, stream_to_kafka
 
+    def send(duration_s: float, seed: int):
+        return stream_to_kafka(config, StreamOptions(rate=rate, duration_s=duration_s,
+                                                     outcome_delay_s=5.0 if live_outcomes else duration_s + 3600.0,
+                                                     seed=seed, drain_outcomes=False), keep_truth=False)
+
+    # The first seconds at a rate after an idle minute are a cold start, not the steady state:
+    # Spark ends a Python worker idle for a minute (PythonWorkerFactory), and a new one loads
+    # the model again. They are sent first, and their latencies reported apart.
+    warm_ids = set(send(warmup_s, seed + 1000).valid_event_ids) if warmup_s else set()
     before = {name: len(runtime.reports) for name, runtime in scorer.runtimes.items()}
-    live = stream_to_kafka(config, StreamOptions(rate=rate, duration_s=seconds,
-                                                 outcome_delay_s=5.0 if live_outcomes else seconds + 3600.0,
-                                                 seed=seed, drain_outcomes=False), keep_truth=False)
+    live = send(seconds, seed)
     live_ids = set(live.valid_event_ids)
     ids = spark.createDataFrame([(i,) for i in live_ids], "event_id string")
     gold = lambda: spark.read.format("delta").load(config.table_path("gold.predictions"))
@@ -311,9 +320,11 @@ def latency_run(spark, config: Config, scorer, rate: float, seconds: float, seed
     score = percentiles(score_latencies(config, live_ids))
     landed = percentiles(gold_latencies(spark, config, live_ids))
     reports = {name: list(runtime.reports)[before[name]:] for name, runtime in scorer.runtimes.items()}
+    cold = percentiles(score_latencies(config, warm_ids)) if warm_ids else {}
     return {
         "rate": rate, "seconds": seconds, "events": len(live_ids), "sent_rate": round(live.rate_achieved, 1)
         if hasattr(live, "rate_achieved") else None,
+        "warmup_seconds": warmup_s, "warmup_score_latency_p95_s": _round(cold.get(95)),
         **{f"score_latency_p{p}_s": _round(score[p]) for p in (50, 95, 99)},
         **{f"gold_latency_p{p}_s": _round(landed[p]) for p in (50, 95, 99)},
         "batches": {name: len(rs) for name, rs in reports.items()},
@@ -331,8 +342,8 @@ def _with_queries(config: Config, queries: list[str]) -> Config:
     return config.model_copy(update={"streaming": config.streaming.model_copy(update={"queries": queries})})
 
 
-def _start_landing_process(config: Config):
-    """``learnscore stream start --queries land,gold,pairs`` at niceness +10, on the bench's topics,
+def _start_landing_process(config: Config, queries: list[str]):
+    """``learnscore stream start --queries <queries>`` at niceness +10, on the bench's topics,
     lake and model (its log: ``<lake root>/../landing.log``); started like every background
     process of ours (pickle refused)."""
     import sys
@@ -345,7 +356,7 @@ def _start_landing_process(config: Config):
            "LEARNSCORE__STREAMING__SHADOW_ALIASES": orjson.dumps(config.streaming.shadow_aliases).decode(),
            "LEARNSCORE__STREAMING__NICENESS": "10", "LEARNSCORE__DRIFT__ENABLED": "false"}
     return start_background("bench-landing", [sys.executable, "-m", "learnscore", "stream", "start", "--queries",
-                                              "land,gold,pairs"], Path(config.lake.root).parent / "landing.log",
+                                              ",".join(queries)], Path(config.lake.root).parent / "landing.log",
                             endpoint="", env=env)
 
 
@@ -356,7 +367,10 @@ def _drained(spark, config: Config, counts: dict[str, int]) -> bool:
         except Exception:  # noqa: BLE001 - not created yet
             return 0
 
+    # Silver too: the landing query may still be on its backlog batch when gold is complete.
     return (rows("gold.predictions") >= counts.get("submission", 0)
+            and rows("silver.submissions") >= counts.get("submission", 0)
+            and rows("silver.outcomes") >= counts.get("outcome", 0)
             and rows("gold.prediction_outcomes") >= counts.get("outcome", 0) * 0.98)
 
 
@@ -433,18 +447,18 @@ def run_stream_benchmark(config: Config, *, events: int = 200_000, rates: tuple[
                          latency_seconds: float = 60.0, output: str | Path = "bench/results/stream.json",
                          seed: int = 2026, live_outcomes: bool = True,
                          table_rows: tuple[int, ...] = (0, 1_000_000, 10_000_000),
-                         cost_events: int = 5000, shadow: bool = False, split: bool = False) -> dict[str, Any]:
+                         cost_events: int = 5000, shadow: bool = False, split: Sequence[str] = ()) -> dict[str, Any]:
     """Run the whole benchmark against the configured broker; write and return the figures.
 
-    ``split``: the scoring query runs here and land, gold, pairs in a second process
-    (``learnscore stream start --queries land,gold,pairs``) at niceness +10, as
-    ``streaming.queries`` deploys them on a few cores; the drain is then timed on the tables.
+    ``split``: these queries (``score`` among them) run here and the others in a second process
+    (``learnscore stream start --queries …``) at niceness +10, as ``streaming.queries`` deploys
+    them on a few cores; the drain is then timed on the tables.
     """
     import uuid
 
     from learnscore.core.kafka_io import BrokerUnreachable, broker_answers, unreachable_message
     from learnscore.core.spark import create_spark_session
-    from learnscore.streaming.job import start_scorer
+    from learnscore.streaming.job import QUERIES, start_scorer
 
     if not broker_answers(config.kafka.bootstrap_servers, timeout_s=5):
         raise BrokerUnreachable(unreachable_message(config.kafka.bootstrap_servers))
@@ -459,7 +473,7 @@ def run_stream_benchmark(config: Config, *, events: int = 200_000, rates: tuple[
         "streaming": config.streaming.model_copy(update={"shadow_aliases": ["staging"] if shadow else []}),
     })
     result: dict[str, Any] = {
-        "benchmark": "stream", "command": "learnscore bench stream", "split_processes": split,
+        "benchmark": "stream", "command": "learnscore bench stream", "split_processes": None,
         "started_at": datetime.now(timezone.utc).isoformat(),
         "machine": machine(), "events": events, "live_outcomes": live_outcomes, "shadow_model": shadow,
         "settings": {"max_offsets_per_trigger": config.streaming.max_offsets_per_trigger,
@@ -478,9 +492,13 @@ def run_stream_benchmark(config: Config, *, events: int = 200_000, rates: tuple[
     messages = sum(counts.values())
 
     spark = create_spark_session(config, app_name="learnscore-bench-stream")
-    landing_process = _start_landing_process(config) if split else None
+    if split and "score" not in split:
+        raise ValueError(f"--split names the queries of the scoring process: {', '.join(split)} lacks score")
+    others = [name for name in QUERIES if name not in split]
+    result["split_processes"] = [list(split), others] if split else None
+    landing_process = _start_landing_process(config, others) if split else None
     began = time.monotonic()
-    scorer = start_scorer(spark, _with_queries(config, ["score"]) if split else config, drift=False)
+    scorer = start_scorer(spark, _with_queries(config, list(split)) if split else config, drift=False)
     try:
         if split:
             _wait(lambda: _drained(spark, config, counts), timeout_s=3600, interval_s=2.0, scorer=scorer,
@@ -488,7 +506,7 @@ def run_stream_benchmark(config: Config, *, events: int = 200_000, rates: tuple[
             seconds = time.monotonic() - began
             result.update({"drain_seconds": round(seconds, 2), "submissions_landed": counts.get("submission", 0),
                            "throughput_eps": round(counts.get("submission", 0) / seconds, 1),
-                           "note": "split: drain timed from the scorer's start to the last pair in Delta"})
+                           "note": "split: drain timed from the scorer's start to the last row in silver and gold"})
         else:
             landing, gold = scorer.runtimes["land"], scorer.runtimes["gold"]
             _wait(lambda: landing.rows_read_total >= messages and gold.rows_read_total >= counts.get("submission", 0)

@@ -55,7 +55,7 @@ class SparkConfig(_Section):
     master: str = "local[2]"
     app_name: str = "learnscore"
     driver_memory: str = "4g"
-    shuffle_partitions: int = Field(4, ge=1)
+    shuffle_partitions: int = Field(2, ge=1)
     jars_dir: Path = Path(".cache/jars/spark")
     extra_conf: dict[str, str] = Field(default_factory=dict)
     # FAIR scheduler pool weights (a pool per scorer query): the scoring query's jobs go first
@@ -164,6 +164,7 @@ class StreamingConfig(_Section):
     landing_trigger_seconds: float = Field(1.0, ge=0)  # the Delta side: fewer, larger commits
     max_offsets_per_trigger: int = Field(100_000, ge=1)
     score_max_offsets_per_trigger: int = Field(20_000, ge=1)  # keeps a catch-up's batches short
+    max_records_per_task: int = Field(5_000, ge=1)  # a larger micro-batch is read by more, shorter tasks
     starting_offsets: Literal["earliest", "latest"] = "earliest"
     alias_check_seconds: float = Field(2.0, ge=0)
     compact_after_writes: int = Field(50, ge=0)

@@ -630,8 +630,9 @@ def bench_stream(
     live_outcomes: Annotated[bool, typer.Option(
         help="Send outcomes during the latency runs (--no-live-outcomes: submissions only).")] = True,
     shadow: Annotated[bool, typer.Option(help="Also score a challenger (staging) in the shadow query.")] = False,
-    split: Annotated[bool, typer.Option(help="Run land, gold, pairs in a second process at niceness +10 "
-                                             "(stream start --queries), the scoring query here.")] = False,
+    split: Annotated[Optional[str], typer.Option(
+        help="Two processes: these queries here (e.g. score or score,gold), the others in a second process "
+             "at niceness +10 (stream start --queries).")] = None,
 ) -> None:
     """Score and gold latency at live rates, drain throughput through every table, parse-only and
     raw-model speed, and a micro-batch's cost as the tables grow."""
@@ -640,7 +641,8 @@ def bench_stream(
     rows = tuple(int(part) for part in table_rows.split(",") if part.strip())
     result = run_stream_benchmark(get_config(), events=events, rates=tuple(rate or (500.0, 2000.0)),
                                   latency_seconds=latency_seconds, output=output, live_outcomes=live_outcomes,
-                                  table_rows=rows, shadow=shadow, split=split)
+                                  table_rows=rows, shadow=shadow,
+                                  split=tuple(q.strip() for q in (split or "").split(",") if q.strip()))
     for key in ("throughput_eps", "parse_only_eps", "ratio_to_parse_only", "raw_model_eps",
                 "score_latency_p50_s", "score_latency_p95_s", "score_latency_p99_s",
                 "gold_latency_p50_s", "gold_latency_p95_s", "gold_latency_p99_s"):

@@ -23,7 +23,7 @@ from learnscore.registry.access import PRODUCTION
 from learnscore.schemas.domain import LEVELS
 from learnscore.schemas.events import SCORE_ISSUED
 from learnscore.schemas.tables import PREDICTIONS
-from learnscore.streaming.ingest import coordinate_key, kafka_rows
+from learnscore.streaming.ingest import coordinate_key, kafka_stream
 from learnscore.streaming.quarantine import INVALID_SCORE, quarantine_rows, reason_for
 from learnscore.streaming.runtime import QueryRuntime, ScorerTopics, run_hook, timed
 from learnscore.streaming.score import JSON_TIMESTAMP_FORMAT, pseudonym_column
@@ -65,15 +65,7 @@ def is_production() -> F.Column:
 
 
 def gold_stream(spark: SparkSession, config: Config, names: ScorerTopics) -> DataFrame:
-    from learnscore.core.kafka_io import spark_kafka_options
-
-    source = (spark.readStream.format("kafka").options(**spark_kafka_options(config))
-              .option("subscribe", f"{names.scores},{names.shadow}")
-              .option("startingOffsets", config.streaming.starting_offsets)
-              .option("maxOffsetsPerTrigger", str(config.streaming.max_offsets_per_trigger))
-              .option("failOnDataLoss", "false")
-              .load())
-    scores = parsed_scores(kafka_rows(source))
+    scores = parsed_scores(kafka_stream(spark, config, f"{names.scores},{names.shadow}"))
     key = F.when(readable(), score_key()).otherwise(coordinate_key())
     return (scores.withColumn("_key", key).withColumn("_seen_at", F.current_timestamp())
             .withWatermark("_seen_at", config.streaming.dedupe_horizon)

@@ -32,6 +32,27 @@ def kafka_rows(batch: DataFrame) -> DataFrame:
                         F.col("offset").alias("kafka_offset"), F.col("timestamp").alias("kafka_timestamp"))
 
 
+def kafka_stream(spark, config, topics: str, max_offsets: int | None = None) -> DataFrame:
+    """A streaming read of ``topics`` (comma-separated deployed names) as :func:`kafka_rows`.
+
+    ``maxRecordsPerPartition`` (``streaming.max_records_per_task``) splits a large micro-batch
+    into tasks of at most that many messages: a landing query that fell behind otherwise runs
+    one task per Kafka partition for minutes, and the other queries' tasks (FAIR pools choose
+    only when a task slot frees up) wait for them. ``failOnDataLoss`` is off: see
+    ``runtime.check_data_loss``.
+    """
+    from learnscore.core.kafka_io import spark_kafka_options
+
+    settings = config.streaming
+    return kafka_rows(spark.readStream.format("kafka").options(**spark_kafka_options(config))
+                      .option("subscribe", topics)
+                      .option("startingOffsets", settings.starting_offsets)
+                      .option("maxOffsetsPerTrigger", str(max_offsets or settings.max_offsets_per_trigger))
+                      .option("maxRecordsPerPartition", str(settings.max_records_per_task))
+                      .option("failOnDataLoss", "false")
+                      .load())
+
+
 def bronze_rows(rows: DataFrame, batch_id: int) -> DataFrame:
     """Rows for a ``bronze.*_raw`` table: the bytes untouched, where and when they arrived."""
     return rows.select("raw_key", "raw_value", *COORDINATES, "kafka_timestamp",
@@ -47,18 +68,22 @@ def coordinate_key() -> Column:
 
 def with_first_deliveries(stream: DataFrame, key: Column, horizon: str) -> DataFrame:
     """``stream`` (a streaming frame) with every row once (``_first`` false) and, again, the
-    first delivery of each ``key`` within ``horizon`` (``_first`` true), e.g. ``"7 days"``.
+    coordinates of the first delivery of each ``key`` within ``horizon`` (``_first`` true), e.g.
+    ``"7 days"``.
 
     ``key`` is evaluated on the deduplicating branch only. It must be unique per delivery for
     rows that are not events to deduplicate (use :func:`coordinate_key`): a null key would make
     every later null a duplicate.
     """
-    first = (stream.withColumn("_dedupe_key", key)
+    # The deduplicating branch carries the coordinates only (its other columns are null): the
+    # shuffle the state store needs then moves a few bytes per row, not each raw event again.
+    first = (stream.select(*COORDINATES, key.alias("_dedupe_key"))
              .withColumn("_seen_at", F.current_timestamp())
              .withWatermark("_seen_at", horizon)
              .dropDuplicatesWithinWatermark(["_dedupe_key"])
              .drop("_seen_at", "_dedupe_key"))
-    return stream.withColumn(FIRST, F.lit(False)).unionByName(first.withColumn(FIRST, F.lit(True)))
+    return stream.withColumn(FIRST, F.lit(False)).unionByName(first.withColumn(FIRST, F.lit(True)),
+                                                             allowMissingColumns=True)
 
 
 def first_delivery_flags(batch: DataFrame) -> DataFrame:

@@ -241,6 +241,7 @@ class Scorer:
                 log.warning("stopping: %s; what they had not landed yet is landed on restart", exc)
         self._stop_queries(rest, timeout_s)
         self.progress.close()
+        self.catch_up.close()
         self.lease.release()
 
     def _committed(self, name: str) -> bool:
@@ -493,6 +494,29 @@ class RunSummary:
     pending_unscored: int | None
 
 
+def lower_priority(niceness: int) -> None:
+    """Add ``niceness`` to this process's nice value and, where Linux groups the CPU by session
+    (autogroup, on by default), to its session's group too.
+
+    With autogroup, a nice value only ranks processes of one session: a scorer started in a
+    session of its own (another terminal, a service) got the same CPU at +10 as at 0 (measured:
+    two busy processes in other sessions, 21M and 17M loop turns in 6 s; with the group's nice
+    set, 4M). The group holds this session: run the process in one of its own.
+    """
+    import os
+
+    os.nice(niceness)
+    group = Path("/proc/self/autogroup")
+    if not group.exists():
+        return
+    try:
+        current = int(group.read_text().split("nice")[-1])
+        group.write_text(str(min(19, current + niceness)))
+    except (OSError, ValueError) as exc:
+        log.warning("niceness +%d applies within this session only (its CPU group kept its share: %s)",
+                    niceness, exc)
+
+
 def run_scorer(config: Config, *, until_idle_s: float | None = None, max_batches: int | None = None,
                handle_signals: bool = True, hooks: ScorerHooks | None = None,
                stop: threading.Event | None = None) -> RunSummary:
@@ -512,7 +536,7 @@ def run_scorer(config: Config, *, until_idle_s: float | None = None, max_batches
     try:
         if config.streaming.niceness:
             # Before the JVM starts: it and its Python workers inherit the lower priority.
-            os.nice(config.streaming.niceness)
+            lower_priority(config.streaming.niceness)
         log.info("this scorer runs the %s queries%s", ", ".join(names_run),
                  f" at niceness +{config.streaming.niceness}" if config.streaming.niceness else "")
         spark = create_spark_session(with_task_retries(config), app_name=f"learnscore-scorer-{'-'.join(names_run)}")

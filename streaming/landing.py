@@ -28,7 +28,7 @@ from learnscore.streaming.ingest import (
     bronze_rows,
     coordinate_key,
     first_delivery_flags,
-    kafka_rows,
+    kafka_stream,
     with_first_deliveries,
 )
 from learnscore.streaming.progress import BatchReport
@@ -52,15 +52,7 @@ PROGRESS_DDL = ", ".join(f"{name} {kind}" for name, kind in STREAM_PROGRESS.colu
 
 def landing_stream(spark: SparkSession, config: Config, names: ScorerTopics) -> DataFrame:
     """The streaming plan: Kafka rows, each once, plus the first delivery of each key again."""
-    from learnscore.core.kafka_io import spark_kafka_options
-
-    source = (spark.readStream.format("kafka").options(**spark_kafka_options(config))
-              .option("subscribe", ",".join([names.submissions, names.outcomes, names.requests, names.progress]))
-              .option("startingOffsets", config.streaming.starting_offsets)
-              .option("maxOffsetsPerTrigger", str(config.streaming.max_offsets_per_trigger))
-              .option("failOnDataLoss", "false")  # see runtime.check_data_loss
-              .load())
-    rows = kafka_rows(source)
+    rows = kafka_stream(spark, config, ",".join([names.submissions, names.outcomes, names.requests, names.progress]))
     topic = F.col("kafka_topic")
     valid_key = event_key_column(config.domain.contract(), {
         names.submissions: ("DiagnosticSubmitted", "event_id"),

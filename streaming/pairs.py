@@ -26,7 +26,7 @@ from learnscore.core.config import Config
 from learnscore.schemas.events import OUTCOME_OBSERVED
 from learnscore.streaming.decode import event_key_column
 from learnscore.streaming.gold import is_production, parsed_scores, readable
-from learnscore.streaming.ingest import kafka_rows
+from learnscore.streaming.ingest import kafka_stream
 from learnscore.streaming.runtime import QueryRuntime, ScorerTopics, run_hook, timed
 from learnscore.streaming.score import JSON_TIMESTAMP_FORMAT, pseudonym_column
 
@@ -37,14 +37,8 @@ PairsHook = Callable[[int, DataFrame], None]
 
 
 def pairs_stream(spark: SparkSession, config: Config, names: ScorerTopics) -> DataFrame:
-    from learnscore.core.kafka_io import spark_kafka_options
-
     def source(topics: str) -> DataFrame:
-        return kafka_rows(spark.readStream.format("kafka").options(**spark_kafka_options(config))
-                          .option("subscribe", topics)
-                          .option("startingOffsets", config.streaming.starting_offsets)
-                          .option("maxOffsetsPerTrigger", str(config.streaming.max_offsets_per_trigger))
-                          .option("failOnDataLoss", "false").load())
+        return kafka_stream(spark, config, topics)
 
     horizon = config.streaming.outcome_horizon
     scores = (parsed_scores(source(f"{names.scores},{names.shadow}")).where(readable())

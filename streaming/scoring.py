@@ -33,7 +33,7 @@ from learnscore.registry.access import PRODUCTION
 from learnscore.streaming.decode import SUBMISSION, decode_events
 from learnscore.streaming.drift.items import ExcludedItems
 from learnscore.streaming.effort import low_effort_count, with_effort, with_effort_moderated_score
-from learnscore.streaming.ingest import kafka_rows
+from learnscore.streaming.ingest import kafka_rows, kafka_stream
 from learnscore.streaming.model_cache import NO_MODEL, OK, SCORE_FAILED, ModelCache, ScoringUdf
 from learnscore.streaming.progress import BatchReport
 from learnscore.streaming.runtime import QueryRuntime, ScorerTopics, timed
@@ -49,15 +49,8 @@ NO_VERSION = "none"
 def scoring_stream(spark: SparkSession, config: Config, names: ScorerTopics, dedupe: bool = True) -> DataFrame:
     """The streaming plan: valid first deliveries of submissions, decoded (every valid delivery
     without ``dedupe``)."""
-    from learnscore.core.kafka_io import spark_kafka_options
-
-    source = (spark.readStream.format("kafka").options(**spark_kafka_options(config))
-              .option("subscribe", names.submissions)
-              .option("startingOffsets", config.streaming.starting_offsets)
-              .option("maxOffsetsPerTrigger", str(config.streaming.score_max_offsets_per_trigger))
-              .option("failOnDataLoss", "false")
-              .load())
-    decoded = decode_events(kafka_rows(source), SUBMISSION, config.domain.contract())
+    source = kafka_stream(spark, config, names.submissions, config.streaming.score_max_offsets_per_trigger)
+    decoded = decode_events(source, SUBMISSION, config.domain.contract())
     if not dedupe:
         return decoded.where(F.col("reason_code").isNull())
     return (decoded.where(F.col("reason_code").isNull())
@@ -158,6 +151,10 @@ class RetryCatchUp:
         self.exclusion = exclusion or ExcludedItems(config)
         self.path = Path(checkpoint.removeprefix("file://")) / "retries-cursor.json"
         self.lock = threading.Lock()
+        # One consumer for the end offsets, asked twice per micro-batch: a new one each time cost
+        # a connection and a metadata round trip (~0.2 s a batch). kafka-python's is not thread-safe.
+        self._consumer = None
+        self._consumer_lock = threading.Lock()
 
     def cursor(self) -> dict:
         try:
@@ -214,13 +211,27 @@ class RetryCatchUp:
 
         from learnscore.core.kafka_io import consumer
 
-        client = consumer(self.config)
-        try:
-            partitions = client.partitions_for_topic(self.names.retries) or set()
-            ends = client.end_offsets([TopicPartition(self.names.retries, p) for p in partitions])
+        with self._consumer_lock:
+            if self._consumer is None:
+                self._consumer = consumer(self.config)
+            try:
+                partitions = self._consumer.partitions_for_topic(self.names.retries) or set()
+                ends = self._consumer.end_offsets([TopicPartition(self.names.retries, p) for p in partitions])
+            except Exception:
+                self._close_consumer()  # the next call connects afresh (the broker may have moved or restarted)
+                raise
             return {tp.partition: offset for tp, offset in ends.items()}
-        finally:
-            client.close()
+
+    def _close_consumer(self) -> None:
+        if self._consumer is not None:
+            try:
+                self._consumer.close()
+            finally:
+                self._consumer = None
+
+    def close(self) -> None:
+        with self._consumer_lock:
+            self._close_consumer()
 
     def _save(self, offsets: dict, version: str, runs: int) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 
 import pytest
@@ -85,3 +86,21 @@ def test_a_lease_with_a_short_ttl_is_renewed_in_time_and_still_refuses_a_second_
             CheckpointLease(tmp_path, ttl_seconds=1.5).acquire()
     finally:
         first.release()
+
+
+@pytest.mark.skipif(not __import__("pathlib").Path("/proc/self/autogroup").exists(),
+                    reason="no Linux autogroup here: a nice value ranks every process")
+def test_niceness_lowers_the_session_group_so_it_counts_against_other_sessions():
+    """With autogroup, os.nice alone ranks processes within one session only: a landing process
+    started in its own session kept its full share at +10 (the split deployment's premise)."""
+    import subprocess
+    import sys
+
+    group = __import__("pathlib").Path("/proc/self/autogroup")
+    ours = group.read_text()
+    code = ("import os; from learnscore.streaming.job import lower_priority; lower_priority(7); "
+            "print(open('/proc/self/autogroup').read().split('nice')[-1].strip(), os.nice(0))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         start_new_session=True, check=True).stdout.split()
+    assert out == ["7", str(min(19, os.nice(0) + 7))], out  # a new session's group starts at 0
+    assert group.read_text() == ours  # the caller's session is untouched
