@@ -293,10 +293,37 @@ def parse_only_eps(spark, config: Config, messages: int) -> float:
     return count / (time.perf_counter() - began)
 
 
+def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
+    """CPU seconds used so far by each named process with its descendants (the JVM, its Python
+    workers, and those that ended), and by the whole machine (``machine``)."""
+    import psutil
+
+    used: dict[str, float] = {}
+    for name, pid in pids.items():
+        try:
+            root = psutil.Process(pid)
+            tree = [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            tree = []
+        total = 0.0
+        for process in tree:
+            try:
+                times = process.cpu_times()
+            except psutil.NoSuchProcess:
+                continue
+            total += times.user + times.system + times.children_user + times.children_system
+        used[name] = total
+    machine = psutil.cpu_times()
+    used["machine"] = sum(machine) - machine.idle - getattr(machine, "iowait", 0.0)
+    return used
+
+
 def latency_run(spark, config: Config, scorer, rate: float, seconds: float, seed: int,
-                live_outcomes: bool, warmup_s: float = 10.0) -> dict[str, Any]:
+                live_outcomes: bool, warmup_s: float = 30.0, processes: dict[str, int] | None = None,
+                ) -> dict[str, Any]:
     """Produce live submissions at ``rate`` for ``seconds`` after ``warmup_s`` at the same rate;
-    both latencies of every one sent after the warm-up."""
+    both latencies of every one sent after the warm-up, and the cores each of ``processes``
+    (name → pid) and the machine kept busy while they were sent."""
     from pyspark.sql import functions as F
 
     from learnscore.simulator.stream import StreamOptions, stream_to_kafka
@@ -311,7 +338,9 @@ def latency_run(spark, config: Config, scorer, rate: float, seconds: float, seed
     # the model again. They are sent first, and their latencies reported apart.
     warm_ids = set(send(warmup_s, seed + 1000).valid_event_ids) if warmup_s else set()
     before = {name: len(runtime.reports) for name, runtime in scorer.runtimes.items()}
+    cpu_before, began = cpu_seconds(processes or {}), time.monotonic()
     live = send(seconds, seed)
+    cpu_after, sent_for = cpu_seconds(processes or {}), time.monotonic() - began
     live_ids = set(live.valid_event_ids)
     ids = spark.createDataFrame([(i,) for i in live_ids], "event_id string")
     gold = lambda: spark.read.format("delta").load(config.table_path("gold.predictions"))
@@ -325,6 +354,7 @@ def latency_run(spark, config: Config, scorer, rate: float, seconds: float, seed
         "rate": rate, "seconds": seconds, "events": len(live_ids), "sent_rate": round(live.rate_achieved, 1)
         if hasattr(live, "rate_achieved") else None,
         "warmup_seconds": warmup_s, "warmup_score_latency_p95_s": _round(cold.get(95)),
+        "cores_busy": {name: round((cpu_after[name] - cpu_before[name]) / sent_for, 2) for name in cpu_after},
         **{f"score_latency_p{p}_s": _round(score[p]) for p in (50, 95, 99)},
         **{f"gold_latency_p{p}_s": _round(landed[p]) for p in (50, 95, 99)},
         "batches": {name: len(rs) for name, rs in reports.items()},
@@ -523,7 +553,10 @@ def run_stream_benchmark(config: Config, *, events: int = 200_000, rates: tuple[
         runs = []
         for index, rate in enumerate(rates):
             log.info("bench: latency run, %g submissions/s for %gs", rate, latency_seconds)
-            runs.append(latency_run(spark, config, scorer, rate, latency_seconds, seed + 1 + index, live_outcomes))
+            processes = {"this process (scoring; the simulator)": os.getpid(),
+                         **({"second process": landing_process.pid} if landing_process is not None else {})}
+            runs.append(latency_run(spark, config, scorer, rate, latency_seconds, seed + 1 + index, live_outcomes,
+                                    processes=processes))
             write_result({**result, "latency_runs": runs}, output)
         result["latency_runs"] = runs
         at_500 = next((run for run in runs if run["rate"] == 500.0), runs[0] if runs else None)

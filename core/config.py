@@ -55,6 +55,10 @@ class SparkConfig(_Section):
     master: str = "local[2]"
     app_name: str = "learnscore"
     driver_memory: str = "4g"
+    # The driver JVM's JIT: "c1" stops at the quick compiler. The scorer compiles generated code
+    # every micro-batch, and C2 kept recompiling it: 40 % of a core at 500 submissions/s
+    # (streaming/README.md). "full" for long batch jobs on big data.
+    driver_jit: Literal["c1", "full"] = "c1"
     shuffle_partitions: int = Field(2, ge=1)
     jars_dir: Path = Path(".cache/jars/spark")
     extra_conf: dict[str, str] = Field(default_factory=dict)
@@ -183,7 +187,7 @@ class StreamingConfig(_Section):
     # Spark's FAIR pools inside one driver cannot (streaming/README.md has the measurements).
     queries: list[Literal["score", "land", "gold", "pairs"]] = Field(
         default_factory=lambda: ["score", "land", "gold", "pairs"], min_length=1)
-    niceness: int = Field(0, ge=0, le=19)  # added to this process's (and its JVM's) nice value
+    niceness: int = Field(0, ge=0, le=19)  # added to this process's (and its JVM's) nice value, and its session's
     # Prometheus /metrics of `learnscore stream start` (streaming/metrics.py); 0: not served.
     metrics_host: str = "127.0.0.1"
     metrics_port: int = Field(0, ge=0, le=65535)

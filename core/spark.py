@@ -39,6 +39,7 @@ def spark_conf(config: Config) -> dict[str, str]:
         # failed to link method handles (InternalError in the planner).
         "spark.driver.extraJavaOptions": (
             f"-Dderby.system.home={config.state_dir / 'derby'} -XX:ReservedCodeCacheSize=1g"
+            + (" -XX:TieredStopAtLevel=1" if config.spark.driver_jit == "c1" else "")
         ),
         "spark.ui.showConsoleProgress": "false",
         "spark.ui.enabled": "false",
