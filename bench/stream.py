@@ -503,7 +503,7 @@ def run_stream_benchmark(config: Config, *, events: int = 200_000, rates: tuple[
         "streaming": config.streaming.model_copy(update={"shadow_aliases": ["staging"] if shadow else []}),
     })
     result: dict[str, Any] = {
-        "benchmark": "stream", "command": "learnscore bench stream", "split_processes": None,
+        "benchmark": "stream", "command": "learnscore bench stream",
         "started_at": datetime.now(timezone.utc).isoformat(),
         "machine": machine(), "events": events, "live_outcomes": live_outcomes, "shadow_model": shadow,
         "settings": {"max_offsets_per_trigger": config.streaming.max_offsets_per_trigger,

@@ -499,9 +499,9 @@ def lower_priority(niceness: int) -> None:
     (autogroup, on by default), to its session's group too.
 
     With autogroup, a nice value only ranks processes of one session: a scorer started in a
-    session of its own (another terminal, a service) got the same CPU at +10 as at 0 (measured:
-    two busy processes in other sessions, 21M and 17M loop turns in 6 s; with the group's nice
-    set, 4M). The group holds this session: run the process in one of its own.
+    session of its own (another terminal, a service) kept its full CPU share at +10
+    (streaming/README.md, "One process or two", has the measurement). The group holds this
+    whole session: run the process in one of its own.
     """
     import os
 
