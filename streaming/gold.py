@@ -31,7 +31,7 @@ from learnscore.streaming.score import JSON_TIMESTAMP_FORMAT, pseudonym_column
 log = logging.getLogger(__name__)
 
 QUERY = "gold"
-TABLES = ("gold.predictions", "gold.shadow_predictions", "silver.quarantine", "ops.stream_progress")
+TABLES = ("gold.predictions", "gold.shadow_predictions", "silver.quarantine")
 REQUIRED = ("event_id", "submission_event_id", "learner_id", "progress_score", "comprehension_level",
             "model_name", "model_version", "scored_at")
 # (batch_id, gold rows of the batch with their signals): the drift hook's signature

@@ -9,12 +9,12 @@ query             reads → writes                                          why 
 ``score``         submissions → ``diagnostic.scores`` (+ retries,          seconds from event to score:
                   progress); decode, dedupe (state), model UDF, one         no Delta commit on the way
                   Kafka write (streaming/scoring.py)
-``land``          submissions, outcomes, request log, scorer progress →     bronze, silver, quarantine,
-                  Delta (streaming/landing.py)                               ops: exactly once, in bulk
+``land``          submissions, outcomes, request log, the others'          bronze, silver, quarantine,
+                  progress → Delta (streaming/landing.py)                  ops: exactly once, in bulk
 ``gold``          ``diagnostic.scores`` → ``gold.predictions`` + drift      gold is what was published
-                  (streaming/gold.py)
+                  (+ progress; streaming/gold.py)
 ``pairs``         scores ⋈ outcomes (state) → ``gold.prediction_outcomes``  no table probe per batch
-                  + concept drift (streaming/pairs.py)
+                  + concept drift (+ progress; streaming/pairs.py)
 ``shadow``        submissions → challengers' UDFs → ``streaming.shadow-      a challenger never delays
                   scores`` (streaming/shadow.py; when shadow_aliases)       a learner's score
 ================  ====================================================  ===========================
@@ -40,6 +40,7 @@ import re
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -52,6 +53,7 @@ from learnscore.streaming import gold, landing, pairs, scoring, shadow
 from learnscore.streaming.lag import LagWatch, StreamLag, alert_stream_lag
 from learnscore.streaming.lease import LeaseSet
 from learnscore.streaming.model_cache import ModelCache
+from learnscore.streaming.progress import ProgressPublisher
 from learnscore.streaming.runtime import STOP_MARKER, QueryRuntime, ScorerHooks, ScorerTopics
 
 log = logging.getLogger(__name__)
@@ -59,6 +61,8 @@ log = logging.getLogger(__name__)
 QUERY_NAME = "scorer"
 LAG_CHECK_S = 5.0  # how often the run loop looks for lag (a broker call only while rows wait)
 QUERIES = (scoring.QUERY, landing.QUERY, gold.QUERY, pairs.QUERY)
+# The queries whose batch reports go through the progress topic to the landing query (progress.py).
+PUBLISHING = (scoring.QUERY, gold.QUERY, pairs.QUERY)
 # The Delta tables each query writes: a process creates those of the queries it runs (the
 # scoring query writes none), so the two halves of a split scorer never race to create one.
 QUERY_TABLES = {landing.QUERY: landing.TABLES, gold.QUERY: gold.TABLES,
@@ -109,7 +113,7 @@ class Scorer:
     models: ModelCache
     catch_up: scoring.RetryCatchUp
     lease: LeaseSet
-    progress: scoring.ProgressPublisher
+    progress: ProgressPublisher
     shadow_models: dict[str, ModelCache] = field(default_factory=dict)  # alias → cache (shadow query)
     _last_catch_up_check: float = 0.0
     _positions: dict = field(default_factory=dict)
@@ -224,25 +228,73 @@ class Scorer:
     def stop(self, timeout_s: float | None = None) -> None:
         """Stop after the micro-batches in flight (a batch that starts meanwhile writes nothing).
 
-        In two steps: the queries that read submissions (score, shadow) stop first; the others
-        (land, gold, pairs) then land what those published (scores, progress) until they have
-        been idle for a few triggers, at most ``streaming.stop_drain_seconds`` — so a stopped
-        scorer leaves no published score unlanded. ``timeout_s`` (a second signal) skips the drain.
+        In three steps: the queries that read submissions (score, shadow) stop first; gold and
+        pairs then land what those published until they have been idle for a few triggers, at
+        most ``streaming.stop_drain_seconds``, and stop; the landing query last, once it has read
+        the progress topic to its end (what gold and pairs reported) — so a stopped scorer leaves
+        no published score or progress record unlanded. ``timeout_s`` (a second signal) skips
+        the waits.
         """
         upstream = [name for name in (scoring.QUERY, shadow.QUERY) if name in self.runtimes]
         self._stop_queries(upstream, timeout_s)
+        middle = [name for name in (gold.QUERY, pairs.QUERY) if name in self.runtimes]
         rest = [name for name in self.runtimes if name not in upstream]
         if timeout_s is None and rest:
             settle = 2.0 + 2 * max(self.config.streaming.trigger_seconds, self.config.streaming.landing_trigger_seconds)
-            try:
-                wait_until(lambda: self.failure() or min(self.runtimes[name].idle_for() for name in rest) >= settle,
-                           self.config.streaming.stop_drain_seconds, "the landing queries to go idle", interval_s=0.2)
-            except WaitTimedOut as exc:
-                log.warning("stopping: %s; what they had not landed yet is landed on restart", exc)
-        self._stop_queries(rest, timeout_s)
+            self._drain(lambda: min(self.runtimes[name].idle_for() for name in rest) >= settle,
+                        "the landing queries to go idle")
+        self._stop_queries(middle, timeout_s)
+        if timeout_s is None and landing.QUERY in self.runtimes and (upstream or middle):
+            ends = self._progress_ends()
+            if ends:
+                self._drain(lambda: self._read_to(landing.QUERY, ends),
+                            "the landing query to land the progress records")
+        self._stop_queries([name for name in rest if name not in middle], timeout_s)
         self.progress.close()
         self.catch_up.close()
         self.lease.release()
+
+    def _drain(self, done: Callable[[], bool], what: str) -> None:
+        try:
+            wait_until(lambda: self.failure() or done(), self.config.streaming.stop_drain_seconds, what,
+                       interval_s=0.2)
+        except WaitTimedOut as exc:
+            log.warning("stopping: %s; what they had not landed yet is landed on restart", exc)
+
+    def _progress_ends(self) -> dict[int, int]:
+        """The progress topic's end offsets (empty when the broker cannot say: no wait then)."""
+        from kafka import TopicPartition
+
+        from learnscore.core.kafka_io import consumer
+
+        topic = ScorerTopics.of(self.config).progress
+        try:
+            client = consumer(self.config)
+            try:
+                partitions = client.partitions_for_topic(topic) or set()
+                ends = client.end_offsets([TopicPartition(topic, p) for p in partitions])
+            finally:
+                client.close()
+        except Exception as exc:  # noqa: BLE001 - the broker may be away: stop without the wait
+            log.info("stopping: the progress topic's end offsets are unknown (%s); what is not landed "
+                     "yet is landed on restart", str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__)
+            return {}
+        return {tp.partition: offset for tp, offset in ends.items()}
+
+    def _read_to(self, name: str, ends: dict[int, int]) -> bool:
+        """Query ``name`` has finished a batch that read the progress topic up to ``ends``."""
+        import json
+
+        topic = ScorerTopics.of(self.config).progress
+        if self.runtimes[name].in_batch:
+            return False
+        for source in (self.queries[name].lastProgress or {}).get("sources", []):
+            end = source.get("endOffset")
+            end = json.loads(end) if isinstance(end, str) else end
+            if isinstance(end, dict) and topic in end:
+                read = {int(p): int(o) for p, o in end[topic].items()}
+                return all(read.get(p, 0) >= offset for p, offset in ends.items())
+        return not any(ends.values())
 
     def _committed(self, name: str) -> bool:
         """Spark has recorded (committed) the last batch this query's handler finished."""
@@ -331,7 +383,10 @@ def start_scorer(spark: SparkSession, config: Config, hooks: ScorerHooks | None 
         names = ScorerTopics.of(config)
         key = Secrets(config).pseudonym_key.get_secret_value()
         models = models or ModelCache(spark, config)
-        runtimes = {name: QueryRuntime(name, config, scorer_checkpoint(config, name)) for name in names_run}
+        publisher = ProgressPublisher(config, names)
+        runtimes = {name: QueryRuntime(name, config, scorer_checkpoint(config, name),
+                                       publisher=publisher if name in PUBLISHING else None)
+                    for name in names_run}
         catch_up = scoring.RetryCatchUp(spark, config, names, scorer_checkpoint(config, scoring.QUERY))
         builders = {
             scoring.QUERY: lambda: (scoring.scoring_stream(spark, config, names),
@@ -381,7 +436,7 @@ def start_scorer(spark: SparkSession, config: Config, hooks: ScorerHooks | None 
         raise
     lease.start_renewing()
     log.info("scorer started: %s → scores on %s, Delta under %s", names.submissions, names.scores, config.lake.root)
-    return Scorer(spark, config, queries, runtimes, models, catch_up, lease, scoring.ProgressPublisher(config, names),
+    return Scorer(spark, config, queries, runtimes, models, catch_up, lease, publisher,
                   shadow_models)
 
 

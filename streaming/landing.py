@@ -1,8 +1,9 @@
 """The landing query: every message to its Delta table, exactly once, off the scoring path.
 
-Subscribes to the submissions, outcomes, endpoint request log and the scoring query's progress
-topics. Per micro-batch: raw copies to bronze, valid first deliveries to silver (submissions,
-outcomes) and ``ops.endpoint_requests`` / ``ops.stream_progress``, refused events and later
+Subscribes to the submissions, outcomes, endpoint request log and progress topics (the batch
+reports of score, gold and pairs). Per micro-batch: raw copies to bronze, valid first deliveries
+to silver (submissions, outcomes) and ``ops.endpoint_requests``, the reports and this batch's own
+in one ``ops.stream_progress`` append, refused events and later
 deliveries of an event to ``silver.quarantine`` with the reason. No table is read: which
 delivery comes first is Spark's state store's answer (``streaming.ingest``), so a batch costs
 the same with 0 or 10 million rows in silver. Each write is an idempotent append
@@ -85,14 +86,17 @@ def make_landing_handler(spark: SparkSession, config: Config, runtime: QueryRunt
         with runtime.batch(batch_id) as (writer, report, attempt):
             batch = batch_df.persist()
             try:
+                published = None
                 if attempt >= config.streaming.max_batch_attempts:
                     _quarantine_poison(batch, writer, report, attempt)
                 else:
                     effort = _effort(config, production_bank)
-                    _land(spark, batch, writer, report, names, domain, hooks, effort)
+                    published = _land(spark, batch, writer, report, names, domain, hooks, effort)
+                if published is not None:
+                    runtime.saw_rows()  # not idle: a stop waits for these (job.Scorer.stop)
+                runtime.write_progress(spark, writer, report, published)
             finally:
                 batch.unpersist()
-            runtime.write_progress(spark, writer, report)
 
     return handle
 
@@ -113,8 +117,11 @@ def _effort(config: Config, production_bank) -> Callable[[DataFrame], DataFrame]
 
 def _land(spark, batch: DataFrame, writer: sinks.BatchWriter, report: BatchReport, names: ScorerTopics, domain,
           hooks: Sequence[Callable[[int, DataFrame], None]] = (),
-          effort: Callable[[DataFrame], DataFrame] | None = None) -> None:
+          effort: Callable[[DataFrame], DataFrame] | None = None) -> DataFrame | None:
+    """Land one batch; return the other queries' progress rows it read (first deliveries), for
+    the batch's one ``ops.stream_progress`` append, or None."""
     delivered = first_delivery_flags(batch).persist()
+    published = None
     try:
         with timed(report, "count"):
             counts = {r.kafka_topic: r["count"] for r in delivered.groupBy("kafka_topic").count().collect()}
@@ -136,14 +143,16 @@ def _land(spark, batch: DataFrame, writer: sinks.BatchWriter, report: BatchRepor
             quarantine += _land_requests(delivered.where(F.col("kafka_topic") == names.requests), names.requests,
                                          writer, report)
         if counts.get(names.progress):
-            _land_scorer_progress(delivered.where((F.col("kafka_topic") == names.progress) & F.col("is_first")),
-                                  writer, report)
+            published = _published_progress(delivered.where((F.col("kafka_topic") == names.progress)
+                                                             & F.col("is_first")))
         if quarantine:
             rows = quarantine[0]
             for part in quarantine[1:]:
                 rows = rows.unionByName(part)
             with timed(report, "silver.quarantine"):
                 writer.append(rows, "silver.quarantine")
+        # Materialised: delivered is released below, and a streaming batch is not recomputed.
+        return None if published is None else published.localCheckpoint(eager=True)
     finally:
         delivered.unpersist()
 
@@ -208,11 +217,11 @@ def _land_requests(rows: DataFrame, topic: str, writer: sinks.BatchWriter, repor
     return parts
 
 
-def _land_scorer_progress(rows: DataFrame, writer: sinks.BatchWriter, report: BatchReport) -> None:
+def _published_progress(rows: DataFrame) -> DataFrame:
+    """The progress records of score, gold and pairs as ``ops.stream_progress`` rows."""
     parsed = rows.select(F.from_json(F.col("raw_value").cast("string"), PROGRESS_DDL,
                                      {"timestampFormat": "yyyy-MM-dd'T'HH:mm:ss.SSSSSSXXX"}).alias("p")).select("p.*")
-    with timed(report, "ops.stream_progress.score"):
-        writer.append(parsed.where(F.col("batch_id").isNotNull()), "ops.stream_progress", part="score")
+    return parsed.where(F.col("batch_id").isNotNull())
 
 
 def _quarantine_poison(batch: DataFrame, writer: sinks.BatchWriter, report: BatchReport, attempt: int) -> None:

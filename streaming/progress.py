@@ -1,9 +1,21 @@
-"""One ``ops.stream_progress`` row per micro-batch of each query: what it read, landed, refused, scored."""
+"""One ``ops.stream_progress`` row per micro-batch of each query: what it read, landed, refused, scored.
+
+The landing query appends its own row. The others (score, gold, pairs) send theirs to
+``streaming.scorer-progress`` (:class:`ProgressPublisher`), and the landing query lands them in
+the same append as its own row: a Delta commit costs about a second of CPU on two cores, and
+those queries then make none for their bookkeeping (the scoring query none at all).
+"""
 
 from __future__ import annotations
 
+import logging
+import threading
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
+
+import orjson
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -61,3 +73,46 @@ class BatchReport:
                 f"failed {self.failed}, pending {self.pending_unscored}, outcomes {self.outcomes}, "
                 f"requests {self.endpoint_requests}, model {self.model_version or '-'} "
                 f"[{self.model_status or '-'}]{latency}")
+
+
+class ProgressPublisher:
+    """Sends batch reports to ``streaming.scorer-progress`` (key: the query id); the landing query
+    lands them (a replay's second record has the same query id and batch id: the first is kept).
+    Shared by the queries of one process (kafka-python's producer is thread-safe)."""
+
+    def __init__(self, config, names):
+        self.config, self.topic = config, names.progress
+        self._producer = None
+        self._lock = threading.Lock()
+
+    def send(self, report: BatchReport) -> None:
+        """Send the batch's report; never fail the batch on it. What the batch wrote is already
+        written: a broker away (its outage) leaves the record to the producer, which keeps retrying
+        it until ``delivery_timeout_ms``, and a warning here; the report stays in /metrics."""
+        from kafka.errors import KafkaError
+
+        from learnscore.core.kafka_io import BrokerUnreachable, producer
+
+        row = report.row()
+        row["duration_s"] = round((datetime.now(timezone.utc) - report.started_at).total_seconds(), 3)
+        value = orjson.dumps(row, default=_iso)
+        try:
+            with self._lock:
+                if self._producer is None:
+                    self._producer = producer(self.config)
+            self._producer.send(self.topic, key=(report.query_id or "").encode(), value=value).get(
+                timeout=self.config.kafka.request_timeout_s)
+        except (KafkaError, BrokerUnreachable) as exc:
+            log.warning("%s batch %s: its progress record was not acknowledged in %gs (%s); the "
+                        "producer keeps trying while the broker is away", report.query, report.batch_id,
+                        self.config.kafka.request_timeout_s, type(exc).__name__)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._producer is not None:
+                self._producer.close(timeout=5)
+                self._producer = None
+
+
+def _iso(value):
+    return value.isoformat(timespec="microseconds").replace("+00:00", "Z")

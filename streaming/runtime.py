@@ -22,7 +22,7 @@ from learnscore.core.config import Config
 from learnscore.schemas import topics
 from learnscore.schemas.tables import STREAM_PROGRESS
 from learnscore.streaming.attempts import AttemptLog
-from learnscore.streaming.progress import BatchReport
+from learnscore.streaming.progress import BatchReport, ProgressPublisher
 from learnscore.streaming.sinks import BatchWriter
 
 log = logging.getLogger(__name__)
@@ -111,6 +111,9 @@ class QueryRuntime:
     last_rows_at: float = field(default_factory=time.monotonic)
     last_batch_ended_at: float = field(default_factory=time.monotonic)
     last_report: BatchReport | None = None
+    # Set: this query's batch reports go to the progress topic for the landing query to land
+    # (progress.py); unset (the landing query): appended to ops.stream_progress here.
+    publisher: ProgressPublisher | None = None
     reports: deque = field(default_factory=lambda: deque(maxlen=10_000), repr=False)
     writes_since_compaction: dict = field(default_factory=dict, repr=False)  # table → appends
     notes: list = field(default_factory=list, repr=False)  # for the next batch's progress row
@@ -205,16 +208,30 @@ class QueryRuntime:
         self.writes_since_compaction[table] = 0
         log.info("%s: compacted %s (%d small files into %d)", self.name, table, removed, added)
 
-    def write_progress(self, spark, writer: BatchWriter, report: BatchReport) -> None:
-        """Append this batch's ``ops.stream_progress`` row (once per batch)."""
+    def write_progress(self, spark, writer: BatchWriter, report: BatchReport, published=None) -> None:
+        """This batch's ``ops.stream_progress`` row, once per batch: sent to the progress topic when
+        the query has a :attr:`publisher`, else appended here together with ``published`` (the other
+        queries' rows the landing query read in this batch: one commit for all of them)."""
         report.duration_s = report.duration_s or (time.monotonic() - _monotonic_of(report))
-        frame = spark.createDataFrame([report.row()], schema=STREAM_PROGRESS.ddl)
-        with timed(report, "ops.stream_progress"):
-            written = writer.append(frame, "ops.stream_progress")
-        if not written:  # a replay: its row was written before, without what this run noted since
-            with self._lock:
-                self.notes[:0] = self._carried
+        if self.publisher is not None:
+            with timed(report, "progress"):
+                self.publisher.send(report)
+        else:
+            frame = spark.createDataFrame([report.row()], schema=STREAM_PROGRESS.ddl)
+            if published is not None:
+                frame = frame.unionByName(published)
+            with timed(report, "ops.stream_progress"):
+                written = writer.append(frame, "ops.stream_progress")
+            if not written:  # a replay: its row was written before, without what this run noted since
+                with self._lock:
+                    self.notes[:0] = self._carried
         self.compact_if_due(spark, report)
+
+    def saw_rows(self) -> None:
+        """Count this batch as reading rows for :meth:`idle_for` even if no counter says so (the
+        landing query reading the other queries' progress records)."""
+        with self._lock:
+            self.last_rows_at = time.monotonic()
 
 
 def _monotonic_of(report: BatchReport) -> float:

@@ -22,9 +22,9 @@ import os
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
-import orjson
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -35,7 +35,7 @@ from learnscore.streaming.drift.items import ExcludedItems
 from learnscore.streaming.effort import low_effort_count, with_effort, with_effort_moderated_score
 from learnscore.streaming.ingest import kafka_rows, kafka_stream
 from learnscore.streaming.model_cache import NO_MODEL, OK, SCORE_FAILED, ModelCache, ScoringUdf
-from learnscore.streaming.progress import BatchReport
+from learnscore.streaming.progress import BatchReport, ProgressPublisher
 from learnscore.streaming.runtime import QueryRuntime, ScorerTopics, timed
 from learnscore.streaming.score import score_issued_value, score_submissions, without_items
 
@@ -173,8 +173,8 @@ class RetryCatchUp:
 
     def run_reported(self, model: ScoringUdf, query_id: str | None, progress: ProgressPublisher) -> int:
         """:meth:`run` from the runner (no micro-batch): its own progress record, ``query`` ``catch_up``."""
-        report = BatchReport("catch_up", self.cursor().get("runs", 0) + 1, _utcnow(), query_id=f"{query_id}.catch_up",
-                             model_version=model.version, model_status=OK)
+        report = BatchReport("catch_up", self.cursor().get("runs", 0) + 1, datetime.now(timezone.utc),
+                             query_id=f"{query_id}.catch_up", model_version=model.version, model_status=OK)
         caught_up = self.run(model, report)
         report.scored = report.rows_read = caught_up
         report.note(f"caught up {caught_up} waiting submissions")
@@ -199,7 +199,7 @@ class RetryCatchUp:
                    .load())
             rows = (decode_events(kafka_rows(raw), SUBMISSION, self.config.domain.contract())
                     .where(F.col("reason_code").isNull()))
-            local = report or BatchReport(QUERY, -1, _utcnow())
+            local = report or BatchReport(QUERY, -1, datetime.now(timezone.utc))
             outcome = score_and_publish(rows, model, self.config, self.names, local, self.exclusion.current())
             self._save({str(p): o for p, o in end.items()}, model.version, self.cursor().get("runs", 0) + 1)
             log.info("caught up %d waiting submissions with version %s (%d still unusable)", outcome.scored,
@@ -244,7 +244,7 @@ def make_scoring_handler(spark: SparkSession, config: Config, runtime: QueryRunt
                          catch_up: RetryCatchUp) -> Callable[[DataFrame, int], None]:
     """The query's ``foreachBatch`` handler."""
     names = ScorerTopics.of(config)
-    progress = ProgressPublisher(config, names)
+    progress = runtime.publisher or ProgressPublisher(config, names)
 
     def handle(batch_df: DataFrame, batch_id: int) -> None:
         with runtime.batch(batch_id) as (_writer, report, attempt):
@@ -326,53 +326,6 @@ def _safe_pending(catch_up: RetryCatchUp) -> int | None:
     except Exception as exc:  # noqa: BLE001 - a count for the report; the broker may be away
         log.debug("could not count waiting submissions: %s", exc)
         return None
-
-
-class ProgressPublisher:
-    """Sends the scoring query's batch reports to ``streaming.scorer-progress`` (key: query id)."""
-
-    def __init__(self, config: Config, names: ScorerTopics):
-        self.config, self.topic = config, names.progress
-        self._producer = None
-
-    def send(self, report: BatchReport) -> None:
-        """Send the batch's report; never fail the batch on it. The scores are already published:
-        a broker away (its outage) leaves the record to the producer, which keeps retrying it
-        until ``delivery_timeout_ms``, and a warning here; the report stays in /metrics."""
-        from kafka.errors import KafkaError
-
-        from learnscore.core.kafka_io import BrokerUnreachable, producer
-
-        row = report.row()
-        row["duration_s"] = round(_seconds_since(report), 3)
-        value = orjson.dumps(row, default=_iso)
-        try:
-            if self._producer is None:
-                self._producer = producer(self.config)
-            self._producer.send(self.topic, key=(report.query_id or "").encode(), value=value).get(
-                timeout=self.config.kafka.request_timeout_s)
-        except (KafkaError, BrokerUnreachable) as exc:
-            log.warning("%s batch %s: its progress record was not acknowledged in %gs (%s); the "
-                        "producer keeps trying while the broker is away", report.query, report.batch_id,
-                        self.config.kafka.request_timeout_s, type(exc).__name__)
-
-    def close(self) -> None:
-        if self._producer is not None:
-            self._producer.close(timeout=5)
-
-
-def _seconds_since(report: BatchReport) -> float:
-    return (_utcnow() - report.started_at).total_seconds()
-
-
-def _utcnow():
-    from datetime import datetime, timezone
-
-    return datetime.now(timezone.utc)
-
-
-def _iso(value):
-    return value.isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 __all__ = ["OK", "QUERY", "RetryCatchUp", "make_scoring_handler", "scoring_stream"]

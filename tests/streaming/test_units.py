@@ -57,16 +57,16 @@ def test_a_progress_record_the_broker_cannot_take_does_not_fail_the_batch(caplog
 
     from learnscore.core.config import Config
     from learnscore.core.ports import free_port
-    from learnscore.streaming.progress import BatchReport
+    from learnscore.streaming.progress import BatchReport, ProgressPublisher
     from learnscore.streaming.runtime import ScorerTopics
-    from learnscore.streaming.scoring import QUERY, ProgressPublisher
+    from learnscore.streaming.scoring import QUERY
 
     config = Config()
     config = config.model_copy(update={"kafka": config.kafka.model_copy(update={
         "bootstrap_servers": f"127.0.0.1:{free_port()}", "request_timeout_s": 1.0})})
     publisher = ProgressPublisher(config, ScorerTopics.of(config))
     report = BatchReport(QUERY, 7, datetime.now(timezone.utc), query_id="q")
-    with caplog.at_level("WARNING", logger="learnscore.streaming.scoring"):
+    with caplog.at_level("WARNING", logger="learnscore.streaming.progress"):
         publisher.send(report)
     publisher.close()
     assert "batch 7: its progress record was not acknowledged" in caplog.text
