@@ -110,9 +110,14 @@ def make_gold_handler(spark: SparkSession, config: Config, runtime: QueryRuntime
                 rows = gold_rows(readable_rows, writer.batch_id, pseudonym_key).localCheckpoint(eager=True)
                 unreadable = batch.where(~readable())
                 with timed(report, "count"):
+                    # The counts and the production rows' latency in one job (each job costs ~0.2 s here).
                     kind = (F.when(~readable(), F.lit("unreadable")).when(is_production(), F.lit("production"))
                             .otherwise(F.lit("shadow")))
-                    kinds = {r.kind: r["count"] for r in batch.groupBy(kind.alias("kind")).count().collect()}
+                    latency = F.unix_micros(F.current_timestamp()) - F.unix_micros("s.submission_time")
+                    tally = {r.kind: r for r in batch.groupBy(kind.alias("kind")).agg(
+                        F.count(F.lit(1)).alias("n"), F.percentile_approx(latency, [0.5, 0.95, 0.99], 10000)
+                        .alias("latency"), F.last("s.model_version").alias("version")).collect()}
+                    kinds = {name: r.n for name, r in tally.items()}
                 counts = {True: kinds.get("production", 0), False: kinds.get("unreadable", 0)}
                 report.rows_read = sum(kinds.values())
                 report.scored = counts.get(True, 0)
@@ -127,9 +132,7 @@ def make_gold_handler(spark: SparkSession, config: Config, runtime: QueryRuntime
                 if report.scored:
                     with timed(report, "gold.predictions"):
                         writer.append(rows, "gold.predictions")
-                    stats = rows.agg(F.percentile_approx(
-                        F.unix_micros("landed_at") - F.unix_micros("event_time"), [0.5, 0.95, 0.99], 10000)
-                        .alias("latency"), F.last("model_version").alias("version")).collect()[0]
+                    stats = tally["production"]
                     if stats.latency:
                         report.latency_p50_s, report.latency_p95_s, report.latency_p99_s = (
                             value / 1e6 for value in stats.latency)
