@@ -98,6 +98,7 @@ class ScoreOutcome:
     scored: int = 0
     failed: int = 0
     latency: tuple[float, float, float] | None = None
+    rows: int = 0  # read: scored + failed
 
 
 def score_and_publish(rows: DataFrame, model: ScoringUdf, config: Config, names: ScorerTopics,
@@ -112,6 +113,7 @@ def score_and_publish(rows: DataFrame, model: ScoringUdf, config: Config, names:
     try:
         with timed(report, "score"):
             stats = scored.agg(
+                F.count(F.lit(1)).alias("rows"),
                 F.sum(F.col("output_ok").cast("long")).alias("ok"),
                 F.sum((~F.col("output_ok")).cast("long")).alias("bad"),
                 low_effort_count().alias("low_effort"),
@@ -121,6 +123,8 @@ def score_and_publish(rows: DataFrame, model: ScoringUdf, config: Config, names:
         if stats.low_effort:
             report.note(f"{stats.low_effort} low-effort submissions")
         with timed(report, "kafka"):
+            if not stats.rows:
+                return ScoreOutcome()
             published = with_effort_moderated_score(scored, model.udf, stats.low_effort)
             try:
                 publish(outgoing(published, names, F.lit(model.version)), config)
@@ -133,7 +137,7 @@ def score_and_publish(rows: DataFrame, model: ScoringUdf, config: Config, names:
     finally:
         scored.unpersist()
     latency = tuple(value / 1e6 for value in stats.latency) if stats.latency else None
-    return ScoreOutcome(stats.ok or 0, stats.bad or 0, latency)
+    return ScoreOutcome(stats.ok or 0, stats.bad or 0, latency, stats.rows)
 
 
 class RetryCatchUp:
@@ -250,8 +254,6 @@ def make_scoring_handler(spark: SparkSession, config: Config, runtime: QueryRunt
         with runtime.batch(batch_id) as (_writer, report, attempt):
             rows = batch_df.persist()
             try:
-                with timed(report, "decode"):
-                    report.rows_read = report.submissions_valid = rows.count()
                 with timed(report, "model.refresh"):
                     state = models.refresh()
                 model = state.model
@@ -262,19 +264,23 @@ def make_scoring_handler(spark: SparkSession, config: Config, runtime: QueryRunt
                     with timed(report, "catch_up"):
                         caught_up = catch_up.run(model, report)
                     report.note(f"caught up {caught_up} waiting submissions")
-                if not report.rows_read:
-                    pass
-                elif model is None or attempt >= config.streaming.max_batch_attempts:
-                    if model is not None:
+                if model is None or attempt >= config.streaming.max_batch_attempts:
+                    with timed(report, "decode"):
+                        report.rows_read = report.submissions_valid = rows.count()
+                    if report.rows_read and model is not None:
                         report.model_status = SCORE_FAILED
                         report.note(f"batch failed {attempt - 1} times: its rows wait for the next version")
-                    with timed(report, "kafka"):
-                        publish(waiting(rows, names, model.version if model else NO_VERSION), config)
+                    if report.rows_read:
+                        with timed(report, "kafka"):
+                            publish(waiting(rows, names, model.version if model else NO_VERSION), config)
                     report.failed = report.rows_read
                     if model is None:
                         report.model_status = report.model_status or NO_MODEL
                 else:
+                    # The batch is decoded, deduplicated, scored and counted by one Spark job: each
+                    # job more waits for a free core behind the other queries' tasks.
                     outcome = _score_or_park(rows, model, config, names, report, catch_up.exclusion.current())
+                    report.rows_read = report.submissions_valid = outcome.rows
                     report.scored, report.failed = outcome.scored, outcome.failed
                     if outcome.latency:
                         report.latency_p50_s, report.latency_p95_s, report.latency_p99_s = outcome.latency
@@ -304,7 +310,8 @@ def _score_or_park(rows: DataFrame, model: ScoringUdf, config: Config, names: Sc
         report.model_status = SCORE_FAILED
         report.note(f"scoring raised: {first}")
         publish(waiting(rows, names, model.version), config)
-        return ScoreOutcome(0, report.rows_read, None)
+        count = rows.count()
+        return ScoreOutcome(0, count, None, count)
 
 
 def _safe_due(catch_up: RetryCatchUp, model: ScoringUdf) -> bool:
