@@ -74,7 +74,10 @@ def test_counts_match_end_to_end(kit, production_model):
         assert pair.level_correct == (pair.comprehension_level == outcome["observed_comprehension_level"])
     assert sorted(r.request_id for r in kit.table("ops.endpoint_requests").collect()) == ["req-0", "req-1", "req-2"]
     scoring_progress = kit.progress("score")
-    assert sum(r.scored for r in scoring_progress) == len(valid)
+    assert sum(r.scored for r in scoring_progress) == len(valid), [
+        (r.batch_id, r.rows_read, r.scored, r.failed, r.model_status, r.message) for r in scoring_progress] + [
+        (r.query, r.batch_id, r.scored, r.message) for r in kit.table("ops.stream_progress").collect()
+        if r.query != "score"]
     assert sum(r.failed for r in scoring_progress) == 0
     assert {r.model_status for r in scoring_progress} == {"ok"}
     assert sum(r.outcomes for r in kit.progress("land")) == len(outcomes)
