@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -102,6 +103,11 @@ class ModelCache:
         self._checked_at: float | None = None
         self._failed: tuple[str, float, str] | None = None  # version, when, why
         self.state = ModelState(None, NO_MODEL, "not checked yet")
+        # The scoring batch and the runner's idle catch-up both refresh. Without the lock the second
+        # caller saw "checked just now" while the first was still building the UDF, and its batch
+        # found no model and parked every row (found by the scoring query refreshing before it
+        # reads its batch).
+        self._lock = threading.Lock()
 
     @property
     def model(self) -> ScoringUdf | None:
@@ -115,7 +121,12 @@ class ModelCache:
         return None
 
     def refresh(self, force: bool = False) -> ModelState:
-        """Ask the registry (at most every ``alias_check_seconds``) and swap the UDF if needed."""
+        """Ask the registry (at most every ``alias_check_seconds``) and swap the UDF if needed; a
+        caller that comes while another builds waits for it and gets its result."""
+        with self._lock:
+            return self._refresh(force)
+
+    def _refresh(self, force: bool) -> ModelState:
         now = self._clock()
         due = (self._checked_at is None
                or now - self._checked_at >= self._config.streaming.alias_check_seconds)

@@ -104,3 +104,37 @@ def test_niceness_lowers_the_session_group_so_it_counts_against_other_sessions()
                          start_new_session=True, check=True).stdout.split()
     assert out == ["7", str(min(19, os.nice(0) + 7))], out  # a new session's group starts at 0
     assert group.read_text() == ours  # the caller's session is untouched
+
+
+def test_a_refresh_during_another_ones_model_build_waits_for_that_model(tmp_path):
+    """The runner's idle catch-up and the scoring batch refresh the model cache from two threads:
+    the second must get the model the first is building, not "nothing checked yet" (its batch
+    would park every row)."""
+    import threading
+    import time
+
+    from learnscore.core.config import Config
+    from learnscore.registry.access import PRODUCTION, registry_client
+    from learnscore.streaming.model_cache import OK, ModelCache, ScoringUdf
+
+    config = Config()
+    config = config.model_copy(update={"mlflow": config.mlflow.model_copy(update={
+        "tracking_uri": f"sqlite:///{tmp_path}/mlflow.db", "registry_uri": None, "model_name": "cache-race"})})
+    client = registry_client(config)
+    client.create_registered_model(config.mlflow.model_name)
+    version = client.create_model_version(config.mlflow.model_name, source=str(tmp_path)).version
+    client.set_registered_model_alias(config.mlflow.model_name, PRODUCTION, version)
+    building = threading.Event()
+
+    def slow_build(_spark, _config, built):
+        building.set()
+        time.sleep(1.0)
+        return ScoringUdf(name=config.mlflow.model_name, version=built, udf=None)
+
+    cache = ModelCache(None, config, builder=slow_build)
+    first = threading.Thread(target=cache.refresh)
+    first.start()
+    assert building.wait(30)
+    second = cache.refresh()  # while the first builds
+    first.join()
+    assert second.status == OK and second.model is not None and second.model.version == str(version)
