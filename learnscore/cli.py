@@ -1196,8 +1196,11 @@ def demo(
         typer.echo(f"demo stopped by request after {took:.0f}s; production versions seen {versions}")
         raise typer.Exit(130)
     if not report.story_complete:
+        from learnscore.demo import retrain_summary
+
+        runs = "\n  ".join(retrain_summary(get_config()))
         fail(f"the story did not complete within the live stream ({versions}); see the logs in "
-             f"{logs}/ (stream.log, retrain-worker.log)")
+             f"{logs}/ (stream.log, retrain-worker.log). The retrain runs:\n  {runs}")
     typer.echo(f"demo finished in {took:.0f}s: production versions seen {versions}; logs in {logs}/")
 
 

@@ -19,9 +19,11 @@ from pathlib import Path
 import pytest
 
 from learnscore.core.ports import free_port
+from learnscore.monitoring.app import PANEL_IDS
+from tests.browser import chromedriver_session, open_dashboard
 
 # Bounds, not goals: --fast takes about 3 minutes on an idle 2-core machine, far longer on a busy one.
-pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(1800)]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.browser, pytest.mark.timeout(1800)]
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -127,7 +129,12 @@ def test_fast_demo_tells_the_whole_story(kafka_broker, installed_learnscore, tmp
     finished = subprocess.run([str(installed_learnscore), "demo", "--fast"], cwd=empty,
                               env=environ, capture_output=True, text=True, timeout=1700)
     output = finished.stdout + finished.stderr
-    assert finished.returncode == 0, f"demo exited {finished.returncode}:\n{output[-6000:]}"
+    worker_log = state / "logs" / "retrain-worker.log"
+    lines = worker_log.read_text().splitlines() if worker_log.exists() else []
+    first = next((i for i, line in enumerate(lines) if "retrain request" in line), 0)
+    assert finished.returncode == 0, "\n".join([f"demo exited {finished.returncode}:", output[-6000:],
+                                                "retrain-worker.log from its first request:",
+                                                *lines[first:first + 150]])
     for line in ("[1/5]", "[4/5]", "[5/5]", "dashboard      http://", "MLflow UI      http://",
                  "endpoint       http://", "the story is complete", "stopped the MLflow UI"):
         assert line in output, f"{line!r} missing from the demo's output:\n{output[-4000:]}"
@@ -143,15 +150,22 @@ def test_fast_demo_tells_the_whole_story(kafka_broker, installed_learnscore, tmp
     # before that run's data ended is answered by its version (covered); the demo stops 5 s
     # after v2 scores.
     problems = story_problems(config, sent, run["first_version"])
-    worker_log = state / "logs" / "retrain-worker.log"
-    lines = worker_log.read_text().splitlines()
-    first = next((i for i, line in enumerate(lines) if "retrain request" in line), 0)
     assert problems == [], "\n".join([*problems, "retrain-worker.log from its first request:",
                                        *lines[first:first + 150]])
 
     # The check can fail: a submission the simulator sent that no table holds is reported.
     doctored = {**sent, "valid_submission_ids": [*sent["valid_submission_ids"], "not-scored"]}
     assert any("never scored" in p for p in story_problems(config, doctored, "1"))
+
+    # The dashboard over the run's tables, in Chromium: every panel the run writes draws
+    # (ops.drift_metrics is written by `learnscore monitor drift`, which the demo does not run).
+    with chromedriver_session(tmp_path / "chrome-profile") as driver:
+        page = open_dashboard(config, driver, "dashboard-demo.png")
+    written = [panel_id for panel_id in PANEL_IDS if panel_id != "drift_metrics"]
+    assert {panel_id: page["states"][f"panel-{panel_id}"] for panel_id in written} == \
+        dict.fromkeys(written, "ok"), page["empty_notes"]
+    assert all(page["drawn"][f"panel-{panel_id}"] > 0 for panel_id in written), page["drawn"]
+    assert page["states"]["panel-drift_metrics"] == "empty"
 
     # Nothing the demo started is left running.
     leftovers = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
