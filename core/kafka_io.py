@@ -227,3 +227,12 @@ def consumer(config: Config, *topics: str, secrets: Secrets | None = None, **ove
     from kafka import KafkaConsumer
 
     return _connect(KafkaConsumer, config, *topics, **{**client_options(config, secrets), **overrides})
+
+
+def end_offsets(client, topic: str) -> dict[int, int]:
+    """Each partition's end offset of ``topic``, asked through the kafka-python consumer ``client``."""
+    from kafka import TopicPartition
+
+    partitions = client.partitions_for_topic(topic) or set()
+    ends = client.end_offsets([TopicPartition(topic, partition) for partition in partitions])
+    return {tp.partition: offset for tp, offset in ends.items()}

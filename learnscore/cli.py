@@ -105,11 +105,20 @@ def main(
 # -- jars -------------------------------------------------------------------------------------
 @app.command()
 def jars(force: Annotated[bool, typer.Option(help="Resolve again even if present.")] = False) -> None:
-    """Resolve the JVM jars (Delta, Spark Kafka connector, Kafka broker) with Maven."""
+    """Resolve the JVM jars (Delta, Spark Kafka connector, Kafka broker) with Maven.
+
+    Then build the Spark driver's class archive (once per JDK, PySpark and jar set), which makes
+    every later Spark process start faster.
+    """
+    from learnscore.core.class_archive import build_archive
     from learnscore.core.jars import resolve_jars
 
-    for name, files in resolve_jars(get_config(), force=force).items():
+    config = get_config()
+    for name, files in resolve_jars(config, force=force).items():
         typer.echo(f"{name}: {len(files)} jars in {files[0].parent}")
+    archive = build_archive(config, force=force)
+    if archive is not None:
+        typer.echo(f"spark driver class archive: {archive}")
 
 
 # -- stack ------------------------------------------------------------------------------------

@@ -263,23 +263,18 @@ class Scorer:
 
     def _progress_ends(self) -> dict[int, int]:
         """The progress topic's end offsets (empty when the broker cannot say: no wait then)."""
-        from kafka import TopicPartition
+        from learnscore.core.kafka_io import consumer, end_offsets
 
-        from learnscore.core.kafka_io import consumer
-
-        topic = ScorerTopics.of(self.config).progress
         try:
             client = consumer(self.config)
             try:
-                partitions = client.partitions_for_topic(topic) or set()
-                ends = client.end_offsets([TopicPartition(topic, p) for p in partitions])
+                return end_offsets(client, ScorerTopics.of(self.config).progress)
             finally:
                 client.close()
         except Exception as exc:  # noqa: BLE001 - the broker may be away: stop without the wait
             log.info("stopping: the progress topic's end offsets are unknown (%s); what is not landed "
                      "yet is landed on restart", str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__)
             return {}
-        return {tp.partition: offset for tp, offset in ends.items()}
 
     def _read_to(self, name: str, ends: dict[int, int]) -> bool:
         """Query ``name`` has finished a batch that read the progress topic up to ``ends``."""

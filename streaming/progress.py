@@ -97,10 +97,12 @@ class ProgressPublisher:
         row["duration_s"] = round((datetime.now(timezone.utc) - report.started_at).total_seconds(), 3)
         value = orjson.dumps(row, default=_iso)
         try:
-            with self._lock:
+            with self._lock:  # read under the lock: close() may run on another thread
                 if self._producer is None:
                     self._producer = producer(self.config)
-            self._producer.send(self.topic, key=(report.query_id or "").encode(), value=value).get(
+                client = self._producer
+            # A send racing close() raises IllegalStateError, a KafkaError: warned below.
+            client.send(self.topic, key=(report.query_id or "").encode(), value=value).get(
                 timeout=self.config.kafka.request_timeout_s)
         except (KafkaError, BrokerUnreachable) as exc:
             log.warning("%s batch %s: its progress record was not acknowledged in %gs (%s); the "

@@ -211,20 +211,16 @@ class RetryCatchUp:
             return outcome.scored
 
     def _end_offsets(self) -> dict[int, int]:
-        from kafka import TopicPartition
-
-        from learnscore.core.kafka_io import consumer
+        from learnscore.core.kafka_io import consumer, end_offsets
 
         with self._consumer_lock:
             if self._consumer is None:
                 self._consumer = consumer(self.config)
             try:
-                partitions = self._consumer.partitions_for_topic(self.names.retries) or set()
-                ends = self._consumer.end_offsets([TopicPartition(self.names.retries, p) for p in partitions])
+                return end_offsets(self._consumer, self.names.retries)
             except Exception:
                 self._close_consumer()  # the next call connects afresh (the broker may have moved or restarted)
                 raise
-            return {tp.partition: offset for tp, offset in ends.items()}
 
     def _close_consumer(self) -> None:
         if self._consumer is not None:

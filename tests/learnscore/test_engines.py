@@ -111,3 +111,12 @@ def test_vacuum_deletes_the_files_a_compaction_replaced_once_past_the_tables_ret
     assert sorted(r.id for r in spark.read.format("delta").load(path).collect()) == list(range(30))
     with pytest.raises(Exception, match="RETENTION"):  # version 0 is gone, and Delta says so
         spark.read.format("delta").option("versionAsOf", 0).load(path).collect()
+
+
+def test_the_driver_maps_the_class_archive_that_learnscore_jars_built(spark, config):
+    from learnscore.core.class_archive import archive_path
+
+    archive = archive_path(config)
+    assert archive is not None and archive.is_file(), "make jars builds it; see its log line"
+    bean = spark._jvm.java.lang.management.ManagementFactory.getRuntimeMXBean()
+    assert f"-XX:SharedArchiveFile={archive}" in list(bean.getInputArguments())
