@@ -115,6 +115,11 @@ def demo_settings(options: DemoOptions) -> dict[str, str]:
             # is not decided by a handful of rows.
             "LEARNSCORE__RETRAIN__MIN_TRAINING_ROWS": "1000",
             "LEARNSCORE__GATES__WINDOW_ROWS": "1000",
+            # The story has 10 minutes: a run that waits for post-onset outcomes (a loaded
+            # machine lands them late) widens after 2 minutes, not 10, and a failed attempt is
+            # tried again after 15 s, not a minute.
+            "LEARNSCORE__RETRAIN__CONCEPT_MAX_WAIT_SECONDS": "120",
+            "LEARNSCORE__RETRAIN__FAILED_BACKOFF_SECONDS": "15",
         })
     return settings
 
