@@ -41,7 +41,7 @@ def archive_path(config: Config) -> Path | None:
 
 def java_options(config: Config) -> str:
     """The driver's JVM option that maps the archive, or "" when none has been built."""
-    path = archive_path(config)
+    path = archive_path(config) if config.spark.class_archive else None
     return f"-XX:SharedArchiveFile={path}" if path is not None and path.is_file() else ""
 
 

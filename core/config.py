@@ -61,6 +61,8 @@ class SparkConfig(_Section):
     driver_jit: Literal["c1", "full"] = "c1"
     shuffle_partitions: int = Field(2, ge=1)
     jars_dir: Path = Path(".cache/jars/spark")
+    # Map the driver class archive `learnscore jars` builds (core/class_archive.py); false: never.
+    class_archive: bool = True
     extra_conf: dict[str, str] = Field(default_factory=dict)
     # FAIR scheduler pool weights (a pool per scorer query): the scoring query's jobs go first
     # when the two cores are busy; unknown pools get weight 1.

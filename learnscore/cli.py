@@ -705,6 +705,24 @@ def bench_validation(
     typer.echo(f"written to {output}")
 
 
+@bench_app.command("driver-start")
+def bench_driver_start(
+    runs: Annotated[int, typer.Option(min=1, help="Fresh drivers per mode (archive, no archive).")] = 3,
+    output: Annotated[Path, typer.Option(help="Where the JSON goes.")] = Path("bench/results/driver_start.json"),
+) -> None:
+    """A fresh Spark driver's start (session, first job, a Delta write and read) with and without
+    the class archive `learnscore jars` builds."""
+    from learnscore.bench.driver_start import run_driver_start_bench
+
+    try:
+        result = run_driver_start_bench(get_config(), runs=runs, output=output)
+    except RuntimeError as exc:
+        fail(str(exc))
+    for mode, figures in result["median"].items():
+        typer.echo(f"{mode:<11} " + "  ".join(f"{key} {value}" for key, value in figures.items()))
+    typer.echo(f"the archive saves {result['saved_s']} s per driver start; written to {output}")
+
+
 # -- simulate ---------------------------------------------------------------------------------
 def _parse_scenarios(texts: list[str] | None):
     from learnscore.simulator.scenarios import ScenarioError, parse_scenario
@@ -1153,12 +1171,13 @@ def bench_model(
 
 @bench_app.command("all")
 def bench_all() -> None:
-    """Every benchmark in turn: validation, model, stream, serve, drift, estimate, psychometrics (stream and serve need `stack up`).
+    """Every benchmark in turn: validation, driver start, model, stream, serve, drift, estimate, psychometrics (stream and serve need `stack up`).
 
     Each runs with its defaults; a failing one is reported and the others still run.
     """
     failed = []
-    for name, run in (("validation", bench_validation), ("model", bench_model), ("stream", bench_stream),
+    for name, run in (("validation", bench_validation), ("driver-start", bench_driver_start),
+                      ("model", bench_model), ("stream", bench_stream),
                       ("serve", bench_serve), ("drift", bench_drift), ("estimate", bench_estimate),
                       ("psychometrics", bench_psychometrics)):
         typer.secho(f"== bench {name}", bold=True)

@@ -23,3 +23,12 @@ def test_a_new_jar_set_names_a_new_archive_and_a_missing_archive_adds_no_option(
     second.parent.mkdir(parents=True)
     second.write_bytes(b"archive")
     assert class_archive.java_options(config) == f"-XX:SharedArchiveFile={second}"
+
+
+def test_spark_class_archive_false_never_maps_it(tmp_path):
+    config = _config(tmp_path)
+    path = class_archive.archive_path(config)
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"archive")
+    off = config.model_copy(update={"spark": config.spark.model_copy(update={"class_archive": False})})
+    assert class_archive.java_options(off) == ""
