@@ -11,16 +11,15 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from learnscore.bench.results import write_result
 from learnscore.core.class_archive import java_options
 from learnscore.core.config import Config
 
@@ -44,13 +43,8 @@ def run_driver_start_bench(config: Config, runs: int = 3,
         "saved_s": round(medians["no_archive"]["wall_s"] - medians["archive"]["wall_s"], 2),
         "runs": measured,
         "archive": java_options(config).split("=", 1)[1],
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                    "load_average": [round(x, 2) for x in os.getloadavg()]},
-        "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(result, indent=2) + "\n")
-    return result
+    return write_result(result, output)
 
 
 def _one_start(archive: bool) -> dict[str, float]:

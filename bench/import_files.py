@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -29,6 +28,8 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+
+from learnscore.bench.results import write_result
 
 RESPONSES_PER_SUBMISSION = 30  # the simulator's diagnostics (to size the history)
 _SAMPLE_S = 0.2
@@ -73,13 +74,8 @@ def run_import_benchmark(config, *, rows: int = 2_000_000, file_format: str = "c
         "runs": {phase: {key: value for key, value in run.items() if key != "summary"} | {
             "seconds_by_phase": run["summary"]["seconds"],
             "landed": run["summary"]["submissions"]["landed"]} for phase, run in runs.items()},
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                    "load_average": [round(x, 2) for x in os.getloadavg()]},
-        "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(result, indent=2) + "\n")
-    return result
+    return write_result(result, output)
 
 
 def _measure(command: list[str], env: dict[str, str], log_path: Path) -> dict[str, Any]:

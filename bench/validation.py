@@ -10,15 +10,14 @@ JSON for comparison (measured the same way at commit 618dcf6).
 
 from __future__ import annotations
 
-import json
-import os
-import platform
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import orjson
+
+from learnscore.bench.results import write_result
 
 #: The exec-compiled validator of schemas/contract.py before pydantic (commit 618dcf6), same
 #: 50,000 events, same method, on the project machine (2 cores, idle: load 0.9).
@@ -54,11 +53,5 @@ def run_validation_benchmark(events: int = 50_000, output: Path = Path("bench/re
         "seconds": round(seconds, 3), "events_per_s": round(events / seconds, 1),
         "decode_only_events_per_s": round(events / decode, 1),
         "previous": PREVIOUS,
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                    "load_average": [round(x, 2) for x in os.getloadavg()]},
-        "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(result, indent=2) + "\n")
-    return result
+    return write_result(result, output)
